@@ -1,0 +1,44 @@
+# The commands people use. Every target that needs Python first runs `install`,
+# which creates or updates the tooling environment (.venv) from uv.lock and does
+# nothing when it is current.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+STAMP := $(VENV)/.daskfleet-installed
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install local local-down local-status test bench env preview up down clean lock
+
+install: $(STAMP)
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON)
+
+local: install
+	$(VENV)/bin/daskfleet local up
+
+local-status: install
+	$(VENV)/bin/daskfleet local status
+
+local-down: install
+	$(VENV)/bin/daskfleet local down
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	-$(VENV)/bin/daskfleet local down 2>/dev/null
+	rm -rf $(VENV) $(TOOLS)

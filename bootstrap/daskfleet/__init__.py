@@ -1,0 +1,1 @@
+"""daskfleet: secured, reproducible Dask clusters."""

@@ -1,0 +1,171 @@
+"""Names and encodings shared by the Pulumi program, the node agent and the local launcher.
+
+Everything here is written exactly once. The infrastructure code imports this module to
+name secrets, parameters and tags and to encode certificate roles; the node agent imports
+it to find and check the same things. A renamed secret breaks the end-to-end test, not a
+cluster in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+# --- roles and certificate identity -------------------------------------------------------
+
+Role = Literal["scheduler", "worker", "client"]
+ROLES: tuple[Role, ...] = ("scheduler", "worker", "client")
+NODE_ROLES: tuple[Role, ...] = ("scheduler", "worker")
+
+#: Certificates name their role in a SPIFFE-style SAN URI: spiffe://<cluster>/role/<role>.
+#: pulumi-tls can write SAN URIs (``uris=``) but not custom extended-key-usage OIDs, so the
+#: role lives here rather than in an EKU.
+ROLE_URI_SCHEME = "spiffe"
+_ROLE_URI = re.compile(r"^spiffe://(?P<cluster>[a-z0-9-]+)/role/(?P<role>[a-z]+)$")
+
+#: Cluster names become DNS labels, S3 bucket name parts, IAM names and SPIFFE trust domains.
+CLUSTER_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$"
+#: Users become certificate common names, secret names and audit identities.
+USER_NAME_PATTERN = r"^[a-z][a-z0-9._-]{0,62}$"
+
+#: Every certificate is usable both ways: Dask peers connect in both directions.
+CERT_ALLOWED_USES: tuple[str, ...] = ("digital_signature", "key_encipherment", "server_auth", "client_auth")
+CA_ALLOWED_USES: tuple[str, ...] = ("cert_signing", "crl_signing", "digital_signature")
+#: Validity, in hours: CA ten years, node and client certificates one year.
+CA_VALIDITY_HOURS = 24 * 365 * 10
+CERT_VALIDITY_HOURS = 24 * 365
+CERT_ORGANIZATION = "daskfleet"
+
+
+def role_uri(cluster: str, role: Role) -> str:
+    """The SAN URI that names ``role`` within ``cluster``."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    return f"{ROLE_URI_SCHEME}://{cluster}/role/{role}"
+
+
+def parse_role_uri(uri: str) -> tuple[str, str] | None:
+    """(cluster, role) from a role URI, or None when ``uri`` is not one."""
+    match = _ROLE_URI.match(uri)
+    if match is None or match["role"] not in ROLES:
+        return None
+    return match["cluster"], match["role"]
+
+
+def common_name(cluster: str, role: Role, user: str | None = None) -> str:
+    """The certificate subject CN: the user for clients, ``<role>.<cluster>`` for nodes."""
+    if role == "client":
+        if not user:
+            raise ValueError("a client certificate needs a user identity")
+        return user
+    return f"{role}.{cluster}"
+
+
+# --- ports ---------------------------------------------------------------------------------
+
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+#: One worker process per instance listens here (no nanny: systemd supervises it).
+WORKER_PORT = 8788
+
+# --- tags ----------------------------------------------------------------------------------
+
+TAG_CLUSTER = "daskfleet:cluster"
+TAG_ROLE = "daskfleet:role"
+TAG_ENV_FINGERPRINT = "daskfleet:env-fingerprint"
+TAG_TEAM = "team"
+TAG_OWNER = "owner"
+TAG_COST_CENTER = "cost-center"
+TAG_EXPIRES = "expires"
+COST_ALLOCATION_TAGS: tuple[str, ...] = (TAG_CLUSTER, TAG_TEAM, TAG_OWNER, TAG_COST_CENTER)
+
+# --- secret and parameter names ------------------------------------------------------------
+
+NAME_PREFIX = "daskfleet"
+
+
+def spec_parameter_name(cluster: str, role: Role) -> str:
+    """SSM Parameter Store name holding a node role's spec (JSON)."""
+    return f"/{NAME_PREFIX}/{cluster}/spec/{role}"
+
+
+def node_tls_secret_name(cluster: str, role: Role) -> str:
+    """Secrets Manager name holding a node role's TLS material (JSON: ca, cert, key)."""
+    return f"{NAME_PREFIX}/{cluster}/tls/{role}"
+
+
+def client_tls_secret_name(cluster: str, user: str) -> str:
+    """Secrets Manager name holding one user's client TLS material."""
+    return f"{NAME_PREFIX}/{cluster}/clients/{user}"
+
+
+def secret_name_prefix(cluster: str) -> str:
+    """Every secret of a cluster starts with this; IAM policies are scoped to it."""
+    return f"{NAME_PREFIX}/{cluster}/"
+
+
+def parameter_path_prefix(cluster: str) -> str:
+    """Every parameter of a cluster starts with this; IAM policies are scoped to it."""
+    return f"/{NAME_PREFIX}/{cluster}/"
+
+
+def log_group_name(cluster: str) -> str:
+    return f"/{NAME_PREFIX}/{cluster}"
+
+
+def scheduler_dns_name(cluster: str, zone: str) -> str:
+    """The stable private DNS name of a cluster's scheduler."""
+    return f"scheduler.{cluster}.{zone}"
+
+
+#: Keys of the JSON document stored in a TLS secret.
+TLS_SECRET_KEYS: tuple[str, ...] = ("ca", "cert", "key")
+
+# --- the environment fingerprint -----------------------------------------------------------
+
+FINGERPRINT_PREFIX = "sha256:"
+FINGERPRINT_SHORT_LENGTH = 16
+
+
+@dataclass(frozen=True, order=True)
+class PackageRecord:
+    """One installed package, as every environment description can state it.
+
+    ``manager`` is ``conda`` or ``pip``; conda records carry their build string, which
+    distinguishes e.g. two builds of numpy against different BLAS libraries.
+    """
+
+    manager: str
+    name: str
+    version: str
+    build: str = ""
+
+    def canonical(self) -> str:
+        name = normalize_package_name(self.name) if self.manager == "pip" else self.name.lower()
+        line = f"{self.manager}:{name}=={self.version}"
+        return f"{line}={self.build}" if self.build else line
+
+
+def normalize_package_name(name: str) -> str:
+    """PEP 503 normalization for pip names."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def environment_fingerprint(packages: Iterable[PackageRecord]) -> str:
+    """A stable identity for a set of installed packages, independent of their order.
+
+    The same environment described by its conda-meta directory, by its conda-lock file for
+    one platform, or (for a Python virtual environment) by its installed distributions
+    gives the same value. Images are named by its short form.
+    """
+    lines = sorted({record.canonical() for record in packages})
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return FINGERPRINT_PREFIX + digest
+
+
+def short_fingerprint(fingerprint: str) -> str:
+    """The short form used in image names and tags."""
+    return fingerprint.removeprefix(FINGERPRINT_PREFIX)[:FINGERPRINT_SHORT_LENGTH]

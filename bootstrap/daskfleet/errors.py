@@ -1,0 +1,47 @@
+"""The one user-facing error type, and the node agent's documented exit codes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of ``daskfleet node``; one per failure class (documented in docs/agent.md).
+
+    Codes 64-78 follow sysexits.h where one fits, so supervisors can tell a configuration
+    error (do not restart) from a transient one (restart).
+    """
+
+    OK = 0
+    #: The node spec is missing, unparsable, or has a missing, mistyped or unknown key.
+    SPEC_INVALID = 65
+    #: A certificate, key or CA is missing or unreadable, or does not chain to the CA.
+    CERT_UNREADABLE = 66
+    #: The source (directory, instance metadata, SSM, Secrets Manager) cannot be read.
+    SOURCE_UNAVAILABLE = 69
+    #: A certificate is expired or not yet valid.
+    CERT_NOT_VALID_NOW = 70
+    #: The certificate's role or cluster does not match the node's.
+    CERT_ROLE_MISMATCH = 71
+    #: The installed environment's fingerprint differs from the expected one.
+    ENV_MISMATCH = 72
+    #: The scheduler could not be reached within the spec's connect timeout.
+    SCHEDULER_UNREACHABLE = 75
+    #: The scheduler refused this node (role or environment conformance).
+    REFUSED_BY_SCHEDULER = 76
+    #: A local cluster operation failed (ports, processes, state directory).
+    LOCAL_FAILURE = 77
+    #: Configuration of the command itself is wrong (bad option combination, missing tool).
+    CONFIG = 78
+
+
+class DaskfleetError(Exception):
+    """An error a user caused or can fix: printed as one line, never as a traceback."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.CONFIG):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message

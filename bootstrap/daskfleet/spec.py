@@ -1,0 +1,90 @@
+"""The node spec: what a node needs to know besides its TLS material, validated at the edge."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from . import conventions
+from .errors import DaskfleetError, ExitCode
+
+
+class NodeSpec(BaseModel):
+    """Everything a scheduler or worker node is told by its source.
+
+    Unknown keys are errors: a misspelt ``conect_timeout`` must not be silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    cluster: str = Field(pattern=conventions.CLUSTER_NAME_PATTERN, description="cluster name")
+    role: Literal["scheduler", "worker"] = Field(description="which node this spec is for")
+    scheduler_address: str | None = Field(
+        default=None,
+        description="tls://host:port of the scheduler; required for workers",
+        pattern=r"^tls://[^/\s]+:\d{1,5}$",
+    )
+    listen_host: str = Field(default="127.0.0.1", description="address to bind; the AWS source sets the instance's")
+    contact_host: str | None = Field(default=None, description="address peers use to reach this node")
+    scheduler_port: int = Field(default=conventions.SCHEDULER_PORT, ge=0, le=65535)
+    dashboard_port: int = Field(default=conventions.DASHBOARD_PORT, ge=0, le=65535)
+    worker_port: int = Field(default=conventions.WORKER_PORT, ge=0, le=65535)
+    name: str | None = Field(default=None, description="worker name; defaults to the host name")
+    nthreads: int | None = Field(default=None, ge=1, le=1024)
+    memory_limit: str = Field(default="auto")
+    connect_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    expected_fingerprint: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="environment fingerprint this node must have; the scheduler's is authoritative",
+    )
+    client_version_policy: Literal["refuse", "warn"] = Field(
+        default="refuse",
+        description="what the scheduler does with a client whose core package versions differ",
+    )
+    audit_log: str | None = Field(default=None, description="path of the JSON-lines audit log (scheduler)")
+
+    @model_validator(mode="after")
+    def _worker_needs_scheduler(self) -> NodeSpec:
+        if self.role == "worker" and self.scheduler_address is None:
+            raise ValueError("scheduler_address: required for a worker")
+        return self
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(spec)"
+    kind = error["type"]
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "extra_forbidden":
+        accepted = ", ".join(sorted(NodeSpec.model_fields))
+        return f"{key}: unknown key (accepted keys: {accepted})"
+    got = error.get("input")
+    message = error["msg"]
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    return f"{key}: {message} (got {got!r})"
+
+
+def parse_spec(raw: Mapping[str, Any] | str | bytes, origin: str = "node spec") -> NodeSpec:
+    """Validate a spec mapping (or its JSON text); one ``DaskfleetError`` naming the key on failure."""
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DaskfleetError(f"{origin}: not valid JSON ({exc})", ExitCode.SPEC_INVALID) from None
+    if not isinstance(raw, Mapping):
+        raise DaskfleetError(f"{origin}: expected a JSON object, got {type(raw).__name__}", ExitCode.SPEC_INVALID)
+    try:
+        return NodeSpec.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise DaskfleetError(f"{origin}: {problems}", ExitCode.SPEC_INVALID) from None
+
+
+def dump_spec(spec: NodeSpec) -> str:
+    """The JSON text a source stores, without defaults that were never set."""
+    return json.dumps(spec.model_dump(exclude_none=True), indent=2, sort_keys=True)
