@@ -52,11 +52,14 @@ class NodeSource(Protocol):
     def describe(self) -> str:
         """A short human name for messages, e.g. ``directory /srv/node``."""
 
-    def fetch_spec(self) -> Mapping[str, Any]:
+    def fetch_spec(self, role: str) -> Mapping[str, Any]:
         """The raw node spec; the agent validates it. Raises DaskfleetError(SPEC_INVALID/SOURCE_UNAVAILABLE)."""
 
     def fetch_tls(self, role: str) -> TlsMaterial:
         """This node's CA, certificate and key. Raises DaskfleetError(CERT_UNREADABLE/SOURCE_UNAVAILABLE)."""
+
+    def scheduler_started(self, spec: Any, contact_host: str) -> None:
+        """Called once the scheduler listens, e.g. to point the cluster's DNS name at it."""
 
 
 class DirectorySource:
@@ -68,7 +71,7 @@ class DirectorySource:
     def describe(self) -> str:
         return f"directory {self.path}"
 
-    def fetch_spec(self) -> Mapping[str, Any]:
+    def fetch_spec(self, role: str) -> Mapping[str, Any]:
         spec_path = self.path / SPEC_FILE
         try:
             text = spec_path.read_text()
@@ -92,6 +95,9 @@ class DirectorySource:
             except (OSError, UnicodeDecodeError) as exc:
                 raise DaskfleetError(f"{role} TLS file {tls / name}: cannot read ({exc})", ExitCode.CERT_UNREADABLE) from None
         return TlsMaterial(*texts)
+
+    def scheduler_started(self, spec: Any, contact_host: str) -> None:
+        """Nothing to announce: local peers are told the address by the launcher."""
 
 
 #: Source factories by scheme: ``dir:PATH`` and ``aws``.
