@@ -1,1 +1,25 @@
-"""daskfleet: secured, reproducible Dask clusters."""
+"""daskfleet: secured, reproducible Dask clusters.
+
+``daskfleet.connect("local")`` returns a connected ``distributed.Client``;
+``daskfleet.security("local")`` the ``distributed.Security`` behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["connect", "security"]
+
+
+def connect(*args: Any, **kwargs: Any):
+    """See daskfleet.client.connect."""
+    from .client import connect as _connect
+
+    return _connect(*args, **kwargs)
+
+
+def security(*args: Any, **kwargs: Any):
+    """See daskfleet.client.security."""
+    from .client import security as _security
+
+    return _security(*args, **kwargs)

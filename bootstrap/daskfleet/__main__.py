@@ -1,0 +1,3 @@
+from daskfleet.cli import main
+
+main()

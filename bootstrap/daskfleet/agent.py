@@ -1,0 +1,216 @@
+"""The node agent: fetch spec and TLS material, check them, and run a TLS-only scheduler or worker.
+
+The same code path runs on an instance (``--source aws:<cluster>``, supervised by systemd)
+and for the local cluster (``--source dir:<node directory>``). Every failure class ends
+the process with one line on stderr and its documented exit code (errors.ExitCode).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from time import monotonic
+
+import dask
+from distributed import Scheduler, Security, Worker
+from distributed.comm import connect
+
+from . import pki
+from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
+from .environment import current_fingerprint
+from .errors import DaskfleetError, ExitCode
+from .plugins import FINGERPRINT_KEY, AuditLog, Gatekeeper, SchedulerGuard, scheduler_versions
+from .sources import NodeSource
+from .spec import NodeSpec, parse_spec
+
+logger = logging.getLogger("daskfleet.agent")
+
+#: Written by the scheduler node once it listens: {"address": ..., "dashboard": ...}.
+SCHEDULER_INFO_FILE = "scheduler.json"
+
+
+@dataclass(frozen=True)
+class PreparedNode:
+    """A node whose spec, certificate and environment have been checked."""
+
+    spec: NodeSpec
+    tls: TlsFiles
+    fingerprint: str
+    runtime_dir: Path
+
+
+def default_runtime_dir(role: str) -> Path:
+    """systemd's RuntimeDirectory when set, else a fresh private temporary directory."""
+    if runtime := os.environ.get("RUNTIME_DIRECTORY"):
+        return Path(runtime)
+    return Path(tempfile.mkdtemp(prefix=f"daskfleet-{role}-"))
+
+
+def prepare_node(role: str, source: NodeSource, runtime_dir: Path, *, fingerprint: str | None = None) -> PreparedNode:
+    """Fetch and check everything a node needs; raise DaskfleetError with the failure class."""
+    spec = parse_spec(source.fetch_spec(role), origin=f"node spec from {source.describe()}")
+    if spec.role != role:
+        raise DaskfleetError(
+            f"node spec from {source.describe()}: role: spec is for a {spec.role}, this node is a {role}",
+            ExitCode.SPEC_INVALID,
+        )
+    material = source.fetch_tls(role)
+    pki.check_node_certificate(
+        material.ca_pem, material.cert_pem, material.key_pem,
+        cluster=spec.cluster, role=role, origin=f"{role} certificate from {source.describe()}",
+    )
+    fingerprint = fingerprint or current_fingerprint()
+    if spec.expected_fingerprint and spec.expected_fingerprint != fingerprint:
+        raise DaskfleetError(
+            f"environment fingerprint {fingerprint} differs from the expected {spec.expected_fingerprint}",
+            ExitCode.ENV_MISMATCH,
+        )
+    pki.ensure_private_dir(runtime_dir)
+    files = materialize_tls(material, runtime_dir / "tls")
+    config = render_dask_config(role, files)
+    os.environ["DASK_CONFIG"] = str(write_dask_config(config, runtime_dir).parent)
+    dask.config.update(dask.config.config, config, priority="new")
+    return PreparedNode(spec, files, fingerprint, runtime_dir)
+
+
+def node_security() -> Security:
+    """The Security object built from the node's written Dask config (TLS required)."""
+    return Security()
+
+
+def _install_signal_handlers(on_signal) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+
+async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
+    spec = node.spec
+    gatekeeper = Gatekeeper(
+        cluster=spec.cluster,
+        expected_fingerprint=spec.expected_fingerprint or node.fingerprint,
+        versions=scheduler_versions(),
+        client_version_policy=spec.client_version_policy,
+    )
+    audit = AuditLog(spec.audit_log or node.runtime_dir / "audit.jsonl")
+    scheduler = Scheduler(
+        host=spec.listen_host,
+        port=spec.scheduler_port,
+        protocol="tls",
+        security=node_security(),
+        dashboard_address=f"{spec.listen_host}:{spec.dashboard_port}",
+        contact_address=f"tls://{spec.contact_host}:{spec.scheduler_port}" if spec.contact_host else None,
+    )
+    SchedulerGuard(gatekeeper, audit).install(scheduler)
+    try:
+        await scheduler
+    except RuntimeError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, OSError):
+            raise
+        raise DaskfleetError(
+            f"scheduler cannot listen on {spec.listen_host}:{spec.scheduler_port} ({cause.strerror or cause})",
+            ExitCode.CONFIG,
+        ) from None
+    dashboard_port = scheduler.http_server.port
+    contact_host = spec.contact_host or spec.listen_host
+    info = {"address": scheduler.address, "dashboard": f"https://{contact_host}:{dashboard_port}/status", "pid": os.getpid()}
+    (node.runtime_dir / SCHEDULER_INFO_FILE).write_text(json.dumps(info))
+    source.scheduler_started(spec, contact_host)
+    logger.info("daskfleet scheduler for %s at %s, dashboard %s", spec.cluster, info["address"], info["dashboard"])
+    _install_signal_handlers(lambda: asyncio.ensure_future(scheduler.close(reason="signal")))
+    await scheduler.finished()
+    return ExitCode.OK
+
+
+async def wait_for_scheduler(address: str, security: Security, timeout: float) -> None:
+    """Return once a TLS connection to ``address`` succeeds; bounded by ``timeout`` seconds."""
+    deadline = monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            raise DaskfleetError(
+                f"scheduler {address} unreachable after {timeout:g}s (last error: {last_error})",
+                ExitCode.SCHEDULER_UNREACHABLE,
+            )
+        try:
+            comm = await connect(address, timeout=min(remaining, 5.0), **security.get_connection_args("worker"))
+        except (OSError, TimeoutError) as exc:
+            last_error = exc
+            await asyncio.sleep(min(0.5, max(deadline - monotonic(), 0)))
+        else:
+            comm.abort()
+            return
+
+
+async def run_worker(node: PreparedNode) -> ExitCode:
+    spec = node.spec
+    security = node_security()
+    await wait_for_scheduler(spec.scheduler_address, security, spec.connect_timeout_s)
+    contact = f"tls://{spec.contact_host}:{spec.worker_port}" if spec.contact_host else None
+    worker = Worker(
+        spec.scheduler_address,
+        host=spec.listen_host,
+        port=spec.worker_port,
+        contact_address=contact,
+        name=spec.name or socket.gethostname(),
+        nthreads=spec.nthreads or os.cpu_count() or 1,
+        memory_limit=spec.memory_limit,
+        security=security,
+        death_timeout=spec.connect_timeout_s,
+        startup_information={FINGERPRINT_KEY: lambda _worker: node.fingerprint},
+        dashboard=False,
+        local_directory=str(node.runtime_dir / "work"),
+    )
+    try:
+        await worker
+    except RuntimeError as exc:
+        refusal = _registration_refusal(exc.__cause__)
+        if refusal is None:
+            raise
+        raise DaskfleetError(refusal, ExitCode.REFUSED_BY_SCHEDULER) from None
+    except TimeoutError:
+        raise DaskfleetError(
+            f"scheduler {spec.scheduler_address} did not accept the worker within {spec.connect_timeout_s:g}s",
+            ExitCode.SCHEDULER_UNREACHABLE,
+        ) from None
+    stopping = asyncio.Event()
+
+    def on_signal() -> None:
+        stopping.set()
+        asyncio.ensure_future(worker.close_gracefully(reason="signal"))
+
+    _install_signal_handlers(on_signal)
+    await worker.finished()
+    if stopping.is_set():
+        return ExitCode.OK
+    raise DaskfleetError(f"lost the scheduler {spec.scheduler_address}", ExitCode.SCHEDULER_UNREACHABLE)
+
+
+def _registration_refusal(exc: BaseException | None) -> str | None:
+    """The scheduler's message when ``exc`` is distributed's "Unexpected response from register"."""
+    marker = "Unexpected response from register: "
+    if not isinstance(exc, ValueError) or marker not in str(exc):
+        return None
+    try:
+        response = ast.literal_eval(str(exc).partition(marker)[2])
+    except (ValueError, SyntaxError):
+        return str(exc)
+    return str(response.get("message", response)) if isinstance(response, dict) else str(exc)
+
+
+def run_node(role: str, source: NodeSource, runtime_dir: Path | None = None) -> ExitCode:
+    """Prepare and run one node until it is stopped; DaskfleetError carries the exit code."""
+    node = prepare_node(role, source, runtime_dir or default_runtime_dir(role))
+    if role == "scheduler":
+        return asyncio.run(run_scheduler(node, source))
+    return asyncio.run(run_worker(node))

@@ -1,0 +1,101 @@
+"""Connecting as a user: ``daskfleet.connect("local")`` in one line.
+
+The local cluster's client certificate is read from its state directory; an AWS cluster's is
+fetched from Secrets Manager with the user's own AWS identity and kept in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, Security
+
+from .errors import DaskfleetError, ExitCode
+from .local import LOCAL_CLUSTER, LocalCluster, client_dir, default_state_dir
+from .plugins import Peer
+from .sources import CA_FILE, CERT_FILE, KEY_FILE, TlsMaterial
+
+
+def _security_from_material(material: TlsMaterial) -> Security:
+    # distributed accepts PEM text in place of paths, so nothing touches the disk.
+    return Security(
+        tls_ca_file=material.ca_pem,
+        tls_client_cert=material.cert_pem,
+        tls_client_key=material.key_pem,
+        require_encryption=True,
+    )
+
+
+def _local_material(state_dir: Path) -> TlsMaterial:
+    directory = client_dir(state_dir)
+    try:
+        return TlsMaterial(*((directory / name).read_text() for name in (CA_FILE, CERT_FILE, KEY_FILE)))
+    except FileNotFoundError:
+        raise DaskfleetError(
+            f"no client certificate in {directory}: start the cluster with `daskfleet local up`", ExitCode.CONFIG
+        ) from None
+
+
+def _is_local(cluster: str, state_dir: Path | None) -> bool:
+    return state_dir is not None or cluster == LOCAL_CLUSTER
+
+
+def security(cluster: str = LOCAL_CLUSTER, *, state_dir: str | Path | None = None, user: str | None = None) -> Security:
+    """The ``distributed.Security`` with this user's client certificate for ``cluster``."""
+    if _is_local(cluster, state_dir):
+        return _security_from_material(_local_material(Path(state_dir or default_state_dir(cluster))))
+    from .aws_client import fetch_client_tls  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
+
+    return _security_from_material(fetch_client_tls(cluster, user))
+
+
+def scheduler_address(cluster: str = LOCAL_CLUSTER, *, state_dir: str | Path | None = None) -> str:
+    """Where ``cluster``'s scheduler listens."""
+    if _is_local(cluster, state_dir):
+        state = LocalCluster.load(Path(state_dir or default_state_dir(cluster)))
+        if state is None or not state.address:
+            raise DaskfleetError(f"local cluster {cluster!r} is not running: `daskfleet local up` starts it", ExitCode.CONFIG)
+        return state.address
+    from .aws_client import discover_scheduler_address  # noqa: PLC0415
+
+    return discover_scheduler_address(cluster)
+
+
+def verify_scheduler_identity(client: Client, cluster: str) -> None:
+    """Refuse a server whose certificate is not this cluster's scheduler (distributed skips hostname checks)."""
+    comm = client.scheduler_comm.comm if client.scheduler_comm else None
+    peer = Peer.from_peercert(comm.extra_info.get("peercert") if comm else None)
+    if (peer.cluster, peer.role) != (cluster, "scheduler"):
+        client.close()
+        raise DaskfleetError(
+            f"the server at {client.scheduler.address} presented a {peer.role or 'role-less'} certificate "
+            f"for cluster {peer.cluster!r}, not the scheduler of {cluster!r}",
+            ExitCode.CONFIG,
+        )
+
+
+def connect(
+    cluster: str = LOCAL_CLUSTER,
+    *,
+    address: str | None = None,
+    state_dir: str | Path | None = None,
+    user: str | None = None,
+    **client_kwargs: Any,
+) -> Client:
+    """A connected ``distributed.Client`` for ``cluster`` using this user's client certificate.
+
+    ``address`` overrides discovery, e.g. ``tls://localhost:8786`` through an SSM port forward.
+    """
+    sec = security(cluster, state_dir=state_dir, user=user)
+    target = address or scheduler_address(cluster, state_dir=state_dir)
+    cluster_name = LOCAL_CLUSTER if _is_local(cluster, state_dir) else cluster
+    try:
+        client = Client(target, security=sec, **client_kwargs)
+    except ImportError as exc:  # distributed's way of reporting a refused registration
+        raise DaskfleetError(str(exc), ExitCode.CONFIG) from None
+    except OSError as exc:
+        raise DaskfleetError(f"cannot reach the scheduler at {target}: {exc}", ExitCode.SCHEDULER_UNREACHABLE) from None
+    verify_scheduler_identity(client, cluster_name)
+    return client
+

@@ -1,0 +1,284 @@
+"""What the scheduler enforces beyond distributed: role-bound certificates, audit, conformance.
+
+distributed accepts any certificate from the cluster CA in any role and only warns on
+version mismatch. ``Gatekeeper`` decides (pure: peer + request -> refusal or not); the
+``SchedulerGuard`` adapter binds it to a running ``distributed.Scheduler`` by wrapping its
+handlers before the scheduler starts listening, and ``AuditPlugin`` records who did what.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import time
+from typing import Any
+
+from distributed.core import error_message
+from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.versions import get_versions
+
+from . import conventions
+
+logger = logging.getLogger("daskfleet.scheduler")
+
+#: Key of the worker's startup information that carries its environment fingerprint.
+FINGERPRINT_KEY = "daskfleet-fingerprint"
+
+#: Packages whose versions must agree between a client and the cluster.
+CORE_PACKAGES: tuple[str, ...] = (
+    "python", "dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy", "pandas",
+)
+#: Compared only when both sides have them.
+OPTIONAL_CORE_PACKAGES = frozenset({"numpy", "pandas"})
+
+#: Scheduler operations only a worker may call; everything a worker registers through.
+WORKER_OPS = frozenset({"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys"})
+#: Scheduler operations only a client may call: registration and cluster administration.
+CLIENT_OPS = frozenset(
+    {
+        "register-client", "scatter", "gather", "run_function", "restart", "restart_workers",
+        "terminate", "broadcast", "proxy", "feed", "rebalance", "replicate", "update_data",
+        "set_metadata", "set_resources", "set_restrictions", "dump_cluster_state_to_url",
+        "register_scheduler_plugin", "unregister_scheduler_plugin", "register_worker_plugin",
+        "unregister_worker_plugin", "register_nanny_plugin", "unregister_nanny_plugin",
+    }
+)
+#: Roles that may connect to the scheduler at all (its own certificate never does).
+PEER_ROLES = frozenset({"worker", "client"})
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a TLS connection, from its verified certificate."""
+
+    cluster: str | None
+    role: str | None
+    identity: str
+    address: str = ""
+
+    @classmethod
+    def from_peercert(cls, peercert: Mapping[str, Any] | None, address: str = "") -> Peer:
+        """Build from ``ssl.SSLSocket.getpeercert()`` output (already verified against the CA)."""
+        cluster = role = None
+        identity = ""
+        for kind, value in (peercert or {}).get("subjectAltName", ()):
+            if kind == "URI" and (parsed := conventions.parse_role_uri(value)):
+                cluster, role = parsed
+                break
+        for rdn in (peercert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    identity = value
+        return cls(cluster, role, identity, address)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Gatekeeper:
+    """Pure decisions: may this peer register or call this operation?"""
+
+    cluster: str
+    expected_fingerprint: str
+    versions: Mapping[str, str | None]
+    client_version_policy: str = "refuse"
+
+    def _role_refusal(self, peer: Peer, needed: frozenset[str] | str) -> Refusal | None:
+        allowed = {needed} if isinstance(needed, str) else set(needed)
+        if peer.role is None:
+            return Refusal("certificate carries no daskfleet role URI")
+        if peer.cluster != self.cluster:
+            return Refusal(f"certificate is for cluster {peer.cluster!r}, not {self.cluster!r}")
+        if peer.role not in allowed:
+            wanted = " or ".join(sorted(allowed))
+            return Refusal(f"certificate role is {peer.role!r}; {wanted} required")
+        return None
+
+    def check_operation(self, op: str, peer: Peer) -> Refusal | None:
+        if op in WORKER_OPS:
+            return self._role_refusal(peer, "worker")
+        if op in CLIENT_OPS:
+            return self._role_refusal(peer, "client")
+        return self._role_refusal(peer, PEER_ROLES)
+
+    def check_worker(self, peer: Peer, extra: Mapping[str, Any] | None) -> Refusal | None:
+        refusal = self._role_refusal(peer, "worker")
+        if refusal:
+            return refusal
+        reported = (extra or {}).get(FINGERPRINT_KEY)
+        if reported != self.expected_fingerprint:
+            return Refusal(
+                f"environment fingerprint {reported or '(none reported)'} differs from the cluster's "
+                f"{self.expected_fingerprint}"
+            )
+        return None
+
+    def version_differences(self, client_versions: Mapping[str, Any]) -> list[str]:
+        theirs = (client_versions or {}).get("packages", {})
+        differences = []
+        for name in CORE_PACKAGES:
+            ours, yours = self.versions.get(name), theirs.get(name)
+            if name in OPTIONAL_CORE_PACKAGES and (ours is None or yours is None):
+                continue
+            if ours != yours:
+                differences.append(f"{name} {yours or 'missing'} (yours) != {ours or 'missing'} (cluster)")
+        return differences
+
+    def check_client(self, peer: Peer, client_versions: Mapping[str, Any]) -> tuple[Refusal | None, str | None]:
+        """(refusal, warning) for a registering client."""
+        refusal = self._role_refusal(peer, "client")
+        if refusal:
+            return refusal, None
+        differences = self.version_differences(client_versions)
+        if not differences:
+            return None, None
+        text = "package versions differ from the cluster's: " + "; ".join(differences)
+        if self.client_version_policy == "warn":
+            return None, text
+        return Refusal(text), None
+
+
+class AuditLog:
+    """Append-only JSON lines: one per security-relevant event. Never contains key material."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(self, event: str, **fields: Any) -> None:
+        entry = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
+        line = json.dumps(entry, sort_keys=True, default=str)
+        logger.info("audit %s", line)
+        if self.path:
+            with self._lock:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+
+
+def _peer_of(comm: Any) -> Peer:
+    cached = getattr(comm, "_daskfleet_peer", None)
+    if cached is None:
+        cached = Peer.from_peercert(comm.extra_info.get("peercert"), comm.peer_address)
+        comm._daskfleet_peer = cached
+    return cached
+
+
+def _expects_comm(handler: Callable) -> bool:
+    params = inspect.signature(handler).parameters
+    return bool(params) and next(iter(params)) == "comm"
+
+
+class AuditPlugin(SchedulerPlugin):
+    """Records client disconnects and graph submissions with the client's certificate identity."""
+
+    name = "daskfleet-audit"
+
+    def __init__(self, audit: AuditLog, identities: dict[str, Peer]):
+        self.audit = audit
+        self.identities = identities
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        peer = self.identities.pop(client, None)
+        if peer is not None:
+            self.audit.record("client-disconnect", identity=peer.identity, client=client, peer=peer.address)
+
+    def update_graph(self, scheduler: Any, *, client: str, tasks: list, **kwargs: Any) -> None:
+        peer = self.identities.get(client)
+        self.audit.record(
+            "graph-submitted",
+            identity=peer.identity if peer else None,
+            client=client,
+            tasks=len(tasks),
+        )
+
+
+class SchedulerGuard:
+    """Binds a Gatekeeper and an AuditLog to a scheduler: call ``install`` before it starts."""
+
+    def __init__(self, gatekeeper: Gatekeeper, audit: AuditLog):
+        self.gatekeeper = gatekeeper
+        self.audit = audit
+        self.identities: dict[str, Peer] = {}
+
+    def install(self, scheduler: Any) -> None:
+        for op, handler in list(scheduler.handlers.items()):
+            if op == "register-worker":
+                scheduler.handlers[op] = self._guard_worker_registration(handler)
+            elif op == "register-client":
+                scheduler.handlers[op] = self._guard_client_registration(handler)
+            else:
+                scheduler.handlers[op] = self._guard_operation(op, handler)
+        scheduler.add_plugin(AuditPlugin(self.audit, self.identities), name=AuditPlugin.name)
+
+    def _refuse(self, kind: str, peer: Peer, refusal: Refusal, **fields: Any) -> str:
+        message = f"daskfleet refused {kind} {peer.identity or '(no identity)'} from {peer.address}: {refusal.reason}"
+        logger.warning(message)
+        self.audit.record(f"{kind}-refused", identity=peer.identity, role=peer.role, peer=peer.address, reason=refusal.reason, **fields)
+        return message
+
+    def _guard_operation(self, op: str, handler: Callable) -> Callable:
+        takes_comm = _expects_comm(handler)
+        gatekeeper = self.gatekeeper
+
+        async def guarded(comm: Any, **msg: Any) -> Any:
+            refusal = gatekeeper.check_operation(op, _peer_of(comm))
+            if refusal is not None:
+                message = self._refuse("operation", _peer_of(comm), refusal, op=op)
+                return error_message(PermissionError(message), status="uncaught-error")
+            result = handler(comm, **msg) if takes_comm else handler(**msg)
+            return await result if inspect.isawaitable(result) else result
+
+        guarded.__name__ = getattr(handler, "__name__", op)
+        return guarded
+
+    def _guard_worker_registration(self, handler: Callable) -> Callable:
+        async def register_worker(comm: Any, **msg: Any) -> Any:
+            peer = _peer_of(comm)
+            refusal = self.gatekeeper.check_worker(peer, msg.get("extra"))
+            if refusal is not None:
+                message = self._refuse(
+                    "worker", peer, refusal, worker=msg.get("address"), fingerprint=(msg.get("extra") or {}).get(FINGERPRINT_KEY)
+                )
+                await comm.write({"status": "error", "message": message, "time": time()})
+                await comm.close()
+                return None
+            self.audit.record("worker-join", identity=peer.identity, worker=msg.get("address"), peer=peer.address)
+            return await handler(comm, **msg)
+
+        return register_worker
+
+    def _guard_client_registration(self, handler: Callable) -> Callable:
+        async def register_client(comm: Any, client: str, versions: dict, **msg: Any) -> Any:
+            peer = _peer_of(comm)
+            refusal, warning = self.gatekeeper.check_client(peer, versions)
+            if refusal is not None:
+                message = self._refuse("client", peer, refusal, client=client)
+                await comm.write([{"op": "stream-start", "error": message}])
+                await comm.close()
+                return None
+            if warning:
+                logger.warning("client %s (%s): %s", client, peer.identity, warning)
+                self.audit.record("client-version-warning", identity=peer.identity, client=client, detail=warning)
+            self.identities[client] = peer
+            self.audit.record("client-connect", identity=peer.identity, client=client, peer=peer.address)
+            return await handler(comm, client=client, versions=versions, **msg)
+
+        return register_client
+
+
+def scheduler_versions() -> dict[str, str | None]:
+    """This process's core package versions, as distributed reports them."""
+    return dict(get_versions()["packages"])
