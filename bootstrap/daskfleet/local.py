@@ -137,9 +137,11 @@ def _wait_for(what: str, node: NodeProcess, ready: Callable[[], bool], timeout: 
         time.sleep(0.1)
 
 
-def issue_local_pki(state_dir: Path, workers: int, user: str) -> tuple[pki.IssuedCert, dict[str, pki.IssuedCert]]:
-    """A fresh CA and one certificate per node and for the user."""
-    ca = pki.create_ca(LOCAL_CLUSTER)
+def issue_local_pki(
+    state_dir: Path, workers: int, user: str, ca: pki.IssuedCert | None = None
+) -> tuple[pki.IssuedCert, dict[str, pki.IssuedCert]]:
+    """One certificate per node and for the user, from ``ca`` or a fresh CA whose key is never stored."""
+    ca = ca or pki.create_ca(LOCAL_CLUSTER)
     certs = {"scheduler": pki.issue_certificate(ca, LOCAL_CLUSTER, "scheduler", dns_names=("localhost",), ip_addresses=(HOST,))}
     for index in range(workers):
         certs[f"worker-{index}"] = pki.issue_certificate(ca, LOCAL_CLUSTER, "worker", ip_addresses=(HOST,))
@@ -151,7 +153,14 @@ def issue_local_pki(state_dir: Path, workers: int, user: str) -> tuple[pki.Issue
     return ca, certs
 
 
-def up(state_dir: Path, workers: int = 2, *, smoke: bool = True, client_version_policy: str = "refuse") -> LocalCluster:
+def up(
+    state_dir: Path,
+    workers: int = 2,
+    *,
+    smoke: bool = True,
+    client_version_policy: str = "refuse",
+    ca: pki.IssuedCert | None = None,
+) -> LocalCluster:
     """Start a scheduler and ``workers`` workers; on any failure stop what was started."""
     if workers < 0:
         raise DaskfleetError(f"--workers: must be 0 or more, got {workers}", ExitCode.CONFIG)
@@ -165,15 +174,17 @@ def up(state_dir: Path, workers: int = 2, *, smoke: bool = True, client_version_
     user = getpass.getuser()
     cluster = LocalCluster(state_dir=str(state_dir), user=user)
     try:
-        _bring_up(cluster, state_dir, workers, user, smoke, client_version_policy)
+        _bring_up(cluster, state_dir, workers, user, smoke, client_version_policy, ca)
     except BaseException:
         _stop(cluster)
         raise
     return cluster
 
 
-def _bring_up(cluster: LocalCluster, state_dir: Path, workers: int, user: str, smoke: bool, policy: str) -> None:
-    ca, certs = issue_local_pki(state_dir, workers, user)
+def _bring_up(
+    cluster: LocalCluster, state_dir: Path, workers: int, user: str, smoke: bool, policy: str, ca: pki.IssuedCert | None
+) -> None:
+    ca, certs = issue_local_pki(state_dir, workers, user, ca)
     fingerprint = current_fingerprint()
     scheduler_spec = NodeSpec(
         cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
@@ -187,6 +198,7 @@ def _bring_up(cluster: LocalCluster, state_dir: Path, workers: int, user: str, s
     _wait_for("the scheduler listening", scheduler, info_path.exists)
     info = json.loads(info_path.read_text())
     cluster.address, cluster.dashboard = info["address"], info["dashboard"]
+    cluster.save()
     for index in range(workers):
         name = f"worker-{index}"
         spec = NodeSpec(

@@ -100,7 +100,7 @@ class DirectorySource:
         """Nothing to announce: local peers are told the address by the launcher."""
 
 
-#: Source factories by scheme: ``dir:PATH`` and ``aws``.
+#: Source factories by scheme: ``dir:PATH`` and ``aws:CLUSTER``.
 _FACTORIES: dict[str, Callable[[str], NodeSource]] = {"dir": DirectorySource}
 
 
@@ -109,13 +109,12 @@ def register_source(scheme: str, factory: Callable[[str], NodeSource]) -> None:
 
 
 def make_source(text: str) -> NodeSource:
-    """A source from its command-line form: ``dir:/path/to/node`` or ``aws``."""
+    """A source from its command-line form: ``dir:/path/to/node`` or ``aws:<cluster>``."""
     scheme, _, rest = text.partition(":")
     if scheme == "aws" and "aws" not in _FACTORIES:
         from . import aws_source  # noqa: F401  registers itself; imports boto3 only when asked for
 
     factory = _FACTORIES.get(scheme)
-    if factory is None:
-        accepted = ", ".join(f"{name}:" if name == "dir" else name for name in sorted(_FACTORIES))
-        raise DaskfleetError(f"--source: unknown source {text!r} (accepted: dir:PATH, aws; known: {accepted})", ExitCode.CONFIG)
+    if factory is None or not rest:
+        raise DaskfleetError(f"--source: unknown source {text!r} (accepted: dir:PATH, aws:CLUSTER)", ExitCode.CONFIG)
     return factory(rest)

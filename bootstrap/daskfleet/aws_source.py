@@ -1,0 +1,374 @@
+"""The node agent's AWS source: identity and tags from IMDSv2, the spec from SSM, TLS from Secrets Manager.
+
+Everything is read through the instance role (boto3's default credential chain) with
+bounded retries. User data names only the cluster (``--source aws:<cluster>``); the role
+comes from the agent's command line, and both are cross-checked against the instance's
+tags so that a worker cannot boot as a scheduler by a typo.
+
+Test overrides: botocore honours ``AWS_ENDPOINT_URL`` (a moto server in the tests), and
+``DASKFLEET_IMDS_ENDPOINT`` points instance metadata at a local endpoint. The latter is
+for tests only; when it is set the agent logs a warning.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import urllib3
+from botocore import xform_name
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    SSOError,
+    TokenRetrievalError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from ec2_metadata import EC2Metadata
+
+from . import conventions
+from .errors import DaskfleetError, ExitCode
+from .sources import TlsMaterial, register_source
+
+log = logging.getLogger(__name__)
+
+#: Tests only: base URL of an IMDSv2 endpoint used instead of the link-local one.
+IMDS_ENDPOINT_ENV = "DASKFLEET_IMDS_ENDPOINT"
+DEFAULT_IMDS_ENDPOINT = "http://169.254.169.254"
+
+#: Each AWS call: standard-mode retries (throttling, 5xx, connection errors), at most
+#: 4 attempts of at most 3 s to connect and 10 s to read, so about a minute at worst.
+BOTO_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4},
+    connect_timeout=3,
+    read_timeout=10,
+    user_agent_appid="daskfleet",
+)
+#: IMDS requests: ec2-metadata times out after 5 s (token) or 1 s (reads); retry 3 times.
+IMDS_RETRIES = urllib3.Retry(
+    total=3, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False
+)
+#: No new remote call starts once one fetch (spec, TLS, DNS record) has taken this long.
+DEADLINE_SECONDS = 120.0
+#: The scheduler's DNS record is short-lived: a replacement scheduler takes over quickly.
+DNS_TTL_SECONDS = 15
+
+_CREDENTIAL_ERRORS = (
+    NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, TokenRetrievalError, SSOError,
+)
+_NOT_FOUND_CODES = frozenset({"ParameterNotFound", "ResourceNotFoundException", "NoSuchHostedZone"})
+_ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+_BAD_CREDENTIAL_CODES = frozenset({
+    "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
+    "SignatureDoesNotMatch", "InvalidSignatureException",
+})
+
+
+# --- AWS calls with the agent's failure classes (shared with daskfleet.aws_client) ----------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes AWS calls, for messages: an instance role, or a person at a laptop."""
+
+    who: str
+    login_hint: str
+    credentials_exit: ExitCode
+
+
+INSTANCE_ROLE = Caller(
+    who="this instance's role",
+    login_hint="the instance needs an instance profile, and instance metadata must serve its credentials",
+    credentials_exit=ExitCode.SOURCE_UNAVAILABLE,
+)
+
+
+def call_aws(client: Any, operation: str, resource: str, caller: Caller, *, missing: ExitCode, **params: Any) -> dict:
+    """Call ``operation`` (e.g. ``GetParameter``) on ``client``; one DaskfleetError per failure class.
+
+    ``resource`` names what is read, e.g. ``SSM parameter /daskfleet/x/spec/worker``; a
+    not-found error names it and exits with ``missing``. Messages never carry a response
+    body, so a secret value cannot end up in one.
+    """
+    service = client.meta.service_model.signing_name
+    action = f"{service}:{operation}"
+    method = getattr(client, xform_name(operation))
+    try:
+        return method(**params)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "Unknown")
+        if code in _NOT_FOUND_CODES:
+            region = client.meta.region_name
+            raise DaskfleetError(f"{resource}: not found ({action} in {region})", missing) from None
+        if code in _ACCESS_DENIED_CODES:
+            raise DaskfleetError(
+                f"{action} on {resource}: access denied to {caller.who}", ExitCode.SOURCE_UNAVAILABLE
+            ) from None
+        if code in _BAD_CREDENTIAL_CODES:
+            raise DaskfleetError(
+                f"{action} on {resource}: AWS rejected the credentials of {caller.who} ({code}); {caller.login_hint}",
+                caller.credentials_exit,
+            ) from None
+        detail = exc.response.get("Error", {}).get("Message", "")
+        detail = f": {detail.splitlines()[0]}" if detail else ""
+        raise DaskfleetError(f"{action} on {resource} failed: {code}{detail}", ExitCode.SOURCE_UNAVAILABLE) from None
+    except _CREDENTIAL_ERRORS as exc:
+        raise DaskfleetError(
+            f"{action} on {resource}: no usable AWS credentials ({type(exc).__name__}); {caller.login_hint}",
+            caller.credentials_exit,
+        ) from None
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise DaskfleetError(
+            f"{action} on {resource}: cannot reach {client.meta.endpoint_url} ({type(exc).__name__})",
+            ExitCode.SOURCE_UNAVAILABLE,
+        ) from None
+    except NoRegionError:
+        raise DaskfleetError(
+            f"{action} on {resource}: no AWS region configured (pass region=, set AWS_REGION, or set one in your profile)",
+            ExitCode.CONFIG,
+        ) from None
+
+
+class _RedactResponseBodies(logging.Filter):
+    """botocore logs every response body at DEBUG; a secret's value must never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_BODY_LOGGER = logging.getLogger("botocore.parsers")
+if not any(isinstance(existing, _RedactResponseBodies) for existing in _BODY_LOGGER.filters):
+    _BODY_LOGGER.addFilter(_RedactResponseBodies())
+
+
+class Deadline:
+    """A budget for one fetch: no new remote call starts after it has run out."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def check(self, step: str) -> None:
+        if time.monotonic() > self._end:
+            raise DaskfleetError(f"AWS source: gave up after {self.seconds:g} s, before {step}", ExitCode.SOURCE_UNAVAILABLE)
+
+
+# --- instance metadata ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstanceIdentity:
+    """What instance metadata says about this instance."""
+
+    instance_id: str
+    region: str
+    private_ipv4: str
+    tags: Mapping[str, str]
+
+
+def metadata_client(endpoint: str) -> EC2Metadata:
+    """An ec2-metadata client (IMDSv2 only, bounded retries) pointed at ``endpoint``.
+
+    ec2-metadata 3.0 takes no URL argument: its constructor derives four public URL
+    attributes from the link-local address, so all four are set here.
+    """
+    client = EC2Metadata(pool_manager=urllib3.PoolManager(retries=IMDS_RETRIES))
+    base = f"{endpoint.rstrip('/')}/latest/"
+    client.service_url = base
+    client.dynamic_url = f"{base}dynamic/"
+    client.metadata_url = f"{base}meta-data/"
+    client.userdata_url = f"{base}user-data/"
+    return client
+
+
+def read_instance_identity(endpoint: str, deadline: Deadline) -> InstanceIdentity:
+    """Instance id, region, private IPv4 and tags through IMDSv2; never falls back to IMDSv1."""
+    metadata = metadata_client(endpoint)
+    with _imds_step(endpoint, "the instance id", deadline):
+        instance_id = metadata.instance_id
+    with _imds_step(endpoint, "the instance identity document", deadline):
+        region = metadata.region
+    with _imds_step(endpoint, "the private IPv4 address", deadline):
+        private_ipv4 = metadata.private_ipv4
+    with _imds_step(endpoint, "instance tags (the launch template must enable instance_metadata_tags)", deadline):
+        tags = {key: metadata.tags[key] for key in (conventions.TAG_CLUSTER, conventions.TAG_ROLE) if key in metadata.tags}
+    return InstanceIdentity(instance_id=instance_id, region=region, private_ipv4=private_ipv4, tags=tags)
+
+
+@contextmanager
+def _imds_step(endpoint: str, what: str, deadline: Deadline) -> Iterator[None]:
+    """Turns one IMDS read's failure into a one-line SOURCE_UNAVAILABLE naming what was read."""
+    deadline.check(f"reading {what} from instance metadata")
+    try:
+        yield
+    except urllib3.exceptions.HTTPError as exc:
+        reason = _short_reason(exc)
+    except (ValueError, KeyError) as exc:  # a malformed identity document
+        reason = f"unexpected response ({type(exc).__name__})"
+    else:
+        return
+    raise DaskfleetError(
+        f"instance metadata (IMDSv2) at {endpoint}: cannot read {what}: {reason}", ExitCode.SOURCE_UNAVAILABLE
+    )
+
+
+def _short_reason(exc: urllib3.exceptions.HTTPError) -> str:
+    """One line for a urllib3 failure: the socket error if there is one, else the message."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, urllib3.exceptions.TimeoutError):
+            return "timed out"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+    return str(exc).splitlines()[0]
+
+
+# --- the source ---------------------------------------------------------------------------------
+
+
+class AwsSource:
+    """NodeSource on EC2: IMDSv2 identity and tags, SSM Parameter Store spec, Secrets Manager TLS."""
+
+    def __init__(self, cluster: str, *, imds_endpoint: str | None = None, deadline_s: float = DEADLINE_SECONDS):
+        if not re.fullmatch(conventions.CLUSTER_NAME_PATTERN, cluster):
+            raise DaskfleetError(
+                f"--source aws:<cluster>: cluster name {cluster!r} does not match {conventions.CLUSTER_NAME_PATTERN}",
+                ExitCode.CONFIG,
+            )
+        self.cluster = cluster
+        override = os.environ.get(IMDS_ENDPOINT_ENV)
+        if imds_endpoint is None and override:
+            log.warning("instance metadata endpoint overridden by %s=%s (tests only)", IMDS_ENDPOINT_ENV, override)
+        self.imds_endpoint = imds_endpoint or override or DEFAULT_IMDS_ENDPOINT
+        self.deadline_s = deadline_s
+        self._identity: InstanceIdentity | None = None
+        self._session: boto3.session.Session | None = None
+
+    def describe(self) -> str:
+        return f"aws:{self.cluster} (instance metadata, SSM Parameter Store, Secrets Manager)"
+
+    def fetch_spec(self, role: str) -> Mapping[str, Any]:
+        """The role's spec from SSM; unset ``listen_host``/``contact_host`` become the private IPv4."""
+        deadline = Deadline(self.deadline_s)
+        identity = self._checked_identity(role, deadline)
+        name = conventions.spec_parameter_name(self.cluster, role)
+        deadline.check(f"reading SSM parameter {name}")
+        response = call_aws(
+            self._client("ssm"), "GetParameter", f"SSM parameter {name}", INSTANCE_ROLE,
+            missing=ExitCode.SPEC_INVALID, Name=name, WithDecryption=True,
+        )
+        log.info("read node spec from SSM parameter %s", name)
+        return fill_hosts(_spec_mapping(response["Parameter"]["Value"], f"SSM parameter {name}"), identity.private_ipv4)
+
+    def fetch_tls(self, role: str) -> TlsMaterial:
+        """The role's CA, certificate and key from Secrets Manager."""
+        deadline = Deadline(self.deadline_s)
+        self._checked_identity(role, deadline)
+        name = conventions.node_tls_secret_name(self.cluster, role)
+        deadline.check(f"reading secret {name}")
+        response = call_aws(
+            self._client("secretsmanager"), "GetSecretValue", f"secret {name}", INSTANCE_ROLE,
+            missing=ExitCode.CERT_UNREADABLE, SecretId=name,
+        )
+        text = response.get("SecretString")
+        if text is None:
+            raise DaskfleetError(f"secret {name}: holds no text value", ExitCode.CERT_UNREADABLE)
+        log.info("read TLS material from secret %s", name)
+        return TlsMaterial.from_secret_json(text, f"secret {name}")
+
+    def scheduler_started(self, spec: Any, contact_host: str) -> None:
+        """Point the cluster's stable DNS name at this scheduler, when the spec names one."""
+        if not (spec.dns_zone_id and spec.dns_name):
+            return
+        try:
+            if ipaddress.ip_address(contact_host).version != 4:
+                raise ValueError
+        except ValueError:
+            raise DaskfleetError(
+                f"DNS record {spec.dns_name}: contact_host {contact_host!r} is not an IPv4 address", ExitCode.SPEC_INVALID
+            ) from None
+        deadline = Deadline(self.deadline_s)
+        deadline.check(f"updating DNS record {spec.dns_name}")
+        call_aws(
+            self._client("route53"), "ChangeResourceRecordSets",
+            f"hosted zone {spec.dns_zone_id} (record {spec.dns_name})", INSTANCE_ROLE,
+            missing=ExitCode.SPEC_INVALID, HostedZoneId=spec.dns_zone_id,
+            ChangeBatch={
+                "Comment": f"daskfleet scheduler of {self.cluster}",
+                "Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
+                    "Name": spec.dns_name, "Type": "A", "TTL": DNS_TTL_SECONDS,
+                    "ResourceRecords": [{"Value": contact_host}],
+                }}],
+            },
+        )
+        log.info("pointed %s at %s (zone %s, TTL %d s)", spec.dns_name, contact_host, spec.dns_zone_id, DNS_TTL_SECONDS)
+
+    def _checked_identity(self, role: str, deadline: Deadline) -> InstanceIdentity:
+        if role not in conventions.NODE_ROLES:
+            raise DaskfleetError(f"role {role!r}: expected one of {', '.join(conventions.NODE_ROLES)}", ExitCode.CONFIG)
+        if self._identity is None:
+            self._identity = read_instance_identity(self.imds_endpoint, deadline)
+        check_tags(self._identity, cluster=self.cluster, role=role)
+        return self._identity
+
+    def _client(self, service: str) -> Any:
+        if self._session is None:
+            assert self._identity is not None, "identity is read before any AWS call"
+            self._session = boto3.session.Session(region_name=self._identity.region)
+        return self._session.client(service, config=BOTO_CONFIG)
+
+
+def check_tags(identity: InstanceIdentity, *, cluster: str, role: str) -> None:
+    """The instance's cluster and role tags must say what the agent was started for."""
+    for key, wanted in ((conventions.TAG_CLUSTER, cluster), (conventions.TAG_ROLE, role)):
+        found = identity.tags.get(key)
+        if found is None:
+            raise DaskfleetError(
+                f"instance {identity.instance_id} has no tag {key} (the agent was started for {wanted!r})",
+                ExitCode.SPEC_INVALID,
+            )
+        if found != wanted:
+            raise DaskfleetError(
+                f"instance {identity.instance_id} is tagged {key}={found!r}, but the agent was started for {wanted!r}",
+                ExitCode.SPEC_INVALID,
+            )
+
+
+def fill_hosts(raw: Mapping[str, Any], private_ipv4: str) -> dict[str, Any]:
+    """The spec with the instance's private IPv4 wherever it leaves listen_host or contact_host unset."""
+    spec = dict(raw)
+    for key in ("listen_host", "contact_host"):
+        if spec.get(key) is None:
+            spec[key] = private_ipv4
+    return spec
+
+
+def _spec_mapping(text: str, origin: str) -> Mapping[str, Any]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DaskfleetError(f"{origin}: not valid JSON ({exc})", ExitCode.SPEC_INVALID) from None
+    if not isinstance(raw, Mapping):
+        raise DaskfleetError(f"{origin}: expected a JSON object, got {type(raw).__name__}", ExitCode.SPEC_INVALID)
+    return raw
+
+
+register_source("aws", AwsSource)
+
+__all__ = ["AwsSource", "Caller", "InstanceIdentity", "call_aws", "read_instance_identity", "IMDS_ENDPOINT_ENV"]

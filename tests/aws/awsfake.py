@@ -1,0 +1,63 @@
+"""What the Pulumi program would have put into AWS, stored into the tests' moto server."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+
+import boto3
+
+from daskfleet import conventions
+from daskfleet.sources import TlsMaterial
+
+CLUSTER = "analytics"
+REGION = "us-east-1"
+PRIVATE_IPV4 = "10.0.1.23"
+SCHEDULER_ADDRESS = f"tls://scheduler.{CLUSTER}.internal.example:{conventions.SCHEDULER_PORT}"
+
+
+@dataclass
+class Moto:
+    """The tests' moto server, and how to store into it what the Pulumi program declares."""
+
+    endpoint: str
+
+    def client(self, service: str, **kwargs):
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint, **kwargs)
+
+    def put_spec(self, cluster: str, role: str, spec: dict | str) -> str:
+        name = conventions.spec_parameter_name(cluster, role)
+        text = spec if isinstance(spec, str) else json.dumps(spec)
+        self.client("ssm").put_parameter(Name=name, Value=text, Type="String")
+        return name
+
+    def put_secret(self, name: str, text: str) -> None:
+        self.client("secretsmanager").create_secret(Name=name, SecretString=text)
+
+    def enforce_iam(self) -> None:
+        """From now on moto authenticates every request and evaluates IAM policies."""
+        post(f"{self.endpoint}/moto-api/reset-auth", b"0")
+
+    def iam_user(self, name: str, allow: list[str]) -> dict[str, str]:
+        """An IAM user allowed exactly ``allow`` (actions, on any resource); returns its credentials."""
+        iam = self.client("iam")
+        iam.create_user(UserName=name)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": allow, "Resource": "*"}]}
+        iam.put_user_policy(UserName=name, PolicyName="only", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+def post(url: str, data: bytes = b"") -> None:
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+def secret_texts(material: TlsMaterial) -> list[str]:
+    """Pieces of PEM text that must never appear in a message or a log."""
+    texts = ["PRIVATE KEY"]
+    for pem in (material.key_pem, material.cert_pem):
+        texts += [line for line in pem.splitlines() if line and not line.startswith("-----")]
+    return texts

@@ -1,0 +1,233 @@
+"""The node agent's AWS source against a moto server and a local IMDSv2 endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+
+import pytest
+from aws.awsfake import CLUSTER, PRIVATE_IPV4, REGION, SCHEDULER_ADDRESS, secret_texts
+from aws.imds import ImdsServer
+
+from daskfleet import conventions, pki
+from daskfleet.aws_source import DNS_TTL_SECONDS, IMDS_ENDPOINT_ENV, AwsSource
+from daskfleet.errors import DaskfleetError, ExitCode
+from daskfleet.sources import make_source
+from daskfleet.spec import parse_spec
+
+WORKER_SPEC = {"cluster": CLUSTER, "role": "worker", "scheduler_address": SCHEDULER_ADDRESS}
+SPEC_NAME = conventions.spec_parameter_name(CLUSTER, "worker")
+SECRET_NAME = conventions.node_tls_secret_name(CLUSTER, "worker")
+
+
+def assert_fails(call, exit_code: ExitCode, *names: str, never: list[str] = ()) -> DaskfleetError:
+    """``call`` raises one DaskfleetError line of ``exit_code`` naming every one of ``names``."""
+    with pytest.raises(DaskfleetError) as info:
+        call()
+    error = info.value
+    assert error.exit_code == exit_code, str(error)
+    assert "\n" not in str(error)
+    for name in names:
+        assert name in str(error), f"{name!r} not named in: {error}"
+    for text in never:
+        assert text not in str(error)
+    return error
+
+
+@pytest.fixture
+def stored_worker(aws, cluster_pki):
+    """The worker's spec and TLS secret, as the Pulumi program stores them."""
+    aws.put_spec(CLUSTER, "worker", WORKER_SPEC)
+    aws.put_secret(SECRET_NAME, cluster_pki["worker"].to_secret_json())
+    return aws
+
+
+def test_make_source_registers_aws_and_takes_the_cluster_from_the_command_line(imds):
+    source = make_source(f"aws:{CLUSTER}")
+    assert isinstance(source, AwsSource)
+    assert source.cluster == CLUSTER
+    assert source.imds_endpoint == imds.url
+
+
+@pytest.mark.parametrize("text", ["aws:", "aws:Bad_Name"])
+def test_a_bad_cluster_name_is_a_config_error_naming_it(text):
+    assert_fails(lambda: make_source(text), ExitCode.CONFIG, repr(text.removeprefix("aws:")))
+
+
+def test_spec_and_tls_come_from_ssm_and_secrets_manager_through_imdsv2(stored_worker, imds, cluster_pki):
+    source = make_source(f"aws:{CLUSTER}")
+
+    spec = parse_spec(source.fetch_spec("worker"), origin="test")
+    tls = source.fetch_tls("worker")
+
+    assert spec.scheduler_address == SCHEDULER_ADDRESS
+    assert (spec.listen_host, spec.contact_host) == (PRIVATE_IPV4, PRIVATE_IPV4)
+    assert tls == cluster_pki["worker"]
+    pki.check_node_certificate(tls.ca_pem, tls.cert_pem, tls.key_pem, cluster=CLUSTER, role="worker", origin="test")
+    reads = [request for request in imds.requests if request[0] == "GET"]
+    assert reads and all(had_token for _, _, had_token in reads)
+    assert ("GET", f"/latest/meta-data/tags/instance/{conventions.TAG_CLUSTER}", True) in imds.requests
+
+
+def test_hosts_the_stored_spec_sets_are_kept(aws, imds):
+    aws.put_spec(CLUSTER, "worker", {**WORKER_SPEC, "listen_host": "0.0.0.0", "contact_host": "10.9.9.9"})
+    raw = make_source(f"aws:{CLUSTER}").fetch_spec("worker")
+    assert (raw["listen_host"], raw["contact_host"]) == ("0.0.0.0", "10.9.9.9")
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "asked"),
+    [(conventions.TAG_CLUSTER, "other-team", CLUSTER), (conventions.TAG_ROLE, "scheduler", "worker")],
+)
+def test_tags_that_disagree_with_the_command_line_are_refused_naming_both(stored_worker, imds, tag, value, asked):
+    imds.tags[tag] = value
+    source = make_source(f"aws:{CLUSTER}")
+    for fetch in (source.fetch_spec, source.fetch_tls):
+        assert_fails(lambda: fetch("worker"), ExitCode.SPEC_INVALID, tag, repr(value), repr(asked), imds.instance_id)
+
+
+def test_a_missing_cluster_tag_is_refused_naming_it(stored_worker, imds):
+    del imds.tags[conventions.TAG_CLUSTER]
+    assert_fails(lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"), ExitCode.SPEC_INVALID, conventions.TAG_CLUSTER)
+
+
+def test_tags_hidden_from_instance_metadata_say_how_to_expose_them(stored_worker, imds):
+    imds.tags_enabled = False
+    assert_fails(
+        lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"),
+        ExitCode.SOURCE_UNAVAILABLE, "instance_metadata_tags", "HTTP 404",
+    )
+
+
+def test_a_missing_spec_parameter_is_named(aws, imds):
+    assert_fails(lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"), ExitCode.SPEC_INVALID, SPEC_NAME, REGION)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_a_spec_parameter_that_is_not_a_json_object_is_named(aws, imds, text):
+    aws.put_spec(CLUSTER, "worker", text)
+    assert_fails(lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"), ExitCode.SPEC_INVALID, SPEC_NAME)
+
+
+def test_a_missing_tls_secret_is_named(aws, imds):
+    assert_fails(lambda: make_source(f"aws:{CLUSTER}").fetch_tls("worker"), ExitCode.CERT_UNREADABLE, SECRET_NAME)
+
+
+def test_a_malformed_tls_secret_is_named_without_its_contents(aws, imds, cluster_pki):
+    worker = cluster_pki["worker"]
+    aws.put_secret(SECRET_NAME, json.dumps({"ca": worker.ca_pem, "cert": worker.cert_pem, "kee": worker.key_pem}))
+    assert_fails(
+        lambda: make_source(f"aws:{CLUSTER}").fetch_tls("worker"),
+        ExitCode.CERT_UNREADABLE, SECRET_NAME, never=secret_texts(worker),
+    )
+
+
+def test_an_unreachable_metadata_endpoint_fails_fast_naming_it(stored_worker, monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv(IMDS_ENDPOINT_ENV, closed)
+    started = time.monotonic()
+    assert_fails(
+        lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"),
+        ExitCode.SOURCE_UNAVAILABLE, closed, "IMDSv2", "Connection refused",
+    )
+    assert time.monotonic() - started < 10
+
+
+def test_an_imdsv1_only_endpoint_is_refused_without_falling_back(stored_worker, imds):
+    imds.issue_tokens = False
+    assert_fails(lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"), ExitCode.SOURCE_UNAVAILABLE, imds.url, "token")
+    assert [method for method, _, _ in imds.requests] and all(method == "PUT" for method, _, _ in imds.requests)
+
+
+def test_a_slow_metadata_endpoint_runs_into_the_deadline(stored_worker, imds):
+    imds.delay_s = 0.15
+    source = AwsSource(CLUSTER, deadline_s=0.3)
+    assert_fails(lambda: source.fetch_spec("worker"), ExitCode.SOURCE_UNAVAILABLE, "gave up after 0.3 s", "instance metadata")
+
+
+def test_access_denied_names_the_action_and_the_secret(stored_worker, imds, monkeypatch):
+    credentials = stored_worker.iam_user("worker-role", allow=["ssm:GetParameter"])
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+    stored_worker.enforce_iam()
+    source = make_source(f"aws:{CLUSTER}")
+
+    assert source.fetch_spec("worker")["scheduler_address"] == SCHEDULER_ADDRESS
+    assert_fails(
+        lambda: source.fetch_tls("worker"),
+        ExitCode.SOURCE_UNAVAILABLE, "secretsmanager:GetSecretValue", SECRET_NAME, "access denied",
+    )
+
+
+def test_no_pem_text_reaches_a_log_even_at_debug(stored_worker, imds, cluster_pki, caplog):
+    caplog.set_level(logging.DEBUG)
+    make_source(f"aws:{CLUSTER}").fetch_tls("worker")
+    assert "daskfleet.aws_source" in {record.name for record in caplog.records}
+    for text in secret_texts(cluster_pki["worker"]) + ["-----BEGIN"]:
+        assert text not in caplog.text
+
+
+@pytest.fixture
+def hosted_zone(aws):
+    vpc = aws.client("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    zone = aws.client("route53").create_hosted_zone(
+        Name="internal.example", CallerReference="test", HostedZoneConfig={"PrivateZone": True},
+        VPC={"VPCRegion": REGION, "VPCId": vpc},
+    )
+    return zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
+
+
+def scheduler_spec(zone_id: str | None, dns_name: str | None = "scheduler.analytics.internal.example"):
+    return parse_spec({"cluster": CLUSTER, "role": "scheduler", "dns_zone_id": zone_id, "dns_name": dns_name}, "test")
+
+
+def a_records(aws, zone_id: str) -> list[dict]:
+    records = aws.client("route53").list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    return [record for record in records if record["Type"] == "A"]
+
+
+def test_a_started_scheduler_points_the_dns_name_at_itself(aws, imds, hosted_zone):
+    imds.tags[conventions.TAG_ROLE] = "scheduler"
+    source = make_source(f"aws:{CLUSTER}")
+    spec = scheduler_spec(hosted_zone)
+
+    source.scheduler_started(spec, "10.0.1.23")
+    source.scheduler_started(spec, "10.0.2.42")  # its replacement takes the name over
+
+    [record] = a_records(aws, hosted_zone)
+    assert record["Name"].rstrip(".") == spec.dns_name
+    assert record["ResourceRecords"] == [{"Value": "10.0.2.42"}]
+    assert 10 <= record["TTL"] == DNS_TTL_SECONDS <= 30
+
+
+def test_no_dns_record_without_a_zone_in_the_spec(aws, imds, hosted_zone, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # any AWS call would fail
+    make_source(f"aws:{CLUSTER}").scheduler_started(scheduler_spec(None, None), "10.0.1.23")
+    assert a_records(aws, hosted_zone) == []
+
+
+def test_a_missing_hosted_zone_is_named(aws, imds):
+    assert_fails(
+        lambda: make_source(f"aws:{CLUSTER}").scheduler_started(scheduler_spec("Z0000000000NOSUCH"), "10.0.1.23"),
+        ExitCode.SPEC_INVALID, "Z0000000000NOSUCH", "scheduler.analytics.internal.example",
+    )
+
+
+def test_a_dns_record_needs_an_ipv4_contact_host(aws, imds, hosted_zone):
+    assert_fails(
+        lambda: make_source(f"aws:{CLUSTER}").scheduler_started(scheduler_spec(hosted_zone), "scheduler.local"),
+        ExitCode.SPEC_INVALID, "'scheduler.local'", "IPv4",
+    )
+
+
+def test_the_imds_fixture_refuses_reads_without_a_token(imds):
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{imds.url}/latest/meta-data/instance-id", timeout=5)
+    assert info.value.code == 401

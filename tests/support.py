@@ -1,0 +1,71 @@
+"""Helpers shared by the tests: node directories, agent processes, certificates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from distributed import Security
+
+from daskfleet import pki
+from daskfleet.sources import CA_FILE, CERT_FILE, KEY_FILE, SPEC_FILE, TLS_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_node_dir(directory: Path, spec: dict[str, Any] | str | None, ca_pem: str | None, cert: pki.IssuedCert | None) -> Path:
+    """A node directory for DirectorySource; ``None`` leaves a file out, a str spec is written verbatim."""
+    tls = directory / TLS_DIR
+    tls.mkdir(parents=True, exist_ok=True)
+    if spec is not None:
+        (directory / SPEC_FILE).write_text(spec if isinstance(spec, str) else json.dumps(spec))
+    if ca_pem is not None:
+        (tls / CA_FILE).write_text(ca_pem)
+    if cert is not None:
+        (tls / CERT_FILE).write_text(cert.cert_pem)
+        (tls / KEY_FILE).write_text(cert.key_pem)
+    return directory
+
+
+def run_agent(role: str, node_dir: Path, runtime_dir: Path, *, python: str = sys.executable, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``daskfleet node <role>`` to completion (for failure classes: it must exit by itself)."""
+    return subprocess.run(
+        [python, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(runtime_dir)],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def start_agent(role: str, node_dir: Path, runtime_dir: Path, log: Path, *, python: str = sys.executable) -> subprocess.Popen:
+    handle = open(log, "wb")  # noqa: SIM115  closed by the caller through the process
+    return subprocess.Popen(
+        [python, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(runtime_dir)],
+        stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def security_for(ca_pem: str, cert: pki.IssuedCert, role: str = "client") -> Security:
+    """A distributed Security presenting ``cert`` in ``role`` (in memory, TLS required)."""
+    return Security(
+        tls_ca_file=ca_pem,
+        require_encryption=True,
+        **{f"tls_{role}_cert": cert.cert_pem, f"tls_{role}_key": cert.key_pem},
+    )
+
+
+def venv_python(venv: Path) -> str:
+    return str(venv / "bin" / "python")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env

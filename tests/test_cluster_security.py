@@ -1,0 +1,178 @@
+"""Who can reach a running local cluster: real processes, real TLS sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import socket
+import ssl
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from distributed import Client, Worker
+from distributed.comm import connect
+from distributed.core import rpc
+
+import daskfleet
+from daskfleet import pki
+from daskfleet.errors import DaskfleetError
+from daskfleet.local import LOCAL_CLUSTER
+
+from support import security_for
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.removeprefix("tls://").rsplit(":", 1)
+    return host, int(port)
+
+
+def _audit(cluster) -> list[dict]:
+    path = Path(cluster.state_dir) / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_client_with_its_certificate_computes(local_cluster):
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_audit_log_names_the_client_identity_and_graph_size(local_cluster):
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        client_id = client.id
+        futures = client.map(abs, range(-7, 0))
+        client.gather(futures)
+    events = [e for e in _audit(local_cluster) if e.get("client") == client_id]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "client-connect"
+    assert {e["identity"] for e in events} == {local_cluster.user}
+    assert any(e["event"] == "graph-submitted" and e["tasks"] == 7 for e in events)
+
+
+def test_audit_log_records_the_disconnect(local_cluster):
+    client = daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir)
+    client_id = client.id
+    client.close()
+    deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+    while dt.datetime.now() < deadline:
+        if any(e["event"] == "client-disconnect" and e["client"] == client_id for e in _audit(local_cluster)):
+            return
+    pytest.fail("no client-disconnect audit line")
+
+
+def test_plaintext_tcp_is_refused(local_cluster):
+    host, port = _host_port(local_cluster.address)
+
+    async def attempt():
+        comm = await connect(f"tcp://{host}:{port}", timeout=5)
+        await comm.read()
+
+    with pytest.raises((OSError, TimeoutError)):
+        asyncio.run(attempt())
+
+
+def _raw_tls_exchange(address: str, ca_pem: str, cert: pki.IssuedCert | None, tmp_path: Path) -> bytes:
+    """Handshake with an optional client certificate, then read: the server's answer."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    context.check_hostname = False
+    if cert is not None:
+        (tmp_path / "c.pem").write_text(cert.cert_pem)
+        (tmp_path / "k.pem").write_text(cert.key_pem)
+        context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    with socket.create_connection(_host_port(address), timeout=10) as raw:
+        with context.wrap_socket(raw) as tls:
+            tls.sendall(b"\x00" * 8)
+            return tls.recv(1)
+
+
+def test_tls_client_without_certificate_is_refused(local_cluster, cluster_ca, tmp_path):
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        if _raw_tls_exchange(local_cluster.address, cluster_ca.cert_pem, None, tmp_path) == b"":
+            raise ConnectionError("closed by the server")
+
+
+def test_tls_client_with_another_clusters_ca_is_refused(local_cluster, cluster_ca, other_ca):
+    stranger = pki.issue_certificate(other_ca, LOCAL_CLUSTER, "client", user="mallory")
+    # It even trusts the real CA, so only the server's verification can refuse it.
+    with pytest.raises((OSError, TimeoutError)):
+        Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, stranger), timeout=10)
+
+
+def test_expired_client_certificate_is_refused(local_cluster, cluster_ca):
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    expired = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "client", user="alice", valid_hours=1, not_before=long_ago)
+    with pytest.raises((OSError, TimeoutError)):
+        Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, expired), timeout=10)
+
+
+def test_worker_certificate_cannot_register_as_client(local_cluster, cluster_ca):
+    worker_cert = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "worker")
+    with pytest.raises(ImportError, match="refused client .*role is 'worker'; client required"):
+        Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, worker_cert), timeout=10)
+    refused = [e for e in _audit(local_cluster) if e["event"] == "client-refused"]
+    assert refused and refused[-1]["role"] == "worker"
+
+
+def test_certificate_for_another_cluster_name_is_refused(local_cluster, cluster_ca):
+    # Same CA, but a role URI naming a different cluster: refused by the scheduler.
+    foreign = pki.issue_certificate(cluster_ca, "other", "client", user="alice")
+    with pytest.raises(ImportError, match="for cluster 'other'"):
+        Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, foreign), timeout=10)
+
+
+def test_connect_reports_a_refusal_as_one_clear_error(local_cluster, cluster_ca, tmp_path):
+    # A user whose client directory holds a worker certificate gets a DaskfleetError, not an ImportError.
+    state = tmp_path / "state"
+    (state / "client").mkdir(parents=True)
+    worker_cert = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "worker")
+    (state / "client" / "ca.pem").write_text(cluster_ca.cert_pem)
+    (state / "client" / "cert.pem").write_text(worker_cert.cert_pem)
+    (state / "client" / "key.pem").write_text(worker_cert.key_pem)
+    with pytest.raises(DaskfleetError, match="role is 'worker'"):
+        daskfleet.connect(LOCAL_CLUSTER, state_dir=state, address=local_cluster.address, timeout=10)
+
+
+def test_worker_presenting_a_client_certificate_cannot_join(local_cluster, cluster_ca):
+    client_cert = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "client", user="alice")
+
+    async def join():
+        async with Worker(local_cluster.address, security=security_for(cluster_ca.cert_pem, client_cert, "worker"),
+                          nthreads=1, dashboard=False):
+            pass
+
+    with pytest.raises(RuntimeError) as failure:
+        asyncio.run(join())
+    assert "role is 'client'; worker required" in str(failure.value.__cause__)
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_worker_certificate_cannot_call_client_operations(local_cluster, cluster_ca):
+    worker_cert = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "worker")
+    sec = security_for(cluster_ca.cert_pem, worker_cert, "worker")
+
+    async def terminate():
+        async with rpc(local_cluster.address, connection_args=sec.get_connection_args("worker")) as scheduler:
+            await scheduler.terminate()
+
+    with pytest.raises(PermissionError, match="operation .*role is 'worker'; client required"):
+        asyncio.run(terminate())
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        assert client.submit(len, "alive").result(timeout=30) == 5
+
+
+def test_client_with_different_core_packages_is_refused(local_cluster, second_venv):
+    code = (
+        "import daskfleet, sys\n"
+        "from daskfleet.errors import DaskfleetError\n"
+        "try:\n"
+        f"    daskfleet.connect('local', state_dir={local_cluster.state_dir!r}, timeout=20)\n"
+        "except DaskfleetError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    result = subprocess.run([str(second_venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert f"toolz 0.12.1 (yours) != {metadata.version('toolz')} (cluster)" in result.stdout

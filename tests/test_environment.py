@@ -1,0 +1,58 @@
+"""The environment fingerprint: stable, order-free, and the same from each description."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from daskfleet.conventions import PackageRecord, environment_fingerprint, short_fingerprint
+from daskfleet.environment import current_fingerprint, environment_records
+
+
+def _fake_conda_prefix(root, packages, pip_packages=()):
+    (root / "conda-meta").mkdir(parents=True)
+    for name, version, build in packages:
+        (root / "conda-meta" / f"{name}-{version}-{build}.json").write_text(
+            json.dumps({"name": name, "version": version, "build": build, "subdir": "linux-64"})
+        )
+    site = root / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    for name, version, installer in pip_packages:
+        dist = site / f"{name}-{version}.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (dist / "INSTALLER").write_text(installer + "\n")
+    return root, [str(site)]
+
+
+def test_fingerprint_ignores_order_and_duplicates():
+    one = [PackageRecord("conda", "numpy", "2.0.0", "py311_0"), PackageRecord("pip", "Foo_Bar", "1.0")]
+    assert environment_fingerprint(one) == environment_fingerprint(list(reversed(one)) + one[:1])
+    assert environment_fingerprint(one) != environment_fingerprint(one[:1])
+
+
+def test_conda_prefix_is_described_by_conda_meta_and_pip_installed_distributions(tmp_path):
+    prefix, path = _fake_conda_prefix(
+        tmp_path, [("python", "3.11.7", "h955ad1f_0"), ("numpy", "2.0.0", "py311_0")],
+        [("numpy", "2.0.0", "conda"), ("tiny-thing", "0.3", "pip")],
+    )
+    records = environment_records(prefix, path)
+    assert sorted(records) == sorted([
+        PackageRecord("conda", "python", "3.11.7", "h955ad1f_0"),
+        PackageRecord("conda", "numpy", "2.0.0", "py311_0"),
+        PackageRecord("pip", "tiny-thing", "0.3"),
+    ])
+
+
+def test_a_build_string_changes_the_fingerprint(tmp_path):
+    a, pa = _fake_conda_prefix(tmp_path / "a", [("numpy", "2.0.0", "openblas_0")])
+    b, pb = _fake_conda_prefix(tmp_path / "b", [("numpy", "2.0.0", "mkl_0")])
+    assert environment_fingerprint(environment_records(a, pa)) != environment_fingerprint(environment_records(b, pb))
+
+
+def test_this_virtual_environment_has_a_stable_fingerprint():
+    records = environment_records(sys.prefix)
+    names = {record.name for record in records}
+    assert {"python", "dask", "distributed"} <= names
+    assert current_fingerprint() == environment_fingerprint(records)
+    assert len(short_fingerprint(current_fingerprint())) == 16

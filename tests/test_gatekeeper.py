@@ -1,0 +1,49 @@
+"""The scheduler's pure decisions, shown without a scheduler."""
+
+from __future__ import annotations
+
+from daskfleet.plugins import FINGERPRINT_KEY, Gatekeeper, Peer
+
+FP = "sha256:" + "a" * 64
+VERSIONS = {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0", "cloudpickle": "3", "msgpack": "1",
+            "tornado": "6", "toolz": "1.2.0", "numpy": "2.4.6", "pandas": None}
+
+
+def keeper(policy="refuse"):
+    return Gatekeeper(cluster="analytics", expected_fingerprint=FP, versions=VERSIONS, client_version_policy=policy)
+
+
+def peer(role, cluster="analytics"):
+    return Peer(cluster, role, "alice")
+
+
+def test_peer_is_read_from_a_verified_certificate():
+    cert = {"subject": ((("organizationName", "daskfleet"),), (("commonName", "alice"),)),
+            "subjectAltName": (("URI", "spiffe://analytics/role/client"),)}
+    assert Peer.from_peercert(cert, "tls://1.2.3.4:5") == Peer("analytics", "client", "alice", "tls://1.2.3.4:5")
+    assert Peer.from_peercert(None).role is None
+
+
+def test_workers_need_a_worker_certificate_and_the_clusters_environment():
+    assert keeper().check_worker(peer("worker"), {FINGERPRINT_KEY: FP}) is None
+    assert "role is 'client'" in keeper().check_worker(peer("client"), {FINGERPRINT_KEY: FP}).reason
+    assert "(none reported)" in keeper().check_worker(peer("worker"), {}).reason
+    assert "cluster 'other'" in keeper().check_worker(peer("worker", "other"), {FINGERPRINT_KEY: FP}).reason
+
+
+def test_clients_with_other_core_versions_are_refused_or_warned_by_policy():
+    theirs = {"packages": {**VERSIONS, "dask": "2025.1.0", "pandas": "2.2.0"}}
+    refusal, warning = keeper().check_client(peer("client"), theirs)
+    assert "dask 2025.1.0 (yours) != 2026.8.0 (cluster)" in refusal.reason and warning is None
+    assert "pandas" not in refusal.reason  # compared only where both sides have it
+    refusal, warning = keeper("warn").check_client(peer("client"), theirs)
+    assert refusal is None and "dask 2025.1.0" in warning
+
+
+def test_operations_are_bound_to_roles():
+    assert keeper().check_operation("retire_workers", peer("worker")) is None
+    assert keeper().check_operation("run_function", peer("client")) is None
+    assert "client required" in keeper().check_operation("run_function", peer("worker")).reason
+    assert "worker required" in keeper().check_operation("heartbeat_worker", peer("client")).reason
+    assert keeper().check_operation("who_has", peer("scheduler")) is not None
+    assert "no daskfleet role URI" in keeper().check_operation("who_has", Peer(None, None, "x")).reason

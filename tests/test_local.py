@@ -1,0 +1,74 @@
+"""`daskfleet local up | status | down`: the embedded default, driven as a user drives it."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import urllib.request
+
+import psutil
+import pytest
+
+from daskfleet.errors import ExitCode
+
+
+def daskfleet(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "daskfleet", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _processes_using(state_dir) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(state_dir) in part for part in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_up_status_down_leaves_no_process(tmp_path):
+    state = tmp_path / "state"
+    up = daskfleet("local", "up", "--workers", "1", "--state-dir", str(state))
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "smoke computation passed" in up.stdout
+        assert "scheduler: tls://127.0.0.1:" in up.stdout and "dashboard: https://127.0.0.1:" in up.stdout
+        assert f'daskfleet.connect("local", state_dir={str(state)!r})' in up.stdout
+        recorded = json.loads((state / "cluster.json").read_text())
+        pids = [node["pid"] for node in recorded["nodes"]]
+        assert len(pids) == 2
+        for pid in pids:  # every listening socket is on loopback
+            for conn in psutil.Process(pid).net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    assert conn.laddr.ip == "127.0.0.1", conn
+
+        again = daskfleet("local", "up", "--state-dir", str(state))
+        assert again.returncode == ExitCode.LOCAL_FAILURE and "already runs" in again.stderr
+
+        status = daskfleet("local", "status", "--state-dir", str(state))
+        assert status.stdout.count("running") == 2
+
+        context = ssl.create_default_context(cafile=str(state / "client" / "ca.pem"))
+        context.check_hostname = False
+        health = recorded["dashboard"].replace("/status", "/health")
+        assert urllib.request.urlopen(health, context=context, timeout=10).read() == b"ok"
+        with pytest.raises(Exception):
+            urllib.request.urlopen(health.replace("https://", "http://"), timeout=10).read()
+    finally:
+        down = daskfleet("local", "down", "--state-dir", str(state))
+    assert down.returncode == 0 and "stopped 2 process(es)" in down.stdout
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    assert _processes_using(state) == []
+    assert "no local cluster is running" in daskfleet("local", "status", "--state-dir", str(state)).stdout
+
+
+@pytest.mark.parametrize("args", [[], ["node"], ["local"], ["local", "up"], ["local", "status"], ["local", "down"], ["fingerprint"]])
+def test_every_command_has_help(args):
+    result = daskfleet(*args, "--help", timeout=60)
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_unknown_source_is_one_clear_error(tmp_path):
+    result = daskfleet("node", "worker", "--source", "ftp:somewhere", timeout=60)
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stderr.strip() == "daskfleet: error: --source: unknown source 'ftp:somewhere' (accepted: dir:PATH, aws:CLUSTER)"
