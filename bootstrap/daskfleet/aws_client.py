@@ -26,7 +26,7 @@ from .aws_source import BOTO_CONFIG, Caller, call_aws
 from .errors import DaskfleetError, ExitCode
 from .sources import TlsMaterial
 
-LOGIN_HINT = "log in first (`aws sso login`, or `aws configure`), or pass profile= naming a logged-in profile"
+LOGIN_HINT = "log in first (`aws sso login`, `aws login` or `aws configure`), or pass profile= naming a logged-in profile"
 YOUR_IDENTITY = Caller(who="your AWS identity", login_hint=LOGIN_HINT, credentials_exit=ExitCode.CONFIG)
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:(?P<service>iam|sts)::\d{12}:(?P<kind>[a-z-]+)(?:/(?P<rest>.+))?$")
@@ -56,7 +56,7 @@ def fetch_client_tls(cluster: str, user: str | None = None, *, region: str | Non
         _check_name("user", user, conventions.USER_NAME_PATTERN)
     session = _session(region, profile)
     identity = call_aws(
-        session.client("sts", config=BOTO_CONFIG), "GetCallerIdentity", "your caller identity", YOUR_IDENTITY,
+        session.client("sts", config=BOTO_CONFIG), "GetCallerIdentity", "", YOUR_IDENTITY,
         missing=ExitCode.CONFIG,
     )
     arn = identity["Arn"]
@@ -143,5 +143,3 @@ def _json_object(text: str) -> dict:
         raise ValueError("not an object")
     return value
 
-
-__all__ = ["fetch_client_tls", "discover_scheduler_address", "user_from_arn"]

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.exceptions
 import urllib3
 from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     CredentialRetrievalError,
     HTTPClientError,
@@ -68,9 +68,11 @@ DEADLINE_SECONDS = 120.0
 #: The scheduler's DNS record is short-lived: a replacement scheduler takes over quickly.
 DNS_TTL_SECONDS = 15
 
-_CREDENTIAL_ERRORS = (
+_CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
     NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, TokenRetrievalError, SSOError,
 )
+if hasattr(botocore.exceptions, "LoginError"):  # `aws login` sessions, botocore >= 1.41
+    _CREDENTIAL_ERRORS += (botocore.exceptions.LoginError,)
 _NOT_FOUND_CODES = frozenset({"ParameterNotFound", "ResourceNotFoundException", "NoSuchHostedZone"})
 _ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 _BAD_CREDENTIAL_CODES = frozenset({
@@ -101,12 +103,12 @@ INSTANCE_ROLE = Caller(
 def call_aws(client: Any, operation: str, resource: str, caller: Caller, *, missing: ExitCode, **params: Any) -> dict:
     """Call ``operation`` (e.g. ``GetParameter``) on ``client``; one DaskfleetError per failure class.
 
-    ``resource`` names what is read, e.g. ``SSM parameter /daskfleet/x/spec/worker``; a
-    not-found error names it and exits with ``missing``. Messages never carry a response
-    body, so a secret value cannot end up in one.
+    ``resource`` names what is read, e.g. ``SSM parameter /daskfleet/x/spec/worker`` (or is
+    empty); a not-found error names it and exits with ``missing``. Messages never carry a
+    response body, so a secret value cannot end up in one.
     """
-    service = client.meta.service_model.signing_name
-    action = f"{service}:{operation}"
+    action = f"{client.meta.service_model.signing_name}:{operation}"
+    where = f"{action} on {resource}" if resource else action
     method = getattr(client, xform_name(operation))
     try:
         return method(**params)
@@ -115,45 +117,44 @@ def call_aws(client: Any, operation: str, resource: str, caller: Caller, *, miss
         if code in _NOT_FOUND_CODES:
             region = client.meta.region_name
             raise DaskfleetError(f"{resource}: not found ({action} in {region})", missing) from None
-        if code in _ACCESS_DENIED_CODES:
-            raise DaskfleetError(
-                f"{action} on {resource}: access denied to {caller.who}", ExitCode.SOURCE_UNAVAILABLE
-            ) from None
+        # botocore reports an unparseable error body by its HTTP status; a bare 403 is a denial.
+        if code in _ACCESS_DENIED_CODES or code == "403":
+            raise DaskfleetError(f"{where}: access denied to {caller.who}", ExitCode.SOURCE_UNAVAILABLE) from None
         if code in _BAD_CREDENTIAL_CODES:
             raise DaskfleetError(
-                f"{action} on {resource}: AWS rejected the credentials of {caller.who} ({code}); {caller.login_hint}",
+                f"{where}: AWS rejected the credentials of {caller.who} ({code}); {caller.login_hint}",
                 caller.credentials_exit,
             ) from None
         detail = exc.response.get("Error", {}).get("Message", "")
         detail = f": {detail.splitlines()[0]}" if detail else ""
-        raise DaskfleetError(f"{action} on {resource} failed: {code}{detail}", ExitCode.SOURCE_UNAVAILABLE) from None
+        raise DaskfleetError(f"{where} failed: {code}{detail}", ExitCode.SOURCE_UNAVAILABLE) from None
     except _CREDENTIAL_ERRORS as exc:
         raise DaskfleetError(
-            f"{action} on {resource}: no usable AWS credentials ({type(exc).__name__}); {caller.login_hint}",
+            f"{where}: no usable AWS credentials ({type(exc).__name__}); {caller.login_hint}",
             caller.credentials_exit,
         ) from None
     except (BotoConnectionError, HTTPClientError) as exc:
         raise DaskfleetError(
-            f"{action} on {resource}: cannot reach {client.meta.endpoint_url} ({type(exc).__name__})",
+            f"{where}: cannot reach {client.meta.endpoint_url} ({type(exc).__name__})",
             ExitCode.SOURCE_UNAVAILABLE,
         ) from None
     except NoRegionError:
         raise DaskfleetError(
-            f"{action} on {resource}: no AWS region configured (pass region=, set AWS_REGION, or set one in your profile)",
+            f"{where}: no AWS region configured (pass region=, set AWS_REGION, or set one in your profile)",
             ExitCode.CONFIG,
         ) from None
 
 
-class _RedactResponseBodies(logging.Filter):
-    """botocore logs every response body at DEBUG; a secret's value must never reach a log."""
+class _NoResponseBodies(logging.Filter):
+    """Drops botocore.parsers' DEBUG records: they carry whole response bodies, secret values included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno > logging.DEBUG
 
 
 _BODY_LOGGER = logging.getLogger("botocore.parsers")
-if not any(isinstance(existing, _RedactResponseBodies) for existing in _BODY_LOGGER.filters):
-    _BODY_LOGGER.addFilter(_RedactResponseBodies())
+if not any(isinstance(existing, _NoResponseBodies) for existing in _BODY_LOGGER.filters):
+    _BODY_LOGGER.addFilter(_NoResponseBodies())
 
 
 class Deadline:
@@ -229,13 +230,16 @@ def _imds_step(endpoint: str, what: str, deadline: Deadline) -> Iterator[None]:
 
 def _short_reason(exc: urllib3.exceptions.HTTPError) -> str:
     """One line for a urllib3 failure: the socket error if there is one, else the message."""
+    chain: list[BaseException] = []
     cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, urllib3.exceptions.TimeoutError):
-            return "timed out"
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
+    while cause is not None and cause not in chain:
+        chain.append(cause)
         cause = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+    for link in chain:
+        if isinstance(link, OSError) and link.strerror:
+            return link.strerror
+    if any(isinstance(link, (TimeoutError, urllib3.exceptions.TimeoutError)) for link in chain):
+        return "timed out"
     return str(exc).splitlines()[0]
 
 
@@ -258,10 +262,10 @@ class AwsSource:
         self.imds_endpoint = imds_endpoint or override or DEFAULT_IMDS_ENDPOINT
         self.deadline_s = deadline_s
         self._identity: InstanceIdentity | None = None
-        self._session: boto3.session.Session | None = None
+        self._clients: dict[str, Any] = {}
 
     def describe(self) -> str:
-        return f"aws:{self.cluster} (instance metadata, SSM Parameter Store, Secrets Manager)"
+        return f"AWS cluster {self.cluster}"
 
     def fetch_spec(self, role: str) -> Mapping[str, Any]:
         """The role's spec from SSM; unset ``listen_host``/``contact_host`` become the private IPv4."""
@@ -296,14 +300,12 @@ class AwsSource:
         """Point the cluster's stable DNS name at this scheduler, when the spec names one."""
         if not (spec.dns_zone_id and spec.dns_name):
             return
-        try:
-            if ipaddress.ip_address(contact_host).version != 4:
-                raise ValueError
-        except ValueError:
+        if not _is_ipv4(contact_host):
             raise DaskfleetError(
                 f"DNS record {spec.dns_name}: contact_host {contact_host!r} is not an IPv4 address", ExitCode.SPEC_INVALID
-            ) from None
+            )
         deadline = Deadline(self.deadline_s)
+        self._checked_identity("scheduler", deadline)
         deadline.check(f"updating DNS record {spec.dns_name}")
         call_aws(
             self._client("route53"), "ChangeResourceRecordSets",
@@ -328,10 +330,12 @@ class AwsSource:
         return self._identity
 
     def _client(self, service: str) -> Any:
-        if self._session is None:
+        """A boto3 client in the instance's region, credentials from the default chain (the instance role)."""
+        if service not in self._clients:
             assert self._identity is not None, "identity is read before any AWS call"
-            self._session = boto3.session.Session(region_name=self._identity.region)
-        return self._session.client(service, config=BOTO_CONFIG)
+            session = boto3.session.Session(region_name=self._identity.region)
+            self._clients[service] = session.client(service, config=BOTO_CONFIG)
+        return self._clients[service]
 
 
 def check_tags(identity: InstanceIdentity, *, cluster: str, role: str) -> None:
@@ -359,6 +363,13 @@ def fill_hosts(raw: Mapping[str, Any], private_ipv4: str) -> dict[str, Any]:
     return spec
 
 
+def _is_ipv4(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        return False
+
+
 def _spec_mapping(text: str, origin: str) -> Mapping[str, Any]:
     try:
         raw = json.loads(text)
@@ -370,5 +381,3 @@ def _spec_mapping(text: str, origin: str) -> Mapping[str, Any]:
 
 
 register_source("aws", AwsSource)
-
-__all__ = ["AwsSource", "Caller", "InstanceIdentity", "call_aws", "read_instance_identity", "IMDS_ENDPOINT_ENV"]

@@ -169,3 +169,13 @@ def environment_fingerprint(packages: Iterable[PackageRecord]) -> str:
 def short_fingerprint(fingerprint: str) -> str:
     """The short form used in image names and tags."""
     return fingerprint.removeprefix(FINGERPRINT_PREFIX)[:FINGERPRINT_SHORT_LENGTH]
+
+
+# --- AWS auto scaling groups ---------------------------------------------------------------
+
+
+def node_group_name(cluster: str, role: Role) -> str:
+    """The auto scaling group running a cluster's schedulers or workers; the scheduler scales its workers by it."""
+    if role not in NODE_ROLES:
+        raise ValueError(f"unknown node role {role!r}; expected one of {', '.join(NODE_ROLES)}")
+    return f"{NAME_PREFIX}-{cluster}-{role}"

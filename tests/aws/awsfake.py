@@ -7,8 +7,10 @@ import urllib.request
 from dataclasses import dataclass
 
 import boto3
+import pytest
 
 from daskfleet import conventions
+from daskfleet.errors import DaskfleetError, ExitCode
 from daskfleet.sources import TlsMaterial
 
 CLUSTER = "analytics"
@@ -61,3 +63,17 @@ def secret_texts(material: TlsMaterial) -> list[str]:
     for pem in (material.key_pem, material.cert_pem):
         texts += [line for line in pem.splitlines() if line and not line.startswith("-----")]
     return texts
+
+
+def assert_fails(call, exit_code: ExitCode, *names: str, never: list[str] = ()) -> DaskfleetError:
+    """``call`` raises one DaskfleetError line of ``exit_code`` naming every one of ``names``."""
+    with pytest.raises(DaskfleetError) as info:
+        call()
+    error = info.value
+    assert error.exit_code == exit_code, str(error)
+    assert "\n" not in str(error)
+    for name in names:
+        assert name in str(error), f"{name!r} not named in: {error}"
+    for text in never:
+        assert text not in str(error)
+    return error

@@ -55,7 +55,7 @@ class ImdsServer:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="imds", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="imds", daemon=True)
 
     @property
     def url(self) -> str:

@@ -50,8 +50,8 @@ SENSITIVE_ACTIONS: Mapping[str, frozenset[str]] = {
     "iam": frozenset({"passrole"}),
 }
 
-#: A resource ARN whose resource part names everything: ``*``, ``*/*``, ``secret:*``, ``key/*``...
-_EVERYTHING = re.compile(r"(?:[A-Za-z0-9_-]+[/:])?\*(?:/\*)?")
+#: The resource part of an ARN naming every resource of its type: ``secret:*``, ``key/*``, ``parameter/*``...
+_EVERYTHING = re.compile(r"(?:[A-Za-z0-9_-]+[/:])?\*")
 
 #: AWS-managed policies that grant data, secrets or administration account-wide.
 BROAD_MANAGED_POLICY_NAMES = frozenset(
@@ -75,7 +75,12 @@ def is_wildcard_resource(resource: str) -> bool:
     if resource == "*":
         return True
     parts = resource.split(":", 5)
-    return len(parts) == 6 and parts[0] == "arn" and _EVERYTHING.fullmatch(parts[5]) is not None
+    if len(parts) != 6 or parts[0] != "arn":
+        return False
+    service, name = parts[2], parts[5]
+    if service == "s3":  # bucket/key, no type prefix: ``*`` and ``*/*`` span every bucket
+        return name.startswith("*")
+    return _EVERYTHING.fullmatch(name) is not None
 
 
 def is_service_wildcard(action: str) -> bool:

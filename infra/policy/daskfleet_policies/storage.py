@@ -81,7 +81,7 @@ def unencrypted_buckets(resources: Iterable[StackResource]) -> list[tuple[str, s
         list(resources),
         tokens.BUCKET_ENCRYPTION_TYPES,
         encryption_problems,
-        "a BucketServerSideEncryptionConfiguration using aws:kms with the cluster's customer-managed key",
+        "BucketServerSideEncryptionConfiguration using aws:kms with the cluster's customer-managed key",
     )
 
 
@@ -91,7 +91,7 @@ def public_buckets(resources: Iterable[StackResource]) -> list[tuple[str, str]]:
         list(resources),
         {tokens.BUCKET_PUBLIC_ACCESS_BLOCK},
         public_access_problems,
-        "a BucketPublicAccessBlock with blockPublicAcls, blockPublicPolicy, ignorePublicAcls and "
+        "BucketPublicAccessBlock with blockPublicAcls, blockPublicPolicy, ignorePublicAcls and "
         "restrictPublicBuckets all true",
     )
 
@@ -112,9 +112,11 @@ def _buckets_lacking(
             continue
         if findings:
             details = "; ".join(f"{guard.name}: {', '.join(problems)}" for guard, problems in findings)
-            violations.append((bucket.urn, f"bucket {bucket.name} needs {wanted}; {details}"))
+            violations.append((bucket.urn, f"bucket {bucket.name} has no {wanted}: {details}"))
         else:
-            violations.append((bucket.urn, f"bucket {bucket.name} has no {wanted} whose bucket is this bucket"))
+            violations.append(
+                (bucket.urn, f"bucket {bucket.name} has no {wanted} (one whose bucket property is this bucket)")
+            )
     return violations
 
 

@@ -1,0 +1,35 @@
+"""Run every benchmark and print the ratios measured side by side (`make bench`)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from . import boot, throughput
+
+TARGETS = {
+    "boot agent / dask worker (nanny)": ("<=", 1.0),
+    "throughput with plugins / without": (">=", 0.95),
+}
+
+
+def main() -> None:
+    ratios: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="daskfleet-bench-") as root:
+        print("Worker boot-to-registered (scheduler event time minus spawn time):")
+        ratios.update(boot.run(Path(root) / "boot"))
+        print("Scheduler throughput:")
+        ratios.update(throughput.run(Path(root) / "throughput"))
+    print("\nRatios:")
+    for name, value in ratios.items():
+        target = TARGETS.get(name)
+        verdict = ""
+        if target:
+            op, bound = target
+            met = value <= bound if op == "<=" else value >= bound
+            verdict = f"  (target {op} {bound}: {'met' if met else 'NOT met'})"
+        print(f"  {name:<40} {value:.3f}{verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Shared set-up for the benchmarks: a throwaway PKI and node directories under one temp dir."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from daskfleet import pki
+from daskfleet.local import LOCAL_CLUSTER, _write_node_dir
+from daskfleet.spec import NodeSpec
+from daskfleet.sources import CA_FILE, CERT_FILE, KEY_FILE
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class BenchPki:
+    root: Path
+    ca: pki.IssuedCert
+
+    def node_dir(self, name: str, spec: NodeSpec) -> Path:
+        cert = pki.issue_certificate(self.ca, LOCAL_CLUSTER, spec.role, ip_addresses=(HOST,))
+        directory = self.root / "nodes" / name
+        _write_node_dir(directory, spec, self.ca, cert)
+        return directory
+
+    def client_files(self) -> Path:
+        directory = self.root / "client"
+        cert = pki.issue_certificate(self.ca, LOCAL_CLUSTER, "client", user="bench")
+        pki.write_private(directory / CA_FILE, self.ca.cert_pem)
+        pki.write_private(directory / CERT_FILE, cert.cert_pem)
+        pki.write_private(directory / KEY_FILE, cert.key_pem)
+        return directory
+
+
+def agent(role: str, node_dir: Path, run_dir: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(run_dir)],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
+    )
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{path} never appeared (process exit {proc.poll()})")
+        time.sleep(0.05)
+    time.sleep(0.05)
+    return json.loads(path.read_text())
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f} (min {min(values):.3f}, max {max(values):.3f}, n={len(values)})"

@@ -1,0 +1,93 @@
+"""Scheduler throughput (tiny tasks per second) with the daskfleet scheduler plugins vs without.
+
+Both schedulers run the agent's own code path with the same TLS configuration; the only
+difference is whether ``SchedulerGuard.install`` (role enforcement, audit, conformance) runs.
+Rounds alternate between the two so drift on a shared machine hits both.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from distributed import Client, Security
+
+from daskfleet.local import LOCAL_CLUSTER
+from daskfleet.spec import NodeSpec
+
+from .common import HOST, BenchPki, agent, stop, summary, wait_for_file
+
+SCHEDULER_SCRIPT = """
+import sys
+from pathlib import Path
+from daskfleet import agent, plugins
+from daskfleet.sources import DirectorySource
+if sys.argv[3] == "off":
+    plugins.SchedulerGuard.install = lambda self, scheduler: None
+source = DirectorySource(sys.argv[1])
+sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2]))))
+"""
+
+
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def _cluster(bench: BenchPki, label: str, plugins: str) -> tuple[list[subprocess.Popen], str]:
+    root = bench.root
+    spec = NodeSpec(cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
+                    audit_log=str(root / f"audit-{label}.jsonl"))
+    node = bench.node_dir(f"scheduler-{label}", spec)
+    run_dir = root / "run" / f"scheduler-{label}"
+    scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER_SCRIPT, str(node), str(run_dir), plugins],
+                                 stdout=open(root / f"scheduler-{label}.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    address = wait_for_file(run_dir / "scheduler.json", scheduler)["address"]
+    procs = [scheduler]
+    for index in range(2):
+        name = f"w{index}-{label}"
+        wspec = NodeSpec(cluster=LOCAL_CLUSTER, role="worker", scheduler_address=address, listen_host=HOST,
+                         worker_port=0, name=name, nthreads=1)
+        procs.append(agent("worker", bench.node_dir(name, wspec), root / "run" / name, root / f"{name}.log"))
+    return procs, address
+
+
+def _measure(client: Client, tasks: int) -> float:
+    start = time.perf_counter()
+    futures = client.map(_inc, range(tasks), pure=False)
+    client.gather(futures)
+    elapsed = time.perf_counter() - start
+    del futures
+    return tasks / elapsed
+
+
+def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
+    from daskfleet import pki
+
+    bench = BenchPki(root, pki.create_ca(LOCAL_CLUSTER))
+    client_files = bench.client_files()
+    security = Security(tls_ca_file=str(client_files / "ca.pem"), tls_client_cert=str(client_files / "cert.pem"),
+                        tls_client_key=str(client_files / "key.pem"), require_encryption=True)
+    rates: dict[str, list[float]] = {"with plugins": [], "without plugins": []}
+    clusters, clients = [], {}
+    try:
+        for label, flag in (("with plugins", "on"), ("without plugins", "off")):
+            procs, address = _cluster(bench, flag, flag)
+            clusters.append(procs)
+            clients[label] = Client(address, security=security)
+            clients[label].wait_for_workers(2, timeout=60)
+            _measure(clients[label], 500)  # warm-up
+        for _ in range(rounds):
+            for label in rates:
+                rates[label].append(_measure(clients[label], tasks))
+    finally:
+        for client in clients.values():
+            client.close()
+        for procs in clusters:
+            stop(*procs[1:])
+            stop(procs[0])
+    for label, values in rates.items():
+        print(f"  scheduler throughput, {label:<16} {summary(values)} tasks/s ({tasks} tasks)")
+    return {"throughput with plugins / without": statistics.median(rates["with plugins"]) / statistics.median(rates["without plugins"])}

@@ -1,0 +1,382 @@
+"""The stack's configuration: one typed schema, read from Pulumi config and validated before anything is declared.
+
+Pulumi hands every value over as text (lists as JSON); ``parse_stack_config`` decodes and
+validates that text and raises one ``StackConfigError`` whose message names each bad key,
+the value it got and what the key accepts. ``Pulumi.yaml`` declares the same keys with the
+same descriptions and defaults (a test holds the two together).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Annotated, Any
+
+import pulumi
+from pulumi.runtime import config as pulumi_runtime_config
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from daskfleet import conventions
+from daskfleet.errors import DaskfleetError, ExitCode
+
+PROJECT = "daskfleet"
+
+#: The retention periods CloudWatch Logs accepts.
+LOG_RETENTION_DAYS: tuple[int, ...] = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+WORLD_OPEN_CIDRS = ("0.0.0.0/0", "::/0")
+
+
+class StackConfigError(DaskfleetError, pulumi.RunError):
+    """A wrong, missing or unknown configuration key; Pulumi prints it as one line, without a traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ExitCode.CONFIG)
+
+
+# --- item types -------------------------------------------------------------------------------
+
+
+def _cidr(text: str) -> str:
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not a CIDR ({exc})") from None
+    if network.prefixlen == 0:
+        raise ValueError("a world-open source (0.0.0.0/0 or ::/0) is never allowed for ingress")
+    return str(network)
+
+
+def _user_entry(text: str) -> str:
+    name, sep, arn = text.partition("=")
+    if not sep:
+        raise ValueError("not NAME=IAM_PRINCIPAL_ARN")
+    if not re.fullmatch(conventions.USER_NAME_PATTERN, name):
+        raise ValueError(f"user name {name!r} does not match {conventions.USER_NAME_PATTERN}")
+    if not re.fullmatch(PRINCIPAL_ARN_PATTERN, arn):
+        raise ValueError(f"{arn!r} is not an IAM user or role ARN")
+    return text
+
+
+def _date(text: str) -> str:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not a date YYYY-MM-DD") from None
+    return text
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    duplicates = sorted({str(value) for value in values if values.count(value) > 1})
+    if duplicates:
+        raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+    return values
+
+
+def _log_retention(days: int) -> int:
+    if days not in LOG_RETENTION_DAYS:
+        raise ValueError("not a retention period CloudWatch Logs accepts")
+    return days
+
+
+PRINCIPAL_ARN_PATTERN = r"^arn:aws[a-z-]*:(iam::\d{12}:(user|role)/[\w+=,.@/-]+|sts::\d{12}:assumed-role/[\w+=,.@-]+/[\w+=,.@-]+)$"
+Cidr = Annotated[str, AfterValidator(_cidr)]
+UserEntry = Annotated[str, AfterValidator(_user_entry)]
+SecurityGroupId = Annotated[str, Field(pattern=r"^sg-[0-9a-f]{8,17}$")]
+SubnetId = Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]
+PrincipalArn = Annotated[str, Field(pattern=PRINCIPAL_ARN_PATTERN)]
+BucketName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+InstanceType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
+Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w .:/=+@-]+$")]
+
+
+@dataclass(frozen=True)
+class User:
+    """A person issued a client certificate, and the IAM principal that alone may read it."""
+
+    name: str
+    principal_arn: str
+
+
+class StackConfig(BaseModel):
+    """Every key of a daskfleet stack; the descriptions say what each accepts."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, alias_generator=to_camel, populate_by_name=True,
+    )
+
+    cluster: str = Field(
+        pattern=conventions.CLUSTER_NAME_PATTERN,
+        description="Cluster name: 3 to 40 lowercase letters, digits and hyphens, starting with a letter "
+        "(it names DNS labels, IAM roles, secrets and the certificates' trust domain)",
+    )
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$", description="AWS region to deploy into, e.g. eu-west-1")
+    team: TagValue = Field(description="Team that owns the cluster (cost-allocation tag team)")
+    owner: TagValue = Field(description="Who answers for the cluster, e.g. an e-mail address (cost-allocation tag owner)")
+    cost_center: TagValue = Field(description="Cost center charged for the cluster (cost-allocation tag cost-center)")
+    environment_fingerprint: str = Field(
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="Environment fingerprint (sha256: and 64 hex digits) of the node image: nodes refuse any other "
+        "environment, and the AMI is the newest own image tagged daskfleet:env-fingerprint with it",
+    )
+    ami_id: str | None = Field(
+        default=None, pattern=r"^ami-[0-9a-f]{8,17}$",
+        description="AMI id (ami-...) to use instead of looking one up by environmentFingerprint; empty to look up",
+    )
+    ephemeral: bool = Field(
+        default=False,
+        description="true for a short-lived stack: destroying it empties the bucket, and resources carry an expires tag",
+    )
+    expires: Annotated[str, AfterValidator(_date)] | None = Field(
+        default=None, description="Expiry date (YYYY-MM-DD) of an ephemeral stack, for its expires tag; required when ephemeral",
+    )
+    vpc_id: str | None = Field(
+        default=None, pattern=r"^vpc-[0-9a-f]{8,17}$",
+        description="Existing VPC to adopt (vpc-...); empty to create a private network",
+    )
+    subnet_ids: Annotated[list[SubnetId], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="Private subnets (subnet-...) of the adopted VPC, in at least 2 availability zones; required with vpcId",
+    )
+    vpc_cidr: Annotated[str, AfterValidator(_cidr)] = Field(
+        default="10.64.0.0/16", description="IPv4 CIDR of a created VPC, /16 to /20 (unused when adopting vpcId)",
+    )
+    availability_zone_count: int = Field(
+        default=2, ge=2, le=6, description="Availability zones of a created VPC, 2 to 6",
+    )
+    nat_gateway: bool = Field(
+        default=False,
+        description="Let nodes reach the internet over HTTPS through a NAT gateway (a created network gets one; an "
+        "adopted one must route through one already). Off: nodes reach AWS through VPC endpoints only",
+    )
+    client_cidrs: Annotated[list[Cidr], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="CIDRs (IPv4 or IPv6) that may reach the scheduler (8786) and dashboard (8787), never 0.0.0.0/0 "
+        "or ::/0; empty: reach them through an SSM port-forwarding session only",
+    )
+    client_security_group_ids: Annotated[list[SecurityGroupId], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="Security groups (sg-...) whose members may reach the scheduler (8786) and dashboard (8787)",
+    )
+    users: Annotated[list[UserEntry], AfterValidator(_distinct)] = Field(
+        min_length=1,
+        description="Users issued a client certificate, each NAME=IAM_PRINCIPAL_ARN (e.g. "
+        "alice=arn:aws:iam::123456789012:role/alice); only that principal may read the user's certificate",
+    )
+    operator_principal_arns: Annotated[list[PrincipalArn], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="IAM principals besides the deploying one that may read the cluster's TLS secrets "
+        "(operators who run pulumi up or refresh); each arn:aws:iam::ACCOUNT:role/NAME or user/NAME",
+    )
+    extra_read_buckets: Annotated[list[BucketName], AfterValidator(_distinct)] = Field(
+        default_factory=list, description="Further S3 bucket names the nodes may read (never write)",
+    )
+    scheduler_instance_type: InstanceType = Field(
+        default="m7i.large", description="EC2 instance type of the scheduler, e.g. m7i.large",
+    )
+    worker_instance_types: Annotated[list[InstanceType], AfterValidator(_distinct)] = Field(
+        default_factory=lambda: ["m7i.xlarge", "m6i.xlarge", "m7a.xlarge", "m6a.xlarge"],
+        min_length=1,
+        description="EC2 instance types the worker group may launch, at least one (several give spot more capacity pools)",
+    )
+    worker_max_size: int = Field(default=10, ge=1, le=1000, description="Most worker instances at once, 1 to 1000")
+    worker_on_demand_base: int = Field(
+        default=0, ge=0, le=1000, description="Worker instances kept on demand before any spot is used, 0 to workerMaxSize",
+    )
+    worker_on_demand_percent_above_base: int = Field(
+        default=0, ge=0, le=100,
+        description="Percentage of the workers above the base that are on demand (the rest are spot), 0 to 100",
+    )
+    worker_drain_seconds: int = Field(
+        default=900, ge=30, le=7200,
+        description="How long a terminating worker may take to hand over its data (lifecycle hook timeout), 30 to 7200 s",
+    )
+    root_volume_gb: int = Field(default=100, ge=20, le=16384, description="Encrypted root volume of each node in GiB, 20 to 16384")
+    scratch_expiration_days: int = Field(
+        default=7, ge=1, le=3650, description="Days after which objects under scratch/ in the cluster bucket expire, 1 to 3650",
+    )
+    log_retention_days: Annotated[int, AfterValidator(_log_retention)] = Field(
+        default=30,
+        description="Days the cluster log group keeps events: one of " + ", ".join(map(str, LOG_RETENTION_DAYS)),
+    )
+    budget_monthly_usd: int = Field(ge=1, le=10_000_000, description="Monthly cost budget of the cluster in whole US dollars")
+    budget_thresholds_percent: Annotated[list[Annotated[int, Field(ge=1, le=1000)]], AfterValidator(_distinct)] = Field(
+        default_factory=lambda: [50, 80, 100],
+        min_length=1,
+        description="Percentages of the budget (1 to 1000, distinct) at which actual spend is notified",
+    )
+    budget_emails: Annotated[list[Email], AfterValidator(_distinct)] = Field(
+        min_length=1, description="E-mail addresses told when spend crosses a budget threshold, at least one",
+    )
+    dns_zone: str = Field(
+        default="daskfleet.internal",
+        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]$",
+        description="Private DNS domain; the scheduler is reachable at scheduler.<cluster>.<dnsZone>",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackConfig:
+        if self.ephemeral and self.expires is None:
+            raise ValueError("expires: required when ephemeral is true (an expiry date, YYYY-MM-DD)")
+        if self.expires is not None and not self.ephemeral:
+            raise ValueError(f"expires: {self.expires!r} is only for ephemeral stacks (set ephemeral: true, or leave expires empty)")
+        if self.vpc_id and len(self.subnet_ids) < 2:
+            raise ValueError(
+                f"subnetIds: {self.subnet_ids!r} with vpcId needs at least 2 private subnets in different availability zones"
+            )
+        if self.subnet_ids and not self.vpc_id:
+            raise ValueError("vpcId: required with subnetIds (the VPC those subnets belong to)")
+        vpc_network = ipaddress.ip_network(self.vpc_cidr)
+        if vpc_network.version != 4 or not 16 <= vpc_network.prefixlen <= 20:
+            raise ValueError(f"vpcCidr: {self.vpc_cidr!r} is not an IPv4 CIDR from /16 to /20")
+        if self.worker_on_demand_base > self.worker_max_size:
+            raise ValueError(
+                f"workerOnDemandBase: {self.worker_on_demand_base} is more than workerMaxSize ({self.worker_max_size})"
+            )
+        names = [user.name for user in self.user_list]
+        if len(set(names)) != len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ValueError(f"users: user name listed more than once: {', '.join(twice)}")
+        return self
+
+    # --- derived values --------------------------------------------------------------------
+
+    @cached_property
+    def user_list(self) -> tuple[User, ...]:
+        return tuple(User(*entry.split("=", 1)) for entry in self.users)
+
+    @property
+    def adopts_network(self) -> bool:
+        return self.vpc_id is not None
+
+    @property
+    def scheduler_dns_name(self) -> str:
+        return conventions.scheduler_dns_name(self.cluster, self.dns_zone)
+
+    @property
+    def cluster_zone_name(self) -> str:
+        """The cluster's private hosted zone; the scheduler's name lies directly in it."""
+        return self.scheduler_dns_name.split(".", 1)[1]
+
+    def cost_allocation_tags(self) -> dict[str, str]:
+        """The tags every resource carries: cluster, team, owner, cost center, and expiry when ephemeral."""
+        tags = {
+            conventions.TAG_CLUSTER: self.cluster,
+            conventions.TAG_TEAM: self.team,
+            conventions.TAG_OWNER: self.owner,
+            conventions.TAG_COST_CENTER: self.cost_center,
+        }
+        if self.ephemeral and self.expires:
+            tags[conventions.TAG_EXPIRES] = self.expires
+        return tags
+
+
+# --- reading and validating ---------------------------------------------------------------------
+
+#: Config key (as in Pulumi.yaml) -> field name.
+CONFIG_KEYS: dict[str, str] = {field.alias or name: name for name, field in StackConfig.model_fields.items()}
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether Pulumi hands this field over as plain text (strings) rather than JSON (numbers, booleans, lists)."""
+    if typing.get_origin(annotation) is Annotated:
+        return _is_text(typing.get_args(annotation)[0])
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return all(_is_text(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation is str
+
+
+def _expected(key: str) -> str:
+    return StackConfig.model_fields[CONFIG_KEYS[key]].description or ""
+
+
+def _decode(key: str, text: str) -> Any:
+    """A Pulumi config value (always text) as the field's Python value; ValueError names what was expected."""
+    field = StackConfig.model_fields[CONFIG_KEYS[key]]
+    if _is_text(field.annotation):
+        return None if text == "" and not field.is_required() else text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        kind = {bool: "true or false", int: "a whole number"}.get(field.annotation, "a list")
+        raise ValueError(f"{key}: expected {kind}, got {text!r}; accepted: {_expected(key)}") from None
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return message
+    key = _location(loc)
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (known keys: {', '.join(sorted(CONFIG_KEYS))})"
+    accepted = _expected(str(loc[0])) if loc[0] in CONFIG_KEYS else ""
+    if kind == "missing":
+        return f"{key}: required key is not set; accepted: {accepted}"
+    if kind == "string_pattern_mismatch":
+        message = "does not have the accepted form"
+    return f"{key}: {message} (got {error.get('input')!r}); accepted: {accepted}"
+
+
+def parse_stack_config(values: Mapping[str, str]) -> StackConfig:
+    """Validate config as Pulumi hands it over (key -> text); one StackConfigError naming every bad key."""
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    for key, text in values.items():
+        if key not in CONFIG_KEYS:
+            raw[key] = text  # reported as an unknown key
+            continue
+        try:
+            raw[key] = _decode(key, text)
+        except ValueError as exc:
+            problems.append(str(exc))
+    try:
+        config = StackConfig.model_validate(raw)
+    except ValidationError as exc:
+        undecodable = {problem.split(":", 1)[0] for problem in problems}
+        problems += [_describe(error) for error in exc.errors() if _location(error["loc"][:1]) not in undecodable]
+        config = None
+    if problems:
+        raise StackConfigError(f"{PROJECT} stack configuration: " + "; ".join(problems))
+    assert config is not None
+    return config
+
+
+def project_config_values(project: str = PROJECT) -> dict[str, str]:
+    """Every key the running stack sets in the project's namespace, as text.
+
+    Pulumi's public Config API can only look keys up, so unknown (e.g. misspelt) keys are
+    found through the runtime's config map: the engine's own, or PULUMI_CONFIG under mocks.
+    """
+    prefix = f"{project}:"
+    names = set(pulumi_runtime_config.get_config_env()) | set(pulumi_runtime_config.CONFIG.get())
+    config = pulumi.Config(project)
+    values = {}
+    for name in sorted(names):
+        if name.startswith(prefix):
+            key = name[len(prefix):]
+            values[key] = config.get(key)
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def read_stack_config(project: str = PROJECT) -> StackConfig:
+    """The running stack's configuration, validated; raises StackConfigError before anything is declared."""
+    return parse_stack_config(project_config_values(project))

@@ -1,0 +1,114 @@
+"""What the program must know about the AWS account before it declares anything.
+
+Every lookup runs before the first real resource is declared, so a stack whose image or
+network does not exist stops with one clear error and leaves nothing half-created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from daskfleet import conventions
+
+from .config import StackConfig, StackConfigError
+
+
+@dataclass(frozen=True)
+class Account:
+    """The account and partition the provider works in, and who is deploying."""
+
+    account_id: str
+    partition: str
+    dns_suffix: str
+    region: str
+    #: The deploying IAM principal (a role's ARN for an assumed role): it may read the TLS secrets back.
+    deployer_arn: str
+
+    def arn(self, service: str, resource: str, *, regional: bool = True, in_account: bool = True) -> str:
+        region = self.region if regional else ""
+        account = self.account_id if in_account else ""
+        return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
+
+    def service_name(self, service: str) -> str:
+        """A regional VPC endpoint service name, e.g. com.amazonaws.eu-west-1.ssm."""
+        return f"com.amazonaws.{self.region}.{service}"
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """The network the nodes run in: an adopted VPC's facts, or where a created one goes."""
+
+    vpc_cidr: str
+    availability_zones: tuple[str, ...]
+    s3_prefix_list_id: str
+
+
+@dataclass(frozen=True)
+class Image:
+    """The node AMI and the device its root volume is attached as."""
+
+    ami_id: str
+    root_device_name: str
+
+
+def look_up_account(config: StackConfig, invoke: pulumi.InvokeOptions) -> Account:
+    caller = aws.get_caller_identity(opts=invoke)
+    partition = aws.get_partition(opts=invoke)
+    context = aws.iam.get_session_context(arn=caller.arn, opts=invoke)
+    return Account(
+        account_id=caller.account_id,
+        partition=partition.partition,
+        dns_suffix=partition.dns_suffix,
+        region=config.region,
+        deployer_arn=context.issuer_arn,
+    )
+
+
+def look_up_network(config: StackConfig, account: Account, invoke: pulumi.InvokeOptions) -> NetworkFacts:
+    """Check an adopted VPC and its subnets, or pick the availability zones of a new one."""
+    prefix_list = aws.ec2.get_prefix_list(name=account.service_name("s3"), opts=invoke)
+    if not config.adopts_network:
+        zones = aws.get_availability_zones(state="available", opts=invoke).names
+        if len(zones) < config.availability_zone_count:
+            raise StackConfigError(
+                f"availabilityZoneCount: {config.availability_zone_count} is more than the "
+                f"{len(zones)} availability zones available in {config.region} ({', '.join(zones)})"
+            )
+        return NetworkFacts(config.vpc_cidr, tuple(sorted(zones)[: config.availability_zone_count]), prefix_list.id)
+    vpc = aws.ec2.get_vpc(id=config.vpc_id, opts=invoke)
+    if not (vpc.enable_dns_support and vpc.enable_dns_hostnames):
+        raise StackConfigError(
+            f"vpcId: {config.vpc_id} has DNS support or DNS hostnames turned off; the cluster's private "
+            "DNS name and the VPC endpoints' private DNS need both on"
+        )
+    zones = []
+    for subnet_id in config.subnet_ids:
+        subnet = aws.ec2.get_subnet(id=subnet_id, opts=invoke)
+        if subnet.vpc_id != config.vpc_id:
+            raise StackConfigError(f"subnetIds: {subnet_id} belongs to {subnet.vpc_id}, not to vpcId {config.vpc_id}")
+        zones.append(subnet.availability_zone)
+    if len(set(zones)) < 2:
+        raise StackConfigError(
+            f"subnetIds: {', '.join(config.subnet_ids)} all lie in {zones[0]}; give subnets in at least 2 availability zones"
+        )
+    return NetworkFacts(vpc.cidr_block, tuple(zones), prefix_list.id)
+
+
+def look_up_image(config: StackConfig, invoke: pulumi.InvokeOptions) -> Image:
+    """The explicitly configured AMI, or the newest own AMI tagged with the environment fingerprint."""
+    if config.ami_id:
+        ami = aws.ec2.get_ami(filters=[{"name": "image-id", "values": [config.ami_id]}], most_recent=True, opts=invoke)
+        return Image(ami.id, ami.root_device_name)
+    tag_filter = {"name": f"tag:{conventions.TAG_ENV_FINGERPRINT}", "values": [config.environment_fingerprint]}
+    found = aws.ec2.get_ami_ids(owners=["self"], filters=[tag_filter], opts=invoke).ids
+    if not found:
+        raise StackConfigError(
+            f"environmentFingerprint: no AMI owned by this account in {config.region} is tagged "
+            f"{conventions.TAG_ENV_FINGERPRINT}={config.environment_fingerprint}; build and tag the image for "
+            "this environment first, or set amiId to an image to use"
+        )
+    ami = aws.ec2.get_ami(owners=["self"], filters=[tag_filter], most_recent=True, opts=invoke)
+    return Image(ami.id, ami.root_device_name)

@@ -1,0 +1,158 @@
+"""The cluster's data at rest: a customer-managed KMS key and a private, TLS-only, versioned bucket.
+
+The key encrypts the bucket and the cluster's secrets. Its policy leaves administration to
+the account's IAM and lets each configured user decrypt only through Secrets Manager (their
+client certificate); node roles get Decrypt through their own IAM policies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from .lookups import Account
+
+SCRATCH_PREFIX = "scratch/"
+
+
+@dataclass(frozen=True)
+class StorageArgs:
+    cluster: str
+    account: Account
+    #: Ephemeral stacks may destroy a bucket that still holds objects, and their key goes sooner.
+    ephemeral: bool
+    scratch_expiration_days: int
+    #: IAM principals of the configured users, who decrypt their client secret.
+    user_principal_arns: Sequence[str]
+
+
+def key_policy(account: Account, user_principal_arns: Sequence[str]) -> dict[str, Any]:
+    """The cluster key's policy ("Resource": "*" in a key policy means this key)."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "AccountIamPoliciesGovernTheKey",
+            "Effect": "Allow",
+            "Principal": {"AWS": account.arn("iam", "root", regional=False)},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
+    ]
+    if user_principal_arns:
+        statements.append({
+            "Sid": "UsersDecryptTheirClientSecret",
+            "Effect": "Allow",
+            "Principal": {"AWS": sorted(set(user_principal_arns))},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{account.region}.{account.dns_suffix}"}},
+        })
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> dict[str, Any]:
+    """Deny every request to the bucket that does not come over TLS."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, f"{bucket_arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }],
+    }
+
+
+class Storage(pulumi.ComponentResource):
+    """The cluster key and the cluster bucket with encryption, versioning, blocks, policy and lifecycle."""
+
+    key_arn: pulumi.Output[str]
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("daskfleet:aws:Storage", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        key = aws.kms.Key(
+            f"{name}-key",
+            description=f"daskfleet cluster {args.cluster}: bucket and secrets",
+            enable_key_rotation=True,
+            deletion_window_in_days=7 if args.ephemeral else 30,
+            policy=json.dumps(key_policy(args.account, args.user_principal_arns)),
+            opts=child,
+        )
+        aws.kms.Alias(f"{name}-key", name=f"alias/daskfleet/{args.cluster}", target_key_id=key.key_id, opts=child)
+        bucket = aws.s3.Bucket(f"daskfleet-{args.cluster}", force_destroy=args.ephemeral, opts=child)
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=bucket.id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        public_access = aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                    sse_algorithm="aws:kms", kms_master_key_id=key.arn,
+                ),
+                bucket_key_enabled=True,
+            )],
+            opts=child,
+        )
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket.id,
+            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+            opts=child,
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=bucket.id,
+            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
+        )
+        days = args.scratch_expiration_days
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-scratch",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=SCRATCH_PREFIX),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=days),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                        noncurrent_days=days,
+                    ),
+                ),
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="abort-incomplete-uploads",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=7,
+                    ),
+                ),
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+        )
+        self.key_arn = key.arn
+        self.bucket_name = bucket.bucket
+        self.bucket_arn = bucket.arn
+        self.register_outputs({"key_arn": self.key_arn, "bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})
