@@ -8,6 +8,7 @@ import json
 import socket
 import ssl
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def test_audit_log_records_the_disconnect(local_cluster):
     while dt.datetime.now() < deadline:
         if any(e["event"] == "client-disconnect" and e["client"] == client_id for e in _audit(local_cluster)):
             return
+        time.sleep(0.1)
     pytest.fail("no client-disconnect audit line")
 
 

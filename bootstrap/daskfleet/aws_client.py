@@ -1,4 +1,4 @@
-"""A user's side of an AWS cluster: their client certificate and the scheduler's address, through their own AWS identity.
+"""A user's side of an AWS cluster: their client certificate and the scheduler's address, through their own login.
 
 The user never copies a file: their AWS login (default credential chain or a named profile)
 reads the client secret the Pulumi program issued to them, which only their IAM principal
@@ -22,11 +22,13 @@ import boto3
 from botocore.exceptions import ProfileNotFound
 
 from . import conventions
-from .aws_source import BOTO_CONFIG, Caller, call_aws
+from .aws_source import BOTO_CONFIG, Caller, call_aws, fetch_tls_secret
 from .errors import DaskfleetError, ExitCode
 from .sources import TlsMaterial
 
-LOGIN_HINT = "log in first (`aws sso login`, `aws login` or `aws configure`), or pass profile= naming a logged-in profile"
+LOGIN_HINT = (
+    "log in first (`aws sso login`, `aws login` or `aws configure`), or pass profile= naming a logged-in profile"
+)
 YOUR_IDENTITY = Caller(who="your AWS identity", login_hint=LOGIN_HINT, credentials_exit=ExitCode.CONFIG)
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:(?P<service>iam|sts)::\d{12}:(?P<kind>[a-z-]+)(?:/(?P<rest>.+))?$")
@@ -49,7 +51,9 @@ def user_from_arn(arn: str) -> str:
     return name
 
 
-def fetch_client_tls(cluster: str, user: str | None = None, *, region: str | None = None, profile: str | None = None) -> TlsMaterial:
+def fetch_client_tls(
+    cluster: str, user: str | None = None, *, region: str | None = None, profile: str | None = None
+) -> TlsMaterial:
     """The CA, client certificate and key issued to ``user`` (default: derived from the caller's ARN)."""
     _check_name("cluster", cluster, conventions.CLUSTER_NAME_PATTERN)
     if user is not None:
@@ -63,25 +67,12 @@ def fetch_client_tls(cluster: str, user: str | None = None, *, region: str | Non
     caller = replace(YOUR_IDENTITY, who=f"your AWS identity {arn}")
     derived = user is None
     user = user_from_arn(arn) if derived else user
-    name = conventions.client_tls_secret_name(cluster, user)
-    try:
-        response = call_aws(
-            session.client("secretsmanager", config=BOTO_CONFIG), "GetSecretValue", f"secret {name}", caller,
-            missing=ExitCode.CERT_UNREADABLE, SecretId=name,
-        )
-    except DaskfleetError as exc:
-        if exc.exit_code != ExitCode.CERT_UNREADABLE:
-            raise
-        how = f"derived from {arn}; pass user= to choose another" if derived else "given as user="
-        raise DaskfleetError(
-            f"no client certificate for user {user!r} in cluster {cluster!r}: looked for secret {name} "
-            f"in {session.region_name} (user {how})",
-            ExitCode.CERT_UNREADABLE,
-        ) from None
-    text = response.get("SecretString")
-    if text is None:
-        raise DaskfleetError(f"secret {name}: holds no text value", ExitCode.CERT_UNREADABLE)
-    return TlsMaterial.from_secret_json(text, f"secret {name}")
+    how = f"derived from {arn}; pass user= to choose another" if derived else "as given by user="
+    secrets = session.client("secretsmanager", config=BOTO_CONFIG)
+    return fetch_tls_secret(
+        secrets, conventions.client_tls_secret_name(cluster, user), caller,
+        missing_hint=f"it would hold the client certificate of user {user!r} in cluster {cluster!r} (user {how})",
+    )
 
 
 def discover_scheduler_address(
@@ -98,12 +89,14 @@ def discover_scheduler_address(
         missing=ExitCode.SPEC_INVALID, Name=name, WithDecryption=True,
     )
     try:
-        address = _json_object(response["Parameter"]["Value"]).get("scheduler_address")
-    except ValueError:
-        address = None
+        spec = json.loads(response["Parameter"]["Value"])
+    except json.JSONDecodeError:
+        spec = None
+    address = spec.get("scheduler_address") if isinstance(spec, dict) else None
     if not isinstance(address, str) or not address:
         raise DaskfleetError(
-            f"SSM parameter {name}: has no scheduler_address; pass the scheduler address explicitly", ExitCode.SPEC_INVALID
+            f"SSM parameter {name}: has no scheduler_address; pass the scheduler address explicitly",
+            ExitCode.SPEC_INVALID,
         )
     return address
 
@@ -135,11 +128,4 @@ def _tls_address(text: str) -> str:
     if not re.fullmatch(r"[^/\s:]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", rest):
         raise DaskfleetError(f"scheduler address {text!r}: expected host:port or tls://host:port", ExitCode.CONFIG)
     return f"tls://{rest}"
-
-
-def _json_object(text: str) -> dict:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError("not an object")
-    return value
 

@@ -100,12 +100,15 @@ INSTANCE_ROLE = Caller(
 )
 
 
-def call_aws(client: Any, operation: str, resource: str, caller: Caller, *, missing: ExitCode, **params: Any) -> dict:
+def call_aws(
+    client: Any, operation: str, resource: str, caller: Caller, *, missing: ExitCode, missing_hint: str = "",
+    **params: Any,
+) -> dict:
     """Call ``operation`` (e.g. ``GetParameter``) on ``client``; one DaskfleetError per failure class.
 
     ``resource`` names what is read, e.g. ``SSM parameter /daskfleet/x/spec/worker`` (or is
-    empty); a not-found error names it and exits with ``missing``. Messages never carry a
-    response body, so a secret value cannot end up in one.
+    empty); a not-found error names it, adds ``missing_hint`` and exits with ``missing``.
+    Messages never carry a response body, so a secret value cannot end up in one.
     """
     action = f"{client.meta.service_model.signing_name}:{operation}"
     where = f"{action} on {resource}" if resource else action
@@ -115,8 +118,9 @@ def call_aws(client: Any, operation: str, resource: str, caller: Caller, *, miss
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "Unknown")
         if code in _NOT_FOUND_CODES:
+            hint = f"; {missing_hint}" if missing_hint else ""
             region = client.meta.region_name
-            raise DaskfleetError(f"{resource}: not found ({action} in {region})", missing) from None
+            raise DaskfleetError(f"{resource}: not found ({action} in {region}){hint}", missing) from None
         # botocore reports an unparseable error body by its HTTP status; a bare 403 is a denial.
         if code in _ACCESS_DENIED_CODES or code == "403":
             raise DaskfleetError(f"{where}: access denied to {caller.who}", ExitCode.SOURCE_UNAVAILABLE) from None
@@ -145,6 +149,18 @@ def call_aws(client: Any, operation: str, resource: str, caller: Caller, *, miss
         ) from None
 
 
+def fetch_tls_secret(client: Any, name: str, caller: Caller, *, missing_hint: str = "") -> TlsMaterial:
+    """TLS material from the Secrets Manager secret ``name`` (a JSON document: ca, cert, key)."""
+    response = call_aws(
+        client, "GetSecretValue", f"secret {name}", caller,
+        missing=ExitCode.CERT_UNREADABLE, missing_hint=missing_hint, SecretId=name,
+    )
+    text = response.get("SecretString")
+    if text is None:
+        raise DaskfleetError(f"secret {name}: holds no text value", ExitCode.CERT_UNREADABLE)
+    return TlsMaterial.from_secret_json(text, f"secret {name}")
+
+
 class _NoResponseBodies(logging.Filter):
     """Drops botocore.parsers' DEBUG records: they carry whole response bodies, secret values included."""
 
@@ -166,7 +182,9 @@ class Deadline:
 
     def check(self, step: str) -> None:
         if time.monotonic() > self._end:
-            raise DaskfleetError(f"AWS source: gave up after {self.seconds:g} s, before {step}", ExitCode.SOURCE_UNAVAILABLE)
+            raise DaskfleetError(
+                f"AWS source: gave up after {self.seconds:g} s, before {step}", ExitCode.SOURCE_UNAVAILABLE
+            )
 
 
 # --- instance metadata ------------------------------------------------------------------------
@@ -207,7 +225,8 @@ def read_instance_identity(endpoint: str, deadline: Deadline) -> InstanceIdentit
     with _imds_step(endpoint, "the private IPv4 address", deadline):
         private_ipv4 = metadata.private_ipv4
     with _imds_step(endpoint, "instance tags (the launch template must enable instance_metadata_tags)", deadline):
-        tags = {key: metadata.tags[key] for key in (conventions.TAG_CLUSTER, conventions.TAG_ROLE) if key in metadata.tags}
+        tags = {key: metadata.tags[key] for key in (conventions.TAG_CLUSTER, conventions.TAG_ROLE)
+                if key in metadata.tags}
     return InstanceIdentity(instance_id=instance_id, region=region, private_ipv4=private_ipv4, tags=tags)
 
 
@@ -278,7 +297,8 @@ class AwsSource:
             missing=ExitCode.SPEC_INVALID, Name=name, WithDecryption=True,
         )
         log.info("read node spec from SSM parameter %s", name)
-        return fill_hosts(_spec_mapping(response["Parameter"]["Value"], f"SSM parameter {name}"), identity.private_ipv4)
+        raw = _spec_mapping(response["Parameter"]["Value"], f"SSM parameter {name}")
+        return fill_hosts(raw, identity.private_ipv4)
 
     def fetch_tls(self, role: str) -> TlsMaterial:
         """The role's CA, certificate and key from Secrets Manager."""
@@ -286,15 +306,9 @@ class AwsSource:
         self._checked_identity(role, deadline)
         name = conventions.node_tls_secret_name(self.cluster, role)
         deadline.check(f"reading secret {name}")
-        response = call_aws(
-            self._client("secretsmanager"), "GetSecretValue", f"secret {name}", INSTANCE_ROLE,
-            missing=ExitCode.CERT_UNREADABLE, SecretId=name,
-        )
-        text = response.get("SecretString")
-        if text is None:
-            raise DaskfleetError(f"secret {name}: holds no text value", ExitCode.CERT_UNREADABLE)
+        material = fetch_tls_secret(self._client("secretsmanager"), name, INSTANCE_ROLE)
         log.info("read TLS material from secret %s", name)
-        return TlsMaterial.from_secret_json(text, f"secret {name}")
+        return material
 
     def scheduler_started(self, spec: Any, contact_host: str) -> None:
         """Point the cluster's stable DNS name at this scheduler, when the spec names one."""
@@ -302,7 +316,8 @@ class AwsSource:
             return
         if not _is_ipv4(contact_host):
             raise DaskfleetError(
-                f"DNS record {spec.dns_name}: contact_host {contact_host!r} is not an IPv4 address", ExitCode.SPEC_INVALID
+                f"DNS record {spec.dns_name}: contact_host {contact_host!r} is not an IPv4 address",
+                ExitCode.SPEC_INVALID,
             )
         deadline = Deadline(self.deadline_s)
         self._checked_identity("scheduler", deadline)
@@ -319,11 +334,13 @@ class AwsSource:
                 }}],
             },
         )
-        log.info("pointed %s at %s (zone %s, TTL %d s)", spec.dns_name, contact_host, spec.dns_zone_id, DNS_TTL_SECONDS)
+        log.info("pointed %s at %s (zone %s, TTL %d s)", spec.dns_name, contact_host, spec.dns_zone_id,
+                 DNS_TTL_SECONDS)
 
     def _checked_identity(self, role: str, deadline: Deadline) -> InstanceIdentity:
         if role not in conventions.NODE_ROLES:
-            raise DaskfleetError(f"role {role!r}: expected one of {', '.join(conventions.NODE_ROLES)}", ExitCode.CONFIG)
+            accepted = ", ".join(conventions.NODE_ROLES)
+            raise DaskfleetError(f"role {role!r}: expected one of {accepted}", ExitCode.CONFIG)
         if self._identity is None:
             self._identity = read_instance_identity(self.imds_endpoint, deadline)
         check_tags(self._identity, cluster=self.cluster, role=role)
@@ -349,7 +366,8 @@ def check_tags(identity: InstanceIdentity, *, cluster: str, role: str) -> None:
             )
         if found != wanted:
             raise DaskfleetError(
-                f"instance {identity.instance_id} is tagged {key}={found!r}, but the agent was started for {wanted!r}",
+                f"instance {identity.instance_id} is tagged {key}={found!r}, "
+                f"but the agent was started for {wanted!r}",
                 ExitCode.SPEC_INVALID,
             )
 

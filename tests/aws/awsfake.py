@@ -52,7 +52,8 @@ class Moto:
 
 
 def post(url: str, data: bytes = b"") -> None:
-    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/octet-stream"})
+    headers = {"Content-Type": "application/octet-stream"}  # moto reads the raw body
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
 

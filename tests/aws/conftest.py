@@ -16,29 +16,30 @@ from daskfleet.sources import TlsMaterial
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """A moto server for the session; every boto3 client in the tests reaches it through AWS_ENDPOINT_URL."""
+    """A moto server on 127.0.0.1 (a free port) for the whole session."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ENDPOINT_URL", endpoint)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", REGION)
-        env.setenv("AWS_REGION", REGION)
-        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
-            env.delenv(name, raising=False)
-        env.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-        env.setenv("AWS_EC2_METADATA_DISABLED", "true")  # botocore never probes 169.254.169.254 here
-        yield endpoint
+    yield f"http://{host}:{port}"
     server.stop()
 
 
 @pytest.fixture
-def aws(moto_endpoint: str) -> Iterator[Moto]:
-    """A fresh moto state for one test, and helpers that store what the Pulumi program would."""
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
+    """A fresh moto state, reached by every boto3 client through AWS_ENDPOINT_URL with fake credentials.
+
+    The environment is set per test, so nothing leaks into tests outside this directory.
+    """
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # botocore never probes 169.254.169.254 here
     post(f"{moto_endpoint}/moto-api/reset")
     yield Moto(moto_endpoint)
     post(f"{moto_endpoint}/moto-api/reset-auth", b"inf")

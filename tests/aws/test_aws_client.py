@@ -18,7 +18,8 @@ ALICE_SECRET = conventions.client_tls_secret_name(CLUSTER, "alice")
 @pytest.fixture
 def as_alice(aws, cluster_pki, monkeypatch):
     """Alice is logged in as an IAM user, and the program stored her client secret."""
-    for name, value in aws.iam_user("alice", allow=["sts:GetCallerIdentity", "secretsmanager:GetSecretValue"]).items():
+    credentials = aws.iam_user("alice", allow=["sts:GetCallerIdentity", "secretsmanager:GetSecretValue"])
+    for name, value in credentials.items():
         monkeypatch.setenv(name, value)
     aws.put_secret(ALICE_SECRET, cluster_pki["client"].to_secret_json())
     return aws
@@ -53,7 +54,8 @@ def test_a_logged_in_user_fetches_their_own_client_certificate(as_alice, cluster
 
 
 def test_an_assumed_role_session_is_the_user(aws, cluster_pki, monkeypatch):
-    aws.client("iam").create_role(RoleName="analyst", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    trust = {"Version": "2012-10-17", "Statement": []}
+    aws.client("iam").create_role(RoleName="analyst", AssumeRolePolicyDocument=json.dumps(trust))
     credentials = aws.client("sts").assume_role(
         RoleArn="arn:aws:iam::123456789012:role/analyst", RoleSessionName="Bob@example.com"
     )["Credentials"]
@@ -90,7 +92,10 @@ def test_access_denied_names_the_action_the_secret_and_the_caller(as_alice, monk
 def test_missing_credentials_say_how_to_log_in(aws, monkeypatch):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    assert_fails(lambda: fetch_client_tls(CLUSTER), ExitCode.CONFIG, "no usable AWS credentials", "aws sso login", "profile=")
+    assert_fails(
+        lambda: fetch_client_tls(CLUSTER), ExitCode.CONFIG, "sts:GetCallerIdentity", "no usable AWS credentials",
+        "aws sso login", "profile=",
+    )
 
 
 def test_an_unknown_profile_is_named(aws):
@@ -114,7 +119,9 @@ def test_a_port_forward_address_overrides_discovery(override):
 
 
 def test_a_plaintext_override_is_refused(aws):
-    assert_fails(lambda: discover_scheduler_address(CLUSTER, override="tcp://localhost:8786"), ExitCode.CONFIG, "tls://")
+    assert_fails(
+        lambda: discover_scheduler_address(CLUSTER, override="tcp://localhost:8786"), ExitCode.CONFIG, "tls://"
+    )
 
 
 def test_a_missing_worker_spec_is_named(aws):

@@ -9,7 +9,6 @@ import time
 
 import pytest
 from aws.awsfake import CLUSTER, PRIVATE_IPV4, REGION, SCHEDULER_ADDRESS, assert_fails, secret_texts
-from aws.imds import ImdsServer
 
 from daskfleet import conventions, pki
 from daskfleet.aws_source import DNS_TTL_SECONDS, IMDS_ENDPOINT_ENV, AwsSource
@@ -76,7 +75,8 @@ def test_tags_that_disagree_with_the_command_line_are_refused_naming_both(stored
 
 def test_a_missing_cluster_tag_is_refused_naming_it(stored_worker, imds):
     del imds.tags[conventions.TAG_CLUSTER]
-    assert_fails(lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"), ExitCode.SPEC_INVALID, conventions.TAG_CLUSTER)
+    source = make_source(f"aws:{CLUSTER}")
+    assert_fails(lambda: source.fetch_spec("worker"), ExitCode.SPEC_INVALID, conventions.TAG_CLUSTER)
 
 
 def test_tags_hidden_from_instance_metadata_say_how_to_expose_them(stored_worker, imds):
@@ -125,14 +125,17 @@ def test_an_unreachable_metadata_endpoint_fails_fast_naming_it(stored_worker, mo
 
 def test_an_imdsv1_only_endpoint_is_refused_without_falling_back(stored_worker, imds):
     imds.issue_tokens = False
-    assert_fails(lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"), ExitCode.SOURCE_UNAVAILABLE, imds.url, "token")
+    source = make_source(f"aws:{CLUSTER}")
+    assert_fails(lambda: source.fetch_spec("worker"), ExitCode.SOURCE_UNAVAILABLE, imds.url, "token")
     assert [method for method, _, _ in imds.requests] and all(method == "PUT" for method, _, _ in imds.requests)
 
 
 def test_a_slow_metadata_endpoint_runs_into_the_deadline(stored_worker, imds):
     imds.delay_s = 0.15
     source = AwsSource(CLUSTER, deadline_s=0.3)
-    assert_fails(lambda: source.fetch_spec("worker"), ExitCode.SOURCE_UNAVAILABLE, "gave up after 0.3 s", "instance metadata")
+    assert_fails(
+        lambda: source.fetch_spec("worker"), ExitCode.SOURCE_UNAVAILABLE, "gave up after 0.3 s", "instance metadata"
+    )
 
 
 def test_access_denied_names_the_action_and_the_secret(stored_worker, imds, monkeypatch):
