@@ -125,15 +125,15 @@ def test_certificate_for_another_cluster_name_is_refused(local_cluster, cluster_
         Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, foreign), timeout=10)
 
 
-def test_connect_reports_a_refusal_as_one_clear_error(local_cluster, cluster_ca, tmp_path):
-    # A user whose client directory holds a worker certificate gets a DaskfleetError, not an ImportError.
+def test_connect_refuses_to_present_a_non_client_certificate(local_cluster, cluster_ca, tmp_path):
+    # A user whose client directory holds a worker certificate gets one clear error before connecting.
     state = tmp_path / "state"
     (state / "client").mkdir(parents=True)
     worker_cert = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "worker")
     (state / "client" / "ca.pem").write_text(cluster_ca.cert_pem)
     (state / "client" / "cert.pem").write_text(worker_cert.cert_pem)
     (state / "client" / "key.pem").write_text(worker_cert.key_pem)
-    with pytest.raises(DaskfleetError, match="role is 'worker'"):
+    with pytest.raises(DaskfleetError, match="is a worker certificate for cluster 'local', not a client certificate"):
         daskfleet.connect(LOCAL_CLUSTER, state_dir=state, address=local_cluster.address, timeout=10)
 
 

@@ -13,11 +13,16 @@ from distributed import Client, Security
 
 from .errors import DaskfleetError, ExitCode
 from .local import LOCAL_CLUSTER, LocalCluster, client_dir, default_state_dir
+from .pki import identity_of
 from .plugins import Peer
 from .sources import CA_FILE, CERT_FILE, KEY_FILE, TlsMaterial
 
 
-def _security_from_material(material: TlsMaterial) -> Security:
+def _security_from_material(material: TlsMaterial, cluster: str) -> Security:
+    identity = identity_of(material.cert_pem)
+    if (identity.cluster, identity.role) != (cluster, "client"):
+        found = f"a {identity.role} certificate for cluster {identity.cluster!r}" if identity.role else "no daskfleet role"
+        raise DaskfleetError(f"your certificate for {cluster!r} is {found}, not a client certificate", ExitCode.CONFIG)
     # distributed accepts PEM text in place of paths, so nothing touches the disk.
     return Security(
         tls_ca_file=material.ca_pem,
@@ -44,10 +49,10 @@ def _is_local(cluster: str, state_dir: Path | None) -> bool:
 def security(cluster: str = LOCAL_CLUSTER, *, state_dir: str | Path | None = None, user: str | None = None) -> Security:
     """The ``distributed.Security`` with this user's client certificate for ``cluster``."""
     if _is_local(cluster, state_dir):
-        return _security_from_material(_local_material(Path(state_dir or default_state_dir(cluster))))
+        return _security_from_material(_local_material(Path(state_dir or default_state_dir(cluster))), LOCAL_CLUSTER)
     from .aws_client import fetch_client_tls  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
 
-    return _security_from_material(fetch_client_tls(cluster, user))
+    return _security_from_material(fetch_client_tls(cluster, user), cluster)
 
 
 def scheduler_address(cluster: str = LOCAL_CLUSTER, *, state_dir: str | Path | None = None) -> str:
