@@ -1,4 +1,4 @@
-"""Launch templates, instances and volumes: IMDSv2 with hop limit 1, encrypted EBS, no public IP, no key pair, no secrets in user data."""
+"""Launch templates, instances, volumes: IMDSv2 at hop limit 1, encrypted EBS, no public IP or key pair, clean user data."""
 
 import base64
 import gzip
@@ -83,7 +83,8 @@ def test_a_launch_template_without_metadata_options_fails_twice():
 
 
 def test_an_instance_without_imdsv2_fails():
-    [message] = resource_violations("imdsv2-required", INSTANCE, instance(metadataOptions={"httpTokens": "optional", "httpPutResponseHopLimit": 1}))
+    props = instance(metadataOptions={"httpTokens": "optional", "httpPutResponseHopLimit": 1})
+    [message] = resource_violations("imdsv2-required", INSTANCE, props)
     assert "set it to 'required'" in message
 
 
@@ -121,7 +122,10 @@ def test_instance_store_and_suppressed_devices_are_not_ebs():
     [
         ({"rootBlockDevice": {"encrypted": False}}, "rootBlockDevice is not encrypted"),
         ({"rootBlockDevice": None}, "has no rootBlockDevice"),
-        ({"ebsBlockDevices": [{"deviceName": "/dev/sdb", "encrypted": True}, {"deviceName": "/dev/sdc"}]}, "ebsBlockDevices[1] is not encrypted"),
+        (
+            {"ebsBlockDevices": [{"deviceName": "/dev/sdb", "encrypted": True}, {"deviceName": "/dev/sdc"}]},
+            "ebsBlockDevices[1] is not encrypted",
+        ),
     ],
 )
 def test_instances_with_unencrypted_disks_fail(overrides, expected):
@@ -151,10 +155,16 @@ def test_an_instance_with_a_public_ip_fails():
     assert resource_violations("no-public-ip", INSTANCE, instance(associatePublicIpAddress=True))
 
 
-@pytest.mark.parametrize(("resource_type", "props"), [(LAUNCH_TEMPLATE, launch_template(keyName="ops")), (INSTANCE, instance(keyName="ops"))])
+@pytest.mark.parametrize(
+    ("resource_type", "props"), [(LAUNCH_TEMPLATE, launch_template(keyName="ops")), (INSTANCE, instance(keyName="ops"))]
+)
 def test_a_key_pair_fails(resource_type, props):
     [message] = resource_violations("no-ssh-key-pair", resource_type, props)
     assert "keyName is 'ops'" in message
+
+
+def test_a_key_pair_fails_even_before_its_name_is_known():
+    assert resource_violations("no-ssh-key-pair", LAUNCH_TEMPLATE, launch_template(keyName=UNKNOWN))
 
 
 # --- user data -----------------------------------------------------------------------------

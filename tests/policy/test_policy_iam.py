@@ -112,7 +112,9 @@ def test_a_policy_document_given_as_an_object_is_read():
 
 def test_inline_role_policies_are_checked_and_named():
     props = {
-        "assumeRolePolicy": document({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}),
+        "assumeRolePolicy": document(
+            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ),
         "inlinePolicies": [{"name": "data", "policy": WORKER_POLICY}, {"name": "oops", "policy": document(allow("s3:*", "*"))}],
     }
     [message] = resource_violations(WILDCARDS, ROLE, props)

@@ -51,7 +51,8 @@ def test_inline_ingress_of_a_security_group_is_checked_block_by_block():
 
 
 def test_world_open_egress_is_not_ingress():
-    props = group(block(securityGroups=["sg-0worker"]), egress=[block(protocol="-1", fromPort=0, toPort=0, cidrBlocks=["0.0.0.0/0"])])
+    anywhere = block(protocol="-1", fromPort=0, toPort=0, cidrBlocks=["0.0.0.0/0"])
+    props = group(block(securityGroups=["sg-0worker"]), egress=[anywhere])
     assert resource_violations(WORLD, GROUP, props) == []
 
 

@@ -1,6 +1,7 @@
 """check_resources: the whole pack over plain records, in either key style, as a mocked program records them."""
 
 import base64
+import re
 
 from policy.harness import urn_of
 
@@ -48,8 +49,6 @@ def good_stack(style: str) -> list[dict]:
 
 
 def _snake(value):
-    import re
-
     if isinstance(value, dict):
         return {re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m[1].lower(), k): _snake(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -109,3 +108,15 @@ def test_a_subset_of_policies_can_be_run():
     records = [{"type": "aws:ebs/volume:Volume", "name": "scratch", "props": {}}]
     assert check_resources(records, [p for p in POLICIES if p.name != "ebs-encrypted"]) == []
     assert isinstance(check_resources(records)[0], Violation)
+
+
+def test_stack_policies_judge_outputs_and_resource_policies_inputs_as_the_engine_does():
+    records = good_stack("camel")
+    del records[0]["id"]
+    records[0]["outputs"] = {"bucket": "data-6f1c2e9", "forceDestroy": False}  # named by the provider
+    for guard in records[1:3]:
+        guard["props"]["bucket"] = "data-6f1c2e9"
+    template = records[3]
+    template["outputs"] = template["props"]
+    template["props"] = {**template["props"], "metadataOptions": {"httpTokens": "optional", "httpPutResponseHopLimit": 1}}
+    assert [violation.policy for violation in check_resources(records)] == ["imdsv2-required"]

@@ -24,11 +24,9 @@ def imds_v2(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     if options.get("httpEndpoint") == "disabled":
         return []
     problems = []
-    tokens_mode = options.get("httpTokens")
-    if not is_unknown(tokens_mode) and tokens_mode != "required":
-        problems.append(
-            f"metadataOptions.httpTokens is {tokens_mode!r}: set it to 'required' so only IMDSv2 answers"
-        )
+    http_tokens = options.get("httpTokens")
+    if not is_unknown(http_tokens) and http_tokens != "required":
+        problems.append(f"metadataOptions.httpTokens is {http_tokens!r}: set it to 'required' so only IMDSv2 answers")
     hop_limit = options.get("httpPutResponseHopLimit")
     if not is_unknown(hop_limit):
         hops = as_int(hop_limit)
@@ -86,11 +84,11 @@ def _launch_template_ebs(props: Mapping[str, Any]) -> list[str]:
 
 def _instance_ebs(props: Mapping[str, Any]) -> list[str]:
     root = props.get("rootBlockDevice")
-    if is_unknown(root):
+    if root is None:
+        problems = ["has no rootBlockDevice, so the root volume's encryption is left to the AMI: "
+                    "set rootBlockDevice.encrypted to true"]
+    elif is_unknown(root):
         problems = []
-    elif root is None:
-        problems = ["has no rootBlockDevice, so the root volume's encryption is left to the AMI: set "
-                    "rootBlockDevice.encrypted to true"]
     else:
         problems = _unencrypted("rootBlockDevice", as_mapping(root).get("encrypted"))
     devices = props.get("ebsBlockDevices")
@@ -117,7 +115,7 @@ def public_ip(resource_type: str, props: Mapping[str, Any]) -> list[str]:
 def ssh_key_pair(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """No EC2 key pair: there is no SSH, Session Manager is the way in."""
     key_name = props.get("keyName")
-    if resource_type in _LAUNCHES_INSTANCES and is_set(key_name) and not is_unknown(key_name):
+    if resource_type in _LAUNCHES_INSTANCES and is_set(key_name):  # even one not known yet: any key pair fails
         return [f"keyName is {key_name!r}: nodes carry no SSH key pair; use SSM Session Manager"]
     return []
 

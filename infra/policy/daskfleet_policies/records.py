@@ -12,9 +12,13 @@ A record is a mapping (or an object with these attributes, e.g. pulumi's
 ``name``
     the resource name
 ``props`` (or ``inputs``)
-    its properties. The engine and Pulumi's mocks both use the wire names (camelCase:
+    its input properties. The engine and Pulumi's mocks both use the wire names (camelCase:
     ``cidrIpv4``, ``metadataOptions.httpTokens``); Python argument names (snake_case:
     ``cidr_ipv4``) are converted, at every depth, so either style works.
+``outputs``, optional
+    its output properties (a mock's ``new_resource`` state). Like the engine, resource
+    policies judge the inputs and stack policies the outputs; without outputs, stack
+    policies see the inputs too.
 ``id``, optional
     the id the resource got (a mock's ``new_resource`` return). It is exposed as the ``id``
     property, as in the engine's stack view, and is what an encryption configuration's
@@ -80,17 +84,19 @@ def _camel(key: Any) -> Any:
 
 def check_resources(records: Iterable[Any], policies: Sequence[Policy] = POLICIES) -> list[Violation]:
     """Every violation ``policies`` find among ``records`` (see the module docstring for their shape)."""
-    resources = _policy_resources(list(records))
+    records = list(records)
+    declared = _policy_resources(records, "props", "inputs")
+    deployed = _policy_resources(records, "outputs", "props", "inputs")
     violations: list[Violation] = []
     for policy in policies:
         if isinstance(policy, ResourceValidationPolicy):
-            for resource in resources:
+            for resource in declared:
                 args = ResourceValidationArgs(
                     resource.resource_type, resource.props, resource.urn, resource.name, resource.opts, None
                 )
                 policy.validate(args, _collector(violations, policy, resource.urn))
         elif isinstance(policy, StackValidationPolicy):
-            policy.validate(StackValidationArgs(resources), _collector(violations, policy, ""))
+            policy.validate(StackValidationArgs(deployed), _collector(violations, policy, ""))
     return violations
 
 
@@ -109,14 +115,15 @@ def _field(record: Any, *names: str) -> Any:
     return None
 
 
-def _policy_resources(records: list[Any]) -> list[PolicyResource]:
+def _policy_resources(records: list[Any], *props_fields: str) -> list[PolicyResource]:
+    """Records as the engine's PolicyResources, their properties from the first of ``props_fields`` present."""
     resources = []
     dependencies: list[Mapping[str, Sequence[str]]] = []
     for record in records:
         resource_type, name = _field(record, "type", "typ"), _field(record, "name")
         if not resource_type or not name:
             raise ValueError(f"a resource record needs a type and a name, got {record!r}")
-        props = camel_case_keys(dict(_field(record, "props", "inputs") or {}))
+        props = camel_case_keys(dict(_field(record, *props_fields) or {}))
         resource_id = _field(record, "id", "resource_id")
         if resource_id:
             props.setdefault("id", resource_id)
@@ -128,7 +135,7 @@ def _policy_resources(records: list[Any]) -> list[PolicyResource]:
         dependencies.append(camel_case_keys(dict(_field(record, "property_dependencies") or {})))
     by_reference = {resource.urn: resource for resource in resources}
     by_reference.update({resource.name: resource for resource in resources if resource.name not in by_reference})
-    for resource, wanted in zip(resources, dependencies):
+    for resource, wanted in zip(resources, dependencies, strict=True):
         resource.property_dependencies = {
             key: [by_reference[ref] for ref in refs if ref in by_reference] for key, refs in wanted.items()
         }
