@@ -48,3 +48,9 @@ def test_several_problems_are_reported_together_in_one_error():
 
 def test_non_object_json_is_refused():
     assert "expected a JSON object, got list" in str(_error("[1, 2]"))
+
+
+def test_stored_specs_hold_only_what_was_set():
+    # A source fills unset hosts (the AWS source: the instance's private address); defaults must not be frozen in.
+    assert dump_spec(parse_spec(WORKER)) == dump_spec(parse_spec(dict(WORKER)))
+    assert "listen_host" not in dump_spec(parse_spec(WORKER))

@@ -91,4 +91,4 @@ def parse_spec(raw: Mapping[str, Any] | str | bytes, origin: str = "node spec") 
 
 def dump_spec(spec: NodeSpec) -> str:
     """The JSON text a source stores, without defaults that were never set."""
-    return json.dumps(spec.model_dump(exclude_none=True), indent=2, sort_keys=True)
+    return json.dumps(spec.model_dump(exclude_unset=True, exclude_none=True), indent=2, sort_keys=True)

@@ -9,6 +9,7 @@ same descriptions and defaults (a test holds the two together).
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import ipaddress
 import json
 import re
@@ -33,14 +34,17 @@ PROJECT = "daskfleet"
 LOG_RETENTION_DAYS: tuple[int, ...] = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 )
-WORLD_OPEN_CIDRS = ("0.0.0.0/0", "::/0")
 
 
 class StackConfigError(DaskfleetError, pulumi.RunError):
-    """A wrong, missing or unknown configuration key; Pulumi prints it as one line, without a traceback."""
+    """Wrong, missing or unknown configuration keys; Pulumi prints it as one line, without a traceback.
 
-    def __init__(self, message: str):
-        super().__init__(message, ExitCode.CONFIG)
+    ``problems`` holds one sentence per bad key, each starting with the key.
+    """
+
+    def __init__(self, *problems: str):
+        super().__init__(f"{PROJECT} stack configuration: " + "; ".join(problems), ExitCode.CONFIG)
+        self.problems = list(problems)
 
 
 # --- item types -------------------------------------------------------------------------------
@@ -88,7 +92,8 @@ def _log_retention(days: int) -> int:
     return days
 
 
-PRINCIPAL_ARN_PATTERN = r"^arn:aws[a-z-]*:(iam::\d{12}:(user|role)/[\w+=,.@/-]+|sts::\d{12}:assumed-role/[\w+=,.@-]+/[\w+=,.@-]+)$"
+#: IAM users and roles (with their path): the principals secret policies can name and aws:PrincipalArn reports.
+PRINCIPAL_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+$"
 Cidr = Annotated[str, AfterValidator(_cidr)]
 UserEntry = Annotated[str, AfterValidator(_user_entry)]
 SecurityGroupId = Annotated[str, Field(pattern=r"^sg-[0-9a-f]{8,17}$")]
@@ -327,7 +332,9 @@ def _describe(error: Mapping[str, Any]) -> str:
         return message
     key = _location(loc)
     if kind == "extra_forbidden":
-        return f"{key}: unknown key (known keys: {', '.join(sorted(CONFIG_KEYS))})"
+        close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"{key}: unknown key ({hint}known keys: {', '.join(sorted(CONFIG_KEYS))})"
     accepted = _expected(str(loc[0])) if loc[0] in CONFIG_KEYS else ""
     if kind == "missing":
         return f"{key}: required key is not set; accepted: {accepted}"
@@ -355,7 +362,7 @@ def parse_stack_config(values: Mapping[str, str]) -> StackConfig:
         problems += [_describe(error) for error in exc.errors() if _location(error["loc"][:1]) not in undecodable]
         config = None
     if problems:
-        raise StackConfigError(f"{PROJECT} stack configuration: " + "; ".join(problems))
+        raise StackConfigError(*problems)
     assert config is not None
     return config
 

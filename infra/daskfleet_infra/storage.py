@@ -89,6 +89,16 @@ class Storage(pulumi.ComponentResource):
         )
         aws.kms.Alias(f"{name}-key", name=f"alias/daskfleet/{args.cluster}", target_key_id=key.key_id, opts=child)
         bucket = aws.s3.Bucket(f"daskfleet-{args.cluster}", force_destroy=args.ephemeral, opts=child)
+        self._secure_bucket(name, bucket, key)
+        self._expire_scratch(name, bucket, args.scratch_expiration_days)
+        self.key_arn = key.arn
+        self.bucket_name = bucket.bucket
+        self.bucket_arn = bucket.arn
+        self.register_outputs({"key_arn": self.key_arn, "bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})
+
+    def _secure_bucket(self, name: str, bucket: aws.s3.Bucket, key: aws.kms.Key) -> None:
+        """Owner-enforced, never public, encrypted with the cluster key, versioned, TLS only."""
+        child = pulumi.ResourceOptions(parent=self)
         aws.s3.BucketOwnershipControls(
             f"{name}-ownership",
             bucket=bucket.id,
@@ -115,7 +125,7 @@ class Storage(pulumi.ComponentResource):
             )],
             opts=child,
         )
-        versioning = aws.s3.BucketVersioning(
+        self._versioning = aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=bucket.id,
             versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
@@ -127,7 +137,9 @@ class Storage(pulumi.ComponentResource):
             policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
-        days = args.scratch_expiration_days
+
+    def _expire_scratch(self, name: str, bucket: aws.s3.Bucket, days: int) -> None:
+        """Objects under scratch/ (and their old versions) go after ``days``; stale multipart uploads after a week."""
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,
@@ -150,9 +162,5 @@ class Storage(pulumi.ComponentResource):
                     ),
                 ),
             ],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self._versioning]),
         )
-        self.key_arn = key.arn
-        self.bucket_name = bucket.bucket
-        self.bucket_arn = bucket.arn
-        self.register_outputs({"key_arn": self.key_arn, "bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})

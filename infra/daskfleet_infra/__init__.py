@@ -1,0 +1,7 @@
+"""The daskfleet Pulumi program's parts: one module per AWS concern, each one ComponentResource.
+
+config (the stack's typed configuration), lookups (account, network and image facts read
+before anything is declared), network, security_groups, storage, observability, budget,
+identity, pki, specs (node specs in SSM), compute; access (addresses and port-forwarding
+commands). mocks and evaluate run the program under Pulumi's mocks, without a cloud.
+"""

@@ -1,0 +1,296 @@
+"""Evaluate the daskfleet Pulumi program under mocks, without a cloud, and return what it declares.
+
+Usage (from Python; ``infra/`` must be importable, e.g. ``sys.path.insert(0, "<repo>/infra")``,
+or import it as ``infra.program`` in the tests, see tests/infra/program.py)::
+
+    from daskfleet_infra.evaluate import evaluate_program, example_config
+    record = evaluate_program()                       # the example stack (Pulumi.example.yaml)
+    record = evaluate_program({**example_config(), "ephemeral": True, "expires": "2030-01-01"})
+    record.user_data["scheduler"]   # rendered user data (text) per node role
+    record.instance_tags["worker"]  # the tags a node role's instances launch with (IMDS serves them)
+    record.parameters               # SSM parameter name -> value (the node specs, JSON)
+    record.secrets                  # Secrets Manager secret name -> secret string ({"ca","cert","key"}, real PEMs)
+    record.outputs                  # stack outputs, resolved; record.secret_outputs names the secret ones
+    record.resources                # every resource: type, name, urn, parent, provider, inputs, outputs
+    record.calls                    # every invoke: token, args
+
+``config`` maps keys without the ``daskfleet:`` namespace to Python values (str, int,
+bool, lists); they reach the program through PULUMI_CONFIG, encoded as Pulumi encodes
+them. ``images=None`` gives the mocked account one AMI tagged with the configured
+environment fingerprint; pass ``images=[]`` for none. ``vpcs``/``subnets`` describe an
+existing network for stacks that adopt one. A program that fails (e.g. a configuration
+error) raises ``ProgramError`` carrying the error's type name and message.
+
+Each evaluation runs in a fresh Python process (``python -m daskfleet_infra.evaluate``):
+Pulumi's mock runtime is process-global, so evaluations never see each other's state.
+The TLS keys and certificates are real (``daskfleet_infra.mocks``) and new on every call.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INFRA_DIR = Path(__file__).resolve().parent.parent
+PROGRAM = INFRA_DIR / "__main__.py"
+EXAMPLE_STACK_FILE = INFRA_DIR / "Pulumi.example.yaml"
+PROJECT = "daskfleet"
+#: The AMI the mocked account holds by default, tagged with the configured fingerprint.
+MOCK_AMI_ID = "ami-0a1b2c3d4e5f60718"
+
+
+class ProgramError(Exception):
+    """The program raised instead of completing; ``kind`` is the exception's type name."""
+
+    def __init__(self, kind: str, message: str, traceback: str = "", declared: Sequence[str] = ()):
+        super().__init__(f"{kind}: {message}" + (f"\n{traceback}" if traceback else ""))
+        self.kind = kind
+        self.message = message
+        self.traceback = traceback
+        #: Type tokens of the custom resources declared before the failure.
+        self.declared = list(declared)
+
+
+@dataclass(frozen=True)
+class ResourceRecord:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    provider: str
+    custom: bool
+    id: str
+    inputs: dict[str, Any]
+    #: Top-level inputs the program marked secret.
+    secret_inputs: list[str]
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProgramRecord:
+    """Everything one evaluation of the program declared, invoked and exported."""
+
+    resources: list[ResourceRecord]
+    outputs: dict[str, Any]
+    secret_outputs: frozenset[str]
+    calls: list[dict[str, Any]]
+    #: Python warnings (except pulumi-aws's own deprecation notices) and engine warnings while evaluating.
+    warnings: list[str]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[ResourceRecord]:
+        return [resource for resource in self.resources if resource.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> ResourceRecord:
+        found = [resource for resource in self.of_type(type_) if name is None or resource.name == name]
+        if len(found) != 1:
+            raise LookupError(f"expected one {type_} {name or ''}, found {[r.name for r in found]}")
+        return found[0]
+
+    def component(self, type_: str) -> ResourceRecord:
+        return self.one(type_)
+
+    def descendants(self, component: ResourceRecord) -> list[ResourceRecord]:
+        """Every resource below ``component`` in the parent tree."""
+        below, frontier = [], {component.urn}
+        while frontier:
+            children = [resource for resource in self.resources if resource.parent in frontier]
+            below += children
+            frontier = {child.urn for child in children}
+        return below
+
+    @property
+    def user_data(self) -> dict[str, str]:
+        """Node role -> the user data its launch template carries, decoded."""
+        rendered = {}
+        for template in self.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
+            role = template.inputs["tagSpecifications"][0]["tags"]["daskfleet:role"]
+            rendered[role] = base64.b64decode(template.inputs["userData"]).decode()
+        return rendered
+
+    @property
+    def instance_tags(self) -> dict[str, dict[str, str]]:
+        """Node role -> the tags its instances are launched with (instance metadata serves them)."""
+        tags = {}
+        for template in self.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
+            (spec,) = [s for s in template.inputs["tagSpecifications"] if s["resourceType"] == "instance"]
+            tags[spec["tags"]["daskfleet:role"]] = dict(spec["tags"])
+        return tags
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        """SSM parameter name -> value."""
+        return {p.inputs["name"]: p.inputs["value"] for p in self.of_type("aws:ssm/parameter:Parameter")}
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """Secrets Manager secret name -> its secret string."""
+        names = {secret.id: secret.inputs["name"] for secret in self.of_type("aws:secretsmanager/secret:Secret")}
+        return {
+            names[version.inputs["secretId"]]: version.inputs["secretString"]
+            for version in self.of_type("aws:secretsmanager/secretVersion:SecretVersion")
+        }
+
+
+def example_config() -> dict[str, Any]:
+    """The example stack's configuration (Pulumi.example.yaml), keys without the namespace."""
+    import yaml
+
+    document = yaml.safe_load(EXAMPLE_STACK_FILE.read_text())
+    prefix = f"{PROJECT}:"
+    return {key.removeprefix(prefix): value for key, value in document["config"].items() if key.startswith(prefix)}
+
+
+def encode_config_value(value: Any) -> str:
+    """A value as Pulumi hands config to a program: text, with lists and objects as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def pulumi_config_env(config: Mapping[str, Any]) -> str:
+    """The PULUMI_CONFIG environment value for ``config``."""
+    return json.dumps({f"{PROJECT}:{key}": encode_config_value(value) for key, value in config.items()})
+
+
+def default_images(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    fingerprint = config.get("environmentFingerprint")
+    return [{"id": MOCK_AMI_ID, "tags": {"daskfleet:env-fingerprint": fingerprint}, "root_device_name": "/dev/xvda"}]
+
+
+def evaluate_program(
+    config: Mapping[str, Any] | None = None,
+    *,
+    images: Sequence[Mapping[str, Any]] | None = None,
+    vpcs: Mapping[str, Mapping[str, Any]] | None = None,
+    subnets: Mapping[str, Mapping[str, Any]] | None = None,
+    stack: str = "test",
+    timeout: float = 120,
+) -> ProgramRecord:
+    """Run infra/__main__.py under ProgramMocks in a fresh process; raise ProgramError if it fails."""
+    config = dict(example_config() if config is None else config)
+    request = {
+        "config": config,
+        "stack": stack,
+        "mocks": {
+            "region": config.get("region", "eu-west-1"),
+            "images": default_images(config) if images is None else list(images),
+            "vpcs": dict(vpcs or {}),
+            "subnets": dict(subnets or {}),
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="daskfleet-evaluate-") as scratch:
+        request_path, result_path = Path(scratch, "request.json"), Path(scratch, "result.json")
+        request_path.write_text(json.dumps(request))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(INFRA_DIR), os.environ.get("PYTHONPATH")]))}
+        env.pop("PULUMI_CONFIG", None)
+        completed = subprocess.run(
+            [sys.executable, "-m", "daskfleet_infra.evaluate", str(request_path), str(result_path)],
+            cwd=INFRA_DIR, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+        if not result_path.exists():
+            raise RuntimeError(
+                f"evaluating the program crashed (exit {completed.returncode}):\n{completed.stdout}\n{completed.stderr}"
+            )
+        result = json.loads(result_path.read_text())
+    if result["error"]:
+        declared = [resource["type"] for resource in result["resources"] if resource["custom"]]
+        raise ProgramError(**result["error"], declared=declared)
+    return ProgramRecord(
+        resources=[ResourceRecord(**resource) for resource in result["resources"]],
+        outputs=result["outputs"],
+        secret_outputs=frozenset(result["secret_outputs"]),
+        calls=result["calls"],
+        warnings=result["warnings"],
+        config=config,
+    )
+
+
+# --- the child process ------------------------------------------------------------------------------
+
+
+def _run(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluate the program in this process (once: the mock runtime is process-global)."""
+    import runpy
+    import traceback
+
+    import pulumi
+    from pulumi.runtime.settings import get_root_resource
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    from .mocks import ProgramMocks, RecordingMonitor, json_safe
+
+    os.environ["PULUMI_CONFIG"] = pulumi_config_env(request["config"])
+    mocks = ProgramMocks(**request["mocks"])
+    engine_log = _EngineLog()
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=request["stack"], preview=False, monitor=RecordingMonitor(mocks), logger=engine_log.logger,
+    )
+    exported: dict[str, Any] = {}
+    secret: list[str] = []
+
+    async def program() -> None:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+        for name, value in get_root_resource().outputs.items():
+            output = pulumi.Output.from_input(value)
+            exported[name] = await output.future()
+            if await output.is_secret():
+                secret.append(name)
+
+    error = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # pulumi-aws warns about its own deprecated classes when its modules are imported.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="pulumi_aws")
+            warnings.filterwarnings("ignore", category=ResourceWarning)
+            _sync_await(run_pulumi_func(program))
+    except Exception as exc:  # noqa: BLE001 reported to the parent, which raises ProgramError
+        expected = isinstance(exc, pulumi.RunError)  # a user-facing error: its message says it all
+        error = {"kind": type(exc).__name__, "message": str(exc), "traceback": "" if expected else traceback.format_exc()}
+    return {
+        "error": error,
+        "resources": json_safe(mocks.resources),
+        "outputs": json_safe(exported),
+        "secret_outputs": secret,
+        "calls": json_safe(mocks.calls),
+        "warnings": [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught]
+        + engine_log.messages,
+    }
+
+
+class _EngineLog(logging.Handler):
+    """What the program logs through the engine (pulumi.log), e.g. pulumi-aws's warnings on deprecated inputs."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+        self.logger = logging.getLogger("daskfleet_infra.evaluate.engine")
+        self.logger.propagate = False
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"engine {record.levelname.lower()}: {record.getMessage()}")
+
+
+def _main(argv: Sequence[str]) -> None:
+    request_path, result_path = argv
+    result = _run(json.loads(Path(request_path).read_text()))
+    Path(result_path).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -1,0 +1,214 @@
+"""Who the nodes are to AWS: a scheduler role and a worker role, each allowed only its own cluster's things.
+
+``node_policy`` (pure) writes each role's policy from ARNs: the cluster bucket read/write and
+extra buckets read-only, the role's own TLS secret and the cluster's parameters read-only,
+the cluster key through S3 and Secrets Manager only, the cluster log group. The scheduler
+alone may scale and terminate instances of its own worker group and keep its own DNS record.
+Session Manager (instead of SSH) comes from AmazonSSMManagedInstanceCore.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from daskfleet import conventions
+
+from .lookups import Account
+
+SSM_MANAGED_INSTANCE_CORE = "AmazonSSMManagedInstanceCore"
+#: What the scheduler may do to instances of its own worker group (its scaler and drain logic).
+WORKER_GROUP_ACTIONS: tuple[str, ...] = (
+    "autoscaling:SetDesiredCapacity",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "autoscaling:SetInstanceProtection",
+    "autoscaling:CompleteLifecycleAction",
+)
+
+
+@dataclass(frozen=True)
+class IdentityArgs:
+    cluster: str
+    account: Account
+    bucket_arn: pulumi.Input[str]
+    extra_read_buckets: Sequence[str]
+    key_arn: pulumi.Input[str]
+    log_group_arn: pulumi.Input[str]
+    zone_id: pulumi.Input[str]
+    scheduler_dns_name: str
+
+
+def role_name(cluster: str, role: conventions.Role) -> str:
+    return f"{conventions.NAME_PREFIX}-{cluster}-{role}"
+
+
+def trust_policy(account: Account) -> dict[str, Any]:
+    """EC2 may assume the role for the instances it launches with the role's instance profile."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": f"ec2.{account.dns_suffix}"}, "Action": "sts:AssumeRole"}],
+    }
+
+
+def node_policy(
+    *,
+    cluster: str,
+    role: conventions.Role,
+    account: Account,
+    bucket_arn: str,
+    extra_read_buckets: Sequence[str],
+    key_arn: str,
+    log_group_arn: str,
+    zone_id: str,
+    scheduler_dns_name: str,
+) -> dict[str, Any]:
+    """The role's inline policy: every data and secret action scoped to this cluster's resources."""
+
+    def bucket(name: str) -> str:
+        return f"arn:{account.partition}:s3:::{name}"
+
+    parameter_path = conventions.parameter_path_prefix(cluster).rstrip("/")
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ClusterBucketList",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+            "Resource": [bucket_arn],
+        },
+        {
+            "Sid": "ClusterBucketObjects",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            "Resource": [f"{bucket_arn}/*"],
+        },
+        {
+            "Sid": "OwnTlsSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            # Secrets Manager appends six random characters to a secret's name in its ARN.
+            "Resource": [account.arn("secretsmanager", f"secret:{conventions.node_tls_secret_name(cluster, role)}-??????")],
+        },
+        {
+            "Sid": "ClusterParameters",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+            "Resource": [account.arn("ssm", f"parameter{parameter_path}"), account.arn("ssm", f"parameter{parameter_path}/*")],
+        },
+        {
+            "Sid": "ClusterKeyThroughS3AndSecretsManager",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": [key_arn],
+            "Condition": {"StringEquals": {"kms:ViaService": [
+                f"s3.{account.region}.{account.dns_suffix}",
+                f"secretsmanager.{account.region}.{account.dns_suffix}",
+            ]}},
+        },
+        {
+            "Sid": "ClusterLogGroup",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        },
+    ]
+    if extra_read_buckets:
+        statements += [
+            {
+                "Sid": "ExtraBucketsList",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": [bucket(name) for name in extra_read_buckets],
+            },
+            {
+                "Sid": "ExtraBucketsRead",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"{bucket(name)}/*" for name in extra_read_buckets],
+            },
+        ]
+    if role == "scheduler":
+        worker_group = conventions.node_group_name(cluster, "worker")
+        statements += [
+            {
+                "Sid": "ScaleOwnWorkerGroup",
+                "Effect": "Allow",
+                "Action": list(WORKER_GROUP_ACTIONS),
+                "Resource": [account.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{worker_group}")],
+                "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
+            },
+            {
+                # These reads cannot be scoped to a resource; they return no data beyond instance state.
+                "Sid": "SeeGroupsAndInstances",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLifecycleHooks",
+                    "ec2:DescribeInstances",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "KeepOwnDnsRecord",
+                "Effect": "Allow",
+                "Action": ["route53:ChangeResourceRecordSets"],
+                "Resource": [f"arn:{account.partition}:route53:::hostedzone/{zone_id}"],
+                "Condition": {"ForAllValues:StringEquals": {
+                    "route53:ChangeResourceRecordSetsNormalizedRecordNames": [scheduler_dns_name],
+                    "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
+                    "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
+                }},
+            },
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+class Identity(pulumi.ComponentResource):
+    """Scheduler and worker roles with their instance profiles and least-privilege policies."""
+
+    role_arns: dict[str, pulumi.Output[str]]
+    instance_profile_arns: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("daskfleet:aws:Identity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        account = args.account
+        self.role_arns, self.instance_profile_arns, self.policies = {}, {}, []
+        for node_role in conventions.NODE_ROLES:
+            role = aws.iam.Role(
+                f"{name}-{node_role}",
+                name=role_name(args.cluster, node_role),
+                description=f"daskfleet {args.cluster} {node_role} instances",
+                assume_role_policy=json.dumps(trust_policy(account)),
+                opts=child,
+            )
+            self.policies.append(aws.iam.RolePolicy(
+                f"{name}-{node_role}",
+                role=role.name,
+                name="daskfleet-node",
+                policy=pulumi.Output.all(args.bucket_arn, args.key_arn, args.log_group_arn, args.zone_id).apply(
+                    lambda arns, node_role=node_role: json.dumps(node_policy(
+                        cluster=args.cluster, role=node_role, account=account,
+                        bucket_arn=arns[0], extra_read_buckets=args.extra_read_buckets, key_arn=arns[1],
+                        log_group_arn=arns[2], zone_id=arns[3], scheduler_dns_name=args.scheduler_dns_name,
+                    ))
+                ),
+                opts=child,
+            ))
+            self.policies.append(aws.iam.RolePolicyAttachment(
+                f"{name}-{node_role}-ssm",
+                role=role.name,
+                policy_arn=f"arn:{account.partition}:iam::aws:policy/{SSM_MANAGED_INSTANCE_CORE}",
+                opts=child,
+            ))
+            profile = aws.iam.InstanceProfile(
+                f"{name}-{node_role}", name=role_name(args.cluster, node_role), role=role.name, opts=child
+            )
+            self.role_arns[node_role] = role.arn
+            self.instance_profile_arns[node_role] = profile.arn
+        self.register_outputs({"role_arns": self.role_arns, "instance_profile_arns": self.instance_profile_arns})

@@ -1,0 +1,180 @@
+"""The cluster's PKI with pulumi-tls, and where its private keys live: Secrets Manager, under the cluster key.
+
+A per-cluster CA (ECDSA P-256) signs a scheduler, a worker and one client certificate per
+configured user, each naming its role in a SAN URI (conventions.role_uri). Every key goes
+into its own secret as {"ca", "cert", "key"} (sources.TlsMaterial), readable only by the
+node role or the user's IAM principal it is for; the deploying principal (and configured
+operators) may read them back, as Pulumi must when it refreshes a secret version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_tls as tls
+
+from daskfleet import conventions
+from daskfleet.sources import TlsMaterial
+
+from .config import User
+
+#: A leaf certificate is re-issued by the first `pulumi up` in its last 30 days.
+EARLY_RENEWAL_HOURS = 24 * 30
+KEY_ALGORITHM = "ECDSA"
+KEY_CURVE = "P256"
+
+
+@dataclass(frozen=True)
+class PkiArgs:
+    cluster: str
+    users: Sequence[User]
+    #: node role -> its IAM role ARN, the only reader of that role's TLS secret.
+    node_role_arns: Mapping[str, pulumi.Input[str]]
+    #: Principals that may read every secret back (the deployer and configured operators).
+    administrator_arns: Sequence[str]
+    key_arn: pulumi.Input[str]
+    scheduler_dns_name: str
+    #: Ephemeral stacks delete their secrets at once, so the cluster name is free again.
+    ephemeral: bool
+
+
+def secret_policy(readers: Sequence[str], administrators: Sequence[str]) -> dict[str, Any]:
+    """Readers may read the secret; nobody else may, except the administrators ("*" means this secret)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadersReadTheSecret",
+                "Effect": "Allow",
+                "Principal": {"AWS": sorted(set(readers))},
+                "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "NobodyElseReadsTheSecret",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"aws:PrincipalArn": sorted(set(readers) | set(administrators))}},
+            },
+        ],
+    }
+
+
+class Pki(pulumi.ComponentResource):
+    """CA, node and client certificates, and the secrets holding them."""
+
+    ca_cert_pem: pulumi.Output[str]
+    node_secret_arns: dict[str, pulumi.Output[str]]
+    client_secret_arns: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: PkiArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("daskfleet:aws:Pki", name, None, opts)
+        self._prefix, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._ca_key = tls.PrivateKey(f"{name}-ca", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=self._child)
+        self._ca = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=self._ca_key.private_key_pem,
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=f"{args.cluster} cluster CA", organization=conventions.CERT_ORGANIZATION,
+            ),
+            is_ca_certificate=True,
+            validity_period_hours=conventions.CA_VALIDITY_HOURS,
+            allowed_uses=list(conventions.CA_ALLOWED_USES),
+            set_subject_key_id=True,
+            opts=self._child,
+        )
+        self.ca_cert_pem = self._ca.cert_pem
+        self.node_secret_arns = {
+            role: self._issue(
+                role, role, None,
+                secret_name=conventions.node_tls_secret_name(args.cluster, role),
+                readers=[args.node_role_arns[role]],
+                dns_names=[args.scheduler_dns_name] if role == "scheduler" else [],
+            )
+            for role in conventions.NODE_ROLES
+        }
+        self.client_secret_arns = {
+            user.name: self._issue(
+                f"client-{user.name}", "client", user.name,
+                secret_name=conventions.client_tls_secret_name(args.cluster, user.name),
+                readers=[user.principal_arn],
+                dns_names=[],
+            )
+            for user in args.users
+        }
+        self.register_outputs({
+            "ca_cert_pem": self.ca_cert_pem,
+            "node_secret_arns": self.node_secret_arns,
+            "client_secret_arns": self.client_secret_arns,
+        })
+
+    def _issue(
+        self,
+        label: str,
+        role: conventions.Role,
+        user: str | None,
+        *,
+        secret_name: str,
+        readers: Sequence[pulumi.Input[str]],
+        dns_names: Sequence[str],
+    ) -> pulumi.Output[str]:
+        """A key and certificate for ``role`` (``user`` for clients), stored in ``secret_name``; its ARN."""
+        args, name = self._args, f"{self._prefix}-{label}"
+        key = tls.PrivateKey(name, algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=self._child)
+        request = tls.CertRequest(
+            name,
+            private_key_pem=key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(
+                common_name=conventions.common_name(args.cluster, role, user), organization=conventions.CERT_ORGANIZATION,
+            ),
+            uris=[conventions.role_uri(args.cluster, role)],
+            dns_names=list(dns_names) or None,
+            opts=self._child,
+        )
+        cert = tls.LocallySignedCert(
+            name,
+            cert_request_pem=request.cert_request_pem,
+            ca_private_key_pem=self._ca_key.private_key_pem,
+            ca_cert_pem=self._ca.cert_pem,
+            validity_period_hours=conventions.CERT_VALIDITY_HOURS,
+            early_renewal_hours=EARLY_RENEWAL_HOURS,
+            allowed_uses=list(conventions.CERT_ALLOWED_USES),
+            set_subject_key_id=True,
+            opts=self._child,
+        )
+        secret = aws.secretsmanager.Secret(
+            name,
+            name=secret_name,
+            description=f"daskfleet {args.cluster}: TLS material of {user or role}",
+            kms_key_id=args.key_arn,
+            recovery_window_in_days=0 if args.ephemeral else 7,
+            opts=self._child,
+        )
+        aws.secretsmanager.SecretVersion(
+            name,
+            secret_id=secret.id,
+            secret_string=pulumi.Output.secret(
+                pulumi.Output.all(self._ca.cert_pem, cert.cert_pem, key.private_key_pem_pkcs8).apply(
+                    lambda pems: TlsMaterial(*pems).to_secret_json()
+                )
+            ),
+            opts=self._child,
+        )
+        aws.secretsmanager.SecretPolicy(
+            name,
+            secret_arn=secret.arn,
+            block_public_policy=True,
+            policy=pulumi.Output.all(*readers).apply(
+                lambda arns: json.dumps(secret_policy(arns, args.administrator_arns))
+            ),
+            opts=self._child,
+        )
+        return secret.arn

@@ -1,0 +1,80 @@
+"""What each node is told: its NodeSpec, written to SSM Parameter Store where the agent's AWS source reads it.
+
+Specs are built as daskfleet.spec.NodeSpec objects and stored with dump_spec, so the
+program and the agent share one schema. listen_host and contact_host are left for the
+AWS source to fill with the instance's private address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from daskfleet import conventions
+from daskfleet.spec import NodeSpec, dump_spec
+
+
+@dataclass(frozen=True)
+class NodeSpecsArgs:
+    cluster: str
+    environment_fingerprint: str
+    scheduler_dns_name: str
+    zone_id: pulumi.Input[str]
+
+
+def scheduler_address(scheduler_dns_name: str) -> str:
+    return f"tls://{scheduler_dns_name}:{conventions.SCHEDULER_PORT}"
+
+
+def scheduler_spec(cluster: str, fingerprint: str, zone_id: str, dns_name: str) -> NodeSpec:
+    """The scheduler listens on its private address and keeps dns_name in zone_id pointed at itself."""
+    return NodeSpec(
+        cluster=cluster,
+        role="scheduler",
+        scheduler_port=conventions.SCHEDULER_PORT,
+        dashboard_port=conventions.DASHBOARD_PORT,
+        expected_fingerprint=fingerprint,
+        dns_zone_id=zone_id,
+        dns_name=dns_name,
+    )
+
+
+def worker_spec(cluster: str, fingerprint: str, dns_name: str) -> NodeSpec:
+    """Workers find the scheduler by its stable DNS name."""
+    return NodeSpec(
+        cluster=cluster,
+        role="worker",
+        scheduler_address=scheduler_address(dns_name),
+        worker_port=conventions.WORKER_PORT,
+        expected_fingerprint=fingerprint,
+    )
+
+
+class NodeSpecs(pulumi.ComponentResource):
+    """One SSM String parameter per node role, named by conventions.spec_parameter_name."""
+
+    parameter_names: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: NodeSpecsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("daskfleet:aws:NodeSpecs", name, None, opts)
+        values = {
+            "scheduler": pulumi.Output.from_input(args.zone_id).apply(
+                lambda zone_id: dump_spec(scheduler_spec(args.cluster, args.environment_fingerprint, zone_id, args.scheduler_dns_name))
+            ),
+            "worker": dump_spec(worker_spec(args.cluster, args.environment_fingerprint, args.scheduler_dns_name)),
+        }
+        self.parameter_names = {}
+        for role, value in values.items():
+            parameter = aws.ssm.Parameter(
+                f"{name}-{role}",
+                name=conventions.spec_parameter_name(args.cluster, role),
+                description=f"daskfleet {args.cluster}: the {role} node spec",
+                type="String",
+                tier="Standard",
+                value=value,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.parameter_names[role] = parameter.name
+        self.register_outputs({"parameter_names": self.parameter_names})

@@ -1,0 +1,78 @@
+"""Fixtures for the Pulumi program's tests: its configuration and its evaluations under mocks.
+
+The mocks are ``ProgramMocks`` (a ``pulumi.runtime.Mocks`` subclass, in
+infra/daskfleet_infra/mocks.py, re-exported by infra.program): they branch on type tokens,
+answer AWS invokes from a fake account and compute pulumi-tls resources with real keys and
+certificates. Pulumi's mock runtime is process-global, so each evaluation runs in its own
+process; the scenarios below are evaluated concurrently, once per session, on first use.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from infra.program import ProgramError, ProgramMocks, ProgramRecord, evaluate_program
+from infra.scenarios import SCENARIOS
+
+__all__ = ["ProgramMocks"]
+
+
+class Evaluations:
+    """Every scenario evaluated once, all started together on first use."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=4)
+        self._futures: dict[str, Future] = {}
+
+    def _start(self) -> None:
+        if not self._futures:
+            for name, (config, kwargs) in SCENARIOS.items():
+                self._futures[name] = self._pool.submit(evaluate_program, copy.deepcopy(config), **kwargs)
+
+    def record(self, name: str) -> ProgramRecord:
+        self._start()
+        return self._futures[name].result()
+
+    def failure(self, name: str) -> ProgramError:
+        self._start()
+        error = self._futures[name].exception()
+        assert isinstance(error, ProgramError), f"scenario {name} was expected to fail, got {error!r}"
+        return error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def evaluations() -> Iterator[Evaluations]:
+    evaluations = Evaluations()
+    yield evaluations
+    evaluations.close()
+
+
+@pytest.fixture(scope="session")
+def example(evaluations: Evaluations) -> ProgramRecord:
+    """The program under infra/Pulumi.example.yaml: created network, AMI found by fingerprint."""
+    return evaluations.record("example")
+
+
+@pytest.fixture(scope="session")
+def adopted(evaluations: Evaluations) -> ProgramRecord:
+    """The program adopting a network, ephemeral, with amiId, NAT egress and every optional list."""
+    return evaluations.record("adopted")
+
+
+@pytest.fixture(scope="session")
+def with_nat(evaluations: Evaluations) -> ProgramRecord:
+    """The example stack with a NAT gateway in its created network."""
+    return evaluations.record("nat")
+
+
+@pytest.fixture(params=["example", "adopted", "nat"])
+def every_record(request: pytest.FixtureRequest, evaluations: Evaluations) -> ProgramRecord:
+    """Each successful scenario in turn, for invariants that hold whatever the configuration."""
+    return evaluations.record(request.param)

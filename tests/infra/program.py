@@ -1,0 +1,47 @@
+"""The daskfleet Pulumi program, evaluated under Pulumi's mocks, for any test: ``from infra.program import ...``.
+
+(``tests/`` is on pytest's pythonpath, so this file is the module ``infra.program``.)
+
+    record = evaluate_program()                      # the example stack, infra/Pulumi.example.yaml
+    record = evaluate_program({**example_config(), "users": ["carol=arn:aws:iam::123456789012:role/carol"]})
+    record.user_data      # {"scheduler": "#cloud-config ...", "worker": "..."}: rendered user data per role
+    record.instance_tags  # {"worker": {"daskfleet:cluster": ..., "daskfleet:role": "worker", ...}, ...}
+    record.parameters     # {"/daskfleet/<cluster>/spec/scheduler": "<NodeSpec JSON>", ...}: SSM parameters
+    record.secrets        # {"daskfleet/<cluster>/tls/worker": '{"ca": ..., "cert": ..., "key": ...}', ...}
+                          #   Secrets Manager name -> secret string, with real PEMs (keys, certs, CA)
+    record.outputs        # stack outputs: schedulerAddress, dashboardUrl, bucketName, clientSecretArns,
+                          #   schedulerPortForwardCommand, dashboardPortForwardCommand, ...
+    record.resources      # every resource: type, name, urn, parent, provider, inputs, secret_inputs, outputs
+    record.calls          # every invoke (token, args); record.warnings: deprecations and engine warnings
+
+Each call runs the program in a fresh process (about 5 s) with new keys and certificates;
+evaluate once per module or session and share the record. A failing program raises
+``ProgramError`` (``.kind`` is e.g. ``StackConfigError``, ``.message`` its one line).
+``images=[]`` gives the mocked account no AMI; ``vpcs=``/``subnets=`` describe a network
+to adopt (see daskfleet_infra.mocks.ProgramMocks). Full details: daskfleet_infra.evaluate.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
+if str(INFRA_DIR) not in sys.path:
+    sys.path.insert(0, str(INFRA_DIR))
+
+from daskfleet_infra.evaluate import (  # noqa: E402
+    MOCK_AMI_ID,
+    ProgramError,
+    ProgramRecord,
+    ResourceRecord,
+    encode_config_value,
+    evaluate_program,
+    example_config,
+)
+from daskfleet_infra.mocks import ProgramMocks  # noqa: E402
+
+__all__ = [
+    "INFRA_DIR", "MOCK_AMI_ID", "ProgramError", "ProgramMocks", "ProgramRecord", "ResourceRecord",
+    "encode_config_value", "evaluate_program", "example_config",
+]

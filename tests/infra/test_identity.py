@@ -1,0 +1,122 @@
+"""Identity: two node roles, each allowed only its own cluster's things; the scheduler alone scales workers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.helpers import allowing, allows, statements
+
+from daskfleet import conventions
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+#: Actions that touch data or secrets: never granted on "*".
+DATA_ACTION_PREFIXES = ("s3:", "secretsmanager:", "ssm:", "kms:", "logs:", "route53:", "autoscaling:Set", "autoscaling:Terminate", "autoscaling:Complete")
+
+
+def policy_of(record, role):
+    return json.loads(record.one("aws:iam/rolePolicy:RolePolicy", f"identity-{role}").inputs["policy"])
+
+
+def secret_arn(name: str, suffix: str = "AbCdEf") -> str:
+    return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-{suffix}"
+
+
+def test_each_node_role_has_its_own_role_and_instance_profile_assumable_by_ec2(example):
+    roles = {role.name: role for role in example.of_type("aws:iam/role:Role")}
+    assert set(roles) == {"identity-scheduler", "identity-worker"}
+    for node_role in conventions.NODE_ROLES:
+        role = roles[f"identity-{node_role}"]
+        assert role.inputs["name"] == f"daskfleet-analytics-{node_role}"
+        (trust,) = statements(role.inputs["assumeRolePolicy"])
+        assert trust == {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        profile = example.one("aws:iam/instanceProfile:InstanceProfile", f"identity-{node_role}")
+        assert profile.inputs["role"] == role.outputs["name"]
+        attached = [a.inputs for a in example.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == role.outputs["name"]]
+        assert attached == [{"role": role.outputs["name"], "policyArn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}]
+
+
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_no_data_or_secret_action_is_granted_on_every_resource(every_record, role):
+    for statement in statements(policy_of(every_record, role)):
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for action in statement["Action"]:
+            if action.startswith(DATA_ACTION_PREFIXES):
+                assert "*" not in resources, (statement["Sid"], action)
+                assert all(resource.startswith("arn:aws:") for resource in resources), statement["Sid"]
+
+
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_nodes_read_and_write_only_the_cluster_bucket_and_read_extra_buckets(adopted, role):
+    policy = policy_of(adopted, role)
+    bucket = adopted.one("aws:s3/bucket:Bucket").outputs["arn"]
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert allows(policy, action, f"{bucket}/scratch/part-0.parquet")
+        assert not allows(policy, action, "arn:aws:s3:::some-other-bucket/x")
+    assert allows(policy, "s3:ListBucket", bucket)
+    assert allows(policy, "s3:GetObject", "arn:aws:s3:::shared-reference-data/genome.fa")
+    assert allows(policy, "s3:ListBucket", "arn:aws:s3:::shared-reference-data")
+    assert not allows(policy, "s3:PutObject", "arn:aws:s3:::shared-reference-data/genome.fa")
+    assert not allows(policy, "s3:DeleteObject", "arn:aws:s3:::shared-reference-data/genome.fa")
+
+
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_a_node_reads_its_own_secret_and_the_clusters_parameters_only(example, role):
+    policy = policy_of(example, role)
+    other = "worker" if role == "scheduler" else "scheduler"
+    assert allows(policy, "secretsmanager:GetSecretValue", secret_arn(conventions.node_tls_secret_name("analytics", role)))
+    assert not allows(policy, "secretsmanager:GetSecretValue", secret_arn(conventions.node_tls_secret_name("analytics", other)))
+    assert not allows(policy, "secretsmanager:GetSecretValue", secret_arn(conventions.client_tls_secret_name("analytics", "alice")))
+    assert not allows(policy, "secretsmanager:GetSecretValue", secret_arn(conventions.node_tls_secret_name("analyticsx", role)))
+    assert not allows(policy, "secretsmanager:PutSecretValue", secret_arn(conventions.node_tls_secret_name("analytics", role)))
+    own_spec = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{conventions.spec_parameter_name('analytics', role)}"
+    assert allows(policy, "ssm:GetParameter", own_spec)
+    assert not allows(policy, "ssm:PutParameter", own_spec)
+    assert not allows(policy, "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/daskfleet/other/spec/{role}")
+    # every real secret of the stack: only the node's own matches
+    for secret in example.of_type("aws:secretsmanager/secret:Secret"):
+        mine = secret.inputs["name"] == conventions.node_tls_secret_name("analytics", role)
+        assert allows(policy, "secretsmanager:GetSecretValue", secret.outputs["arn"]) is mine, secret.inputs["name"]
+
+
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_nodes_use_the_cluster_key_through_s3_and_secrets_manager_and_write_only_the_cluster_log_group(example, role):
+    policy = policy_of(example, role)
+    key = example.one("aws:kms/key:Key").outputs["arn"]
+    (grant,) = allowing(policy, "kms:Decrypt", key)
+    assert grant["Resource"] == [key]
+    assert sorted(grant["Condition"]["StringEquals"]["kms:ViaService"]) == [
+        "s3.eu-west-1.amazonaws.com", "secretsmanager.eu-west-1.amazonaws.com",
+    ]
+    assert not allows(policy, "kms:Decrypt", "arn:aws:kms:eu-west-1:123456789012:key/another")
+    log_group = example.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"]
+    assert allows(policy, "logs:PutLogEvents", f"{log_group}:log-stream:i-0123")
+    assert not allows(policy, "logs:PutLogEvents", "arn:aws:logs:eu-west-1:123456789012:log-group:/other:log-stream:x")
+
+
+def test_only_the_scheduler_scales_and_only_its_own_worker_group(example):
+    scheduler, worker = policy_of(example, "scheduler"), policy_of(example, "worker")
+    workers = example.one("aws:autoscaling/group:Group", "compute-worker").outputs["arn"]
+    schedulers = example.one("aws:autoscaling/group:Group", "compute-scheduler").outputs["arn"]
+    for action in ("autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
+                   "autoscaling:SetInstanceProtection", "autoscaling:CompleteLifecycleAction"):
+        (grant,) = allowing(scheduler, action, workers)
+        assert grant["Condition"] == {"StringEquals": {"autoscaling:ResourceTag/daskfleet:cluster": "analytics"}}
+        assert not allows(scheduler, action, schedulers)
+        assert not allows(worker, action, workers)
+    other_cluster = workers.replace("daskfleet-analytics-worker", "daskfleet-other-worker")
+    assert not allows(scheduler, "autoscaling:SetDesiredCapacity", other_cluster)
+
+
+def test_only_the_scheduler_keeps_its_dns_record_and_only_that_record(example):
+    zone = example.one("aws:route53/zone:Zone").outputs["zoneId"]
+    (grant,) = allowing(policy_of(example, "scheduler"), "route53:ChangeResourceRecordSets", f"arn:aws:route53:::hostedzone/{zone}")
+    assert grant["Condition"]["ForAllValues:StringEquals"] == {
+        "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["scheduler.analytics.daskfleet.internal"],
+        "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
+        "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
+    }
+    assert not allows(policy_of(example, "scheduler"), "route53:ChangeResourceRecordSets", "arn:aws:route53:::hostedzone/ZOTHER")
+    assert not allows(policy_of(example, "worker"), "route53:ChangeResourceRecordSets", f"arn:aws:route53:::hostedzone/{zone}")

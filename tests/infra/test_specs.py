@@ -1,0 +1,50 @@
+"""Node specs in SSM: NodeSpec objects in the agent's own schema, under the conventional names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from daskfleet import conventions
+from daskfleet.spec import NodeSpec, parse_spec
+
+FINGERPRINT_KEY = "environmentFingerprint"
+
+
+def stored(record, role) -> NodeSpec:
+    return parse_spec(record.parameters[conventions.spec_parameter_name("analytics", role)], origin=role)
+
+
+def test_one_string_parameter_per_node_role(example):
+    parameters = example.of_type("aws:ssm/parameter:Parameter")
+    assert sorted(p.inputs["name"] for p in parameters) == sorted(
+        conventions.spec_parameter_name("analytics", role) for role in conventions.NODE_ROLES
+    )
+    assert {p.inputs["type"] for p in parameters} == {"String"}
+    assert all(p.inputs["name"].startswith(conventions.parameter_path_prefix("analytics")) for p in parameters)
+
+
+def test_the_scheduler_spec_keeps_the_clusters_dns_name(example):
+    zone = example.one("aws:route53/zone:Zone").outputs["zoneId"]
+    assert stored(example, "scheduler") == NodeSpec(
+        cluster="analytics", role="scheduler",
+        scheduler_port=conventions.SCHEDULER_PORT, dashboard_port=conventions.DASHBOARD_PORT,
+        expected_fingerprint=example.config[FINGERPRINT_KEY],
+        dns_zone_id=zone, dns_name="scheduler.analytics.daskfleet.internal",
+    )
+
+
+def test_the_worker_spec_points_at_the_schedulers_dns_name(example):
+    assert stored(example, "worker") == NodeSpec(
+        cluster="analytics", role="worker",
+        scheduler_address="tls://scheduler.analytics.daskfleet.internal:8786",
+        worker_port=conventions.WORKER_PORT, expected_fingerprint=example.config[FINGERPRINT_KEY],
+    )
+    assert example.outputs["schedulerAddress"] == stored(example, "worker").scheduler_address
+
+
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_stored_specs_leave_the_hosts_to_the_aws_source(example, role):
+    document = json.loads(example.parameters[conventions.spec_parameter_name("analytics", role)])
+    assert "listen_host" not in document and "contact_host" not in document
