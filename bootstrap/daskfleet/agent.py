@@ -92,7 +92,7 @@ def _install_signal_handlers(on_signal) -> None:
         loop.add_signal_handler(sig, on_signal)
 
 
-async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
+async def run_scheduler(node: PreparedNode) -> ExitCode:
     spec = node.spec
     gatekeeper = Gatekeeper(
         cluster=spec.cluster,
@@ -124,7 +124,6 @@ async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
     contact_host = spec.contact_host or spec.listen_host
     info = {"address": scheduler.address, "dashboard": f"https://{contact_host}:{dashboard_port}/status", "pid": os.getpid()}
     (node.runtime_dir / SCHEDULER_INFO_FILE).write_text(json.dumps(info))
-    source.scheduler_started(spec, contact_host)
     logger.info("daskfleet scheduler for %s at %s, dashboard %s", spec.cluster, info["address"], info["dashboard"])
     _install_signal_handlers(lambda: asyncio.ensure_future(scheduler.close(reason="signal")))
     await scheduler.finished()
@@ -152,6 +151,11 @@ async def wait_for_scheduler(address: str, security: Security, timeout: float) -
             return
 
 
+def spill_directory(runtime_dir: Path) -> str:
+    """Where a worker spills: systemd's CacheDirectory on instances (disk, not the in-memory /run)."""
+    return os.environ.get("CACHE_DIRECTORY") or str(runtime_dir / "work")
+
+
 async def run_worker(node: PreparedNode) -> ExitCode:
     spec = node.spec
     security = node_security()
@@ -169,7 +173,7 @@ async def run_worker(node: PreparedNode) -> ExitCode:
         death_timeout=spec.connect_timeout_s,
         startup_information={FINGERPRINT_KEY: lambda _worker: node.fingerprint},
         dashboard=False,
-        local_directory=str(node.runtime_dir / "work"),
+        local_directory=spill_directory(node.runtime_dir),
     )
     try:
         await worker
@@ -212,5 +216,5 @@ def run_node(role: str, source: NodeSource, runtime_dir: Path | None = None) -> 
     """Prepare and run one node until it is stopped; DaskfleetError carries the exit code."""
     node = prepare_node(role, source, runtime_dir or default_runtime_dir(role))
     if role == "scheduler":
-        return asyncio.run(run_scheduler(node, source))
+        return asyncio.run(run_scheduler(node))
     return asyncio.run(run_worker(node))

@@ -12,7 +12,6 @@ for tests only; when it is set the agent logs a warning.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -66,7 +65,6 @@ IMDS_RETRIES = urllib3.Retry(
 #: No new remote call starts once one fetch (spec, TLS, DNS record) has taken this long.
 DEADLINE_SECONDS = 120.0
 #: The scheduler's DNS record is short-lived: a replacement scheduler takes over quickly.
-DNS_TTL_SECONDS = 15
 
 _CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
     NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, TokenRetrievalError, SSOError,
@@ -310,33 +308,6 @@ class AwsSource:
         log.info("read TLS material from secret %s", name)
         return material
 
-    def scheduler_started(self, spec: Any, contact_host: str) -> None:
-        """Point the cluster's stable DNS name at this scheduler, when the spec names one."""
-        if not (spec.dns_zone_id and spec.dns_name):
-            return
-        if not _is_ipv4(contact_host):
-            raise DaskfleetError(
-                f"DNS record {spec.dns_name}: contact_host {contact_host!r} is not an IPv4 address",
-                ExitCode.SPEC_INVALID,
-            )
-        deadline = Deadline(self.deadline_s)
-        self._checked_identity("scheduler", deadline)
-        deadline.check(f"updating DNS record {spec.dns_name}")
-        call_aws(
-            self._client("route53"), "ChangeResourceRecordSets",
-            f"hosted zone {spec.dns_zone_id} (record {spec.dns_name})", INSTANCE_ROLE,
-            missing=ExitCode.SPEC_INVALID, HostedZoneId=spec.dns_zone_id,
-            ChangeBatch={
-                "Comment": f"daskfleet scheduler of {self.cluster}",
-                "Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
-                    "Name": spec.dns_name, "Type": "A", "TTL": DNS_TTL_SECONDS,
-                    "ResourceRecords": [{"Value": contact_host}],
-                }}],
-            },
-        )
-        log.info("pointed %s at %s (zone %s, TTL %d s)", spec.dns_name, contact_host, spec.dns_zone_id,
-                 DNS_TTL_SECONDS)
-
     def _checked_identity(self, role: str, deadline: Deadline) -> InstanceIdentity:
         if role not in conventions.NODE_ROLES:
             accepted = ", ".join(conventions.NODE_ROLES)
@@ -379,13 +350,6 @@ def fill_hosts(raw: Mapping[str, Any], private_ipv4: str) -> dict[str, Any]:
         if spec.get(key) is None:
             spec[key] = private_ipv4
     return spec
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
-    except ValueError:
-        return False
 
 
 def _spec_mapping(text: str, origin: str) -> Mapping[str, Any]:

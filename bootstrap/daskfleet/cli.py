@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .errors import DaskfleetError, ExitCode
+from .errors import DaskfleetError
 
 
 def _fail(error: DaskfleetError) -> None:

@@ -46,16 +46,33 @@ def _is_local(cluster: str, state_dir: Path | None) -> bool:
     return state_dir is not None or cluster == LOCAL_CLUSTER
 
 
-def security(cluster: str = LOCAL_CLUSTER, *, state_dir: str | Path | None = None, user: str | None = None) -> Security:
-    """The ``distributed.Security`` with this user's client certificate for ``cluster``."""
+def security(
+    cluster: str = LOCAL_CLUSTER,
+    *,
+    state_dir: str | Path | None = None,
+    user: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+) -> Security:
+    """The ``distributed.Security`` with this user's client certificate for ``cluster``.
+
+    ``"local"`` (or any ``state_dir``) reads the local cluster's files; any other name is an AWS
+    cluster whose certificate your AWS login (``profile``, ``region``) fetches from Secrets Manager.
+    """
     if _is_local(cluster, state_dir):
         return _security_from_material(_local_material(Path(state_dir or default_state_dir(cluster))), LOCAL_CLUSTER)
     from .aws_client import fetch_client_tls  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
 
-    return _security_from_material(fetch_client_tls(cluster, user), cluster)
+    return _security_from_material(fetch_client_tls(cluster, user, region=region, profile=profile), cluster)
 
 
-def scheduler_address(cluster: str = LOCAL_CLUSTER, *, state_dir: str | Path | None = None) -> str:
+def scheduler_address(
+    cluster: str = LOCAL_CLUSTER,
+    *,
+    state_dir: str | Path | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+) -> str:
     """Where ``cluster``'s scheduler listens."""
     if _is_local(cluster, state_dir):
         state = LocalCluster.load(Path(state_dir or default_state_dir(cluster)))
@@ -64,7 +81,7 @@ def scheduler_address(cluster: str = LOCAL_CLUSTER, *, state_dir: str | Path | N
         return state.address
     from .aws_client import discover_scheduler_address  # noqa: PLC0415
 
-    return discover_scheduler_address(cluster)
+    return discover_scheduler_address(cluster, region=region, profile=profile)
 
 
 def verify_scheduler_identity(client: Client, cluster: str) -> None:
@@ -86,14 +103,16 @@ def connect(
     address: str | None = None,
     state_dir: str | Path | None = None,
     user: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
     **client_kwargs: Any,
 ) -> Client:
     """A connected ``distributed.Client`` for ``cluster`` using this user's client certificate.
 
     ``address`` overrides discovery, e.g. ``tls://localhost:8786`` through an SSM port forward.
     """
-    sec = security(cluster, state_dir=state_dir, user=user)
-    target = address or scheduler_address(cluster, state_dir=state_dir)
+    sec = security(cluster, state_dir=state_dir, user=user, profile=profile, region=region)
+    target = address or scheduler_address(cluster, state_dir=state_dir, profile=profile, region=region)
     cluster_name = LOCAL_CLUSTER if _is_local(cluster, state_dir) else cluster
     try:
         client = Client(target, security=sec, **client_kwargs)

@@ -58,9 +58,6 @@ class NodeSource(Protocol):
     def fetch_tls(self, role: str) -> TlsMaterial:
         """This node's CA, certificate and key. Raises DaskfleetError(CERT_UNREADABLE/SOURCE_UNAVAILABLE)."""
 
-    def scheduler_started(self, spec: Any, contact_host: str) -> None:
-        """Called once the scheduler listens, e.g. to point the cluster's DNS name at it."""
-
 
 class DirectorySource:
     """A node directory: ``spec.json`` and ``tls/{ca,cert,key}.pem``."""
@@ -95,9 +92,6 @@ class DirectorySource:
             except (OSError, UnicodeDecodeError) as exc:
                 raise DaskfleetError(f"{role} TLS file {tls / name}: cannot read ({exc})", ExitCode.CERT_UNREADABLE) from None
         return TlsMaterial(*texts)
-
-    def scheduler_started(self, spec: Any, contact_host: str) -> None:
-        """Nothing to announce: local peers are told the address by the launcher."""
 
 
 #: Source factories by scheme: ``dir:PATH`` and ``aws:CLUSTER``.

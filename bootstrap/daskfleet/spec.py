@@ -46,10 +46,6 @@ class NodeSpec(BaseModel):
         description="what the scheduler does with a client whose core package versions differ",
     )
     audit_log: str | None = Field(default=None, description="path of the JSON-lines audit log (scheduler)")
-    dns_zone_id: str | None = Field(
-        default=None, description="scheduler on AWS: private hosted zone in which it keeps its record"
-    )
-    dns_name: str | None = Field(default=None, description="scheduler on AWS: the stable DNS name it keeps")
 
     @model_validator(mode="after")
     def _worker_needs_scheduler(self) -> NodeSpec:

@@ -11,7 +11,7 @@ import pytest
 from aws.awsfake import CLUSTER, PRIVATE_IPV4, REGION, SCHEDULER_ADDRESS, assert_fails, secret_texts
 
 from daskfleet import conventions, pki
-from daskfleet.aws_source import DNS_TTL_SECONDS, IMDS_ENDPOINT_ENV, AwsSource
+from daskfleet.aws_source import IMDS_ENDPOINT_ENV, AwsSource
 from daskfleet.errors import ExitCode
 from daskfleet.sources import make_source
 from daskfleet.spec import parse_spec
@@ -158,60 +158,6 @@ def test_no_pem_text_reaches_a_log_even_at_debug(stored_worker, imds, cluster_pk
     assert "daskfleet.aws_source" in {record.name for record in caplog.records}
     for text in secret_texts(cluster_pki["worker"]) + ["-----BEGIN"]:
         assert text not in caplog.text
-
-
-@pytest.fixture
-def hosted_zone(aws):
-    vpc = aws.client("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    zone = aws.client("route53").create_hosted_zone(
-        Name="internal.example", CallerReference="test", HostedZoneConfig={"PrivateZone": True},
-        VPC={"VPCRegion": REGION, "VPCId": vpc},
-    )
-    return zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
-
-
-def scheduler_spec(zone_id: str | None, dns_name: str | None = "scheduler.analytics.internal.example"):
-    return parse_spec({"cluster": CLUSTER, "role": "scheduler", "dns_zone_id": zone_id, "dns_name": dns_name}, "test")
-
-
-def a_records(aws, zone_id: str) -> list[dict]:
-    records = aws.client("route53").list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
-    return [record for record in records if record["Type"] == "A"]
-
-
-def test_a_started_scheduler_points_the_dns_name_at_itself(aws, imds, hosted_zone):
-    imds.tags[conventions.TAG_ROLE] = "scheduler"
-    source = make_source(f"aws:{CLUSTER}")
-    spec = scheduler_spec(hosted_zone)
-
-    source.scheduler_started(spec, "10.0.1.23")
-    source.scheduler_started(spec, "10.0.2.42")  # its replacement takes the name over
-
-    [record] = a_records(aws, hosted_zone)
-    assert record["Name"].rstrip(".") == spec.dns_name
-    assert record["ResourceRecords"] == [{"Value": "10.0.2.42"}]
-    assert 10 <= record["TTL"] == DNS_TTL_SECONDS <= 30
-
-
-def test_no_dns_record_without_a_zone_in_the_spec(aws, imds, hosted_zone, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # any AWS call would fail
-    make_source(f"aws:{CLUSTER}").scheduler_started(scheduler_spec(None, None), "10.0.1.23")
-    assert a_records(aws, hosted_zone) == []
-
-
-def test_a_missing_hosted_zone_is_named(aws, imds):
-    imds.tags[conventions.TAG_ROLE] = "scheduler"
-    assert_fails(
-        lambda: make_source(f"aws:{CLUSTER}").scheduler_started(scheduler_spec("Z0000000000NOSUCH"), "10.0.1.23"),
-        ExitCode.SPEC_INVALID, "Z0000000000NOSUCH", "scheduler.analytics.internal.example",
-    )
-
-
-def test_a_dns_record_needs_an_ipv4_contact_host(aws, imds, hosted_zone):
-    assert_fails(
-        lambda: make_source(f"aws:{CLUSTER}").scheduler_started(scheduler_spec(hosted_zone), "scheduler.local"),
-        ExitCode.SPEC_INVALID, "'scheduler.local'", "IPv4",
-    )
 
 
 def test_the_imds_fixture_refuses_reads_without_a_token(imds):
