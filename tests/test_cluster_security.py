@@ -178,3 +178,19 @@ def test_client_with_different_core_packages_is_refused(local_cluster, second_ve
     result = subprocess.run([str(second_venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 3, result.stderr
     assert f"toolz 0.12.1 (yours) != {metadata.version('toolz')} (cluster)" in result.stdout
+
+
+def test_a_client_cannot_speak_for_a_worker_on_its_stream(local_cluster):
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        worker = next(iter(client.scheduler_info()["workers"]))
+        client.scheduler_comm.send({"op": "task-erred", "worker": worker, "key": "x", "stimulus_id": "forged"})
+        client_id = client.id
+        assert client.submit(len, "still fine").result(timeout=30) == 10
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        refused = [e for e in _audit(local_cluster) if e["event"] == "client-stream-refused" and e.get("op") == "task-erred"]
+        if refused:
+            assert refused[-1]["identity"] == local_cluster.user and "not a client's" in refused[-1]["reason"]
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no client-stream-refused audit line for {client_id}")

@@ -47,3 +47,31 @@ def test_operations_are_bound_to_roles():
     assert "worker required" in keeper().check_operation("heartbeat_worker", peer("client")).reason
     assert keeper().check_operation("who_has", peer("scheduler")) is not None
     assert "no daskfleet role URI" in keeper().check_operation("who_has", Peer(None, None, "x")).reason
+
+
+def test_a_stream_carries_only_its_roles_operations_as_itself():
+    k = keeper()
+    assert k.check_stream_message("client", "C1", {"op": "update-graph"}) is None
+    assert k.check_stream_message("client", "C1", {"op": "client-desires-keys", "client": "C1"}) is None
+    assert "not a client's" in k.check_stream_message("client", "C1", {"op": "task-finished", "worker": "w"}).reason
+    assert "names client 'C2'" in k.check_stream_message("client", "C1", {"op": "client-releases-keys", "client": "C2"}).reason
+    assert k.check_stream_message("worker", "tls://w:1", {"op": "task-finished"}) is None
+    assert "not a worker's" in k.check_stream_message("worker", "tls://w:1", {"op": "update-graph"}).reason
+    assert "names worker" in k.check_stream_message("worker", "tls://w:1", {"op": "task-erred", "worker": "tls://v:2"}).reason
+    assert k.check_stream_message("worker", "tls://w:1", {"op": "close-stream"}) is None
+
+
+def test_client_stream_operations_match_the_installed_distributed():
+    # If distributed renames or adds a client stream operation, this fails instead of clients breaking.
+    import asyncio
+
+    from distributed import Scheduler
+
+    from daskfleet.plugins import CLIENT_STREAM_OPS, STREAM_CONTROL_OPS
+
+    async def handlers():
+        return set(Scheduler(dashboard=False).stream_handlers)
+
+    names = asyncio.run(handlers())
+    assert CLIENT_STREAM_OPS <= names
+    assert not STREAM_CONTROL_OPS & names

@@ -50,6 +50,17 @@ CLIENT_OPS = frozenset(
         "unregister_worker_plugin", "register_nanny_plugin", "unregister_nanny_plugin",
     }
 )
+#: Operations a client may send on its registered stream; every other stream operation is a
+#: worker's (distributed merges both sets into one table, so a client could otherwise send
+#: "task-finished" on behalf of a worker).
+CLIENT_STREAM_OPS = frozenset(
+    {
+        "update-graph", "client-desires-keys", "update-data", "report-key", "client-releases-keys",
+        "heartbeat-client", "close-client", "subscribe-topic", "unsubscribe-topic", "cancel-keys",
+    }
+)
+#: Ends a stream; allowed on both.
+STREAM_CONTROL_OPS = frozenset({"close-stream"})
 #: Roles that may connect to the scheduler at all (its own certificate never does).
 PEER_ROLES = frozenset({"worker", "client"})
 
@@ -133,6 +144,21 @@ class Gatekeeper:
             if ours != yours:
                 differences.append(f"{name} {yours or 'missing'} (yours) != {ours or 'missing'} (cluster)")
         return differences
+
+    def check_stream_message(self, kind: str, own_id: str, msg: Any) -> Refusal | None:
+        """May a registered ``kind`` ("client"/"worker") stream carry ``msg``, acting as ``own_id``?"""
+        if msg == "OK":
+            return None
+        if not isinstance(msg, dict):
+            return Refusal(f"malformed stream message of type {type(msg).__name__}")
+        op = msg.get("op")
+        if op in STREAM_CONTROL_OPS:
+            return None
+        if (op in CLIENT_STREAM_OPS) != (kind == "client"):
+            return Refusal(f"stream operation {op!r} is not a {kind}'s")
+        if msg.get(kind, own_id) != own_id:
+            return Refusal(f"stream operation {op!r} names {kind} {msg.get(kind)!r}, not its own")
+        return None
 
     def check_client(self, peer: Peer, client_versions: Mapping[str, Any]) -> tuple[Refusal | None, str | None]:
         """(refusal, warning) for a registering client."""
@@ -256,6 +282,7 @@ class SchedulerGuard:
                 await comm.close()
                 return None
             self.audit.record("worker-join", identity=peer.identity, worker=msg.get("address"), peer=peer.address)
+            self._restrict_stream(comm, peer, "worker", msg.get("address"))
             return await handler(comm, **msg)
 
         return register_worker
@@ -274,9 +301,30 @@ class SchedulerGuard:
                 self.audit.record("client-version-warning", identity=peer.identity, client=client, detail=warning)
             self.identities[client] = peer
             self.audit.record("client-connect", identity=peer.identity, client=client, peer=peer.address)
+            self._restrict_stream(comm, peer, "client", client)
             return await handler(comm, client=client, versions=versions, **msg)
 
         return register_client
+
+
+    def _restrict_stream(self, comm: Any, peer: Peer, kind: str, own_id: Any) -> None:
+        """Drop, log and audit any message on this registered stream that is not its role's own."""
+        read = comm.read
+        gatekeeper = self.gatekeeper
+
+        async def read_own(*args: Any, **kwargs: Any) -> Any:
+            msgs = await read(*args, **kwargs)
+            batch = msgs if isinstance(msgs, (list, tuple)) else (msgs,)
+            kept = []
+            for msg in batch:
+                refusal = gatekeeper.check_stream_message(kind, own_id, msg)
+                if refusal is None:
+                    kept.append(msg)
+                else:
+                    self._refuse(f"{kind}-stream", peer, refusal, op=msg.get("op") if isinstance(msg, dict) else None)
+            return kept
+
+        comm.read = read_own
 
 
 def scheduler_versions() -> dict[str, str | None]:
