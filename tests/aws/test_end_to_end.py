@@ -1,0 +1,127 @@
+"""Proof without AWS: boot a real cluster from what the Pulumi program declares.
+
+The program is evaluated under mocks whose pulumi-tls resources produce real keys and
+certificates; the SSM parameters and secrets it declares are loaded into a moto server; each
+node gets its rendered user data and instance identity from its own local IMDSv2 endpoint and
+runs the command that user data starts, through the agent's AWS source. A configured user then
+fetches the client certificate the stack issued to them, with their own AWS identity, and
+computes. Names on both sides come from daskfleet.conventions, so a renamed secret or parameter
+breaks this test.
+
+What is emulated: DNS. The stack's private hosted zone record (kept by its DNS updater) would
+point the scheduler's name at the scheduler's private address; here every node's private
+address is 127.0.0.1, and the worker spec's host is rewritten to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from aws.imds import ImdsServer
+from infra.program import evaluate_program, example_config
+
+import daskfleet
+from daskfleet import conventions, userdata
+from daskfleet.agent import SCHEDULER_INFO_FILE
+from daskfleet.aws_source import IMDS_ENDPOINT_ENV
+from daskfleet.environment import current_fingerprint
+
+NODE_ADDRESS = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    # The image's environment is this one: its fingerprint is what the stack pins.
+    return evaluate_program({**example_config(), "environmentFingerprint": current_fingerprint()})
+
+
+def _exec_start(user_data: str) -> list[str]:
+    """The agent command the rendered user data installs as the node's systemd unit."""
+    document = yaml.safe_load(user_data.removeprefix("#cloud-config\n"))
+    (unit,) = [f["content"] for f in document["write_files"] if f["path"] == userdata.UNIT_PATH]
+    (line,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+def _load_into_moto(aws, stack, cluster: str, region: str) -> None:
+    ssm = boto3.client("ssm", region_name=region, endpoint_url=aws.endpoint)
+    secrets = boto3.client("secretsmanager", region_name=region, endpoint_url=aws.endpoint)
+    for name, value in stack.parameters.items():
+        if name == conventions.spec_parameter_name(cluster, "worker"):
+            spec = json.loads(value)
+            port = spec["scheduler_address"].rsplit(":", 1)[1]
+            spec["scheduler_address"] = f"tls://{NODE_ADDRESS}:{port}"  # the DNS record, emulated
+            value = json.dumps(spec)
+        ssm.put_parameter(Name=name, Value=value, Type="String")
+    for name, value in stack.secrets.items():
+        secrets.create_secret(Name=name, SecretString=value)
+
+
+def _boot(role: str, stack, tmp_path: Path, env: dict[str, str], imds: ImdsServer) -> subprocess.Popen:
+    argv = _exec_start(stack.user_data[role])
+    assert argv[0] == userdata.DASKFLEET_EXECUTABLE
+    run_dir = tmp_path / "run" / role
+    run_dir.mkdir(parents=True)
+    node_env = {**env, IMDS_ENDPOINT_ENV: imds.url, "RUNTIME_DIRECTORY": str(run_dir)}
+    log = open(tmp_path / f"{role}.log", "wb")  # noqa: SIM115  closed with the test's tmp dir
+    return subprocess.Popen([sys.executable, "-m", "daskfleet", *argv[1:]], env=node_env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"node exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {path.name}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_computes(aws, stack, tmp_path, monkeypatch):
+    cluster, region = stack.outputs["cluster"], stack.outputs["region"]
+    monkeypatch.setenv("AWS_REGION", region)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    user = example_config()["users"][0].split("=", 1)[0]
+    for role in conventions.NODE_ROLES:
+        assert "PRIVATE KEY" not in stack.user_data[role]
+    _load_into_moto(aws, stack, cluster, region)
+
+    env = {key: value for key, value in os.environ.items() if key.startswith("AWS_") or key in ("PATH", "HOME")}
+    procs = []
+    imds_servers = {
+        role: ImdsServer(instance_id=f"i-0{index}23456789abcdef", region=region, private_ipv4=NODE_ADDRESS,
+                         tags=stack.instance_tags[role], user_data=stack.user_data[role].encode()).start()
+        for index, role in enumerate(conventions.NODE_ROLES)
+    }
+    try:
+        scheduler = _boot("scheduler", stack, tmp_path, env, imds_servers["scheduler"])
+        procs.append(scheduler)
+        _wait_for(tmp_path / "run" / "scheduler" / SCHEDULER_INFO_FILE, scheduler, tmp_path / "scheduler.log")
+        procs.append(_boot("worker", stack, tmp_path, env, imds_servers["worker"]))
+
+        forwarded = stack.outputs["forwardedSchedulerAddress"].replace("localhost", NODE_ADDRESS)
+        with daskfleet.connect(cluster, address=forwarded, user=user, timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(sum, range(10)).result(timeout=60) == 45
+            (worker,) = client.scheduler_info()["workers"].values()
+            assert worker["host"] == NODE_ADDRESS
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for server in imds_servers.values():
+            server.stop()
+    audit = (tmp_path / "run" / "scheduler" / "audit.jsonl").read_text()
+    assert f'"identity": "{user}"' in audit
