@@ -42,22 +42,25 @@ bench: install
 # The Pulumi program in infra/ (see infra/Pulumi.example.yaml). STACK=<name> picks the stack
 # (default: the selected one); PULUMI_ARGS passes further flags, e.g. PULUMI_ARGS=--yes.
 # The program runs in .venv through uv (infra/Pulumi.yaml), so the repository's uv goes on PATH.
+# preview and up run the CrossGuard policy pack (infra/policy, every policy mandatory): a stack
+# that breaks an invariant stops at preview, before anything changes.
 PULUMI ?= pulumi
 STACK ?=
 PULUMI_ARGS ?=
 PULUMI_RUN = PATH="$(abspath $(TOOLS))/bin:$$PATH" $(PULUMI) -C infra
 PULUMI_STACK = $(if $(STACK),--stack $(STACK))
+POLICY_PACK := $(abspath infra/policy)
 require_pulumi = $(if $(shell command -v $(PULUMI) 2>/dev/null),,$(error the Pulumi CLI ($(PULUMI)) is not installed; install it from https://www.pulumi.com/docs/install/ and run `make $@` again))
 
 preview:
 	$(require_pulumi)
 	@$(MAKE) --no-print-directory --silent install
-	$(PULUMI_RUN) preview $(PULUMI_STACK) $(PULUMI_ARGS)
+	$(PULUMI_RUN) preview --policy-pack $(POLICY_PACK) $(PULUMI_STACK) $(PULUMI_ARGS)
 
 up:
 	$(require_pulumi)
 	@$(MAKE) --no-print-directory --silent install
-	$(PULUMI_RUN) up $(PULUMI_STACK) $(PULUMI_ARGS)
+	$(PULUMI_RUN) up --policy-pack $(POLICY_PACK) $(PULUMI_STACK) $(PULUMI_ARGS)
 
 down:
 	$(require_pulumi)

@@ -13,6 +13,7 @@ from daskfleet_infra.lookups import look_up_account, look_up_image, look_up_netw
 from daskfleet_infra.network import Network, NetworkArgs
 from daskfleet_infra.observability import Observability, ObservabilityArgs
 from daskfleet_infra.pki import Pki, PkiArgs
+from daskfleet_infra.scheduler_dns import SchedulerDns, SchedulerDnsArgs
 from daskfleet_infra.security_groups import SecurityGroups, SecurityGroupsArgs
 from daskfleet_infra.specs import NodeSpecs, NodeSpecsArgs, scheduler_address
 from daskfleet_infra.storage import Storage, StorageArgs
@@ -54,7 +55,7 @@ Budget("budget", BudgetArgs(
 identity = Identity("identity", IdentityArgs(
     cluster=config.cluster, account=account, bucket_arn=storage.bucket_arn,
     extra_read_buckets=config.extra_read_buckets, key_arn=storage.key_arn,
-    log_group_arn=observability.log_group_arn, zone_id=network.zone_id, scheduler_dns_name=dns_name,
+    log_group_arn=observability.log_group_arn,
 ), with_aws)
 pki = Pki("pki", PkiArgs(
     cluster=config.cluster, users=users, node_role_arns=identity.role_arns,
@@ -63,7 +64,11 @@ pki = Pki("pki", PkiArgs(
 ), with_aws)
 specs = NodeSpecs("node-specs", NodeSpecsArgs(
     cluster=config.cluster, environment_fingerprint=config.environment_fingerprint,
-    scheduler_dns_name=dns_name, zone_id=network.zone_id,
+    scheduler_dns_name=dns_name,
+), with_aws)
+scheduler_dns = SchedulerDns("scheduler-dns", SchedulerDnsArgs(
+    cluster=config.cluster, account=account, zone_id=network.zone_id, scheduler_dns_name=dns_name,
+    log_retention_days=config.log_retention_days,
 ), with_aws)
 Compute("compute", ComputeArgs(
     cluster=config.cluster, image=image, subnet_ids=network.private_subnet_ids,
@@ -73,7 +78,8 @@ Compute("compute", ComputeArgs(
     worker_max_size=config.worker_max_size, worker_on_demand_base=config.worker_on_demand_base,
     worker_on_demand_percent_above_base=config.worker_on_demand_percent_above_base,
     worker_drain_seconds=config.worker_drain_seconds, root_volume_gb=config.root_volume_gb,
-    boot_after=[identity, pki, specs],
+    # The DNS updater must be listening before the scheduler's first launch event.
+    boot_after=[identity, pki, specs, scheduler_dns],
 ), with_aws)
 
 # 3. Export what people need to connect; nothing here is secret.

@@ -18,13 +18,15 @@ DASKFLEET_EXECUTABLE = "/opt/daskfleet/env/bin/daskfleet"
 #: The systemd unit running the agent.
 UNIT_NAME = "daskfleet-node.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
-#: Exit codes that no restart can fix: the spec, the certificate or the environment is wrong.
+#: Exit codes that no restart can fix: the spec, the certificate or the environment is wrong,
+#: or the scheduler refused this node (it would refuse it again).
 NO_RESTART_EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode.SPEC_INVALID,
     ExitCode.CERT_UNREADABLE,
     ExitCode.CERT_NOT_VALID_NOW,
     ExitCode.CERT_ROLE_MISMATCH,
     ExitCode.ENV_MISMATCH,
+    ExitCode.REFUSED_BY_SCHEDULER,
 )
 RESTART_DELAY_SECONDS = 5
 
@@ -54,10 +56,13 @@ def render_unit(cluster: str, role: conventions.Role) -> str:
             "Restart=on-failure",
             f"RestartSec={RESTART_DELAY_SECONDS}",
             f"RestartPreventExitStatus={no_restart}",
-            # The agent writes its certificates and Dask config 0600 under $RUNTIME_DIRECTORY.
+            # The agent writes its certificates and Dask config 0600 under $RUNTIME_DIRECTORY (memory);
+            # a worker spills data to $CACHE_DIRECTORY (disk). Both are private to the unit's user.
             "DynamicUser=yes",
             "RuntimeDirectory=daskfleet",
             "RuntimeDirectoryMode=0700",
+            "CacheDirectory=daskfleet",
+            "CacheDirectoryMode=0700",
             "NoNewPrivileges=yes",
             "LimitNOFILE=65536",
             "",

@@ -2,6 +2,7 @@
 
 config (the stack's typed configuration), lookups (account, network and image facts read
 before anything is declared), network, security_groups, storage, observability, budget,
-identity, pki, specs (node specs in SSM), compute; access (addresses and port-forwarding
+identity, pki, specs (node specs in SSM), scheduler_dns (the Lambda keeping the scheduler's
+DNS record; its code in dns_updater/), compute; access (addresses and port-forwarding
 commands). mocks and evaluate run the program under Pulumi's mocks, without a cloud.
 """

@@ -11,7 +11,7 @@ or import it as ``infra.program`` in the tests, see tests/infra/program.py)::
     record.parameters               # SSM parameter name -> value (the node specs, JSON)
     record.secrets                  # Secrets Manager secret name -> secret string ({"ca","cert","key"}, real PEMs)
     record.outputs                  # stack outputs, resolved; record.secret_outputs names the secret ones
-    record.resources                # every resource: type, name, urn, parent, provider, inputs, outputs
+    record.resources                # every resource: type, name, urn, parent, provider, inputs, outputs, dependencies
     record.calls                    # every invoke: token, args
 
 ``config`` maps keys without the ``daskfleet:`` namespace to Python values (str, int,
@@ -74,6 +74,8 @@ class ResourceRecord:
     #: Top-level inputs the program marked secret.
     secret_inputs: list[str]
     outputs: dict[str, Any]
+    #: URNs of the resources this one was declared to wait for (depends_on and inputs computed from them).
+    dependencies: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 ``node_policy`` (pure) writes each role's policy from ARNs: the cluster bucket read/write and
 extra buckets read-only, the role's own TLS secret and the cluster's parameters read-only,
-the cluster key through S3 and Secrets Manager only, the cluster log group. The scheduler
-alone may scale and terminate instances of its own worker group and keep its own DNS record.
-Session Manager (instead of SSH) comes from AmazonSSMManagedInstanceCore.
+the cluster key through S3 and Secrets Manager only, the cluster log group, and what
+Session Manager (instead of SSH) needs on an instance. The scheduler alone may scale and
+terminate instances of its own worker group. No AWS-managed policy is attached:
+AmazonSSMManagedInstanceCore would let a node read every SSM parameter of the account.
 """
 
 from __future__ import annotations
@@ -21,7 +22,21 @@ from daskfleet import conventions
 
 from .lookups import Account
 
-SSM_MANAGED_INSTANCE_CORE = "AmazonSSMManagedInstanceCore"
+#: What the SSM Agent needs for Session Manager sessions (shell and port forwarding), nothing more:
+#: register the instance, and open the session's control and data channels. None of these has
+#: resource-level permissions, so "*" is the only resource; none reads or writes data. Relied on:
+#: the AWS-managed policy AWSCloud9SSMInstanceProfile, which is exactly this statement
+#: (https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCloud9SSMInstanceProfile.html),
+#: and "Reference: ec2messages, ssmmessages, and other API operations" (ssmmessages creates the
+#: session channels; https://docs.aws.amazon.com/systems-manager/latest/userguide/systems-manager-setting-up-messageAPIs.html).
+#: Left out on purpose: ec2messages:* (Run Command) and ssm:GetParameter(s) on "*".
+SESSION_MANAGER_ACTIONS: tuple[str, ...] = (
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+)
 #: What the scheduler may do to instances of its own worker group (its scaler and drain logic).
 WORKER_GROUP_ACTIONS: tuple[str, ...] = (
     "autoscaling:SetDesiredCapacity",
@@ -39,8 +54,6 @@ class IdentityArgs:
     extra_read_buckets: Sequence[str]
     key_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
-    zone_id: pulumi.Input[str]
-    scheduler_dns_name: str
 
 
 def role_name(cluster: str, role: conventions.Role) -> str:
@@ -64,8 +77,6 @@ def node_policy(
     extra_read_buckets: Sequence[str],
     key_arn: str,
     log_group_arn: str,
-    zone_id: str,
-    scheduler_dns_name: str,
 ) -> dict[str, Any]:
     """The role's inline policy: every data and secret action scoped to this cluster's resources."""
 
@@ -115,6 +126,12 @@ def node_policy(
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
             "Resource": [log_group_arn, f"{log_group_arn}:*"],
         },
+        {
+            "Sid": "SessionManager",
+            "Effect": "Allow",
+            "Action": list(SESSION_MANAGER_ACTIONS),
+            "Resource": "*",
+        },
     ]
     if extra_read_buckets:
         statements += [
@@ -153,17 +170,6 @@ def node_policy(
                 ],
                 "Resource": "*",
             },
-            {
-                "Sid": "KeepOwnDnsRecord",
-                "Effect": "Allow",
-                "Action": ["route53:ChangeResourceRecordSets"],
-                "Resource": [f"arn:{account.partition}:route53:::hostedzone/{zone_id}"],
-                "Condition": {"ForAllValues:StringEquals": {
-                    "route53:ChangeResourceRecordSetsNormalizedRecordNames": [scheduler_dns_name],
-                    "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
-                    "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
-                }},
-            },
         ]
     return {"Version": "2012-10-17", "Statement": statements}
 
@@ -191,19 +197,13 @@ class Identity(pulumi.ComponentResource):
                 f"{name}-{node_role}",
                 role=role.name,
                 name="daskfleet-node",
-                policy=pulumi.Output.all(args.bucket_arn, args.key_arn, args.log_group_arn, args.zone_id).apply(
+                policy=pulumi.Output.all(args.bucket_arn, args.key_arn, args.log_group_arn).apply(
                     lambda arns, node_role=node_role: json.dumps(node_policy(
                         cluster=args.cluster, role=node_role, account=account,
                         bucket_arn=arns[0], extra_read_buckets=args.extra_read_buckets, key_arn=arns[1],
-                        log_group_arn=arns[2], zone_id=arns[3], scheduler_dns_name=args.scheduler_dns_name,
+                        log_group_arn=arns[2],
                     ))
                 ),
-                opts=child,
-            ))
-            self.policies.append(aws.iam.RolePolicyAttachment(
-                f"{name}-{node_role}-ssm",
-                role=role.name,
-                policy_arn=f"arn:{account.partition}:iam::aws:policy/{SSM_MANAGED_INSTANCE_CORE}",
                 opts=child,
             ))
             profile = aws.iam.InstanceProfile(

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pulumi.asset import Archive, Asset, AssetArchive
 from pulumi.runtime import Mocks
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
@@ -288,15 +289,15 @@ class ProgramMocks(Mocks):
             self.resources.append({
                 "type": args.typ, "name": args.name, "custom": bool(args.custom), "provider": args.provider or "",
                 "id": resource_id, "inputs": inputs, "secret_inputs": secret_inputs, "outputs": outputs,
-                "urn": "", "parent": "",
+                "urn": "", "parent": "", "dependencies": [],
             })
         return resource_id, outputs
 
-    def record_registration(self, type_: str, name: str, urn: str, parent: str) -> None:
+    def record_registration(self, type_: str, name: str, urn: str, parent: str, dependencies: Sequence[str] = ()) -> None:
         with self._lock:
             for record in self.resources:
                 if record["type"] == type_ and record["name"] == name and not record["urn"]:
-                    record["urn"], record["parent"] = urn, parent
+                    record["urn"], record["parent"], record["dependencies"] = urn, parent, sorted(set(dependencies))
                     return
 
     def _arn(self, service: str, resource: str, *, regional: bool = True, in_account: bool = True) -> str:
@@ -350,6 +351,21 @@ class ProgramMocks(Mocks):
             outputs.update(latestVersion=1, defaultVersion=1, arn=self._arn("ec2", f"launch-template/{resource_id}"))
         elif typ == "aws:ec2/vpcEndpoint:VpcEndpoint" and outputs.get("vpcEndpointType") == "Gateway":
             outputs["prefixListId"] = S3_PREFIX_LIST_ID
+        elif typ == "aws:lambda/function:Function":
+            resource_id = outputs["name"]
+            arn = self._arn("lambda", f"function:{resource_id}")
+            outputs.update(
+                arn=arn, qualifiedArn=f"{arn}:$LATEST", version="$LATEST",
+                invokeArn=f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}/invocations",
+            )
+        elif typ == "aws:lambda/permission:Permission":
+            resource_id = outputs.setdefault("statementId", f"terraform-{_digest(typ, name, length=26)}")
+        elif typ == "aws:cloudwatch/eventRule:EventRule":
+            resource_id = outputs["name"]
+            outputs["arn"] = self._arn("events", f"rule/{resource_id}")
+        elif typ == "aws:cloudwatch/eventTarget:EventTarget":
+            outputs.setdefault("targetId", f"terraform-{_digest(typ, name, length=26)}")
+            resource_id = f"{outputs['rule']}-{outputs['targetId']}"
         elif typ == "aws:budgets/budget:Budget":
             resource_id = f"{self.account_id}:{outputs['name']}"
             outputs["arn"] = f"arn:aws:budgets::{self.account_id}:budget/{outputs['name']}"
@@ -440,18 +456,20 @@ class ProgramMocks(Mocks):
 
 
 class RecordingMonitor(MockMonitor):
-    """Tells the mocks each resource's URN and parent, which MockResourceArgs does not carry."""
+    """Tells the mocks each resource's URN, parent and dependencies, which MockResourceArgs does not carry."""
 
     mocks: ProgramMocks
 
     def RegisterResource(self, request):  # noqa: N802 (the monitor's gRPC method name)
         response = super().RegisterResource(request)
-        self.mocks.record_registration(request.type, request.name, response.urn, request.parent)
+        self.mocks.record_registration(request.type, request.name, response.urn, request.parent, request.dependencies)
         return response
 
 
 def json_safe(value: Any) -> Any:
-    """Inputs and outputs as plain JSON values."""
+    """Inputs and outputs as plain JSON values; assets and archives as {"asset"/"archive": kind, ...}."""
+    if isinstance(value, (Asset, Archive)):
+        return _asset_record(value)
     if isinstance(value, Mapping):
         return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -459,3 +477,14 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return json.loads(json.dumps(value, default=str))
+
+
+def _asset_record(value: Asset | Archive) -> dict[str, Any]:
+    """What an asset or archive holds: its path, text or URI, or (AssetArchive) its members by name."""
+    if isinstance(value, AssetArchive):
+        return {"archive": "assets", "assets": {name: json_safe(item) for name, item in value.assets.items()}}
+    kind = "archive" if isinstance(value, Archive) else "asset"
+    for attribute in ("path", "text", "uri"):
+        if isinstance(getattr(value, attribute, None), str):
+            return {kind: attribute, attribute: getattr(value, attribute)}
+    raise TypeError(f"ProgramMocks: cannot record {type(value).__name__}")

@@ -1,7 +1,7 @@
 """The cluster's private network: an adopted VPC, or a created one with VPC endpoints instead of internet egress.
 
-Either way the cluster gets its own private hosted zone, in which the scheduler keeps its
-stable name. A created network has private subnets only (plus, with a NAT gateway, one
+Either way the cluster gets its own private hosted zone holding the scheduler's stable
+name (kept by the SchedulerDns component). A created network has private subnets only (plus, with a NAT gateway, one
 public subnet holding the gateway); nodes never get public addresses.
 """
 
@@ -66,9 +66,9 @@ class Network(pulumi.ComponentResource):
         zone = aws.route53.Zone(
             f"{name}-zone",
             name=args.zone_name,
-            comment=f"daskfleet cluster {args.cluster}: the scheduler keeps its own record here",
+            comment=f"daskfleet cluster {args.cluster}: the scheduler's private name",
             vpcs=[aws.route53.ZoneVpcArgs(vpc_id=self.vpc_id)],
-            # The scheduler writes its record at boot; destroying the stack removes it too.
+            # The DNS updater writes the scheduler's record outside Pulumi; destroying the stack removes it too.
             force_destroy=True,
             opts=self._child,
         )

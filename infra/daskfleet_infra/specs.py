@@ -21,23 +21,20 @@ class NodeSpecsArgs:
     cluster: str
     environment_fingerprint: str
     scheduler_dns_name: str
-    zone_id: pulumi.Input[str]
 
 
 def scheduler_address(scheduler_dns_name: str) -> str:
     return f"tls://{scheduler_dns_name}:{conventions.SCHEDULER_PORT}"
 
 
-def scheduler_spec(cluster: str, fingerprint: str, zone_id: str, dns_name: str) -> NodeSpec:
-    """The scheduler listens on its private address and keeps dns_name in zone_id pointed at itself."""
+def scheduler_spec(cluster: str, fingerprint: str) -> NodeSpec:
+    """The scheduler listens on its private address; the SchedulerDns component points its name there."""
     return NodeSpec(
         cluster=cluster,
         role="scheduler",
         scheduler_port=conventions.SCHEDULER_PORT,
         dashboard_port=conventions.DASHBOARD_PORT,
         expected_fingerprint=fingerprint,
-        dns_zone_id=zone_id,
-        dns_name=dns_name,
     )
 
 
@@ -60,9 +57,7 @@ class NodeSpecs(pulumi.ComponentResource):
     def __init__(self, name: str, args: NodeSpecsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("daskfleet:aws:NodeSpecs", name, None, opts)
         values = {
-            "scheduler": pulumi.Output.from_input(args.zone_id).apply(
-                lambda zone_id: dump_spec(scheduler_spec(args.cluster, args.environment_fingerprint, zone_id, args.scheduler_dns_name))
-            ),
+            "scheduler": dump_spec(scheduler_spec(args.cluster, args.environment_fingerprint)),
             "worker": dump_spec(worker_spec(args.cluster, args.environment_fingerprint, args.scheduler_dns_name)),
         }
         self.parameter_names = {}

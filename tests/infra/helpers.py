@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import keyword
 import json
 import re
 from collections.abc import Iterable
@@ -57,6 +58,8 @@ def resource_class(type_token: str) -> type:
     """The pulumi-aws (or pulumi-tls) Python class declaring ``type_token``, e.g. aws:s3/bucket:Bucket."""
     package, module_path, class_name = type_token.split(":")
     module = module_path.split("/")[0]
+    if keyword.iskeyword(module):  # the SDK's Python name for a keyword: aws:lambda/... lives in pulumi_aws.lambda_
+        module += "_"
     root = importlib.import_module(f"pulumi_{package}")
     owner = root if module == "index" else importlib.import_module(f"pulumi_{package}.{module}")
     return getattr(owner, class_name)

@@ -11,7 +11,8 @@
                           #   Secrets Manager name -> secret string, with real PEMs (keys, certs, CA)
     record.outputs        # stack outputs: schedulerAddress, dashboardUrl, bucketName, clientSecretArns,
                           #   schedulerPortForwardCommand, dashboardPortForwardCommand, ...
-    record.resources      # every resource: type, name, urn, parent, provider, inputs, secret_inputs, outputs
+    record.resources      # every resource: type, name, urn, parent, provider, inputs, secret_inputs, outputs,
+                          #   dependencies (URNs it waits for)
     record.calls          # every invoke (token, args); record.warnings: deprecations and engine warnings
 
 Each call runs the program in a fresh process (about 5 s) with new keys and certificates;

@@ -1,4 +1,7 @@
-"""Identity: two node roles, each allowed only its own cluster's things; the scheduler alone scales workers."""
+"""Identity: two node roles, each allowed only its own cluster's things; the scheduler alone scales workers.
+
+(The scheduler's DNS record is kept by the SchedulerDns component's own role: test_scheduler_dns.py.)
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 #: Actions that touch data or secrets: never granted on "*".
 DATA_ACTION_PREFIXES = ("s3:", "secretsmanager:", "ssm:", "kms:", "logs:", "route53:", "autoscaling:Set", "autoscaling:Terminate", "autoscaling:Complete")
+#: Session Manager's instance-side actions: no resource-level permissions, no data (identity.SESSION_MANAGER_ACTIONS).
+SESSION_MANAGER_ACTIONS = {
+    "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel",
+}
 
 
 def policy_of(record, role):
@@ -24,8 +32,12 @@ def secret_arn(name: str, suffix: str = "AbCdEf") -> str:
     return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-{suffix}"
 
 
+def node_roles(record):
+    return {role.name: role for role in record.of_type("aws:iam/role:Role") if role.name.startswith("identity-")}
+
+
 def test_each_node_role_has_its_own_role_and_instance_profile_assumable_by_ec2(example):
-    roles = {role.name: role for role in example.of_type("aws:iam/role:Role")}
+    roles = node_roles(example)
     assert set(roles) == {"identity-scheduler", "identity-worker"}
     for node_role in conventions.NODE_ROLES:
         role = roles[f"identity-{node_role}"]
@@ -34,8 +46,35 @@ def test_each_node_role_has_its_own_role_and_instance_profile_assumable_by_ec2(e
         assert trust == {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
         profile = example.one("aws:iam/instanceProfile:InstanceProfile", f"identity-{node_role}")
         assert profile.inputs["role"] == role.outputs["name"]
-        attached = [a.inputs for a in example.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == role.outputs["name"]]
-        assert attached == [{"role": role.outputs["name"], "policyArn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}]
+
+
+def test_no_managed_policy_is_attached_to_a_node_role(every_record):
+    """AmazonSSMManagedInstanceCore would let a node read every SSM parameter of the account."""
+    names = {role.outputs["name"] for role in node_roles(every_record).values()}
+    for attachment in every_record.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment"):
+        assert attachment.inputs["role"] not in names, attachment.inputs
+    for role in node_roles(every_record).values():
+        assert not role.inputs.get("managedPolicyArns"), role.name
+    inline = [p.inputs["role"] for p in every_record.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] in names]
+    assert sorted(inline) == sorted(names)  # one inline policy per role is everything it may do
+
+
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_nodes_get_only_what_session_manager_needs_and_read_no_parameter_outside_the_cluster(example, role):
+    policy = policy_of(example, role)
+    (session,) = allowing(policy, "ssmmessages:OpenDataChannel", "*")
+    assert session["Sid"] == "SessionManager" and sorted(session["Action"]) == sorted(SESSION_MANAGER_ACTIONS)
+    for action in SESSION_MANAGER_ACTIONS:
+        assert allows(policy, action, "*"), action
+    parameter = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter"
+    for action in ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"):
+        assert allows(policy, action, f"{parameter}/daskfleet/analytics/spec/{role}")
+        for elsewhere in ("/daskfleet/other/spec/worker", "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+                          "/prod/database/password", "/daskfleet/analyticsx/spec/worker", "/AmazonCloudWatch-linux"):
+            assert not allows(policy, action, f"{parameter}{elsewhere}"), (action, elsewhere)
+        assert not allows(policy, action, "*")
+    assert not allows(policy, "ec2messages:GetMessages", "*")  # no Run Command
+    assert not allows(policy, "ssm:SendCommand", "*") and not allows(policy, "ssm:GetDocument", "*")
 
 
 @pytest.mark.parametrize("role", conventions.NODE_ROLES)
@@ -43,7 +82,7 @@ def test_no_data_or_secret_action_is_granted_on_every_resource(every_record, rol
     for statement in statements(policy_of(every_record, role)):
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         for action in statement["Action"]:
-            if action.startswith(DATA_ACTION_PREFIXES):
+            if action.startswith(DATA_ACTION_PREFIXES) and action not in SESSION_MANAGER_ACTIONS:
                 assert "*" not in resources, (statement["Sid"], action)
                 assert all(resource.startswith("arn:aws:") for resource in resources), statement["Sid"]
 
@@ -91,7 +130,7 @@ def test_nodes_use_the_cluster_key_through_s3_and_secrets_manager_and_write_only
         "s3.eu-west-1.amazonaws.com", "secretsmanager.eu-west-1.amazonaws.com",
     ]
     assert not allows(policy, "kms:Decrypt", "arn:aws:kms:eu-west-1:123456789012:key/another")
-    log_group = example.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"]
+    log_group = example.one("aws:cloudwatch/logGroup:LogGroup", "observability-logs").outputs["arn"]
     assert allows(policy, "logs:PutLogEvents", f"{log_group}:log-stream:i-0123")
     assert not allows(policy, "logs:PutLogEvents", "arn:aws:logs:eu-west-1:123456789012:log-group:/other:log-stream:x")
 
@@ -110,13 +149,11 @@ def test_only_the_scheduler_scales_and_only_its_own_worker_group(example):
     assert not allows(scheduler, "autoscaling:SetDesiredCapacity", other_cluster)
 
 
-def test_only_the_scheduler_keeps_its_dns_record_and_only_that_record(example):
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_no_node_may_change_dns(example, role):
+    """Without NAT a node cannot reach Route 53 anyway; the scheduler's record is the DNS updater's job."""
     zone = example.one("aws:route53/zone:Zone").outputs["zoneId"]
-    (grant,) = allowing(policy_of(example, "scheduler"), "route53:ChangeResourceRecordSets", f"arn:aws:route53:::hostedzone/{zone}")
-    assert grant["Condition"]["ForAllValues:StringEquals"] == {
-        "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["scheduler.analytics.daskfleet.internal"],
-        "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
-        "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
-    }
-    assert not allows(policy_of(example, "scheduler"), "route53:ChangeResourceRecordSets", "arn:aws:route53:::hostedzone/ZOTHER")
-    assert not allows(policy_of(example, "worker"), "route53:ChangeResourceRecordSets", f"arn:aws:route53:::hostedzone/{zone}")
+    for statement in statements(policy_of(example, role)):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not any(action.startswith("route53") for action in actions), statement["Sid"]
+    assert not allows(policy_of(example, role), "route53:ChangeResourceRecordSets", f"arn:aws:route53:::hostedzone/{zone}")

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,12 +44,20 @@ def test_without_the_pulumi_cli_the_target_stops_with_one_line_saying_how_to_ins
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize(("target", "command"), [("preview", "preview"), ("up", "up"), ("down", "destroy")])
-def test_the_targets_run_pulumi_on_the_infra_project_and_the_chosen_stack(tmp_path, target, command):
+POLICY_PACK = ["--policy-pack", str(INFRA_DIR / "policy")]
+
+
+@pytest.mark.parametrize(
+    ("target", "arguments"),
+    [("preview", ["preview", *POLICY_PACK]), ("up", ["up", *POLICY_PACK]), ("down", ["destroy"])],
+)
+def test_the_targets_run_pulumi_on_the_infra_project_and_the_chosen_stack(tmp_path, target, arguments):
     fake = tmp_path / "pulumi"
     fake.write_text(f"#!{sys.executable}\nimport sys\nprint('PULUMI', *sys.argv[1:])\n")
     fake.chmod(0o755)
     result = make("-n", target, "STACK=team-a", f"PULUMI={fake}", path=os.environ["PATH"])
     assert result.returncode == 0, result.stderr
     run = [line for line in result.stdout.splitlines() if str(fake) in line]
-    assert run and run[-1].split(str(fake), 1)[1].split() == ["-C", "infra", command, "--stack", "team-a"]
+    assert run and run[-1].split(str(fake), 1)[1].split() == ["-C", "infra", *arguments, "--stack", "team-a"]
+    if "--policy-pack" in arguments:  # the pack's own directory, which the CLI loads as a pack
+        assert (Path(POLICY_PACK[1]) / "PulumiPolicy.yaml").is_file()

@@ -106,4 +106,4 @@ def test_the_cluster_has_its_own_private_zone_holding_the_scheduler_name(every_r
     (association,) = zone.inputs["vpcs"]
     vpc_id = config.get("vpcId") or every_record.one("aws:ec2/vpc:Vpc").id
     assert association["vpcId"] == vpc_id
-    assert zone.inputs["forceDestroy"] is True  # the scheduler's own record must not block `pulumi destroy`
+    assert zone.inputs["forceDestroy"] is True  # the DNS updater's record must not block `pulumi destroy`

@@ -6,7 +6,7 @@ from daskfleet import conventions
 
 
 def test_the_log_group_has_the_conventional_name_and_a_retention(example):
-    group = example.one("aws:cloudwatch/logGroup:LogGroup").inputs
+    group = example.one("aws:cloudwatch/logGroup:LogGroup", "observability-logs").inputs
     assert group == {"name": conventions.log_group_name("analytics"), "retentionInDays": 30}
     assert example.outputs["logGroupName"] == "/daskfleet/analytics"
 

@@ -19,6 +19,7 @@ from daskfleet import conventions
 COMPONENTS = {
     "daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage", "daskfleet:aws:Observability",
     "daskfleet:aws:Budget", "daskfleet:aws:Identity", "daskfleet:aws:Pki", "daskfleet:aws:NodeSpecs", "daskfleet:aws:Compute",
+    "daskfleet:aws:SchedulerDns",
 }
 #: Attachments and sub-configurations, which AWS does not tag; anything else gets the provider's default tags.
 UNTAGGABLE = {
@@ -29,6 +30,7 @@ UNTAGGABLE = {
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:secretsmanager/secretPolicy:SecretPolicy",
     "aws:secretsmanager/secretVersion:SecretVersion", "aws:autoscaling/lifecycleHook:LifecycleHook",
     "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/route:Route",
+    "aws:lambda/permission:Permission", "aws:cloudwatch/eventTarget:EventTarget",
 }
 #: The only places a private key may appear: the TLS resources that make or use it, and the secret holding it.
 KEY_HOLDERS = {

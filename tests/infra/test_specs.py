@@ -25,13 +25,12 @@ def test_one_string_parameter_per_node_role(example):
     assert all(p.inputs["name"].startswith(conventions.parameter_path_prefix("analytics")) for p in parameters)
 
 
-def test_the_scheduler_spec_keeps_the_clusters_dns_name(example):
-    zone = example.one("aws:route53/zone:Zone").outputs["zoneId"]
+def test_the_scheduler_spec_names_its_ports_and_environment_and_nothing_about_dns(example):
+    """The scheduler's DNS record is kept from outside the instance (SchedulerDns), not by the agent."""
     assert stored(example, "scheduler") == NodeSpec(
         cluster="analytics", role="scheduler",
         scheduler_port=conventions.SCHEDULER_PORT, dashboard_port=conventions.DASHBOARD_PORT,
         expected_fingerprint=example.config[FINGERPRINT_KEY],
-        dns_zone_id=zone, dns_name="scheduler.analytics.daskfleet.internal",
     )
 
 

@@ -26,10 +26,12 @@ write_files:
     ExecStart=/opt/daskfleet/env/bin/daskfleet node scheduler --source aws:analytics
     Restart=on-failure
     RestartSec=5
-    RestartPreventExitStatus=65 66 70 71 72
+    RestartPreventExitStatus=65 66 70 71 72 76
     DynamicUser=yes
     RuntimeDirectory=daskfleet
     RuntimeDirectoryMode=0700
+    CacheDirectory=daskfleet
+    CacheDirectoryMode=0700
     NoNewPrivileges=yes
     LimitNOFILE=65536
 
@@ -67,7 +69,7 @@ def test_configuration_failures_are_not_restarted_and_transient_ones_are():
     stopped = {int(code) for code in unit.split("RestartPreventExitStatus=")[1].splitlines()[0].split()}
     assert stopped == {
         ExitCode.SPEC_INVALID, ExitCode.CERT_UNREADABLE, ExitCode.CERT_NOT_VALID_NOW,
-        ExitCode.CERT_ROLE_MISMATCH, ExitCode.ENV_MISMATCH,
+        ExitCode.CERT_ROLE_MISMATCH, ExitCode.ENV_MISMATCH, ExitCode.REFUSED_BY_SCHEDULER,
     }
     assert ExitCode.SOURCE_UNAVAILABLE not in stopped and ExitCode.SCHEDULER_UNREACHABLE not in stopped
 

@@ -133,7 +133,7 @@ def test_a_document_that_is_not_json_fails():
 @pytest.mark.parametrize(
     ("arn", "fails"),
     [
-        ("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", False),
+        ("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", True),  # ssm:GetParameter(s) on "*"
         ("arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy", False),
         ("arn:aws:iam::111122223333:policy/AmazonS3FullAccess", False),  # a customer policy, checked by its document
         ("arn:aws:iam::aws:policy/AmazonS3FullAccess", True),

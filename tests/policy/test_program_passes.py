@@ -38,7 +38,6 @@ JUDGED_TYPES = {
     "aws:ec2/launchTemplate:LaunchTemplate",
     "aws:iam/role:Role",
     "aws:iam/rolePolicy:RolePolicy",
-    "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
     "aws:secretsmanager/secret:Secret",
 }
 

@@ -64,6 +64,9 @@ BROAD_MANAGED_POLICY_NAMES = frozenset(
         "AmazonSSMReadOnlyAccess",
         "AmazonDynamoDBReadOnlyAccess",
         "AmazonEC2RoleforSSM",
+        # Grants ssm:GetParameter(s) on "*": every parameter of the account. Session Manager needs
+        # only ssm:UpdateInstanceInformation and the ssmmessages channel actions.
+        "AmazonSSMManagedInstanceCore",
     }
 )
 _AWS_MANAGED_POLICY = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/(?:.+/)?(?P<name>[^/]+)$")
