@@ -1,4 +1,4 @@
-"""Fixtures for tests that run real Dask processes over real TLS sockets on 127.0.0.1."""
+"""Fixtures: real Dask processes over real TLS sockets on 127.0.0.1, and a moto server for AWS calls."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from daskfleet import local, pki
 
@@ -57,3 +59,13 @@ def second_venv(tmp_path_factory):
         check=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
     )
     return venv
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on 127.0.0.1 (a free port) for the whole session."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -12,7 +12,6 @@ for tests only; when it is set the agent logs a warning.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -43,6 +42,7 @@ from ec2_metadata import EC2Metadata
 from . import conventions
 from .errors import DaskfleetError, ExitCode
 from .sources import TlsMaterial, register_source
+from .spec import load_spec_document
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class AwsSource:
             missing=ExitCode.SPEC_INVALID, Name=name, WithDecryption=True,
         )
         log.info("read node spec from SSM parameter %s", name)
-        raw = _spec_mapping(response["Parameter"]["Value"], f"SSM parameter {name}")
+        raw = load_spec_document(response["Parameter"]["Value"], f"SSM parameter {name}")
         return fill_hosts(raw, identity.private_ipv4)
 
     def fetch_tls(self, role: str) -> TlsMaterial:
@@ -350,16 +350,6 @@ def fill_hosts(raw: Mapping[str, Any], private_ipv4: str) -> dict[str, Any]:
         if spec.get(key) is None:
             spec[key] = private_ipv4
     return spec
-
-
-def _spec_mapping(text: str, origin: str) -> Mapping[str, Any]:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DaskfleetError(f"{origin}: not valid JSON ({exc})", ExitCode.SPEC_INVALID) from None
-    if not isinstance(raw, Mapping):
-        raise DaskfleetError(f"{origin}: expected a JSON object, got {type(raw).__name__}", ExitCode.SPEC_INVALID)
-    return raw
 
 
 register_source("aws", AwsSource)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import DaskfleetError, ExitCode
+from .spec import load_spec_document
 
 SPEC_FILE = "spec.json"
 TLS_DIR = "tls"
@@ -76,10 +77,7 @@ class DirectorySource:
             raise DaskfleetError(f"node spec {spec_path}: file not found", ExitCode.SPEC_INVALID) from None
         except OSError as exc:
             raise DaskfleetError(f"node spec {spec_path}: cannot read ({exc.strerror})", ExitCode.SPEC_INVALID) from None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DaskfleetError(f"node spec {spec_path}: not valid JSON ({exc})", ExitCode.SPEC_INVALID) from None
+        return load_spec_document(text, f"node spec {spec_path}")
 
     def fetch_tls(self, role: str) -> TlsMaterial:
         tls = self.path / TLS_DIR

@@ -69,13 +69,21 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{key}: {message} (got {got!r})"
 
 
+def load_spec_document(text: str | bytes, origin: str) -> Mapping[str, Any]:
+    """The JSON object a source stores; one ``DaskfleetError`` when it is not one."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DaskfleetError(f"{origin}: not valid JSON ({exc})", ExitCode.SPEC_INVALID) from None
+    if not isinstance(raw, Mapping):
+        raise DaskfleetError(f"{origin}: expected a JSON object, got {type(raw).__name__}", ExitCode.SPEC_INVALID)
+    return raw
+
+
 def parse_spec(raw: Mapping[str, Any] | str | bytes, origin: str = "node spec") -> NodeSpec:
     """Validate a spec mapping (or its JSON text); one ``DaskfleetError`` naming the key on failure."""
     if isinstance(raw, (str, bytes)):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DaskfleetError(f"{origin}: not valid JSON ({exc})", ExitCode.SPEC_INVALID) from None
+        raw = load_spec_document(raw, origin)
     if not isinstance(raw, Mapping):
         raise DaskfleetError(f"{origin}: expected a JSON object, got {type(raw).__name__}", ExitCode.SPEC_INVALID)
     try:

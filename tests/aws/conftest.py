@@ -7,21 +7,10 @@ from collections.abc import Iterator
 import pytest
 from aws.awsfake import CLUSTER, PRIVATE_IPV4, REGION, Moto, post
 from aws.imds import ImdsServer
-from moto.server import ThreadedMotoServer
 
 from daskfleet import conventions, pki
 from daskfleet.aws_source import IMDS_ENDPOINT_ENV
 from daskfleet.sources import TlsMaterial
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A moto server on 127.0.0.1 (a free port) for the whole session."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -9,12 +9,10 @@ from __future__ import annotations
 import ast
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from infra.helpers import allowing, allows, statements
 from infra.program import INFRA_DIR
@@ -69,15 +67,6 @@ def launch_event(instance_id: str, group: str = GROUP, detail_type: str = "EC2 I
 
 
 # --- the handler, against a moto server ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 class Account:
