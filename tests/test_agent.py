@@ -103,3 +103,15 @@ def test_worker_from_a_differing_environment_stops_itself_when_the_spec_pins_the
     result = run_agent("worker", node, tmp_path / "run", python=venv_python(second_venv), timeout=120)
     assert result.returncode == ExitCode.ENV_MISMATCH, result.stderr
     assert f"differs from the expected {current_fingerprint()}" in last_line(result.stderr)
+
+
+def test_a_worker_refuses_a_server_that_is_not_its_clusters_scheduler(local_cluster, cluster_ca, tmp_path):
+    import daskfleet
+
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        impostor = next(iter(client.scheduler_info()["workers"]))  # a worker's TLS server, worker certificate
+    spec = _worker_spec(impostor)
+    node = write_node_dir(tmp_path / "node", spec, cluster_ca.cert_pem, pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "worker"))
+    result = run_agent("worker", node, tmp_path / "run", timeout=60)
+    assert result.returncode == ExitCode.CERT_ROLE_MISMATCH, result.stderr
+    assert f"{impostor} presented a worker certificate for cluster 'local', not the scheduler of 'local'" in last_line(result.stderr)

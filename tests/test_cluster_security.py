@@ -194,3 +194,51 @@ def test_a_client_cannot_speak_for_a_worker_on_its_stream(local_cluster):
             return
         time.sleep(0.1)
     pytest.fail(f"no client-stream-refused audit line for {client_id}")
+
+
+def test_a_worker_certificate_cannot_open_a_raw_stream_to_act_for_a_client(local_cluster, cluster_ca):
+    worker_cert = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "worker")
+    sec = security_for(cluster_ca.cert_pem, worker_cert, "worker")
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as victim:
+
+        async def hijack():
+            comm = await connect(local_cluster.address, **sec.get_connection_args("worker"))
+            await comm.write({"op": "connection_stream"})
+            reply = await comm.read()
+            await comm.write([{"op": "close-client", "client": victim.id}])
+            await asyncio.sleep(0.5)
+            comm.abort()
+            return reply
+
+        reply = asyncio.run(hijack())
+        assert reply["status"] == "uncaught-error"
+        assert victim.submit(len, "still here").result(timeout=30) == 10
+    refused = [e for e in _audit(local_cluster) if e["event"] == "operation-refused" and e.get("op") == "connection_stream"]
+    assert refused and refused[-1]["role"] == "worker"
+
+
+def test_published_datasets_and_fire_and_forget_work_for_clients(local_cluster, tmp_path):
+    from distributed import fire_and_forget
+
+    marker = tmp_path / "ran"
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        client.publish_dataset(answer=client.submit(int, "42"))
+        assert client.get_dataset("answer").result(timeout=30) == 42
+        client.unpublish_dataset("answer")
+        fire_and_forget(client.submit(lambda path: (time.sleep(1), open(path, "w").close()), str(marker)))
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the fire-and-forget task was cancelled"
+        time.sleep(0.1)
+
+
+def test_a_task_cannot_become_a_client_with_its_workers_certificate(local_cluster):
+    # A known consequence of role-bound certificates: get_client()/worker_client() inside tasks are refused.
+    def nested():
+        from distributed import get_client
+
+        return get_client().submit(len, "x").result()
+
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        with pytest.raises(Exception, match="role is 'worker'; client required"):
+            client.submit(nested).result(timeout=60)

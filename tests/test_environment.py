@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 from daskfleet.conventions import PackageRecord, environment_fingerprint, short_fingerprint
@@ -50,9 +52,16 @@ def test_a_build_string_changes_the_fingerprint(tmp_path):
     assert environment_fingerprint(environment_records(a, pa)) != environment_fingerprint(environment_records(b, pb))
 
 
-def test_this_virtual_environment_has_a_stable_fingerprint():
-    records = environment_records(sys.prefix)
-    names = {record.name for record in records}
+def test_this_virtual_environment_has_a_stable_fingerprint(tmp_path):
+    names = {record.name for record in environment_records(sys.prefix)}
     assert {"python", "dask", "distributed"} <= names
-    assert current_fingerprint() == environment_fingerprint(records)
     assert len(short_fingerprint(current_fingerprint())) == 16
+    # The working directory and PYTHONPATH are not the installed environment: they change nothing.
+    stray = tmp_path / "stray"
+    (stray / "toolz-0.1.dist-info").mkdir(parents=True)
+    (stray / "toolz-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toolz\nVersion: 0.1\n")
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "daskfleet", "fingerprint"], cwd=stray, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(stray)},
+    )
+    assert elsewhere.stdout.strip() == current_fingerprint()

@@ -40,13 +40,33 @@ def test_clients_with_other_core_versions_are_refused_or_warned_by_policy():
     assert refusal is None and "dask 2025.1.0" in warning
 
 
-def test_operations_are_bound_to_roles():
-    assert keeper().check_operation("retire_workers", peer("worker")) is None
-    assert keeper().check_operation("run_function", peer("client")) is None
-    assert "client required" in keeper().check_operation("run_function", peer("worker")).reason
-    assert "worker required" in keeper().check_operation("heartbeat_worker", peer("client")).reason
-    assert keeper().check_operation("who_has", peer("scheduler")) is not None
-    assert "no daskfleet role URI" in keeper().check_operation("who_has", Peer(None, None, "x")).reason
+def worker_at(host):
+    return Peer("analytics", "worker", "worker.analytics", f"tls://{host}:40000")
+
+
+def test_workers_may_call_only_worker_operations_and_only_on_themselves():
+    k, me = keeper(), worker_at("10.0.0.7")
+    assert k.check_operation("heartbeat_worker", me, {"address": "tls://10.0.0.7:8788"}) is None
+    assert k.check_operation("retire_workers", me, {"workers": ["tls://10.0.0.7:8788"]}) is None
+    assert "only itself, not tls://10.0.0.9:8788" in k.check_operation(
+        "retire_workers", me, {"workers": ["tls://10.0.0.7:8788", "tls://10.0.0.9:8788"]}).reason
+    for op in ("run_function", "terminate", "publish_put", "variable_set", "register_scheduler_plugin", "who_has_not"):
+        assert "client required" in k.check_operation(op, me, {}).reason
+
+
+def test_clients_may_call_anything_but_worker_registration():
+    k = keeper()
+    assert k.check_operation("run_function", peer("client")) is None
+    assert k.check_operation("retire_workers", peer("client"), {"workers": ["tls://10.0.0.9:8788"]}) is None
+    assert "worker required" in k.check_operation("heartbeat_worker", peer("client")).reason
+
+
+def test_nobody_may_open_a_raw_stream_or_act_without_a_role():
+    k = keeper()
+    for who in (peer("client"), worker_at("10.0.0.7")):
+        assert "not served" in k.check_operation("connection_stream", who).reason
+    assert k.check_operation("who_has", peer("scheduler")) is not None
+    assert "no daskfleet role URI" in k.check_operation("who_has", Peer(None, None, "x")).reason
 
 
 def test_a_stream_carries_only_its_roles_operations_as_itself():
@@ -59,19 +79,29 @@ def test_a_stream_carries_only_its_roles_operations_as_itself():
     assert "not a worker's" in k.check_stream_message("worker", "tls://w:1", {"op": "update-graph"}).reason
     assert "names worker" in k.check_stream_message("worker", "tls://w:1", {"op": "task-erred", "worker": "tls://v:2"}).reason
     assert k.check_stream_message("worker", "tls://w:1", {"op": "close-stream"}) is None
+    assert k.check_stream_message("client", "C1", {"op": "client-desires-keys", "client": "fire-and-forget"}) is None
+    assert k.check_stream_message("client", "C1", {"op": "publish_flush_batched_send"}) is None
 
 
-def test_client_stream_operations_match_the_installed_distributed():
-    # If distributed renames or adds a client stream operation, this fails instead of clients breaking.
+def test_worker_operation_tables_match_the_installed_distributed():
+    # If distributed adds or renames a worker stream operation, this fails instead of workers or clients breaking.
     import asyncio
+    import inspect
 
     from distributed import Scheduler
 
-    from daskfleet.plugins import CLIENT_STREAM_OPS, STREAM_CONTROL_OPS
+    from daskfleet.plugins import STREAM_CONTROL_OPS, WORKER_OPS, WORKER_STREAM_OPS
 
-    async def handlers():
-        return set(Scheduler(dashboard=False).stream_handlers)
+    async def tables():
+        scheduler = Scheduler(dashboard=False)
+        return dict(scheduler.stream_handlers), set(scheduler.handlers)
 
-    names = asyncio.run(handlers())
-    assert CLIENT_STREAM_OPS <= names
-    assert not STREAM_CONTROL_OPS & names
+    streams, handlers = asyncio.run(tables())
+    def taking(name):
+        return {op for op, handler in streams.items() if name in inspect.signature(handler).parameters}
+
+    assert WORKER_STREAM_OPS <= set(streams)
+    assert WORKER_STREAM_OPS - taking("worker") == {"keep-alive", "task-erred"}  # worker comes in **msg
+    assert taking("worker") <= WORKER_STREAM_OPS and not taking("client") & WORKER_STREAM_OPS
+    assert not STREAM_CONTROL_OPS & set(streams)
+    assert WORKER_OPS <= handlers

@@ -27,7 +27,7 @@ from . import pki
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
 from .environment import current_fingerprint
 from .errors import DaskfleetError, ExitCode
-from .plugins import FINGERPRINT_KEY, AuditLog, Gatekeeper, SchedulerGuard, scheduler_versions
+from .plugins import FINGERPRINT_KEY, AuditLog, Gatekeeper, Peer, SchedulerGuard, scheduler_versions
 from .sources import NodeSource
 from .spec import NodeSpec, parse_spec
 
@@ -100,7 +100,7 @@ async def run_scheduler(node: PreparedNode) -> ExitCode:
         versions=scheduler_versions(),
         client_version_policy=spec.client_version_policy,
     )
-    audit = AuditLog(spec.audit_log or node.runtime_dir / "audit.jsonl")
+    audit = AuditLog(audit_log_path(spec, node.runtime_dir))
     scheduler = Scheduler(
         host=spec.listen_host,
         port=spec.scheduler_port,
@@ -130,8 +130,8 @@ async def run_scheduler(node: PreparedNode) -> ExitCode:
     return ExitCode.OK
 
 
-async def wait_for_scheduler(address: str, security: Security, timeout: float) -> None:
-    """Return once a TLS connection to ``address`` succeeds; bounded by ``timeout`` seconds."""
+async def wait_for_scheduler(address: str, security: Security, timeout: float, cluster: str) -> None:
+    """Return once ``address`` answers over TLS as ``cluster``'s scheduler; bounded by ``timeout`` seconds."""
     deadline = monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -147,8 +147,22 @@ async def wait_for_scheduler(address: str, security: Security, timeout: float) -
             last_error = exc
             await asyncio.sleep(min(0.5, max(deadline - monotonic(), 0)))
         else:
+            peer = Peer.from_peercert(comm.extra_info.get("peercert"), address)
             comm.abort()
+            if (peer.cluster, peer.role) != (cluster, "scheduler"):
+                raise DaskfleetError(
+                    f"{address} presented a {peer.role or 'role-less'} certificate for cluster {peer.cluster!r}, "
+                    f"not the scheduler of {cluster!r}",
+                    ExitCode.CERT_ROLE_MISMATCH,
+                )
             return
+
+
+def audit_log_path(spec: NodeSpec, runtime_dir: Path) -> Path:
+    """The spec's audit log, else systemd's LogsDirectory (kept across restarts), else the runtime dir."""
+    if spec.audit_log:
+        return Path(spec.audit_log)
+    return Path(os.environ.get("LOGS_DIRECTORY") or runtime_dir) / "audit.jsonl"
 
 
 def spill_directory(runtime_dir: Path) -> str:
@@ -159,7 +173,7 @@ def spill_directory(runtime_dir: Path) -> str:
 async def run_worker(node: PreparedNode) -> ExitCode:
     spec = node.spec
     security = node_security()
-    await wait_for_scheduler(spec.scheduler_address, security, spec.connect_timeout_s)
+    await wait_for_scheduler(spec.scheduler_address, security, spec.connect_timeout_s, spec.cluster)
     contact = f"tls://{spec.contact_host}:{spec.worker_port}" if spec.contact_host else None
     worker = Worker(
         spec.scheduler_address,

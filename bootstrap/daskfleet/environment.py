@@ -52,10 +52,16 @@ def interpreter_record() -> PackageRecord:
     return PackageRecord("interpreter", "python", platform.python_version(), build)
 
 
+def installed_site_paths() -> list[str]:
+    """This interpreter's site-packages directories: what is installed, not what PYTHONPATH or cwd add."""
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+
+
 def environment_records(prefix: str | Path = sys.prefix, search_path: Iterable[str] | None = None) -> list[PackageRecord]:
     """Records of the environment at ``prefix`` (a conda prefix or a virtual environment)."""
     prefix = Path(prefix)
-    path = list(sys.path if search_path is None else search_path)
+    path = list(installed_site_paths() if search_path is None else search_path)
     if (prefix / "conda-meta").is_dir():
         return conda_meta_records(prefix) + distribution_records(path, skip_installer="conda")
     return [interpreter_record(), *distribution_records(path)]

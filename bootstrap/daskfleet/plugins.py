@@ -20,6 +20,7 @@ from pathlib import Path
 from time import time
 from typing import Any
 
+from distributed.comm.addressing import get_address_host
 from distributed.core import error_message
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.versions import get_versions
@@ -38,29 +39,36 @@ CORE_PACKAGES: tuple[str, ...] = (
 #: Compared only when both sides have them.
 OPTIONAL_CORE_PACKAGES = frozenset({"numpy", "pandas"})
 
-#: Scheduler operations only a worker may call; everything a worker registers through.
-WORKER_OPS = frozenset({"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys"})
-#: Scheduler operations only a client may call: registration and cluster administration.
-CLIENT_OPS = frozenset(
+#: Scheduler operations a worker calls (distributed 2026.8: registration, heartbeats, its own
+#: retirement, P2P shuffle coordination). A worker certificate may call nothing else.
+WORKER_OPS = frozenset(
     {
-        "register-client", "scatter", "gather", "run_function", "restart", "restart_workers",
-        "terminate", "broadcast", "proxy", "feed", "rebalance", "replicate", "update_data",
-        "set_metadata", "set_resources", "set_restrictions", "dump_cluster_state_to_url",
-        "register_scheduler_plugin", "unregister_scheduler_plugin", "register_worker_plugin",
-        "unregister_worker_plugin", "register_nanny_plugin", "unregister_nanny_plugin",
+        "register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys", "retire_workers",
+        "set_resources", "who_has", "shuffle_barrier", "shuffle_restrict_task", "shuffle_get",
+        "shuffle_get_or_create",
     }
 )
-#: Operations a client may send on its registered stream; every other stream operation is a
-#: worker's (distributed merges both sets into one table, so a client could otherwise send
-#: "task-finished" on behalf of a worker).
-CLIENT_STREAM_OPS = frozenset(
+#: Of those, only workers may call these (a client may retire workers or ask who has what).
+WORKER_ONLY_OPS = frozenset({"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys"})
+#: Worker operations that name workers: the key that names them. A worker acts only on its own host.
+WORKER_SELF_SCOPED = {"retire_workers": "workers", "set_resources": "worker", "unregister": "address",
+                      "heartbeat_worker": "address"}
+#: Nobody may call these on the scheduler: ``connection_stream`` (a worker-to-worker stream) would
+#: feed any message, under any client or worker id, into the scheduler's stream handlers.
+DENIED_OPS = frozenset({"connection_stream"})
+#: Operations a worker sends on its registered stream (distributed's ``worker_handlers``); every
+#: other stream operation is a client's. distributed merges both into one table, so a client
+#: could otherwise report "task-finished" for a worker, and a worker submit graphs.
+WORKER_STREAM_OPS = frozenset(
     {
-        "update-graph", "client-desires-keys", "update-data", "report-key", "client-releases-keys",
-        "heartbeat-client", "close-client", "subscribe-topic", "unsubscribe-topic", "cancel-keys",
+        "task-finished", "task-erred", "release-worker-data", "add-keys", "long-running", "reschedule",
+        "keep-alive", "log-event", "worker-status-change", "request-refresh-who-has", "steal-response",
     }
 )
 #: Ends a stream; allowed on both.
 STREAM_CONTROL_OPS = frozenset({"close-stream"})
+#: The client id distributed's ``fire_and_forget`` uses on behalf of every client.
+FIRE_AND_FORGET_CLIENT = "fire-and-forget"
 #: Roles that may connect to the scheduler at all (its own certificate never does).
 PEER_ROLES = frozenset({"worker", "client"})
 
@@ -115,12 +123,29 @@ class Gatekeeper:
             return Refusal(f"certificate role is {peer.role!r}; {wanted} required")
         return None
 
-    def check_operation(self, op: str, peer: Peer) -> Refusal | None:
-        if op in WORKER_OPS:
-            return self._role_refusal(peer, "worker")
-        if op in CLIENT_OPS:
+    def check_operation(self, op: str, peer: Peer, msg: Mapping[str, Any] | None = None) -> Refusal | None:
+        """Workers may call only WORKER_OPS, on themselves; clients anything but WORKER_ONLY_OPS."""
+        if op in DENIED_OPS:
+            return Refusal(f"operation {op!r} is not served by the scheduler")
+        refusal = self._role_refusal(peer, PEER_ROLES)
+        if refusal is not None:
+            return refusal
+        if peer.role == "client":
+            return self._role_refusal(peer, "worker") if op in WORKER_ONLY_OPS else None
+        if op not in WORKER_OPS:
             return self._role_refusal(peer, "client")
-        return self._role_refusal(peer, PEER_ROLES)
+        return self._worker_scope_refusal(op, peer, msg or {})
+
+    def _worker_scope_refusal(self, op: str, peer: Peer, msg: Mapping[str, Any]) -> Refusal | None:
+        key = WORKER_SELF_SCOPED.get(op)
+        if key is None or msg.get(key) is None:
+            return None
+        named = msg[key] if isinstance(msg[key], (list, tuple, set)) else [msg[key]]
+        peer_host = get_address_host(peer.address) if peer.address else None
+        others = sorted(str(address) for address in named if _host_of(address) != peer_host)
+        if others:
+            return Refusal(f"a worker may {op} only itself, not {', '.join(others)}")
+        return None
 
     def check_worker(self, peer: Peer, extra: Mapping[str, Any] | None) -> Refusal | None:
         refusal = self._role_refusal(peer, "worker")
@@ -154,10 +179,11 @@ class Gatekeeper:
         op = msg.get("op")
         if op in STREAM_CONTROL_OPS:
             return None
-        if (op in CLIENT_STREAM_OPS) != (kind == "client"):
+        if (op in WORKER_STREAM_OPS) != (kind == "worker"):
             return Refusal(f"stream operation {op!r} is not a {kind}'s")
-        if msg.get(kind, own_id) != own_id:
-            return Refusal(f"stream operation {op!r} names {kind} {msg.get(kind)!r}, not its own")
+        named = msg.get(kind, own_id)
+        if named != own_id and not (kind == "client" and named == FIRE_AND_FORGET_CLIENT):
+            return Refusal(f"stream operation {op!r} names {kind} {named!r}, not its own")
         return None
 
     def check_client(self, peer: Peer, client_versions: Mapping[str, Any]) -> tuple[Refusal | None, str | None]:
@@ -192,6 +218,13 @@ class AuditLog:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 with os.fdopen(fd, "a", encoding="utf-8") as handle:
                     handle.write(line + "\n")
+
+
+def _host_of(address: Any) -> str | None:
+    try:
+        return get_address_host(str(address))
+    except ValueError:
+        return None
 
 
 def _peer_of(comm: Any) -> Peer:
@@ -260,7 +293,7 @@ class SchedulerGuard:
         gatekeeper = self.gatekeeper
 
         async def guarded(comm: Any, **msg: Any) -> Any:
-            refusal = gatekeeper.check_operation(op, _peer_of(comm))
+            refusal = gatekeeper.check_operation(op, _peer_of(comm), msg)
             if refusal is not None:
                 message = self._refuse("operation", _peer_of(comm), refusal, op=op)
                 return error_message(PermissionError(message), status="uncaught-error")
