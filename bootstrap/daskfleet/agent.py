@@ -33,6 +33,8 @@ from .spec import NodeSpec, parse_spec
 
 logger = logging.getLogger("daskfleet.agent")
 
+#: How often a worker asks its source whether the platform is taking the node away.
+LEAVING_POLL_SECONDS = 5.0
 #: Written by the scheduler node once it listens: {"address": ..., "dashboard": ...}.
 SCHEDULER_INFO_FILE = "scheduler.json"
 
@@ -170,7 +172,27 @@ def spill_directory(runtime_dir: Path) -> str:
     return os.environ.get("CACHE_DIRECTORY") or str(runtime_dir / "work")
 
 
-async def run_worker(node: PreparedNode) -> ExitCode:
+async def drain_when_leaving(source: NodeSource, worker: Worker, interval: float = LEAVING_POLL_SECONDS) -> bool:
+    """Poll the source; when the platform takes the node away, retire the worker (its data moves) and say so."""
+    while worker.status.name in ("init", "running", "paused"):
+        reason = await asyncio.to_thread(source.leaving)
+        if reason:
+            logger.warning("node is leaving (%s): retiring the worker so its data moves first", reason)
+            try:
+                await worker.close_gracefully(reason=f"leaving: {reason}")
+            except OSError as exc:  # the scheduler is gone too: nothing left to hand the data to
+                logger.warning("could not retire through the scheduler (%s); closing", exc)
+                await worker.close(reason=f"leaving: {reason}")
+            try:
+                await asyncio.to_thread(source.left)
+            except DaskfleetError as exc:  # drained already; the platform's own timeout lets the node go
+                logger.warning("drained, but could not say so: %s", exc)
+            return True
+        await asyncio.sleep(interval)
+    return False
+
+
+async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
     spec = node.spec
     security = node_security()
     await wait_for_scheduler(spec.scheduler_address, security, spec.connect_timeout_s, spec.cluster)
@@ -208,8 +230,12 @@ async def run_worker(node: PreparedNode) -> ExitCode:
         asyncio.ensure_future(worker.close_gracefully(reason="signal"))
 
     _install_signal_handlers(on_signal)
+    drain = asyncio.create_task(drain_when_leaving(source, worker))
     await worker.finished()
     if stopping.is_set():
+        drain.cancel()
+        return ExitCode.OK
+    if await drain:
         return ExitCode.OK
     raise DaskfleetError(f"lost the scheduler {spec.scheduler_address}", ExitCode.SCHEDULER_UNREACHABLE)
 
@@ -231,4 +257,4 @@ def run_node(role: str, source: NodeSource, runtime_dir: Path | None = None) -> 
     node = prepare_node(role, source, runtime_dir or default_runtime_dir(role))
     if role == "scheduler":
         return asyncio.run(run_scheduler(node))
-    return asyncio.run(run_worker(node))
+    return asyncio.run(run_worker(node, source))

@@ -280,6 +280,7 @@ class AwsSource:
         self.deadline_s = deadline_s
         self._identity: InstanceIdentity | None = None
         self._clients: dict[str, Any] = {}
+        self._terminating = False
 
     def describe(self) -> str:
         return f"AWS cluster {self.cluster}"
@@ -307,6 +308,40 @@ class AwsSource:
         material = fetch_tls_secret(self._client("secretsmanager"), name, INSTANCE_ROLE)
         log.info("read TLS material from secret %s", name)
         return material
+
+    def leaving(self) -> str | None:
+        """The worker group's TERMINATING hook or a spot interruption notice, from instance metadata.
+
+        A metadata read that fails is not a notice: it is logged and the next poll asks again.
+        """
+        metadata = metadata_client(self.imds_endpoint)
+        try:
+            if metadata.autoscaling_target_lifecycle_state == "Terminated":
+                self._terminating = True
+                return "its auto scaling group is terminating it"
+            notice = metadata.spot_instance_action
+        except urllib3.exceptions.HTTPError as exc:
+            log.warning("instance metadata: cannot read the lifecycle state: %s", _short_reason(exc))
+            return None
+        if notice is not None:
+            return f"spot interruption notice ({notice.action} at {notice.time:%H:%M:%S} UTC)"
+        return None
+
+    def left(self) -> None:
+        """Complete the worker group's drain hook, so the instance goes now instead of at its timeout."""
+        if not self._terminating:
+            return
+        deadline = Deadline(self.deadline_s)
+        identity = self._checked_identity("worker", deadline)
+        group = conventions.node_group_name(self.cluster, "worker")
+        deadline.check(f"completing lifecycle hook {conventions.DRAIN_HOOK_NAME}")
+        call_aws(
+            self._client("autoscaling"), "CompleteLifecycleAction",
+            f"lifecycle hook {conventions.DRAIN_HOOK_NAME} of {group}", INSTANCE_ROLE,
+            missing=ExitCode.SOURCE_UNAVAILABLE, LifecycleHookName=conventions.DRAIN_HOOK_NAME,
+            AutoScalingGroupName=group, InstanceId=identity.instance_id, LifecycleActionResult="CONTINUE",
+        )
+        log.info("drained; completed %s for %s", conventions.DRAIN_HOOK_NAME, identity.instance_id)
 
     def _checked_identity(self, role: str, deadline: Deadline) -> InstanceIdentity:
         if role not in conventions.NODE_ROLES:

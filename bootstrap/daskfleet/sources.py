@@ -59,6 +59,12 @@ class NodeSource(Protocol):
     def fetch_tls(self, role: str) -> TlsMaterial:
         """This node's CA, certificate and key. Raises DaskfleetError(CERT_UNREADABLE/SOURCE_UNAVAILABLE)."""
 
+    def leaving(self) -> str | None:
+        """Why the platform is taking this node away (so a worker drains first), or None."""
+
+    def left(self) -> None:
+        """Tell the platform the node has drained and may go."""
+
 
 class DirectorySource:
     """A node directory: ``spec.json`` and ``tls/{ca,cert,key}.pem``."""
@@ -90,6 +96,13 @@ class DirectorySource:
             except (OSError, UnicodeDecodeError) as exc:
                 raise DaskfleetError(f"{role} TLS file {tls / name}: cannot read ({exc})", ExitCode.CERT_UNREADABLE) from None
         return TlsMaterial(*texts)
+
+    def leaving(self) -> str | None:
+        """Local nodes are only ever stopped by `daskfleet local down`."""
+        return None
+
+    def left(self) -> None:
+        """Nothing to tell."""
 
 
 #: Source factories by scheme: ``dir:PATH`` and ``aws:CLUSTER``.

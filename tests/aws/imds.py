@@ -50,6 +50,8 @@ class ImdsServer:
         self.issue_tokens = issue_tokens
         self.tags_enabled = tags_enabled
         self.delay_s = delay_s
+        #: Further metadata paths (below /latest/), e.g. "meta-data/autoscaling/target-lifecycle-state".
+        self.extra: dict[str, str] = {}
         self.requests: list[tuple[str, str, bool]] = []
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -123,6 +125,8 @@ class ImdsServer:
         }
         if path in simple:
             return 200, simple[path].encode()
+        if path in self.extra:
+            return 200, self.extra[path].encode()
         if path.rstrip("/") == "user-data":
             return (200, self.user_data) if self.user_data is not None else (404, b"")
         if path.startswith("meta-data/tags/instance") and self.tags_enabled:

@@ -164,3 +164,44 @@ def test_the_imds_fixture_refuses_reads_without_a_token(imds):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{imds.url}/latest/meta-data/instance-id", timeout=5)
     assert info.value.code == 401
+
+
+LIFECYCLE_STATE = "meta-data/autoscaling/target-lifecycle-state"
+SPOT_ACTION = "meta-data/spot/instance-action"
+
+
+def test_an_instance_in_service_is_not_leaving(imds):
+    source = make_source(f"aws:{CLUSTER}")
+    assert source.leaving() is None
+    imds.extra[LIFECYCLE_STATE] = "InService"
+    assert source.leaving() is None
+
+
+def test_the_drain_hook_and_spot_notices_are_read_from_instance_metadata(imds):
+    source = make_source(f"aws:{CLUSTER}")
+    imds.extra[SPOT_ACTION] = json.dumps({"action": "terminate", "time": "2026-11-26T14:10:00Z"})
+    assert source.leaving() == "spot interruption notice (terminate at 14:10:00 UTC)"
+    imds.extra[LIFECYCLE_STATE] = "Terminated"
+    assert source.leaving() == "its auto scaling group is terminating it"
+
+
+def test_a_drained_worker_completes_its_groups_drain_hook(aws, imds, monkeypatch):
+    # moto does not implement CompleteLifecycleAction, so this one call is checked with botocore's Stubber.
+    import boto3
+    from botocore.stub import Stubber
+
+    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    monkeypatch.setattr(AwsSource, "_client", lambda self, service: autoscaling)
+    source = make_source(f"aws:{CLUSTER}")
+    with Stubber(autoscaling) as stub:
+        source.left()  # not leaving: nothing to complete
+        imds.extra[LIFECYCLE_STATE] = "Terminated"
+        assert source.leaving()
+        stub.add_response("complete_lifecycle_action", {}, {
+            "LifecycleHookName": conventions.DRAIN_HOOK_NAME,
+            "AutoScalingGroupName": conventions.node_group_name(CLUSTER, "worker"),
+            "InstanceId": imds.instance_id,
+            "LifecycleActionResult": "CONTINUE",
+        })
+        source.left()
+        stub.assert_no_pending_responses()

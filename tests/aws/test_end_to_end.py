@@ -113,6 +113,13 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
             assert client.submit(sum, range(10)).result(timeout=60) == 45
             (worker,) = client.scheduler_info()["workers"].values()
             assert worker["host"] == NODE_ADDRESS
+
+            # A spot interruption notice in instance metadata: the worker retires itself and exits cleanly.
+            imds_servers["worker"].extra["meta-data/spot/instance-action"] = json.dumps(
+                {"action": "terminate", "time": "2026-11-26T14:10:00Z"})
+            assert procs[1].wait(timeout=60) == 0
+            assert "node is leaving (spot interruption notice" in (tmp_path / "worker.log").read_text()
+            assert client.scheduler_info()["workers"] == {}
     finally:
         for proc in procs:
             proc.terminate()
