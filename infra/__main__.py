@@ -64,7 +64,7 @@ pki = Pki("pki", PkiArgs(
 ), with_aws)
 specs = NodeSpecs("node-specs", NodeSpecsArgs(
     cluster=config.cluster, environment_fingerprint=config.environment_fingerprint,
-    scheduler_dns_name=dns_name,
+    scheduler_dns_name=dns_name, client_version_policy=config.client_version_policy,
 ), with_aws)
 scheduler_dns = SchedulerDns("scheduler-dns", SchedulerDnsArgs(
     cluster=config.cluster, account=account, zone_id=network.zone_id, scheduler_dns_name=dns_name,

@@ -70,6 +70,14 @@ SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 #: One worker process per instance listens here (no nanny: systemd supervises it).
 WORKER_PORT = 8788
+#: AWS APIs: the VPC's interface endpoints, S3, and the internet through a NAT gateway.
+HTTPS_PORT = 443
+
+# --- client version policy -----------------------------------------------------------------
+
+#: What the scheduler does with a client whose core package versions differ from the cluster's:
+#: refuse its connection, or let it in and log (and audit) the difference.
+ClientVersionPolicy = Literal["refuse", "warn"]
 
 # --- tags ----------------------------------------------------------------------------------
 
@@ -82,9 +90,58 @@ TAG_COST_CENTER = "cost-center"
 TAG_EXPIRES = "expires"
 COST_ALLOCATION_TAGS: tuple[str, ...] = (TAG_CLUSTER, TAG_TEAM, TAG_OWNER, TAG_COST_CENTER)
 
-# --- secret and parameter names ------------------------------------------------------------
+# --- resource names ------------------------------------------------------------------------
 
 NAME_PREFIX = "daskfleet"
+
+
+def resource_name(cluster: str, *parts: str) -> str:
+    """``daskfleet-<cluster>[-<part>...]``: how a cluster's AWS resources and Name tags are named."""
+    return "-".join((NAME_PREFIX, cluster, *parts))
+
+
+def _check_node_role(role: str) -> None:
+    if role not in NODE_ROLES:
+        raise ValueError(f"unknown node role {role!r}; expected one of {', '.join(NODE_ROLES)}")
+
+
+def iam_role_name(cluster: str, role: Role) -> str:
+    """The IAM role (and instance profile) of a cluster's schedulers or workers; at most 60 characters."""
+    _check_node_role(role)
+    return resource_name(cluster, role)
+
+
+def node_group_name(cluster: str, role: Role) -> str:
+    """The auto scaling group running a cluster's schedulers or workers; the scheduler scales its workers by it."""
+    _check_node_role(role)
+    return resource_name(cluster, role)
+
+
+#: The worker group's TERMINATING lifecycle hook; the scheduler completes it once a worker has drained.
+DRAIN_HOOK_NAME = f"{NAME_PREFIX}-drain"
+
+
+def scheduler_dns_function_name(cluster: str) -> str:
+    """The Lambda function keeping the scheduler's DNS record; it also names the function's role, rule and
+    (under /aws/lambda/) log group. At most 64 characters, the limit of all four."""
+    return resource_name(cluster, "scheduler-dns")
+
+
+def budget_name(cluster: str) -> str:
+    return resource_name(cluster)
+
+
+def kms_alias(cluster: str) -> str:
+    """The alias of the cluster key, which encrypts the cluster bucket and the cluster's secrets."""
+    return f"alias/{NAME_PREFIX}/{cluster}"
+
+
+def bucket_name_prefix(cluster: str) -> str:
+    """What the cluster bucket's name starts with; Pulumi appends a random suffix (7 hex digits)."""
+    return resource_name(cluster) + "-"
+
+
+# --- secret and parameter names ------------------------------------------------------------
 
 
 def spec_parameter_name(cluster: str, role: Role) -> str:
@@ -170,12 +227,3 @@ def short_fingerprint(fingerprint: str) -> str:
     """The short form used in image names and tags."""
     return fingerprint.removeprefix(FINGERPRINT_PREFIX)[:FINGERPRINT_SHORT_LENGTH]
 
-
-# --- AWS auto scaling groups ---------------------------------------------------------------
-
-
-def node_group_name(cluster: str, role: Role) -> str:
-    """The auto scaling group running a cluster's schedulers or workers; the scheduler scales its workers by it."""
-    if role not in NODE_ROLES:
-        raise ValueError(f"unknown node role {role!r}; expected one of {', '.join(NODE_ROLES)}")
-    return f"{NAME_PREFIX}-{cluster}-{role}"

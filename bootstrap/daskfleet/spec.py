@@ -41,7 +41,7 @@ class NodeSpec(BaseModel):
         pattern=r"^sha256:[0-9a-f]{64}$",
         description="environment fingerprint this node must have; the scheduler's is authoritative",
     )
-    client_version_policy: Literal["refuse", "warn"] = Field(
+    client_version_policy: conventions.ClientVersionPolicy = Field(
         default="refuse",
         description="what the scheduler does with a client whose core package versions differ",
     )

@@ -56,13 +56,17 @@ def render_unit(cluster: str, role: conventions.Role) -> str:
             "Restart=on-failure",
             f"RestartSec={RESTART_DELAY_SECONDS}",
             f"RestartPreventExitStatus={no_restart}",
-            # The agent writes its certificates and Dask config 0600 under $RUNTIME_DIRECTORY (memory);
-            # a worker spills data to $CACHE_DIRECTORY (disk). Both are private to the unit's user.
+            # The agent writes its certificates and Dask config 0600 under $RUNTIME_DIRECTORY (memory,
+            # gone when the unit stops); a worker spills data to $CACHE_DIRECTORY (disk); the scheduler
+            # appends its audit log under $LOGS_DIRECTORY (disk, kept across restarts of the unit).
+            # All three are private to the unit's user.
             "DynamicUser=yes",
             "RuntimeDirectory=daskfleet",
             "RuntimeDirectoryMode=0700",
             "CacheDirectory=daskfleet",
             "CacheDirectoryMode=0700",
+            "LogsDirectory=daskfleet",
+            "LogsDirectoryMode=0700",
             "NoNewPrivileges=yes",
             "LimitNOFILE=65536",
             "",

@@ -8,6 +8,10 @@ import shlex
 from daskfleet import conventions
 
 PORT_FORWARD_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
+#: Of the cluster's running schedulers, the one launched last. While the group replaces its
+#: scheduler the old and the new instance may both run for a while, in either order in the
+#: answer; the new one is the one the DNS name follows and the one that stays.
+NEWEST_INSTANCE_QUERY = "sort_by(Reservations[].Instances[], &LaunchTime)[-1].InstanceId"
 
 
 def dashboard_url(host: str) -> str:
@@ -15,14 +19,14 @@ def dashboard_url(host: str) -> str:
 
 
 def scheduler_instance_query(cluster: str, region: str) -> list[str]:
-    """The AWS CLI call printing the running scheduler's instance id (the session's jump host)."""
+    """The AWS CLI call printing the newest running scheduler's instance id (the session's jump host)."""
     return [
         "aws", "ec2", "describe-instances", "--region", region,
         "--filters",
         f"Name=tag:{conventions.TAG_CLUSTER},Values={cluster}",
         f"Name=tag:{conventions.TAG_ROLE},Values=scheduler",
         "Name=instance-state-name,Values=running",
-        "--query", "Reservations[0].Instances[0].InstanceId",
+        "--query", NEWEST_INSTANCE_QUERY,
         "--output", "text",
     ]
 

@@ -35,7 +35,7 @@ class Budget(pulumi.ComponentResource):
         super().__init__("daskfleet:aws:Budget", name, None, opts)
         budget = aws.budgets.Budget(
             f"{name}-monthly",
-            name=f"daskfleet-{args.cluster}",
+            name=conventions.budget_name(args.cluster),
             budget_type="COST",
             limit_amount=f"{args.monthly_usd:d}",
             limit_unit="USD",

@@ -23,7 +23,6 @@ from .lookups import Image
 #: Resources whose tags instances' launch templates set.
 TAGGED_AT_LAUNCH: tuple[str, ...] = ("instance", "volume", "network-interface")
 SPOT_ALLOCATION_STRATEGY = "price-capacity-optimized"
-DRAIN_HOOK_NAME = "daskfleet-drain"
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def node_tags(args: ComputeArgs, role: conventions.Role) -> dict[str, str]:
         **args.cost_tags,
         conventions.TAG_CLUSTER: args.cluster,
         conventions.TAG_ROLE: role,
-        "Name": f"daskfleet-{args.cluster}-{role}",
+        "Name": conventions.resource_name(args.cluster, role),
     }
 
 
@@ -123,7 +122,7 @@ class Compute(pulumi.ComponentResource):
         )
         aws.autoscaling.LifecycleHook(
             f"{name}-worker-drain",
-            name=DRAIN_HOOK_NAME,
+            name=conventions.DRAIN_HOOK_NAME,
             autoscaling_group_name=workers.name,
             lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
             heartbeat_timeout=args.worker_drain_seconds,

@@ -228,6 +228,11 @@ class StackConfig(BaseModel):
         pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]$",
         description="Private DNS domain; the scheduler is reachable at scheduler.<cluster>.<dnsZone>",
     )
+    client_version_policy: conventions.ClientVersionPolicy = Field(
+        default="refuse",
+        description="What the scheduler does with a client whose core package versions differ from the cluster's: "
+        "refuse (its connection is refused) or warn (it is let in, and the difference is logged and audited)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StackConfig:
@@ -298,6 +303,8 @@ def _is_text(annotation: Any) -> bool:
         return _is_text(typing.get_args(annotation)[0])
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return all(_is_text(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    if typing.get_origin(annotation) is typing.Literal:
+        return all(isinstance(arg, str) for arg in typing.get_args(annotation))
     return annotation is str
 
 
@@ -309,7 +316,8 @@ def _decode(key: str, text: str) -> Any:
     """A Pulumi config value (always text) as the field's Python value; ValueError names what was expected."""
     field = StackConfig.model_fields[CONFIG_KEYS[key]]
     if _is_text(field.annotation):
-        return None if text == "" and not field.is_required() else text
+        # Empty means "not set" only for keys that may be unset (amiId, vpcId, ...); elsewhere it is a bad value.
+        return None if text == "" and not field.is_required() and field.default is None else text
     try:
         return json.loads(text)
     except json.JSONDecodeError:

@@ -29,7 +29,9 @@ from .lookups import Account
 #: (https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCloud9SSMInstanceProfile.html),
 #: and "Reference: ec2messages, ssmmessages, and other API operations" (ssmmessages creates the
 #: session channels; https://docs.aws.amazon.com/systems-manager/latest/userguide/systems-manager-setting-up-messageAPIs.html).
-#: Left out on purpose: ec2messages:* (Run Command) and ssm:GetParameter(s) on "*".
+#: Left out on purpose: ec2messages:* (Run Command's older channel; SSM Agent 3.3.40.0+ also takes commands
+#: over ssmmessages, so ssm:SendCommand on the caller's side decides who runs commands), State Manager's
+#: ssm:ListInstanceAssociations / ssm:UpdateInstanceAssociationStatus, and ssm:GetParameter(s) on "*".
 SESSION_MANAGER_ACTIONS: tuple[str, ...] = (
     "ssm:UpdateInstanceInformation",
     "ssmmessages:CreateControlChannel",
@@ -54,10 +56,6 @@ class IdentityArgs:
     extra_read_buckets: Sequence[str]
     key_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
-
-
-def role_name(cluster: str, role: conventions.Role) -> str:
-    return f"{conventions.NAME_PREFIX}-{cluster}-{role}"
 
 
 def trust_policy(account: Account) -> dict[str, Any]:
@@ -148,6 +146,16 @@ def node_policy(
                 "Resource": [f"{bucket(name)}/*" for name in extra_read_buckets],
             },
         ]
+    if role == "worker":
+        # A worker that has drained (its agent retired it) lets its instance go without waiting out the hook.
+        statements.append({
+            "Sid": "CompleteOwnGroupsDrainHook",
+            "Effect": "Allow",
+            "Action": ["autoscaling:CompleteLifecycleAction"],
+            "Resource": [account.arn(
+                "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{conventions.node_group_name(cluster, 'worker')}")],
+            "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
+        })
     if role == "scheduler":
         worker_group = conventions.node_group_name(cluster, "worker")
         statements += [
@@ -188,7 +196,7 @@ class Identity(pulumi.ComponentResource):
         for node_role in conventions.NODE_ROLES:
             role = aws.iam.Role(
                 f"{name}-{node_role}",
-                name=role_name(args.cluster, node_role),
+                name=conventions.iam_role_name(args.cluster, node_role),
                 description=f"daskfleet {args.cluster} {node_role} instances",
                 assume_role_policy=json.dumps(trust_policy(account)),
                 opts=child,
@@ -196,7 +204,7 @@ class Identity(pulumi.ComponentResource):
             self.policies.append(aws.iam.RolePolicy(
                 f"{name}-{node_role}",
                 role=role.name,
-                name="daskfleet-node",
+                name=f"{conventions.NAME_PREFIX}-node",
                 policy=pulumi.Output.all(args.bucket_arn, args.key_arn, args.log_group_arn).apply(
                     lambda arns, node_role=node_role: json.dumps(node_policy(
                         cluster=args.cluster, role=node_role, account=account,
@@ -207,7 +215,7 @@ class Identity(pulumi.ComponentResource):
                 opts=child,
             ))
             profile = aws.iam.InstanceProfile(
-                f"{name}-{node_role}", name=role_name(args.cluster, node_role), role=role.name, opts=child
+                f"{name}-{node_role}", name=conventions.iam_role_name(args.cluster, node_role), role=role.name, opts=child
             )
             self.role_arns[node_role] = role.arn
             self.instance_profile_arns[node_role] = profile.arn

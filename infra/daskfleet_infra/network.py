@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from daskfleet import conventions
+
 from .lookups import Account, NetworkFacts
 
 #: Interface endpoints that let nodes without internet egress reach what they use:
@@ -20,7 +22,6 @@ from .lookups import Account, NetworkFacts
 INTERFACE_ENDPOINT_SERVICES: tuple[str, ...] = (
     "ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs", "ec2", "autoscaling",
 )
-HTTPS_PORT = 443
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,13 @@ class Network(pulumi.ComponentResource):
             cidr_block=args.facts.vpc_cidr,
             enable_dns_support=True,
             enable_dns_hostnames=True,
-            tags={"Name": f"daskfleet-{args.cluster}"},
+            tags={"Name": conventions.resource_name(args.cluster)},
             opts=self._child,
         )
         self.vpc_id = vpc.id
         routes = aws.ec2.RouteTable(
-            f"{name}-private", vpc_id=vpc.id, tags={"Name": f"daskfleet-{args.cluster}-private"}, opts=self._child
+            f"{name}-private", vpc_id=vpc.id, tags={"Name": conventions.resource_name(args.cluster, "private")},
+            opts=self._child,
         )
         subnets = []
         for index, (zone, cidr) in enumerate(zip(zones, cidrs)):
@@ -103,7 +105,7 @@ class Network(pulumi.ComponentResource):
                 availability_zone=zone,
                 cidr_block=cidr,
                 map_public_ip_on_launch=False,
-                tags={"Name": f"daskfleet-{args.cluster}-private-{zone}"},
+                tags={"Name": conventions.resource_name(args.cluster, "private", zone)},
                 opts=self._child,
             )
             aws.ec2.RouteTableAssociation(
@@ -117,7 +119,7 @@ class Network(pulumi.ComponentResource):
             service_name=args.account.service_name("s3"),
             vpc_endpoint_type="Gateway",
             route_table_ids=[routes.id],
-            tags={"Name": f"daskfleet-{args.cluster}-s3"},
+            tags={"Name": conventions.resource_name(args.cluster, "s3")},
             opts=self._child,
         )
         self._create_interface_endpoints(vpc)
@@ -130,7 +132,7 @@ class Network(pulumi.ComponentResource):
             f"{name}-endpoints",
             vpc_id=vpc.id,
             description=f"daskfleet {args.cluster}: HTTPS to the VPC endpoints from inside the VPC",
-            tags={"Name": f"daskfleet-{args.cluster}-endpoints"},
+            tags={"Name": conventions.resource_name(args.cluster, "endpoints")},
             opts=self._child,
         )
         aws.vpc.SecurityGroupIngressRule(
@@ -138,8 +140,8 @@ class Network(pulumi.ComponentResource):
             security_group_id=endpoints.id,
             description="HTTPS from the VPC",
             ip_protocol="tcp",
-            from_port=HTTPS_PORT,
-            to_port=HTTPS_PORT,
+            from_port=conventions.HTTPS_PORT,
+            to_port=conventions.HTTPS_PORT,
             cidr_ipv4=args.facts.vpc_cidr,
             opts=self._child,
         )
@@ -152,7 +154,7 @@ class Network(pulumi.ComponentResource):
                 private_dns_enabled=True,
                 subnet_ids=self.private_subnet_ids,
                 security_group_ids=[endpoints.id],
-                tags={"Name": f"daskfleet-{args.cluster}-{service}"},
+                tags={"Name": conventions.resource_name(args.cluster, service)},
                 opts=self._child,
             )
 
@@ -160,7 +162,7 @@ class Network(pulumi.ComponentResource):
         """One NAT gateway in a public subnet that holds nothing else; nodes stay in the private subnets."""
         args, name = self._args, self._prefix
         gateway = aws.ec2.InternetGateway(
-            f"{name}-igw", vpc_id=vpc.id, tags={"Name": f"daskfleet-{args.cluster}"}, opts=self._child
+            f"{name}-igw", vpc_id=vpc.id, tags={"Name": conventions.resource_name(args.cluster)}, opts=self._child
         )
         public = aws.ec2.Subnet(
             f"{name}-public",
@@ -168,11 +170,12 @@ class Network(pulumi.ComponentResource):
             availability_zone=zone,
             cidr_block=cidr,
             map_public_ip_on_launch=False,
-            tags={"Name": f"daskfleet-{args.cluster}-nat"},
+            tags={"Name": conventions.resource_name(args.cluster, "nat")},
             opts=self._child,
         )
         public_routes = aws.ec2.RouteTable(
-            f"{name}-public", vpc_id=vpc.id, tags={"Name": f"daskfleet-{args.cluster}-public"}, opts=self._child
+            f"{name}-public", vpc_id=vpc.id, tags={"Name": conventions.resource_name(args.cluster, "public")},
+            opts=self._child,
         )
         aws.ec2.Route(
             f"{name}-public-internet",
@@ -184,12 +187,14 @@ class Network(pulumi.ComponentResource):
         aws.ec2.RouteTableAssociation(
             f"{name}-public", subnet_id=public.id, route_table_id=public_routes.id, opts=self._child
         )
-        address = aws.ec2.Eip(f"{name}-nat", domain="vpc", tags={"Name": f"daskfleet-{args.cluster}-nat"}, opts=self._child)
+        address = aws.ec2.Eip(
+            f"{name}-nat", domain="vpc", tags={"Name": conventions.resource_name(args.cluster, "nat")}, opts=self._child,
+        )
         nat = aws.ec2.NatGateway(
             f"{name}-nat",
             subnet_id=public.id,
             allocation_id=address.id,
-            tags={"Name": f"daskfleet-{args.cluster}"},
+            tags={"Name": conventions.resource_name(args.cluster)},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
         )
         aws.ec2.Route(

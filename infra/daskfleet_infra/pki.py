@@ -168,6 +168,9 @@ class Pki(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
+        # Secrets Manager refuses a policy naming a role IAM has not propagated yet ("unsupported
+        # principal"); the AWS provider retries that for two minutes from when the policy is put. So
+        # readers are the roles' own ARN outputs, which make the policy wait for the roles' creation.
         aws.secretsmanager.SecretPolicy(
             name,
             secret_arn=secret.arn,

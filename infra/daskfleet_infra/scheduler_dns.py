@@ -43,11 +43,6 @@ class SchedulerDnsArgs:
     log_retention_days: int
 
 
-def function_name(cluster: str) -> str:
-    """Names the function, its role and (under /aws/lambda/) its log group; at most 64 characters."""
-    return f"{conventions.NAME_PREFIX}-{cluster}-scheduler-dns"
-
-
 def launch_event_pattern(group_name: str) -> dict[str, Any]:
     """The EventBridge pattern matching successful launches into ``group_name`` only."""
     return {
@@ -107,7 +102,7 @@ class SchedulerDns(pulumi.ComponentResource):
     def __init__(self, name: str, args: SchedulerDnsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("daskfleet:aws:SchedulerDns", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        function = function_name(args.cluster)
+        function = conventions.scheduler_dns_function_name(args.cluster)
         group_name = conventions.node_group_name(args.cluster, "scheduler")
         logs = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=f"/aws/lambda/{function}", retention_in_days=args.log_retention_days, opts=child,
@@ -122,7 +117,7 @@ class SchedulerDns(pulumi.ComponentResource):
         policy = aws.iam.RolePolicy(
             f"{name}-updater",
             role=role.name,
-            name="daskfleet-scheduler-dns",
+            name=f"{conventions.NAME_PREFIX}-scheduler-dns",
             policy=pulumi.Output.all(args.zone_id, logs.arn).apply(
                 lambda values: json.dumps(updater_policy(
                     account=args.account, zone_id=values[0], record_name=args.scheduler_dns_name,

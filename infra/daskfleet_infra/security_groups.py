@@ -19,7 +19,6 @@ import pulumi_aws as aws
 from daskfleet import conventions
 
 Group = Literal["scheduler", "worker"]
-HTTPS_PORT = 443
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,7 @@ def _slug(text: str) -> str:
 def plan_rules(args: SecurityGroupsArgs) -> list[Rule]:
     """Every rule of both groups, in a stable order with stable keys."""
     scheduler, dashboard, worker = conventions.SCHEDULER_PORT, conventions.DASHBOARD_PORT, conventions.WORKER_PORT
+    https = conventions.HTTPS_PORT
     rules = [
         Rule("scheduler-from-workers", "scheduler", "ingress", scheduler, "workers register with the scheduler", peer="worker"),
         Rule("worker-from-scheduler", "worker", "ingress", worker, "the scheduler reaches its workers", peer="scheduler"),
@@ -77,11 +77,11 @@ def plan_rules(args: SecurityGroupsArgs) -> list[Rule]:
     ]
     for group in ("scheduler", "worker"):
         rules += [
-            Rule(f"{group}-to-vpc-https", group, "egress", HTTPS_PORT, "AWS APIs through the VPC endpoints", cidr=args.vpc_cidr),
-            Rule(f"{group}-to-s3", group, "egress", HTTPS_PORT, "S3 through its gateway endpoint", prefix_list_id=args.s3_prefix_list_id),
+            Rule(f"{group}-to-vpc-https", group, "egress", https, "AWS APIs through the VPC endpoints", cidr=args.vpc_cidr),
+            Rule(f"{group}-to-s3", group, "egress", https, "S3 through its gateway endpoint", prefix_list_id=args.s3_prefix_list_id),
         ]
         if args.internet_egress:
-            rules.append(Rule(f"{group}-to-internet-https", group, "egress", HTTPS_PORT, "HTTPS through the NAT gateway", cidr="0.0.0.0/0"))
+            rules.append(Rule(f"{group}-to-internet-https", group, "egress", https, "HTTPS through the NAT gateway", cidr="0.0.0.0/0"))
     return rules
 
 
@@ -99,7 +99,7 @@ class SecurityGroups(pulumi.ComponentResource):
                 f"{name}-{group}",
                 vpc_id=args.vpc_id,
                 description=f"daskfleet {args.cluster} {group} nodes",
-                tags={"Name": f"daskfleet-{args.cluster}-{group}", conventions.TAG_ROLE: group},
+                tags={"Name": conventions.resource_name(args.cluster, group), conventions.TAG_ROLE: group},
                 opts=child,
             )
             for group in ("scheduler", "worker")

@@ -21,13 +21,14 @@ class NodeSpecsArgs:
     cluster: str
     environment_fingerprint: str
     scheduler_dns_name: str
+    client_version_policy: conventions.ClientVersionPolicy
 
 
 def scheduler_address(scheduler_dns_name: str) -> str:
     return f"tls://{scheduler_dns_name}:{conventions.SCHEDULER_PORT}"
 
 
-def scheduler_spec(cluster: str, fingerprint: str) -> NodeSpec:
+def scheduler_spec(cluster: str, fingerprint: str, client_version_policy: conventions.ClientVersionPolicy) -> NodeSpec:
     """The scheduler listens on its private address; the SchedulerDns component points its name there."""
     return NodeSpec(
         cluster=cluster,
@@ -35,6 +36,7 @@ def scheduler_spec(cluster: str, fingerprint: str) -> NodeSpec:
         scheduler_port=conventions.SCHEDULER_PORT,
         dashboard_port=conventions.DASHBOARD_PORT,
         expected_fingerprint=fingerprint,
+        client_version_policy=client_version_policy,
     )
 
 
@@ -57,7 +59,7 @@ class NodeSpecs(pulumi.ComponentResource):
     def __init__(self, name: str, args: NodeSpecsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("daskfleet:aws:NodeSpecs", name, None, opts)
         values = {
-            "scheduler": dump_spec(scheduler_spec(args.cluster, args.environment_fingerprint)),
+            "scheduler": dump_spec(scheduler_spec(args.cluster, args.environment_fingerprint, args.client_version_policy)),
             "worker": dump_spec(worker_spec(args.cluster, args.environment_fingerprint, args.scheduler_dns_name)),
         }
         self.parameter_names = {}

@@ -15,6 +15,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from daskfleet import conventions
+
 from .lookups import Account
 
 SCRATCH_PREFIX = "scratch/"
@@ -87,8 +89,12 @@ class Storage(pulumi.ComponentResource):
             policy=json.dumps(key_policy(args.account, args.user_principal_arns)),
             opts=child,
         )
-        aws.kms.Alias(f"{name}-key", name=f"alias/daskfleet/{args.cluster}", target_key_id=key.key_id, opts=child)
-        bucket = aws.s3.Bucket(f"daskfleet-{args.cluster}", force_destroy=args.ephemeral, opts=child)
+        aws.kms.Alias(f"{name}-key", name=conventions.kms_alias(args.cluster), target_key_id=key.key_id, opts=child)
+        # Pulumi names the bucket after this resource name plus "-" and a random suffix, which makes
+        # conventions.bucket_name_prefix(cluster); renaming the resource would replace the bucket.
+        bucket = aws.s3.Bucket(
+            conventions.bucket_name_prefix(args.cluster).removesuffix("-"), force_destroy=args.ephemeral, opts=child,
+        )
         self._secure_bucket(name, bucket, key)
         self._expire_scratch(name, bucket, args.scratch_expiration_days)
         self.key_arn = key.arn

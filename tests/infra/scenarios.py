@@ -19,7 +19,8 @@ OPERATOR = "arn:aws:iam::123456789012:role/platform-oncall"
 
 
 def adopted_config() -> dict[str, Any]:
-    """A stack adopting a shared network, ephemeral, with an explicit AMI and every optional list set."""
+    """A stack adopting a shared network, ephemeral, with an explicit AMI, every optional list set and
+    clients of other package versions let in with a warning."""
     return {
         **example_config(),
         "vpcId": ADOPTED_VPC,
@@ -35,6 +36,7 @@ def adopted_config() -> dict[str, Any]:
         "workerMaxSize": 40,
         "workerOnDemandBase": 2,
         "workerOnDemandPercentAboveBase": 25,
+        "clientVersionPolicy": "warn",
     }
 
 

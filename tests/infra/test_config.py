@@ -54,6 +54,16 @@ def test_defaults_are_secure():
     assert config.nat_gateway is False and config.ephemeral is False
     assert config.vpc_id is None and config.ami_id is None
     assert config.extra_read_buckets == [] and config.operator_principal_arns == []
+    assert config.client_version_policy == "refuse"
+
+
+def test_the_client_version_policy_accepts_what_the_schedulers_spec_accepts():
+    from daskfleet.spec import NodeSpec
+
+    accepted = typing.get_args(NodeSpec.model_fields["client_version_policy"].annotation)
+    assert typing.get_args(StackConfig.model_fields["client_version_policy"].annotation) == accepted
+    for policy in accepted:
+        assert parse(clientVersionPolicy=policy).client_version_policy == policy
 
 
 def test_cost_allocation_tags_carry_expiry_only_when_ephemeral():
@@ -104,6 +114,9 @@ ERROR_CASES = [
     ("workerOnDemandBase", {"workerOnDemandBase": 11}, "11"),
     ("workerOnDemandPercentAboveBase", {"workerOnDemandPercentAboveBase": 101}, "(got 101)"),
     ("amiId", {"amiId": "ubuntu"}, "'ubuntu'"),
+    ("clientVersionPolicy", {"clientVersionPolicy": "ignore"}, "'ignore'"),
+    ("clientVersionPolicy", {"clientVersionPolicy": ""}, "(got '')"),
+    ("dnsZone", {"dnsZone": ""}, "(got '')"),
     ("clientCidr", {"clientCidr": ["10.0.0.0/8"]}, "unknown key"),
 ]
 
@@ -168,6 +181,9 @@ def _pulumi_type(annotation: Any) -> Any:
         return ("array", _pulumi_type(args[0]))
     if len(args) == 1:
         return _pulumi_type(args[0])
+    if typing.get_origin(annotation) is typing.Literal:
+        (kind,) = {type(arg) for arg in args}
+        return _pulumi_type(kind)
     return {str: "string", bool: "boolean", int: "integer"}[annotation]
 
 

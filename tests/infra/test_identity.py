@@ -144,9 +144,19 @@ def test_only_the_scheduler_scales_and_only_its_own_worker_group(example):
         (grant,) = allowing(scheduler, action, workers)
         assert grant["Condition"] == {"StringEquals": {"autoscaling:ResourceTag/daskfleet:cluster": "analytics"}}
         assert not allows(scheduler, action, schedulers)
-        assert not allows(worker, action, workers)
+        if action != "autoscaling:CompleteLifecycleAction":
+            assert not allows(worker, action, workers)
     other_cluster = workers.replace("daskfleet-analytics-worker", "daskfleet-other-worker")
     assert not allows(scheduler, "autoscaling:SetDesiredCapacity", other_cluster)
+
+
+def test_a_worker_may_only_complete_its_own_groups_drain_hook(example):
+    worker = policy_of(example, "worker")
+    workers = example.one("aws:autoscaling/group:Group", "compute-worker").outputs["arn"]
+    schedulers = example.one("aws:autoscaling/group:Group", "compute-scheduler").outputs["arn"]
+    (grant,) = allowing(worker, "autoscaling:CompleteLifecycleAction", workers)
+    assert grant["Condition"] == {"StringEquals": {"autoscaling:ResourceTag/daskfleet:cluster": "analytics"}}
+    assert not allows(worker, "autoscaling:CompleteLifecycleAction", schedulers)
 
 
 @pytest.mark.parametrize("role", conventions.NODE_ROLES)

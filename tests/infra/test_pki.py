@@ -114,9 +114,13 @@ def test_secrets_are_named_by_convention_and_encrypted_with_the_cluster_key(exam
         assert version.secret_inputs == ["secretString"]
 
 
-def _policy_for(record, secret_name):
+def _secret_policy(record, secret_name):
     secret = next(s for s in record.of_type("aws:secretsmanager/secret:Secret") if s.inputs["name"] == secret_name)
-    policy = next(p for p in record.of_type("aws:secretsmanager/secretPolicy:SecretPolicy") if p.inputs["secretArn"] == secret.outputs["arn"])
+    return next(p for p in record.of_type("aws:secretsmanager/secretPolicy:SecretPolicy") if p.inputs["secretArn"] == secret.outputs["arn"])
+
+
+def _policy_for(record, secret_name):
+    policy = _secret_policy(record, secret_name)
     assert policy.inputs["blockPublicPolicy"] is True
     allow, deny = statements(policy.inputs["policy"])
     return allow, deny
@@ -129,6 +133,13 @@ def test_a_node_secret_is_readable_by_its_role_alone(adopted, role):
     assert allow["Principal"] == {"AWS": [role_arn]} and allow["Effect"] == "Allow"
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "secretsmanager:GetSecretValue"
     assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": sorted([role_arn, DEPLOYER, OPERATOR])}}
+
+
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_a_node_secrets_policy_waits_for_the_role_it_names(example, role):
+    """Secrets Manager refuses a principal IAM has not propagated; the provider's retry only helps once the role exists."""
+    policy = _secret_policy(example, conventions.node_tls_secret_name("analytics", role))
+    assert example.one("aws:iam/role:Role", f"identity-{role}").urn in policy.dependencies
 
 
 def test_a_users_secret_is_readable_by_their_principal_alone(example):

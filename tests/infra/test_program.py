@@ -141,31 +141,69 @@ def test_outputs_tell_users_where_the_cluster_is(example):
     assert (outputs["cluster"], outputs["region"]) == ("analytics", "eu-west-1")
 
 
+def _instance(instance_id, state, launched, cluster="analytics", role="scheduler"):
+    return {
+        "InstanceId": instance_id, "State": {"Name": state}, "LaunchTime": launched,
+        "Tags": [{"Key": conventions.TAG_CLUSTER, "Value": cluster}, {"Key": conventions.TAG_ROLE, "Value": role}],
+    }
+
+
+#: Mid-replacement: the old scheduler still running and listed first, the new one running, one already
+#: shutting down, and instances the filters must leave out. (LaunchTime as the CLI prints it: ISO 8601 text.)
+DESCRIBED_INSTANCES = {"Reservations": [
+    {"Instances": [_instance("i-0old0000000000000", "running", "2031-03-01T09:00:00+00:00")]},
+    {"Instances": [_instance("i-0gone000000000000", "shutting-down", "2031-03-01T08:00:00+00:00")]},
+    {"Instances": [_instance("i-0new0000000000000", "running", "2031-03-02T09:00:00+00:00")]},
+    {"Instances": [
+        _instance("i-0other00000000000", "running", "2031-03-03T09:00:00+00:00", cluster="other"),
+        _instance("i-0worker0000000000", "running", "2031-03-03T09:00:00+00:00", role="worker"),
+    ]},
+]}
+
+
 @pytest.fixture
 def fake_aws_cli(tmp_path):
-    """An `aws` on PATH that answers describe-instances with one instance id and prints other calls' argv."""
+    """An `aws` on PATH that logs each call's argv and answers describe-instances like the AWS CLI would:
+    DESCRIBED_INSTANCES, narrowed by its tag and state --filters, through its JMESPath --query, as text."""
+    (tmp_path / "instances.json").write_text(json.dumps(DESCRIBED_INSTANCES))
     script = tmp_path / "aws"
     script.write_text(
         f"#!{sys.executable}\n"
-        "import json, sys\n"
-        f"log = open({str(tmp_path / 'calls.jsonl')!r}, 'a')\n"
-        "log.write(json.dumps(sys.argv[1:]) + '\\n')\n"
-        "if sys.argv[1:3] == ['ec2', 'describe-instances']:\n"
-        "    print('i-0123456789abcdef0')\n"
+        "import json, sys, jmespath\n"
+        f"here = {str(tmp_path)!r}\n"
+        "args = sys.argv[1:]\n"
+        "open(here + '/calls.jsonl', 'a').write(json.dumps(args) + '\\n')\n"
+        "if args[:2] == ['ec2', 'describe-instances']:\n"
+        "    at = args.index('--filters') + 1\n"
+        "    filters = []\n"
+        "    while at < len(args) and not args[at].startswith('--'):\n"
+        "        name, values = args[at].removeprefix('Name=').split(',Values=')\n"
+        "        filters.append((name, values))\n"
+        "        at += 1\n"
+        "    def value(instance, name):\n"
+        "        if name == 'instance-state-name':\n"
+        "            return instance['State']['Name']\n"
+        "        return {tag['Key']: tag['Value'] for tag in instance['Tags']}.get(name.removeprefix('tag:'))\n"
+        "    response = json.load(open(here + '/instances.json'))\n"
+        "    for reservation in response['Reservations']:\n"
+        "        reservation['Instances'] = [i for i in reservation['Instances'] if all(value(i, n) == v for n, v in filters)]\n"
+        "    response['Reservations'] = [r for r in response['Reservations'] if r['Instances']]\n"
+        "    assert args[args.index('--output') + 1] == 'text'\n"
+        "    print(jmespath.search(args[args.index('--query') + 1], response))\n"
     )
     script.chmod(0o755)
     return tmp_path
 
 
 @pytest.mark.parametrize(("output", "port"), [("schedulerPortForwardCommand", 8786), ("dashboardPortForwardCommand", 8787)])
-def test_the_port_forward_commands_run_a_session_through_the_scheduler_instance(example, fake_aws_cli, output, port):
+def test_the_port_forward_commands_run_a_session_through_the_newest_running_scheduler(example, fake_aws_cli, output, port):
     env = {**os.environ, "PATH": f"{fake_aws_cli}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["bash", "-c", example.outputs[output]], env=env, check=True, timeout=30)
     describe, session = [json.loads(line) for line in Path(fake_aws_cli, "calls.jsonl").read_text().splitlines()]
     assert describe[:4] == ["ec2", "describe-instances", "--region", "eu-west-1"]
-    assert "Name=tag:daskfleet:cluster,Values=analytics" in describe and "Name=tag:daskfleet:role,Values=scheduler" in describe
     assert session[:5] == ["ssm", "start-session", "--region", "eu-west-1", "--target"]
-    assert session[5] == "i-0123456789abcdef0"
+    # Not the old scheduler listed first, not one shutting down, not another cluster's or a worker.
+    assert session[5] == "i-0new0000000000000"
     assert session[6:8] == ["--document-name", "AWS-StartPortForwardingSessionToRemoteHost"]
     assert session[8] == "--parameters"
     assert json.loads(session[9]) == {

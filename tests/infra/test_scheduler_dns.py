@@ -20,7 +20,6 @@ from infra.program import INFRA_DIR
 from daskfleet import conventions
 from daskfleet_infra.dns_updater import handler
 from daskfleet_infra.dns_updater.handler import DnsUpdateError
-from daskfleet_infra.scheduler_dns import function_name
 
 COMPONENT = "daskfleet:aws:SchedulerDns"
 REGION = "eu-west-1"
@@ -248,7 +247,7 @@ def test_the_function_runs_the_handler_module_configured_for_the_clusters_record
     function = declared(every_record, "aws:lambda/function:Function", "updater").inputs
     role = declared(every_record, "aws:iam/role:Role", "updater")
     logs = declared(every_record, "aws:cloudwatch/logGroup:LogGroup", "logs")
-    assert function["name"] == function_name(config["cluster"])
+    assert function["name"] == conventions.scheduler_dns_function_name(config["cluster"])
     assert (function["runtime"], function["handler"]) == ("python3.12", "handler.handler")
     assert function["code"] == {"archive": "assets", "assets": {"handler.py": {"asset": "path", "path": HANDLER_IN_PROJECT}}}
     assert (INFRA_DIR / HANDLER_IN_PROJECT).resolve() == Path(handler.__file__).resolve()

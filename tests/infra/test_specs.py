@@ -25,13 +25,23 @@ def test_one_string_parameter_per_node_role(example):
     assert all(p.inputs["name"].startswith(conventions.parameter_path_prefix("analytics")) for p in parameters)
 
 
-def test_the_scheduler_spec_names_its_ports_and_environment_and_nothing_about_dns(example):
+def test_the_scheduler_spec_names_its_ports_environment_and_client_policy_and_nothing_about_dns(example):
     """The scheduler's DNS record is kept from outside the instance (SchedulerDns), not by the agent."""
     assert stored(example, "scheduler") == NodeSpec(
         cluster="analytics", role="scheduler",
         scheduler_port=conventions.SCHEDULER_PORT, dashboard_port=conventions.DASHBOARD_PORT,
-        expected_fingerprint=example.config[FINGERPRINT_KEY],
+        expected_fingerprint=example.config[FINGERPRINT_KEY], client_version_policy="refuse",
     )
+
+
+@pytest.mark.parametrize(("scenario", "policy"), [("example", "refuse"), ("adopted", "warn")])
+def test_the_scheduler_is_told_the_stacks_client_version_policy(evaluations, scenario, policy):
+    """Stated in the stored spec even when it is the default, so the parameter says what the scheduler does."""
+    record = evaluations.record(scenario)
+    document = json.loads(record.parameters[conventions.spec_parameter_name("analytics", "scheduler")])
+    assert document["client_version_policy"] == policy
+    worker = json.loads(record.parameters[conventions.spec_parameter_name("analytics", "worker")])
+    assert "client_version_policy" not in worker  # only the scheduler admits clients
 
 
 def test_the_worker_spec_points_at_the_schedulers_dns_name(example):

@@ -32,6 +32,8 @@ write_files:
     RuntimeDirectoryMode=0700
     CacheDirectory=daskfleet
     CacheDirectoryMode=0700
+    LogsDirectory=daskfleet
+    LogsDirectoryMode=0700
     NoNewPrivileges=yes
     LimitNOFILE=65536
 
@@ -72,6 +74,13 @@ def test_configuration_failures_are_not_restarted_and_transient_ones_are():
         ExitCode.CERT_ROLE_MISMATCH, ExitCode.ENV_MISMATCH, ExitCode.REFUSED_BY_SCHEDULER,
     }
     assert ExitCode.SOURCE_UNAVAILABLE not in stopped and ExitCode.SCHEDULER_UNREACHABLE not in stopped
+
+
+def test_the_audit_log_has_a_private_directory_that_outlives_the_agent():
+    """systemd empties RuntimeDirectory when the unit stops; LogsDirectory (/var/log) it keeps across restarts."""
+    settings = dict(line.split("=", 1) for line in render_unit("analytics", "scheduler").splitlines() if "=" in line)
+    assert (settings["LogsDirectory"], settings["LogsDirectoryMode"]) == ("daskfleet", "0700")
+    assert "RuntimeDirectoryPreserve" not in settings  # the runtime directory (keys) still goes with the unit
 
 
 def test_user_data_is_cloud_config_naming_only_cluster_and_role():
