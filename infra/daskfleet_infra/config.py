@@ -382,7 +382,8 @@ def project_config_values(project: str = PROJECT) -> dict[str, str]:
     found through the runtime's config map: the engine's own, or PULUMI_CONFIG under mocks.
     """
     prefix = f"{project}:"
-    names = set(pulumi_runtime_config.get_config_env()) | set(pulumi_runtime_config.CONFIG.get())
+    # CONFIG is private, kept because Pulumi has no public API listing a stack's config keys (Config only gets one).
+    names = set(pulumi.runtime.get_config_env()) | set(pulumi_runtime_config.CONFIG.get())
     config = pulumi.Config(project)
     values = {}
     for name in sorted(names):

@@ -1,24 +1,38 @@
 """Fixtures for the Pulumi program's tests: its configuration and its evaluations under mocks.
 
-The mocks are ``ProgramMocks`` (a ``pulumi.runtime.Mocks`` subclass, in
-infra/daskfleet_infra/mocks.py, re-exported by infra.program): they branch on type tokens,
-answer AWS invokes from a fake account and compute pulumi-tls resources with real keys and
-certificates. Pulumi's mock runtime is process-global, so each evaluation runs in its own
-process; the scenarios below are evaluated concurrently, once per session, on first use.
+The mocks are ``ProgramMocks`` (a ``pulumi.runtime.Mocks`` subclass, in tests/infra/mocks.py,
+also exported by infra.program): they branch on type tokens, answer AWS invokes from a fake
+account and compute pulumi-tls resources with real keys and certificates. Pulumi's mock
+runtime is process-global, so each evaluation runs in its own process (tests/infra/evaluate.py);
+the scenarios below are evaluated concurrently, once per session, on first use.
+
+The program's own modules are imported from infra/, the Pulumi project directory, as
+``pulumi up`` imports them.
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from infra.program import ProgramError, ProgramMocks, ProgramRecord, evaluate_program
+from infra.mocks import ProgramMocks
+from infra.program import INFRA_DIR, ProgramError, ProgramRecord, evaluate_program
 from infra.scenarios import SCENARIOS
 
+if str(INFRA_DIR) not in sys.path:
+    sys.path.insert(0, str(INFRA_DIR))
+
 __all__ = ["ProgramMocks"]
+
+
+@pytest.fixture
+def mocks() -> ProgramMocks:
+    """Fresh mocks for a fake account with no AMIs and no network to adopt, to call directly."""
+    return ProgramMocks()
 
 
 class Evaluations:

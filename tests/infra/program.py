@@ -19,19 +19,14 @@ Each call runs the program in a fresh process (about 5 s) with new keys and cert
 evaluate once per module or session and share the record. A failing program raises
 ``ProgramError`` (``.kind`` is e.g. ``StackConfigError``, ``.message`` its one line).
 ``images=[]`` gives the mocked account no AMI; ``vpcs=``/``subnets=`` describe a network
-to adopt (see daskfleet_infra.mocks.ProgramMocks). Full details: daskfleet_infra.evaluate.
+to adopt (see ``ProgramMocks``, tests/infra/mocks.py). Full details: tests/infra/evaluate.py.
+``INFRA_DIR`` is the Pulumi project directory, infra/.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
-if str(INFRA_DIR) not in sys.path:
-    sys.path.insert(0, str(INFRA_DIR))
-
-from daskfleet_infra.evaluate import (  # noqa: E402
+from infra.evaluate import (
+    INFRA_DIR,
     MOCK_AMI_ID,
     ProgramError,
     ProgramRecord,
@@ -40,7 +35,7 @@ from daskfleet_infra.evaluate import (  # noqa: E402
     evaluate_program,
     example_config,
 )
-from daskfleet_infra.mocks import ProgramMocks  # noqa: E402
+from infra.mocks import ProgramMocks
 
 __all__ = [
     "INFRA_DIR", "MOCK_AMI_ID", "ProgramError", "ProgramMocks", "ProgramRecord", "ResourceRecord",

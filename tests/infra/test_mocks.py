@@ -7,15 +7,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
-from infra.program import ProgramMocks
+from infra.mocks import ProgramMocks
 
 
 def create(mocks, type_, name, inputs):
     return mocks.new_resource(MockResourceArgs(type_, name, inputs, custom=True))[1]
 
 
-def test_tls_resources_honour_curve_subject_uris_uses_and_validity():
-    mocks = ProgramMocks()
+def test_tls_resources_honour_curve_subject_uris_uses_and_validity(mocks):
     key = create(mocks, "tls:index/privateKey:PrivateKey", "k", {"algorithm": "ECDSA", "ecdsaCurve": "P384"})
     assert "BEGIN EC PRIVATE KEY" in key["privateKeyPem"] and "BEGIN PRIVATE KEY" in key["privateKeyPemPkcs8"]
     ca = create(mocks, "tls:index/selfSignedCert:SelfSignedCert", "ca", {
@@ -46,8 +45,7 @@ def test_tls_resources_honour_curve_subject_uris_uses_and_validity():
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
 
 
-def test_an_allowed_use_the_provider_does_not_know_is_refused():
-    mocks = ProgramMocks()
+def test_an_allowed_use_the_provider_does_not_know_is_refused(mocks):
     key = create(mocks, "tls:index/privateKey:PrivateKey", "k", {"algorithm": "ECDSA", "ecdsaCurve": "P256"})
     with pytest.raises(ValueError, match="key_encipher"):
         create(mocks, "tls:index/selfSignedCert:SelfSignedCert", "ca", {
@@ -67,6 +65,6 @@ def test_ami_lookups_filter_by_owner_and_tag():
         mocks.call(MockCallArgs("aws:ec2/getAmi:getAmi", {"owners": ["self"], "filters": [{"name": "image-id", "values": ["ami-2"]}]}, ""))
 
 
-def test_an_invoke_the_mocks_do_not_know_fails_loudly():
+def test_an_invoke_the_mocks_do_not_know_fails_loudly(mocks):
     with pytest.raises(NotImplementedError, match="aws:rds/getInstance:getInstance"):
-        ProgramMocks().call(MockCallArgs("aws:rds/getInstance:getInstance", {}, ""))
+        mocks.call(MockCallArgs("aws:rds/getInstance:getInstance", {}, ""))

@@ -88,14 +88,12 @@ def test_only_node_roles_have_roles_and_groups(name_of):
 
 #: String literals that would spell a cluster resource's name instead of asking conventions.
 _SPELLED_NAME = re.compile(r"^(alias/|/)?daskfleet[-/]")
-#: Test machinery, not the program.
-_NOT_THE_PROGRAM = {"evaluate.py", "mocks.py"}
 
 
 def test_no_program_module_spells_a_name_or_https_port_itself():
     """A name written twice will drift: the program's modules ask conventions for every name and port."""
     modules = [INFRA_DIR / "__main__.py", *sorted((INFRA_DIR / "daskfleet_infra").glob("*.py"))]
-    for path in (path for path in modules if path.name not in _NOT_THE_PROGRAM):
+    for path in modules:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert not _SPELLED_NAME.match(node.value), f"{path.name}:{node.lineno} spells {node.value!r}"

@@ -128,6 +128,28 @@ def test_no_resource_is_declared_inside_an_apply():
                     assert not (isinstance(root, ast.Name) and root.id in resource_modules), f"{path.name}:{inner.lineno}"
 
 
+#: What only tests may import: their own modules (infra.program, infra.mocks, ...) and Pulumi's mock runtime.
+TEST_ONLY_MODULES = (
+    "infra", "tests", "pytest", "moto", "pulumi.runtime.mocks", "pulumi.runtime.Mocks", "pulumi.runtime.set_mocks",
+)
+
+
+def test_nothing_under_infra_imports_test_machinery():
+    """infra/ holds what `pulumi up` and the policy pack run; the mocks that evaluate the program live in tests/."""
+    for path in sorted(INFRA_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                assert not any(name == test_only or name.startswith(test_only + ".") for test_only in TEST_ONLY_MODULES), (
+                    f"{path.relative_to(INFRA_DIR)}:{node.lineno} imports {name}"
+                )
+
+
 # --- outputs ------------------------------------------------------------------------------------
 
 

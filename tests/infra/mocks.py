@@ -1,5 +1,8 @@
 """Pulumi mocks for the daskfleet program: AWS answers from a fake account, TLS resources with REAL keys.
 
+Test machinery, not the program: tests/infra/evaluate.py runs infra/__main__.py under these
+mocks, and the tests import them as ``infra.mocks`` (tests/ is on pytest's pythonpath).
+
 ``ProgramMocks`` branches on type tokens. pulumi-tls resources are computed with
 ``cryptography`` exactly as their inputs ask (curve, subject, SANs, allowed uses, validity),
 so the certificates a mocked program issues can serve real TLS connections. Every resource
@@ -24,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pulumi.asset import Archive, Asset, AssetArchive
 from pulumi.runtime import Mocks
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
-from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 ACCOUNT_ID = "123456789012"
 DEPLOYER_ROLE = "platform-deployer"
@@ -229,14 +232,10 @@ _ID_PREFIXES = {
 }
 
 
-def _is_secret(value: Any) -> bool:
-    return isinstance(value, Mapping) and value.get(_special_sig_key) == _special_secret_sig
-
-
 def _reveal(value: Any) -> Any:
     """An input with the secret wrappers the mock monitor leaves in place taken off."""
-    if _is_secret(value):
-        return _reveal(value["value"])
+    if is_rpc_secret(value):
+        return _reveal(unwrap_rpc_secret(value))
     if isinstance(value, Mapping):
         return {key: _reveal(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -276,7 +275,7 @@ class ProgramMocks(Mocks):
     # --- resources ---
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        secret_inputs = sorted(key for key, value in args.inputs.items() if _is_secret(value))
+        secret_inputs = sorted(key for key, value in args.inputs.items() if is_rpc_secret(value))
         inputs = {key: _reveal(value) for key, value in args.inputs.items()}
         if args.typ in _TLS:
             outputs = _TLS[args.typ](inputs)

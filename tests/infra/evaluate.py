@@ -1,9 +1,9 @@
 """Evaluate the daskfleet Pulumi program under mocks, without a cloud, and return what it declares.
 
-Usage (from Python; ``infra/`` must be importable, e.g. ``sys.path.insert(0, "<repo>/infra")``,
-or import it as ``infra.program`` in the tests, see tests/infra/program.py)::
+Test machinery, not the program. Tests import it through tests/infra/program.py
+(``tests/`` is on pytest's pythonpath, so this file is ``infra.evaluate``)::
 
-    from daskfleet_infra.evaluate import evaluate_program, example_config
+    from infra.program import evaluate_program, example_config
     record = evaluate_program()                       # the example stack (Pulumi.example.yaml)
     record = evaluate_program({**example_config(), "ephemeral": True, "expires": "2030-01-01"})
     record.user_data["scheduler"]   # rendered user data (text) per node role
@@ -21,9 +21,10 @@ environment fingerprint; pass ``images=[]`` for none. ``vpcs``/``subnets`` descr
 existing network for stacks that adopt one. A program that fails (e.g. a configuration
 error) raises ``ProgramError`` carrying the error's type name and message.
 
-Each evaluation runs in a fresh Python process (``python -m daskfleet_infra.evaluate``):
+Each evaluation runs in a fresh Python process (``python -m infra.evaluate``, with tests/ and
+infra/ put on its PYTHONPATH here, and infra/ as its working directory as under ``pulumi up``):
 Pulumi's mock runtime is process-global, so evaluations never see each other's state.
-The TLS keys and certificates are real (``daskfleet_infra.mocks``) and new on every call.
+The TLS keys and certificates are real (``infra.mocks``) and new on every call.
 """
 
 from __future__ import annotations
@@ -36,13 +37,18 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-INFRA_DIR = Path(__file__).resolve().parent.parent
+#: tests/, the root of the ``infra.*`` test modules; the child process imports them from here.
+TESTS_DIR = Path(__file__).resolve().parents[1]
+#: infra/, the Pulumi project: its program and the daskfleet_infra package it imports.
+INFRA_DIR = TESTS_DIR.parent / "infra"
 PROGRAM = INFRA_DIR / "__main__.py"
+#: What the child process runs: this module, found through TESTS_DIR on its PYTHONPATH.
+CHILD_MODULE = "infra.evaluate"
 EXAMPLE_STACK_FILE = INFRA_DIR / "Pulumi.example.yaml"
 PROJECT = "daskfleet"
 #: The AMI the mocked account holds by default, tagged with the configured fingerprint.
@@ -172,6 +178,15 @@ def default_images(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"id": MOCK_AMI_ID, "tags": {"daskfleet:env-fingerprint": fingerprint}, "root_device_name": "/dev/xvda"}]
 
 
+def _child_env() -> dict[str, str]:
+    """This environment without stack config, and tests/ and infra/ first on PYTHONPATH for the child's imports."""
+    # pytest's ``pythonpath`` setting changes only this process's sys.path: the child has to be told.
+    path = [str(TESTS_DIR), str(INFRA_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    env.pop("PULUMI_CONFIG", None)
+    return env
+
+
 def evaluate_program(
     config: Mapping[str, Any] | None = None,
     *,
@@ -196,11 +211,9 @@ def evaluate_program(
     with tempfile.TemporaryDirectory(prefix="daskfleet-evaluate-") as scratch:
         request_path, result_path = Path(scratch, "request.json"), Path(scratch, "result.json")
         request_path.write_text(json.dumps(request))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(INFRA_DIR), os.environ.get("PYTHONPATH")]))}
-        env.pop("PULUMI_CONFIG", None)
         completed = subprocess.run(
-            [sys.executable, "-m", "daskfleet_infra.evaluate", str(request_path), str(result_path)],
-            cwd=INFRA_DIR, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", CHILD_MODULE, str(request_path), str(result_path)],
+            cwd=INFRA_DIR, env=_child_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
         if not result_path.exists():
             raise RuntimeError(
@@ -229,11 +242,8 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
     import traceback
 
     import pulumi
-    from pulumi.runtime.settings import get_root_resource
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
 
-    from .mocks import ProgramMocks, RecordingMonitor, json_safe
+    from infra.mocks import ProgramMocks, RecordingMonitor, json_safe
 
     os.environ["PULUMI_CONFIG"] = pulumi_config_env(request["config"])
     mocks = ProgramMocks(**request["mocks"])
@@ -244,13 +254,17 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
     exported: dict[str, Any] = {}
     secret: list[str] = []
 
-    async def program() -> None:
-        runpy.run_path(str(PROGRAM), run_name="__main__")
-        for name, value in get_root_resource().outputs.items():
+    async def resolve_exports() -> None:
+        for name, value in pulumi.runtime.get_root_resource().outputs.items():
             output = pulumi.Output.from_input(value)
             exported[name] = await output.future()
             if await output.is_secret():
                 secret.append(name)
+
+    @pulumi.runtime.test  # runs the function and waits for every registration and output, as the engine would
+    def program() -> Awaitable[None]:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+        return resolve_exports()
 
     error = None
     try:
@@ -259,7 +273,7 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
             # pulumi-aws warns about its own deprecated classes when its modules are imported.
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="pulumi_aws")
             warnings.filterwarnings("ignore", category=ResourceWarning)
-            _sync_await(run_pulumi_func(program))
+            program()
     except Exception as exc:  # noqa: BLE001 reported to the parent, which raises ProgramError
         expected = isinstance(exc, pulumi.RunError)  # a user-facing error: its message says it all
         error = {"kind": type(exc).__name__, "message": str(exc), "traceback": "" if expected else traceback.format_exc()}
@@ -280,7 +294,7 @@ class _EngineLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
-        self.logger = logging.getLogger("daskfleet_infra.evaluate.engine")
+        self.logger = logging.getLogger("infra.evaluate.engine")
         self.logger.propagate = False
         self.logger.addHandler(self)
 
