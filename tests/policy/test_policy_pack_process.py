@@ -18,6 +18,7 @@ from policy.conftest import POLICY_PACK_DIR
 from policy.harness import UNKNOWN
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
+from daskfleet import pki
 from daskfleet_policies import PACK_NAME, POLICIES
 
 STARTUP_SECONDS = 30
@@ -128,7 +129,7 @@ def test_at_preview_a_new_bucket_is_paired_with_its_guards_through_property_depe
 
 def test_user_data_marked_secret_is_still_searched(analyzer):
     """The engine wraps a secret value in its secret signature; the SDK unwraps it for the policy."""
-    key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"
+    key = pki.create_ca("test").key_pem  # a real key, made now
     secret = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": f"#!/bin/sh\n{key}"}
     props = {"ami": "ami-1", "metadataOptions": {"httpTokens": "required", "httpPutResponseHopLimit": 1},
              "rootBlockDevice": {"encrypted": True}, "userData": secret}
