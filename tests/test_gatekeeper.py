@@ -31,6 +31,13 @@ def test_workers_need_a_worker_certificate_and_the_clusters_environment():
     assert "cluster 'other'" in keeper().check_worker(peer("worker", "other"), {FINGERPRINT_KEY: FP}).reason
 
 
+def test_a_worker_registers_only_an_address_on_its_own_host():
+    me = Peer("analytics", "worker", "worker.analytics", "tls://10.0.0.7:40000")
+    assert keeper().check_worker(me, {FINGERPRINT_KEY: FP}, "tls://10.0.0.7:8788") is None
+    refusal = keeper().check_worker(me, {FINGERPRINT_KEY: FP}, "tls://10.0.0.9:8788")
+    assert "registers address tls://10.0.0.9:8788, but connects from tls://10.0.0.7:40000" in refusal.reason
+
+
 def test_clients_with_other_core_versions_are_refused_or_warned_by_policy():
     theirs = {"packages": {**VERSIONS, "dask": "2025.1.0", "pandas": "2.2.0"}}
     refusal, warning = keeper().check_client(peer("client"), theirs)

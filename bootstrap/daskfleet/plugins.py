@@ -147,10 +147,13 @@ class Gatekeeper:
             return Refusal(f"a worker may {op} only itself, not {', '.join(others)}")
         return None
 
-    def check_worker(self, peer: Peer, extra: Mapping[str, Any] | None) -> Refusal | None:
+    def check_worker(self, peer: Peer, extra: Mapping[str, Any] | None, address: str | None = None) -> Refusal | None:
+        """A worker registers with a worker certificate, the cluster's environment, and its own host's address."""
         refusal = self._role_refusal(peer, "worker")
         if refusal:
             return refusal
+        if address and peer.address and _host_of(address) != _host_of(peer.address):
+            return Refusal(f"registers address {address}, but connects from {peer.address}")
         reported = (extra or {}).get(FINGERPRINT_KEY)
         if reported != self.expected_fingerprint:
             return Refusal(
@@ -306,7 +309,7 @@ class SchedulerGuard:
     def _guard_worker_registration(self, handler: Callable) -> Callable:
         async def register_worker(comm: Any, **msg: Any) -> Any:
             peer = _peer_of(comm)
-            refusal = self.gatekeeper.check_worker(peer, msg.get("extra"))
+            refusal = self.gatekeeper.check_worker(peer, msg.get("extra"), msg.get("address"))
             if refusal is not None:
                 message = self._refuse(
                     "worker", peer, refusal, worker=msg.get("address"), fingerprint=(msg.get("extra") or {}).get(FINGERPRINT_KEY)
@@ -338,7 +341,6 @@ class SchedulerGuard:
             return await handler(comm, client=client, versions=versions, **msg)
 
         return register_client
-
 
     def _restrict_stream(self, comm: Any, peer: Peer, kind: str, own_id: Any) -> None:
         """Drop, log and audit any message on this registered stream that is not its role's own."""
