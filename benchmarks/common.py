@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daskfleet import pki
-from daskfleet.local import LOCAL_CLUSTER, _write_node_dir
+from daskfleet.local import LOCAL_CLUSTER, write_node_dir
 from daskfleet.spec import NodeSpec
 from daskfleet.sources import CA_FILE, CERT_FILE, KEY_FILE
 
@@ -26,7 +26,7 @@ class BenchPki:
     def node_dir(self, name: str, spec: NodeSpec) -> Path:
         cert = pki.issue_certificate(self.ca, LOCAL_CLUSTER, spec.role, ip_addresses=(HOST,))
         directory = self.root / "nodes" / name
-        _write_node_dir(directory, spec, self.ca, cert)
+        write_node_dir(directory, spec, self.ca, cert)
         return directory
 
     def client_files(self) -> Path:

@@ -94,7 +94,7 @@ def _install_signal_handlers(on_signal) -> None:
         loop.add_signal_handler(sig, on_signal)
 
 
-async def run_scheduler(node: PreparedNode) -> ExitCode:
+async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
     spec = node.spec
     gatekeeper = Gatekeeper(
         cluster=spec.cluster,
@@ -102,7 +102,8 @@ async def run_scheduler(node: PreparedNode) -> ExitCode:
         versions=scheduler_versions(),
         client_version_policy=spec.client_version_policy,
     )
-    audit = AuditLog(audit_log_path(spec, node.runtime_dir))
+    forward = source.audit_forwarder()
+    audit = AuditLog(audit_log_path(spec, node.runtime_dir), forward)
     scheduler = Scheduler(
         host=spec.listen_host,
         port=spec.scheduler_port,
@@ -129,6 +130,8 @@ async def run_scheduler(node: PreparedNode) -> ExitCode:
     logger.info("daskfleet scheduler for %s at %s, dashboard %s", spec.cluster, info["address"], info["dashboard"])
     _install_signal_handlers(lambda: asyncio.ensure_future(scheduler.close(reason="signal")))
     await scheduler.finished()
+    if forward is not None:
+        await asyncio.to_thread(forward.close)
     return ExitCode.OK
 
 
@@ -256,5 +259,5 @@ def run_node(role: str, source: NodeSource, runtime_dir: Path | None = None) -> 
     """Prepare and run one node until it is stopped; DaskfleetError carries the exit code."""
     node = prepare_node(role, source, runtime_dir or default_runtime_dir(role))
     if role == "scheduler":
-        return asyncio.run(run_scheduler(node))
+        return asyncio.run(run_scheduler(node, source))
     return asyncio.run(run_worker(node, source))

@@ -40,6 +40,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from ec2_metadata import EC2Metadata
 
 from . import conventions
+from .cloudwatch import CloudWatchLines
 from .errors import DaskfleetError, ExitCode
 from .sources import TlsMaterial, register_source
 from .spec import load_spec_document
@@ -342,6 +343,13 @@ class AwsSource:
             AutoScalingGroupName=group, InstanceId=identity.instance_id, LifecycleActionResult="CONTINUE",
         )
         log.info("drained; completed %s for %s", conventions.DRAIN_HOOK_NAME, identity.instance_id)
+
+    def audit_forwarder(self) -> CloudWatchLines:
+        """The cluster's log group, stream ``audit/<instance id>``: the trail outlives this instance."""
+        identity = self._checked_identity("scheduler", Deadline(self.deadline_s))
+        return CloudWatchLines(
+            self._client("logs"), conventions.log_group_name(self.cluster), f"audit/{identity.instance_id}"
+        )
 
     def _checked_identity(self, role: str, deadline: Deadline) -> InstanceIdentity:
         if role not in conventions.NODE_ROLES:

@@ -94,7 +94,7 @@ def client_dir(state_dir: Path) -> Path:
     return state_dir / CLIENT_DIR
 
 
-def _write_node_dir(directory: Path, spec: NodeSpec, ca: pki.IssuedCert, cert: pki.IssuedCert) -> None:
+def write_node_dir(directory: Path, spec: NodeSpec, ca: pki.IssuedCert, cert: pki.IssuedCert) -> None:
     """A node directory as DirectorySource reads it."""
     pki.ensure_private_dir(directory.parent)
     pki.ensure_private_dir(directory)
@@ -190,7 +190,7 @@ def _bring_up(
         cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
         expected_fingerprint=fingerprint, audit_log=str(state_dir / "audit.jsonl"), client_version_policy=policy,
     )
-    _write_node_dir(state_dir / "nodes" / "scheduler", scheduler_spec, ca, certs["scheduler"])
+    write_node_dir(state_dir / "nodes" / "scheduler", scheduler_spec, ca, certs["scheduler"])
     scheduler = _start_node(state_dir, "scheduler", "scheduler")
     cluster.nodes.append(scheduler)
     cluster.save()
@@ -205,7 +205,7 @@ def _bring_up(
             cluster=LOCAL_CLUSTER, role="worker", scheduler_address=cluster.address, listen_host=HOST,
             worker_port=0, name=name, nthreads=1, expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
         )
-        _write_node_dir(state_dir / "nodes" / name, spec, ca, certs[name])
+        write_node_dir(state_dir / "nodes" / name, spec, ca, certs[name])
         cluster.nodes.append(_start_node(state_dir, name, "worker"))
         cluster.save()
     _wait_until_registered(cluster, state_dir, workers, smoke)

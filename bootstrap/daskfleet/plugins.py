@@ -206,8 +206,9 @@ class Gatekeeper:
 class AuditLog:
     """Append-only JSON lines: one per security-relevant event. Never contains key material."""
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, forward: Callable[[str], None] | None = None):
         self.path = Path(path) if path else None
+        self.forward = forward
         self._lock = threading.Lock()
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +217,8 @@ class AuditLog:
         entry = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
         line = json.dumps(entry, sort_keys=True, default=str)
         logger.info("audit %s", line)
+        if self.forward:
+            self.forward(line)
         if self.path:
             with self._lock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

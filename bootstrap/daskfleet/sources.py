@@ -47,6 +47,14 @@ class TlsMaterial:
         return json.dumps({"ca": self.ca_pem, "cert": self.cert_pem, "key": self.key_pem})
 
 
+class AuditForwarder(Protocol):
+    """Receives each audit line as it is written; ``close`` sends what is still waiting."""
+
+    def __call__(self, line: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class NodeSource(Protocol):
     """What the node agent needs from the place it runs in."""
 
@@ -64,6 +72,9 @@ class NodeSource(Protocol):
 
     def left(self) -> None:
         """Tell the platform the node has drained and may go."""
+
+    def audit_forwarder(self) -> AuditForwarder | None:
+        """Where the scheduler's audit lines go besides its local file (e.g. the cluster's log group)."""
 
 
 class DirectorySource:
@@ -103,6 +114,10 @@ class DirectorySource:
 
     def left(self) -> None:
         """Nothing to tell."""
+
+    def audit_forwarder(self) -> AuditForwarder | None:
+        """The local audit file is the whole trail."""
+        return None
 
 
 #: Source factories by scheme: ``dir:PATH`` and ``aws:CLUSTER``.

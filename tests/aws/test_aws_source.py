@@ -205,3 +205,25 @@ def test_a_drained_worker_completes_its_groups_drain_hook(aws, imds, monkeypatch
         })
         source.left()
         stub.assert_no_pending_responses()
+
+
+def test_audit_lines_reach_the_clusters_log_group(aws, imds):
+    logs = aws.client("logs")
+    group = conventions.log_group_name(CLUSTER)
+    logs.create_log_group(logGroupName=group)
+    imds.tags[conventions.TAG_ROLE] = "scheduler"
+    forward = make_source(f"aws:{CLUSTER}").audit_forwarder()
+    forward('{"event": "client-connect", "identity": "alice"}')
+    forward('{"event": "graph-submitted", "identity": "alice", "tasks": 3}')
+    forward.close()
+    events = logs.get_log_events(logGroupName=group, logStreamName=f"audit/{imds.instance_id}")["events"]
+    assert [json.loads(e["message"])["event"] for e in events] == ["client-connect", "graph-submitted"]
+
+
+def test_audit_lines_wait_while_cloudwatch_is_unreachable(aws, imds):
+    # No log group: every put fails; the lines stay queued, the caller is never blocked or failed.
+    imds.tags[conventions.TAG_ROLE] = "scheduler"
+    forward = make_source(f"aws:{CLUSTER}").audit_forwarder()
+    forward('{"event": "client-connect"}')
+    forward.close()
+    assert [line for _, line in forward._pending] == ['{"event": "client-connect"}'] and forward.dropped == 0

@@ -64,6 +64,9 @@ def _load_into_moto(aws, stack, cluster: str, region: str) -> None:
         ssm.put_parameter(Name=name, Value=value, Type="String")
     for name, value in stack.secrets.items():
         secrets.create_secret(Name=name, SecretString=value)
+    (group,) = [r.inputs["name"] for r in stack.resources if r.type == "aws:cloudwatch/logGroup:LogGroup"
+                and r.inputs["name"] == conventions.log_group_name(cluster)]
+    boto3.client("logs", region_name=region, endpoint_url=aws.endpoint).create_log_group(logGroupName=group)
 
 
 def _boot(role: str, stack, tmp_path: Path, env: dict[str, str], imds: ImdsServer) -> subprocess.Popen:
@@ -132,3 +135,9 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
             server.stop()
     audit = (tmp_path / "run" / "scheduler" / "audit.jsonl").read_text()
     assert f'"identity": "{user}"' in audit
+    # The same trail reached the cluster's log group, so it outlives the scheduler's instance.
+    logs = boto3.client("logs", region_name=region, endpoint_url=aws.endpoint)
+    stream = f"audit/{imds_servers['scheduler'].instance_id}"
+    shipped = [e["message"] for e in logs.get_log_events(
+        logGroupName=conventions.log_group_name(cluster), logStreamName=stream)["events"]]
+    assert shipped == audit.splitlines()
