@@ -126,7 +126,7 @@ async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
     dashboard_port = scheduler.http_server.port
     contact_host = spec.contact_host or spec.listen_host
     info = {"address": scheduler.address, "dashboard": f"https://{contact_host}:{dashboard_port}/status", "pid": os.getpid()}
-    (node.runtime_dir / SCHEDULER_INFO_FILE).write_text(json.dumps(info))
+    pki.write_private(node.runtime_dir / SCHEDULER_INFO_FILE, json.dumps(info))  # atomic: the launcher polls it
     logger.info("daskfleet scheduler for %s at %s, dashboard %s", spec.cluster, info["address"], info["dashboard"])
     _install_signal_handlers(lambda: asyncio.ensure_future(scheduler.close(reason="signal")))
     await scheduler.finished()
