@@ -242,3 +242,21 @@ def test_a_task_cannot_become_a_client_with_its_workers_certificate(local_cluste
     with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
         with pytest.raises(Exception, match="role is 'worker'; client required"):
             client.submit(nested).result(timeout=60)
+
+
+def test_a_client_cannot_run_code_on_a_worker_behind_the_schedulers_back(local_cluster, cluster_ca):
+    client_cert = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "client", user="mallory")
+    sec = security_for(cluster_ca.cert_pem, client_cert)
+    with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
+        worker = next(iter(client.scheduler_info()["workers"]))
+
+        async def run_directly():
+            async with rpc(worker, connection_args=sec.get_connection_args("client")) as direct:
+                return await direct.run(function=b"irrelevant")
+
+        with pytest.raises(PermissionError, match="worker refused 'run' from mallory .*scheduler required"):
+            asyncio.run(run_directly())
+        # What clients do reach workers for still works, and so does code run through the scheduler.
+        [scattered] = client.scatter([123], direct=True)
+        assert client.gather(scattered, direct=True) == 123
+        assert set(client.run(lambda: "ran").values()) == {"ran"}

@@ -112,3 +112,19 @@ def test_worker_operation_tables_match_the_installed_distributed():
     assert taking("worker") <= WORKER_STREAM_OPS and not taking("client") & WORKER_STREAM_OPS
     assert not STREAM_CONTROL_OPS & set(streams)
     assert WORKER_OPS <= handlers
+
+
+def test_a_worker_serves_clients_only_data_and_actors_and_runs_code_only_for_its_scheduler():
+    from daskfleet.plugins import WorkerGatekeeper
+
+    k = WorkerGatekeeper("analytics")
+    client, scheduler, other_worker = peer("client"), peer("scheduler"), peer("worker")
+    for op in ("get_data", "update_data", "actor_execute"):
+        assert k.check_operation(op, client) is None
+    for op in ("run", "run_coroutine", "plugin-add", "terminate", "upload_file"):
+        assert k.check_operation(op, scheduler) is None
+        assert "scheduler required" in k.check_operation(op, client).reason
+        assert "scheduler required" in k.check_operation(op, other_worker).reason
+    assert k.check_operation("get_data", other_worker) is None
+    assert "scheduler or worker required" in k.check_operation("connection_stream", client).reason
+    assert "cluster 'other'" in k.check_operation("get_data", peer("client", "other")).reason

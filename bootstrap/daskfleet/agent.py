@@ -27,7 +27,9 @@ from . import pki
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
 from .environment import current_fingerprint
 from .errors import DaskfleetError, ExitCode
-from .plugins import FINGERPRINT_KEY, AuditLog, Gatekeeper, Peer, SchedulerGuard, scheduler_versions
+from .plugins import (
+    FINGERPRINT_KEY, AuditLog, Gatekeeper, Peer, SchedulerGuard, WorkerGatekeeper, WorkerGuard, scheduler_versions,
+)
 from .sources import NodeSource
 from .spec import NodeSpec, parse_spec
 
@@ -214,6 +216,7 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
         dashboard=False,
         local_directory=spill_directory(node.runtime_dir),
     )
+    WorkerGuard(WorkerGatekeeper(spec.cluster)).install(worker)
     try:
         await worker
     except RuntimeError as exc:

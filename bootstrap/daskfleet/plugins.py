@@ -65,6 +65,14 @@ WORKER_STREAM_OPS = frozenset(
         "keep-alive", "log-event", "worker-status-change", "request-refresh-who-has", "steal-response",
     }
 )
+#: A worker's operations a client calls directly: direct gather and scatter, and actors.
+CLIENT_WORKER_OPS = frozenset({"get_data", "update_data", "actor_execute", "actor_attribute", "ping", "versions"})
+#: A worker's operations that run code or change it: only its scheduler may call them.
+SCHEDULER_ONLY_WORKER_OPS = frozenset(
+    {"run", "run_coroutine", "terminate", "upload_file", "plugin-add", "plugin-remove", "gather", "free_keys"}
+)
+#: Who may call anything else on a worker: its scheduler and its peer workers.
+NODE_PEER_ROLES = frozenset({"scheduler", "worker"})
 #: Ends a stream; allowed on both.
 STREAM_CONTROL_OPS = frozenset({"close-stream"})
 #: The client id distributed's ``fire_and_forget`` uses on behalf of every client.
@@ -103,6 +111,33 @@ class Refusal:
     reason: str
 
 
+def role_refusal(cluster: str, peer: Peer, needed: frozenset[str] | str) -> Refusal | None:
+    """Refuse a peer whose certificate is not for ``cluster`` in one of the ``needed`` roles."""
+    allowed = {needed} if isinstance(needed, str) else set(needed)
+    if peer.role is None:
+        return Refusal("certificate carries no daskfleet role URI")
+    if peer.cluster != cluster:
+        return Refusal(f"certificate is for cluster {peer.cluster!r}, not {cluster!r}")
+    if peer.role not in allowed:
+        wanted = " or ".join(sorted(allowed))
+        return Refusal(f"certificate role is {peer.role!r}; {wanted} required")
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerGatekeeper:
+    """Pure decisions for a worker's own server: who may call which of its operations."""
+
+    cluster: str
+
+    def check_operation(self, op: str, peer: Peer) -> Refusal | None:
+        if op in CLIENT_WORKER_OPS:
+            return role_refusal(self.cluster, peer, NODE_PEER_ROLES | {"client"})
+        if op in SCHEDULER_ONLY_WORKER_OPS:
+            return role_refusal(self.cluster, peer, "scheduler")
+        return role_refusal(self.cluster, peer, NODE_PEER_ROLES)
+
+
 @dataclass(frozen=True)
 class Gatekeeper:
     """Pure decisions: may this peer register or call this operation?"""
@@ -113,15 +148,7 @@ class Gatekeeper:
     client_version_policy: str = "refuse"
 
     def _role_refusal(self, peer: Peer, needed: frozenset[str] | str) -> Refusal | None:
-        allowed = {needed} if isinstance(needed, str) else set(needed)
-        if peer.role is None:
-            return Refusal("certificate carries no daskfleet role URI")
-        if peer.cluster != self.cluster:
-            return Refusal(f"certificate is for cluster {peer.cluster!r}, not {self.cluster!r}")
-        if peer.role not in allowed:
-            wanted = " or ".join(sorted(allowed))
-            return Refusal(f"certificate role is {peer.role!r}; {wanted} required")
-        return None
+        return role_refusal(self.cluster, peer, needed)
 
     def check_operation(self, op: str, peer: Peer, msg: Mapping[str, Any] | None = None) -> Refusal | None:
         """Workers may call only WORKER_OPS, on themselves; clients anything but WORKER_ONLY_OPS."""
@@ -246,6 +273,27 @@ def _expects_comm(handler: Callable) -> bool:
     return bool(params) and next(iter(params)) == "comm"
 
 
+def _guarded(
+    op: str,
+    handler: Callable,
+    decide: Callable[[str, Peer, Mapping[str, Any]], Refusal | None],
+    refuse: Callable[[Peer, Refusal], str],
+) -> Callable:
+    """``handler`` behind a check of the caller's certificate; a refusal answers the caller with PermissionError."""
+    takes_comm = _expects_comm(handler)
+
+    async def guarded(comm: Any, **msg: Any) -> Any:
+        peer = _peer_of(comm)
+        refusal = decide(op, peer, msg)
+        if refusal is not None:
+            return error_message(PermissionError(refuse(peer, refusal)), status="uncaught-error")
+        result = handler(comm, **msg) if takes_comm else handler(**msg)
+        return await result if inspect.isawaitable(result) else result
+
+    guarded.__name__ = getattr(handler, "__name__", op)
+    return guarded
+
+
 class AuditPlugin(SchedulerPlugin):
     """Records client disconnects and graph submissions with the client's certificate identity."""
 
@@ -295,19 +343,10 @@ class SchedulerGuard:
         return message
 
     def _guard_operation(self, op: str, handler: Callable) -> Callable:
-        takes_comm = _expects_comm(handler)
-        gatekeeper = self.gatekeeper
+        def refuse(peer: Peer, refusal: Refusal) -> str:
+            return self._refuse("operation", peer, refusal, op=op)
 
-        async def guarded(comm: Any, **msg: Any) -> Any:
-            refusal = gatekeeper.check_operation(op, _peer_of(comm), msg)
-            if refusal is not None:
-                message = self._refuse("operation", _peer_of(comm), refusal, op=op)
-                return error_message(PermissionError(message), status="uncaught-error")
-            result = handler(comm, **msg) if takes_comm else handler(**msg)
-            return await result if inspect.isawaitable(result) else result
-
-        guarded.__name__ = getattr(handler, "__name__", op)
-        return guarded
+        return _guarded(op, handler, self.gatekeeper.check_operation, refuse)
 
     def _guard_worker_registration(self, handler: Callable) -> Callable:
         async def register_worker(comm: Any, **msg: Any) -> Any:
@@ -363,6 +402,32 @@ class SchedulerGuard:
             return kept
 
         comm.read = read_own
+
+
+class WorkerGuard:
+    """Binds a WorkerGatekeeper to a worker's handlers: call ``install`` before it starts.
+
+    distributed lets any certificate from the CA call any worker operation, so a client could
+    run code on a worker directly (``run``), outside the scheduler's audit.
+    """
+
+    def __init__(self, gatekeeper: WorkerGatekeeper):
+        self.gatekeeper = gatekeeper
+
+    def install(self, worker: Any) -> None:
+        for op, handler in list(worker.handlers.items()):
+            worker.handlers[op] = self._guard(op, handler)
+
+    def _guard(self, op: str, handler: Callable) -> Callable:
+        def decide(op: str, peer: Peer, msg: Mapping[str, Any]) -> Refusal | None:
+            return self.gatekeeper.check_operation(op, peer)
+
+        def refuse(peer: Peer, refusal: Refusal) -> str:
+            message = f"daskfleet worker refused {op!r} from {peer.identity or '(no identity)'} at {peer.address}: {refusal.reason}"
+            logger.warning(message)
+            return message
+
+        return _guarded(op, handler, decide, refuse)
 
 
 def scheduler_versions() -> dict[str, str | None]:
