@@ -30,15 +30,13 @@ from .errors import DaskfleetError, ExitCode
 from .plugins import (
     FINGERPRINT_KEY, AuditLog, Gatekeeper, Peer, SchedulerGuard, WorkerGatekeeper, WorkerGuard, scheduler_versions,
 )
-from .sources import NodeSource
+from .sources import SCHEDULER_INFO_FILE, NodeSource
 from .spec import NodeSpec, parse_spec
 
 logger = logging.getLogger("daskfleet.agent")
 
 #: How often a worker asks its source whether the platform is taking the node away.
 LEAVING_POLL_SECONDS = 5.0
-#: Written by the scheduler node once it listens: {"address": ..., "dashboard": ...}.
-SCHEDULER_INFO_FILE = "scheduler.json"
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def default_runtime_dir(role: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"daskfleet-{role}-"))
 
 
-def prepare_node(role: str, source: NodeSource, runtime_dir: Path, *, fingerprint: str | None = None) -> PreparedNode:
+def prepare_node(role: str, source: NodeSource, runtime_dir: Path) -> PreparedNode:
     """Fetch and check everything a node needs; raise DaskfleetError with the failure class."""
     spec = parse_spec(source.fetch_spec(role), origin=f"node spec from {source.describe()}")
     if spec.role != role:
@@ -71,7 +69,7 @@ def prepare_node(role: str, source: NodeSource, runtime_dir: Path, *, fingerprin
         material.ca_pem, material.cert_pem, material.key_pem,
         cluster=spec.cluster, role=role, origin=f"{role} certificate from {source.describe()}",
     )
-    fingerprint = fingerprint or current_fingerprint()
+    fingerprint = current_fingerprint()
     if spec.expected_fingerprint and spec.expected_fingerprint != fingerprint:
         raise DaskfleetError(
             f"environment fingerprint {fingerprint} differs from the expected {spec.expected_fingerprint}",

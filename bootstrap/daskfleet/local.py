@@ -21,10 +21,9 @@ from pathlib import Path
 import psutil
 
 from . import pki
-from .agent import SCHEDULER_INFO_FILE
 from .environment import current_fingerprint
 from .errors import DaskfleetError, ExitCode
-from .sources import CA_FILE, CERT_FILE, KEY_FILE, SPEC_FILE, TLS_DIR
+from .sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
 from .spec import NodeSpec, dump_spec
 
 LOCAL_CLUSTER = "local"

@@ -21,6 +21,8 @@ TLS_DIR = "tls"
 CA_FILE = "ca.pem"
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
+#: Written into its runtime directory by a scheduler node once it listens: {"address", "dashboard", "pid"}.
+SCHEDULER_INFO_FILE = "scheduler.json"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from infra.program import evaluate_program, example_config
 
 import daskfleet
 from daskfleet import conventions, userdata
-from daskfleet.agent import SCHEDULER_INFO_FILE
+from daskfleet.sources import SCHEDULER_INFO_FILE
 from daskfleet.aws_source import IMDS_ENDPOINT_ENV
 from daskfleet.environment import current_fingerprint
 
