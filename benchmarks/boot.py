@@ -14,8 +14,8 @@ from pathlib import Path
 
 from distributed import Client, Security
 
-from daskfleet.local import LOCAL_CLUSTER
-from daskfleet.spec import NodeSpec
+from daskfleet.local.state import LOCAL_CLUSTER
+from daskfleet.node.spec import NodeSpec
 
 from .common import HOST, BenchPki, agent, stop, summary, wait_for_file
 
@@ -45,7 +45,7 @@ def _registered_at(client: Client, name: str, timeout: float = 60) -> float:
 
 
 def run(root: Path, rounds: int = 5) -> dict[str, float]:
-    from daskfleet import pki
+    from daskfleet.security import pki
 
     bench = BenchPki(root, pki.create_ca(LOCAL_CLUSTER))
     scheduler_spec = NodeSpec(cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0)

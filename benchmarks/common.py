@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from daskfleet import pki
-from daskfleet.local import LOCAL_CLUSTER, write_node_dir
-from daskfleet.spec import NodeSpec
-from daskfleet.sources import CA_FILE, CERT_FILE, KEY_FILE
+from daskfleet.security import pki
+from daskfleet.local.cluster import LOCAL_CLUSTER, write_node_dir
+from daskfleet.node.spec import NodeSpec
+from daskfleet.node.sources import CA_FILE, CERT_FILE, KEY_FILE
 
 HOST = "127.0.0.1"
 

@@ -15,18 +15,19 @@ from pathlib import Path
 
 from distributed import Client, Security
 
-from daskfleet.local import LOCAL_CLUSTER
-from daskfleet.spec import NodeSpec
+from daskfleet.local.state import LOCAL_CLUSTER
+from daskfleet.node.spec import NodeSpec
 
 from .common import HOST, BenchPki, agent, stop, summary, wait_for_file
 
 SCHEDULER_SCRIPT = """
 import sys
 from pathlib import Path
-from daskfleet import agent, plugins
-from daskfleet.sources import DirectorySource
+from daskfleet.node import agent
+from daskfleet.security import guards
+from daskfleet.node.sources import DirectorySource
 if sys.argv[3] == "off":
-    plugins.SchedulerGuard.install = lambda self, scheduler: None
+    guards.SchedulerGuard.install = lambda self, scheduler: None
 source = DirectorySource(sys.argv[1])
 sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2]))))
 """
@@ -64,7 +65,7 @@ def _measure(client: Client, tasks: int) -> float:
 
 
 def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
-    from daskfleet import pki
+    from daskfleet.security import pki
 
     bench = BenchPki(root, pki.create_ca(LOCAL_CLUSTER))
     client_files = bench.client_files()

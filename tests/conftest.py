@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
-from daskfleet import local, pki
+from daskfleet.local import cluster as local
+from daskfleet.security import pki
 
 from support import REPO
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from distributed import Security
 
-from daskfleet import pki
-from daskfleet.sources import CA_FILE, CERT_FILE, KEY_FILE, SPEC_FILE, TLS_DIR
+from daskfleet.security import pki
+from daskfleet.node.sources import CA_FILE, CERT_FILE, KEY_FILE, SPEC_FILE, TLS_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

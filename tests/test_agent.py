@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from daskfleet import pki
+from daskfleet.security import pki
 from daskfleet.errors import ExitCode
-from daskfleet.local import LOCAL_CLUSTER
+from daskfleet.local.state import LOCAL_CLUSTER
 
 from support import last_line, run_agent, venv_python, write_node_dir
 
@@ -96,7 +96,7 @@ def test_worker_from_a_differing_environment_is_refused_by_the_scheduler(local_c
 def test_worker_from_a_differing_environment_stops_itself_when_the_spec_pins_the_fingerprint(
     local_cluster, cluster_ca, second_venv, tmp_path
 ):
-    from daskfleet.environment import current_fingerprint
+    from daskfleet.environments.records import current_fingerprint
 
     spec = _worker_spec(local_cluster.address, expected_fingerprint=current_fingerprint())
     node = write_node_dir(tmp_path / "node", spec, cluster_ca.cert_pem, pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "worker"))

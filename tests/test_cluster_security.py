@@ -18,9 +18,9 @@ from distributed.comm import connect
 from distributed.core import rpc
 
 import daskfleet
-from daskfleet import pki
+from daskfleet.security import pki
 from daskfleet.errors import DaskfleetError
-from daskfleet.local import LOCAL_CLUSTER
+from daskfleet.local.state import LOCAL_CLUSTER
 
 from support import security_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daskfleet.daskconfig import TlsFiles, render_dask_config
+from daskfleet.node.daskconfig import TlsFiles, render_dask_config
 
 
 def test_rendered_config_is_pinned():

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from daskfleet.conventions import PackageRecord, environment_fingerprint, short_fingerprint
-from daskfleet.environment import current_fingerprint, environment_records
+from daskfleet.environments.records import current_fingerprint, environment_records
 
 
 def _fake_conda_prefix(root, packages, pip_packages=()):

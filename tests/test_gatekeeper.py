@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from daskfleet.plugins import FINGERPRINT_KEY, Gatekeeper, Peer
+from daskfleet.security.gatekeeper import FINGERPRINT_KEY, Gatekeeper
+from daskfleet.security.peers import Peer
 
 FP = "sha256:" + "a" * 64
 VERSIONS = {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0", "cloudpickle": "3", "msgpack": "1",
@@ -97,7 +98,7 @@ def test_worker_operation_tables_match_the_installed_distributed():
 
     from distributed import Scheduler
 
-    from daskfleet.plugins import STREAM_CONTROL_OPS, WORKER_OPS, WORKER_STREAM_OPS
+    from daskfleet.security.gatekeeper import STREAM_CONTROL_OPS, WORKER_OPS, WORKER_STREAM_OPS
 
     async def tables():
         scheduler = Scheduler(dashboard=False)
@@ -115,7 +116,7 @@ def test_worker_operation_tables_match_the_installed_distributed():
 
 
 def test_a_worker_serves_clients_only_data_and_actors_and_runs_code_only_for_its_scheduler():
-    from daskfleet.plugins import WorkerGatekeeper
+    from daskfleet.security.gatekeeper import WorkerGatekeeper
 
     k = WorkerGatekeeper("analytics")
     client, scheduler, other_worker = peer("client"), peer("scheduler"), peer("worker")

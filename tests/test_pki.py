@@ -9,7 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from daskfleet import conventions, pki
+from daskfleet import conventions
+from daskfleet.security import pki
 from daskfleet.errors import DaskfleetError, ExitCode
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daskfleet.errors import DaskfleetError, ExitCode
-from daskfleet.spec import dump_spec, parse_spec
+from daskfleet.node.spec import dump_spec, parse_spec
 
 WORKER = {"cluster": "analytics", "role": "worker", "scheduler_address": "tls://10.0.0.5:8786"}
 

@@ -12,14 +12,14 @@ __all__ = ["connect", "security"]
 
 
 def connect(*args: Any, **kwargs: Any):
-    """See daskfleet.client.connect."""
-    from .client import connect as _connect
+    """See daskfleet.client.connect.connect."""
+    from .client.connect import connect as _connect
 
     return _connect(*args, **kwargs)
 
 
 def security(*args: Any, **kwargs: Any):
-    """See daskfleet.client.security."""
-    from .client import security as _security
+    """See daskfleet.client.connect.security."""
+    from .client.connect import security as _security
 
     return _security(*args, **kwargs)

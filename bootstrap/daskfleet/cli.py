@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .errors import DaskfleetError
+from .errors import DaskfleetError, ExitCode
 
 
 def _fail(error: DaskfleetError) -> None:
@@ -35,8 +35,7 @@ def node(role: str, source_text: str, runtime_dir: Path | None, log_level: str) 
     expired or not yet valid, 71 certificate role mismatch, 72 environment mismatch,
     75 scheduler unreachable, 76 refused by the scheduler, 78 configuration.
     """
-    from .agent import run_node
-    from .sources import make_source
+    from .node.agent import run_node
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     sys.exit(int(run_node(role, make_source(source_text), runtime_dir)))
@@ -58,9 +57,10 @@ _state_dir_option = click.option(
 @_state_dir_option
 def local_up(workers: int, state_dir: Path | None) -> None:
     """Start a TLS-secured scheduler and workers on 127.0.0.1 and run a smoke computation."""
-    from . import local as local_cluster
+    from .local import cluster as local_cluster
+    from .local.state import default_state_dir
 
-    state = state_dir or local_cluster.default_state_dir()
+    state = state_dir or default_state_dir()
     cluster = local_cluster.up(state.resolve(), workers)
     via = "" if state_dir is None else f", state_dir={str(state.resolve())!r}"
     click.echo(
@@ -79,9 +79,9 @@ def local_up(workers: int, state_dir: Path | None) -> None:
 @_state_dir_option
 def local_status(state_dir: Path | None) -> None:
     """Show what the local cluster runs."""
-    from . import local as local_cluster
+    from .local import state as local_state
 
-    cluster = local_cluster.LocalCluster.load((state_dir or local_cluster.default_state_dir()).resolve())
+    cluster = local_state.LocalCluster.load((state_dir or local_state.default_state_dir()).resolve())
     if cluster is None:
         click.echo("no local cluster is running")
         return
@@ -95,9 +95,10 @@ def local_status(state_dir: Path | None) -> None:
 @_state_dir_option
 def local_down(state_dir: Path | None) -> None:
     """Stop every process `local up` started."""
-    from . import local as local_cluster
+    from .local import cluster as local_cluster
+    from .local.state import default_state_dir
 
-    cluster = local_cluster.down((state_dir or local_cluster.default_state_dir()).resolve())
+    cluster = local_cluster.down((state_dir or default_state_dir()).resolve())
     if cluster is None:
         click.echo("no local cluster to stop")
     else:
@@ -107,9 +108,26 @@ def local_down(state_dir: Path | None) -> None:
 @cli.command()
 def fingerprint() -> None:
     """Print the environment fingerprint of this Python environment."""
-    from .environment import current_fingerprint
+    from .environments.records import current_fingerprint
 
     click.echo(current_fingerprint())
+
+
+def make_source(text: str):
+    """A node source from its command-line form: ``dir:/path/to/node`` or ``aws:<cluster>``.
+
+    The caller picks the implementation; the AWS one (and boto3) is imported only when asked for.
+    """
+    scheme, _, rest = text.partition(":")
+    if scheme == "dir" and rest:
+        from .node.sources import DirectorySource
+
+        return DirectorySource(rest)
+    if scheme == "aws" and rest:
+        from .aws.source import AwsSource
+
+        return AwsSource(rest)
+    raise DaskfleetError(f"--source: unknown source {text!r} (accepted: dir:PATH, aws:CLUSTER)", ExitCode.CONFIG)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Launch templates require IMDSv2 (hop limit 1, tags readable), encrypt the root volume, give
 no public address and no key pair, and carry user data that only names cluster and role
-(daskfleet.userdata). Worker instances are protected from scale-in: only the cluster's own
+(daskfleet.aws.userdata). Worker instances are protected from scale-in: only the cluster's own
 scaler picks which worker leaves, and a TERMINATING lifecycle hook gives it time to drain.
 """
 
@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from daskfleet import conventions
-from daskfleet.userdata import render_user_data
+from daskfleet.aws.userdata import render_user_data
 
 from .lookups import Image
 

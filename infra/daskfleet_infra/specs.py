@@ -1,6 +1,6 @@
 """What each node is told: its NodeSpec, written to SSM Parameter Store where the agent's AWS source reads it.
 
-Specs are built as daskfleet.spec.NodeSpec objects and stored with dump_spec, so the
+Specs are built as daskfleet.node.spec.NodeSpec objects and stored with dump_spec, so the
 program and the agent share one schema. listen_host and contact_host are left for the
 AWS source to fill with the instance's private address.
 """
@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from daskfleet import conventions
-from daskfleet.spec import NodeSpec, dump_spec
+from daskfleet.node.spec import NodeSpec, dump_spec
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ import pytest
 from aws.awsfake import CLUSTER, PRIVATE_IPV4, REGION, Moto, post
 from aws.imds import ImdsServer
 
-from daskfleet import conventions, pki
-from daskfleet.aws_source import IMDS_ENDPOINT_ENV
-from daskfleet.sources import TlsMaterial
+from daskfleet import conventions
+from daskfleet.security import pki
+from daskfleet.aws.source import IMDS_ENDPOINT_ENV
+from daskfleet.security.tls import TlsMaterial
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ Like the real service, it issues session tokens on ``PUT /latest/api/token`` (th
 is required) and refuses every read without a valid token (HTTP 401). It serves the
 instance id, private IPv4, region and availability zone, the identity document, instance
 tags (``meta-data/tags/instance/``) and user data. Reusable by any test that boots a node
-through ``daskfleet.aws_source``: point ``DASKFLEET_IMDS_ENDPOINT`` at ``server.url``.
+through ``daskfleet.aws.source``: point ``DASKFLEET_IMDS_ENDPOINT`` at ``server.url``.
 
 Fault switches: ``issue_tokens=False`` is an IMDSv1-only endpoint (token PUT refused),
 ``tags_enabled=False`` is a launch template without ``instance_metadata_tags``, and

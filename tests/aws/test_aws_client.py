@@ -9,7 +9,7 @@ import pytest
 from aws.awsfake import CLUSTER, SCHEDULER_ADDRESS, assert_fails, secret_texts
 
 from daskfleet import conventions
-from daskfleet.aws_client import discover_scheduler_address, fetch_client_tls, user_from_arn
+from daskfleet.aws.user import discover_scheduler_address, fetch_client_tls, user_from_arn
 from daskfleet.errors import ExitCode
 
 ALICE_SECRET = conventions.client_tls_secret_name(CLUSTER, "alice")

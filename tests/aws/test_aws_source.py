@@ -9,11 +9,12 @@ import socket
 import pytest
 from aws.awsfake import CLUSTER, PRIVATE_IPV4, REGION, SCHEDULER_ADDRESS, assert_fails, secret_texts
 
-from daskfleet import conventions, pki
-from daskfleet.aws_source import IMDS_ENDPOINT_ENV, AwsSource
+from daskfleet import conventions
+from daskfleet.security import pki
+from daskfleet.aws.source import IMDS_ENDPOINT_ENV, AwsSource
 from daskfleet.errors import ExitCode
-from daskfleet.sources import make_source
-from daskfleet.spec import parse_spec
+from daskfleet.cli import make_source
+from daskfleet.node.spec import parse_spec
 
 WORKER_SPEC = {"cluster": CLUSTER, "role": "worker", "scheduler_address": SCHEDULER_ADDRESS}
 SPEC_NAME = conventions.spec_parameter_name(CLUSTER, "worker")
@@ -152,7 +153,7 @@ def test_access_denied_names_the_action_and_the_secret(stored_worker, imds, monk
 def test_no_pem_text_reaches_a_log_even_at_debug(stored_worker, imds, cluster_pki, caplog):
     caplog.set_level(logging.DEBUG)
     make_source(f"aws:{CLUSTER}").fetch_tls("worker")
-    assert "daskfleet.aws_source" in {record.name for record in caplog.records}
+    assert "daskfleet.aws.source" in {record.name for record in caplog.records}
     for text in secret_texts(cluster_pki["worker"]) + ["-----BEGIN"]:
         assert text not in caplog.text
 

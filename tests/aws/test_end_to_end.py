@@ -30,10 +30,11 @@ from aws.imds import ImdsServer
 from infra.program import evaluate_program, example_config
 
 import daskfleet
-from daskfleet import conventions, userdata
-from daskfleet.sources import SCHEDULER_INFO_FILE
-from daskfleet.aws_source import IMDS_ENDPOINT_ENV
-from daskfleet.environment import current_fingerprint
+from daskfleet import conventions
+from daskfleet.aws import userdata
+from daskfleet.node.sources import SCHEDULER_INFO_FILE
+from daskfleet.aws.source import IMDS_ENDPOINT_ENV
+from daskfleet.environments.records import current_fingerprint
 
 NODE_ADDRESS = "127.0.0.1"
 

@@ -8,7 +8,7 @@ from infra.program import MOCK_AMI_ID
 from infra.scenarios import OVERRIDE_AMI
 
 from daskfleet import conventions
-from daskfleet.userdata import render_user_data
+from daskfleet.aws.userdata import render_user_data
 
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 GROUP = "aws:autoscaling/group:Group"

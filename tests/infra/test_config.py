@@ -58,7 +58,7 @@ def test_defaults_are_secure():
 
 
 def test_the_client_version_policy_accepts_what_the_schedulers_spec_accepts():
-    from daskfleet.spec import NodeSpec
+    from daskfleet.node.spec import NodeSpec
 
     accepted = typing.get_args(NodeSpec.model_fields["client_version_policy"].annotation)
     assert typing.get_args(StackConfig.model_fields["client_version_policy"].annotation) == accepted

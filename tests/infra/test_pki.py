@@ -16,8 +16,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from infra.helpers import statements
 from infra.scenarios import OPERATOR
 
-from daskfleet import conventions, pki
-from daskfleet.sources import TlsMaterial
+from daskfleet import conventions
+from daskfleet.security import pki
+from daskfleet.security.tls import TlsMaterial
 
 DEPLOYER = "arn:aws:iam::123456789012:role/platform-deployer"
 

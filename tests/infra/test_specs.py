@@ -7,7 +7,7 @@ import json
 import pytest
 
 from daskfleet import conventions
-from daskfleet.spec import NodeSpec, parse_spec
+from daskfleet.node.spec import NodeSpec, parse_spec
 
 FINGERPRINT_KEY = "environmentFingerprint"
 

@@ -7,7 +7,7 @@ import yaml
 
 from daskfleet.cli import node
 from daskfleet.errors import ExitCode
-from daskfleet.userdata import DASKFLEET_EXECUTABLE, agent_command, render_unit, render_user_data
+from daskfleet.aws.userdata import DASKFLEET_EXECUTABLE, agent_command, render_unit, render_user_data
 
 PINNED_SCHEDULER_USER_DATA = """\
 #cloud-config

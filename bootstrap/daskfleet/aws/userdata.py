@@ -10,8 +10,8 @@ import re
 
 import yaml
 
-from . import conventions
-from .errors import ExitCode
+from .. import conventions
+from ..errors import ExitCode
 
 #: Where the image installs the daskfleet environment (images/ builds it there).
 DASKFLEET_EXECUTABLE = "/opt/daskfleet/env/bin/daskfleet"

@@ -21,10 +21,10 @@ from typing import Any
 import boto3
 from botocore.exceptions import ProfileNotFound
 
-from . import conventions
-from .aws_source import BOTO_CONFIG, Caller, call_aws, fetch_tls_secret
-from .errors import DaskfleetError, ExitCode
-from .sources import TlsMaterial
+from .. import conventions
+from ..errors import DaskfleetError, ExitCode
+from ..security.tls import TlsMaterial
+from .calls import BOTO_CONFIG, Caller, call_aws, fetch_tls_secret
 
 LOGIN_HINT = (
     "log in first (`aws sso login`, `aws login` or `aws configure`), or pass profile= naming a logged-in profile"

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from . import conventions
-from .errors import DaskfleetError, ExitCode
+from .. import conventions
+from ..errors import DaskfleetError, ExitCode
 
 
 @dataclass(frozen=True)

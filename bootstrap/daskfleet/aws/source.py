@@ -15,35 +15,21 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import botocore.exceptions
 import urllib3
-from botocore import xform_name
-from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    SSOError,
-    TokenRetrievalError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
 from ec2_metadata import EC2Metadata
 
-from . import conventions
+from .. import conventions
+from ..errors import DaskfleetError, ExitCode
+from ..node.spec import load_spec_document
+from ..security.tls import TlsMaterial
+from .calls import BOTO_CONFIG, INSTANCE_ROLE, Deadline, call_aws, fetch_tls_secret
 from .cloudwatch import CloudWatchLines
-from .errors import DaskfleetError, ExitCode
-from .sources import TlsMaterial, register_source
-from .spec import load_spec_document
 
 log = logging.getLogger(__name__)
 
@@ -51,140 +37,12 @@ log = logging.getLogger(__name__)
 IMDS_ENDPOINT_ENV = "DASKFLEET_IMDS_ENDPOINT"
 DEFAULT_IMDS_ENDPOINT = "http://169.254.169.254"
 
-#: Each AWS call: standard-mode retries (throttling, 5xx, connection errors), at most
-#: 4 attempts of at most 3 s to connect and 10 s to read, so about a minute at worst.
-BOTO_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 4},
-    connect_timeout=3,
-    read_timeout=10,
-    user_agent_appid="daskfleet",
-)
 #: IMDS requests: ec2-metadata times out after 5 s (token) or 1 s (reads); retry 3 times.
 IMDS_RETRIES = urllib3.Retry(
     total=3, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False
 )
 #: No new remote call starts once one fetch (spec, TLS, DNS record) has taken this long.
 DEADLINE_SECONDS = 120.0
-#: The scheduler's DNS record is short-lived: a replacement scheduler takes over quickly.
-
-_CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
-    NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, TokenRetrievalError, SSOError,
-)
-if hasattr(botocore.exceptions, "LoginError"):  # `aws login` sessions, botocore >= 1.41
-    _CREDENTIAL_ERRORS += (botocore.exceptions.LoginError,)
-_NOT_FOUND_CODES = frozenset({"ParameterNotFound", "ResourceNotFoundException", "NoSuchHostedZone"})
-_ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
-_BAD_CREDENTIAL_CODES = frozenset({
-    "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
-    "SignatureDoesNotMatch", "InvalidSignatureException",
-})
-
-
-# --- AWS calls with the agent's failure classes (shared with daskfleet.aws_client) ----------
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who makes AWS calls, for messages: an instance role, or a person at a laptop."""
-
-    who: str
-    login_hint: str
-    credentials_exit: ExitCode
-
-
-INSTANCE_ROLE = Caller(
-    who="this instance's role",
-    login_hint="the instance needs an instance profile, and instance metadata must serve its credentials",
-    credentials_exit=ExitCode.SOURCE_UNAVAILABLE,
-)
-
-
-def call_aws(
-    client: Any, operation: str, resource: str, caller: Caller, *, missing: ExitCode, missing_hint: str = "",
-    **params: Any,
-) -> dict:
-    """Call ``operation`` (e.g. ``GetParameter``) on ``client``; one DaskfleetError per failure class.
-
-    ``resource`` names what is read, e.g. ``SSM parameter /daskfleet/x/spec/worker`` (or is
-    empty); a not-found error names it, adds ``missing_hint`` and exits with ``missing``.
-    Messages never carry a response body, so a secret value cannot end up in one.
-    """
-    action = f"{client.meta.service_model.signing_name}:{operation}"
-    where = f"{action} on {resource}" if resource else action
-    method = getattr(client, xform_name(operation))
-    try:
-        return method(**params)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "Unknown")
-        if code in _NOT_FOUND_CODES:
-            hint = f"; {missing_hint}" if missing_hint else ""
-            region = client.meta.region_name
-            raise DaskfleetError(f"{resource}: not found ({action} in {region}){hint}", missing) from None
-        # botocore reports an unparseable error body by its HTTP status; a bare 403 is a denial.
-        if code in _ACCESS_DENIED_CODES or code == "403":
-            raise DaskfleetError(f"{where}: access denied to {caller.who}", ExitCode.SOURCE_UNAVAILABLE) from None
-        if code in _BAD_CREDENTIAL_CODES:
-            raise DaskfleetError(
-                f"{where}: AWS rejected the credentials of {caller.who} ({code}); {caller.login_hint}",
-                caller.credentials_exit,
-            ) from None
-        detail = exc.response.get("Error", {}).get("Message", "")
-        detail = f": {detail.splitlines()[0]}" if detail else ""
-        raise DaskfleetError(f"{where} failed: {code}{detail}", ExitCode.SOURCE_UNAVAILABLE) from None
-    except _CREDENTIAL_ERRORS as exc:
-        raise DaskfleetError(
-            f"{where}: no usable AWS credentials ({type(exc).__name__}); {caller.login_hint}",
-            caller.credentials_exit,
-        ) from None
-    except (BotoConnectionError, HTTPClientError) as exc:
-        raise DaskfleetError(
-            f"{where}: cannot reach {client.meta.endpoint_url} ({type(exc).__name__})",
-            ExitCode.SOURCE_UNAVAILABLE,
-        ) from None
-    except NoRegionError:
-        raise DaskfleetError(
-            f"{where}: no AWS region configured (pass region=, set AWS_REGION, or set one in your profile)",
-            ExitCode.CONFIG,
-        ) from None
-
-
-def fetch_tls_secret(client: Any, name: str, caller: Caller, *, missing_hint: str = "") -> TlsMaterial:
-    """TLS material from the Secrets Manager secret ``name`` (a JSON document: ca, cert, key)."""
-    response = call_aws(
-        client, "GetSecretValue", f"secret {name}", caller,
-        missing=ExitCode.CERT_UNREADABLE, missing_hint=missing_hint, SecretId=name,
-    )
-    text = response.get("SecretString")
-    if text is None:
-        raise DaskfleetError(f"secret {name}: holds no text value", ExitCode.CERT_UNREADABLE)
-    return TlsMaterial.from_secret_json(text, f"secret {name}")
-
-
-class _NoResponseBodies(logging.Filter):
-    """Drops botocore.parsers' DEBUG records: they carry whole response bodies, secret values included."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
-
-
-_BODY_LOGGER = logging.getLogger("botocore.parsers")
-if not any(isinstance(existing, _NoResponseBodies) for existing in _BODY_LOGGER.filters):
-    _BODY_LOGGER.addFilter(_NoResponseBodies())
-
-
-class Deadline:
-    """A budget for one fetch: no new remote call starts after it has run out."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self._end = time.monotonic() + seconds
-
-    def check(self, step: str) -> None:
-        if time.monotonic() > self._end:
-            raise DaskfleetError(
-                f"AWS source: gave up after {self.seconds:g} s, before {step}", ExitCode.SOURCE_UNAVAILABLE
-            )
-
 
 # --- instance metadata ------------------------------------------------------------------------
 
@@ -394,5 +252,3 @@ def fill_hosts(raw: Mapping[str, Any], private_ipv4: str) -> dict[str, Any]:
             spec[key] = private_ipv4
     return spec
 
-
-register_source("aws", AwsSource)

@@ -23,13 +23,14 @@ import dask
 from distributed import Scheduler, Security, Worker
 from distributed.comm import connect
 
-from . import pki
+from ..environments.records import current_fingerprint
+from ..errors import DaskfleetError, ExitCode
+from ..security import pki
+from ..security.audit import AuditLog
+from ..security.gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper, scheduler_versions
+from ..security.guards import SchedulerGuard, WorkerGuard
+from ..security.peers import Peer
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
-from .environment import current_fingerprint
-from .errors import DaskfleetError, ExitCode
-from .plugins import (
-    FINGERPRINT_KEY, AuditLog, Gatekeeper, Peer, SchedulerGuard, WorkerGatekeeper, WorkerGuard, scheduler_versions,
-)
 from .sources import SCHEDULER_INFO_FILE, NodeSource
 from .spec import NodeSpec, parse_spec
 

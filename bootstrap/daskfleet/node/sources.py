@@ -1,19 +1,19 @@
 """Where a node gets its spec and TLS material: one narrow interface, one implementation per place.
 
 ``DirectorySource`` reads a local directory (the embedded default and tests);
-``daskfleet.aws_source.AwsSource`` reads instance metadata, SSM Parameter Store and
-Secrets Manager through the instance role.
+``daskfleet.aws.source.AwsSource`` reads instance metadata, SSM Parameter Store and
+Secrets Manager through the instance role. The caller picks the implementation
+(``daskfleet.cli.make_source``), so this module knows none but its own.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import DaskfleetError, ExitCode
+from ..errors import DaskfleetError, ExitCode
+from ..security.tls import TlsMaterial
 from .spec import load_spec_document
 
 SPEC_FILE = "spec.json"
@@ -23,30 +23,6 @@ CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 #: Written into its runtime directory by a scheduler node once it listens: {"address", "dashboard", "pid"}.
 SCHEDULER_INFO_FILE = "scheduler.json"
-
-
-@dataclass(frozen=True)
-class TlsMaterial:
-    """PEM text of the cluster CA, this node's certificate and its private key."""
-
-    ca_pem: str
-    cert_pem: str
-    key_pem: str = field(repr=False)
-
-    @classmethod
-    def from_secret_json(cls, text: str, origin: str) -> TlsMaterial:
-        """Parse the JSON document stored in a TLS secret (keys: conventions.TLS_SECRET_KEYS)."""
-        try:
-            doc = json.loads(text)
-            return cls(ca_pem=doc["ca"], cert_pem=doc["cert"], key_pem=doc["key"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DaskfleetError(
-                f"{origin}: not a TLS secret document with keys ca, cert, key ({type(exc).__name__})",
-                ExitCode.CERT_UNREADABLE,
-            ) from None
-
-    def to_secret_json(self) -> str:
-        return json.dumps({"ca": self.ca_pem, "cert": self.cert_pem, "key": self.key_pem})
 
 
 class AuditForwarder(Protocol):
@@ -120,23 +96,3 @@ class DirectorySource:
     def audit_forwarder(self) -> AuditForwarder | None:
         """The local audit file is the whole trail."""
         return None
-
-
-#: Source factories by scheme: ``dir:PATH`` and ``aws:CLUSTER``.
-_FACTORIES: dict[str, Callable[[str], NodeSource]] = {"dir": DirectorySource}
-
-
-def register_source(scheme: str, factory: Callable[[str], NodeSource]) -> None:
-    _FACTORIES[scheme] = factory
-
-
-def make_source(text: str) -> NodeSource:
-    """A source from its command-line form: ``dir:/path/to/node`` or ``aws:<cluster>``."""
-    scheme, _, rest = text.partition(":")
-    if scheme == "aws" and "aws" not in _FACTORIES:
-        from . import aws_source  # noqa: F401  registers itself; imports boto3 only when asked for
-
-    factory = _FACTORIES.get(scheme)
-    if factory is None or not rest:
-        raise DaskfleetError(f"--source: unknown source {text!r} (accepted: dir:PATH, aws:CLUSTER)", ExitCode.CONFIG)
-    return factory(rest)

@@ -11,35 +11,9 @@ from typing import Any
 
 from distributed import Client, Security
 
-from .errors import DaskfleetError, ExitCode
-from .local import LOCAL_CLUSTER, LocalCluster, client_dir, default_state_dir
-from .pki import identity_of
-from .plugins import Peer
-from .sources import CA_FILE, CERT_FILE, KEY_FILE, TlsMaterial
-
-
-def _security_from_material(material: TlsMaterial, cluster: str) -> Security:
-    identity = identity_of(material.cert_pem)
-    if (identity.cluster, identity.role) != (cluster, "client"):
-        found = f"a {identity.role} certificate for cluster {identity.cluster!r}" if identity.role else "no daskfleet role"
-        raise DaskfleetError(f"your certificate for {cluster!r} is {found}, not a client certificate", ExitCode.CONFIG)
-    # distributed accepts PEM text in place of paths, so nothing touches the disk.
-    return Security(
-        tls_ca_file=material.ca_pem,
-        tls_client_cert=material.cert_pem,
-        tls_client_key=material.key_pem,
-        require_encryption=True,
-    )
-
-
-def _local_material(state_dir: Path) -> TlsMaterial:
-    directory = client_dir(state_dir)
-    try:
-        return TlsMaterial(*((directory / name).read_text() for name in (CA_FILE, CERT_FILE, KEY_FILE)))
-    except FileNotFoundError:
-        raise DaskfleetError(
-            f"no client certificate in {directory}: start the cluster with `daskfleet local up`", ExitCode.CONFIG
-        ) from None
+from ..errors import DaskfleetError, ExitCode
+from ..local.state import LOCAL_CLUSTER, LocalCluster, client_material, default_state_dir
+from ..security.tls import client_security, verify_scheduler_identity
 
 
 def _is_local(cluster: str, state_dir: Path | None) -> bool:
@@ -60,10 +34,10 @@ def security(
     cluster whose certificate your AWS login (``profile``, ``region``) fetches from Secrets Manager.
     """
     if _is_local(cluster, state_dir):
-        return _security_from_material(_local_material(Path(state_dir or default_state_dir(cluster))), LOCAL_CLUSTER)
-    from .aws_client import fetch_client_tls  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
+        return client_security(client_material(Path(state_dir or default_state_dir(cluster))), LOCAL_CLUSTER)
+    from ..aws.user import fetch_client_tls  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
 
-    return _security_from_material(fetch_client_tls(cluster, user, region=region, profile=profile), cluster)
+    return client_security(fetch_client_tls(cluster, user, region=region, profile=profile), cluster)
 
 
 def scheduler_address(
@@ -79,22 +53,9 @@ def scheduler_address(
         if state is None or not state.address:
             raise DaskfleetError(f"local cluster {cluster!r} is not running: `daskfleet local up` starts it", ExitCode.CONFIG)
         return state.address
-    from .aws_client import discover_scheduler_address  # noqa: PLC0415
+    from ..aws.user import discover_scheduler_address  # noqa: PLC0415
 
     return discover_scheduler_address(cluster, region=region, profile=profile)
-
-
-def verify_scheduler_identity(client: Client, cluster: str) -> None:
-    """Refuse a server whose certificate is not this cluster's scheduler (distributed skips hostname checks)."""
-    comm = client.scheduler_comm.comm if client.scheduler_comm else None
-    peer = Peer.from_peercert(comm.extra_info.get("peercert") if comm else None)
-    if (peer.cluster, peer.role) != (cluster, "scheduler"):
-        client.close()
-        raise DaskfleetError(
-            f"the server at {client.scheduler.address} presented a {peer.role or 'role-less'} certificate "
-            f"for cluster {peer.cluster!r}, not the scheduler of {cluster!r}",
-            ExitCode.CONFIG,
-        )
 
 
 def connect(

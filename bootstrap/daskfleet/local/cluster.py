@@ -15,82 +15,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
 
-from . import pki
-from .environment import current_fingerprint
-from .errors import DaskfleetError, ExitCode
-from .sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
-from .spec import NodeSpec, dump_spec
+from ..environments.records import current_fingerprint
+from ..errors import DaskfleetError, ExitCode
+from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
+from ..node.spec import NodeSpec, dump_spec
+from ..security import pki
+from ..security.tls import client_security, verify_scheduler_identity
+from .state import LOCAL_CLUSTER, STATE_FILE, LocalCluster, NodeProcess, client_dir, client_material
 
-LOCAL_CLUSTER = "local"
 HOST = "127.0.0.1"
-STATE_FILE = "cluster.json"
-CLIENT_DIR = "client"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
-
-
-def daskfleet_home() -> Path:
-    """Where daskfleet keeps per-user state: ``$DASKFLEET_HOME`` or ``~/.daskfleet``."""
-    return Path(os.environ.get("DASKFLEET_HOME") or Path.home() / ".daskfleet")
-
-
-def default_state_dir(cluster: str = LOCAL_CLUSTER) -> Path:
-    return daskfleet_home() / cluster
-
-
-@dataclass
-class NodeProcess:
-    name: str
-    role: str
-    pid: int
-    create_time: float
-    log: str
-
-    def process(self) -> psutil.Process | None:
-        """The live process, or None when it ended (or its pid now belongs to another)."""
-        try:
-            proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return proc
-        except psutil.NoSuchProcess:
-            return None
-
-
-@dataclass
-class LocalCluster:
-    """What ``local up`` started, persisted in ``<state>/cluster.json``."""
-
-    state_dir: str
-    address: str = ""
-    dashboard: str = ""
-    user: str = ""
-    nodes: list[NodeProcess] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, state_dir: Path) -> LocalCluster | None:
-        path = state_dir / STATE_FILE
-        if not path.exists():
-            return None
-        doc = json.loads(path.read_text())
-        doc["nodes"] = [NodeProcess(**node) for node in doc.get("nodes", [])]
-        return cls(**doc)
-
-    def save(self) -> None:
-        path = Path(self.state_dir) / STATE_FILE
-        pki.write_private(path, json.dumps(asdict(self), indent=2))
-
-    def running(self) -> list[NodeProcess]:
-        return [node for node in self.nodes if node.process() is not None]
-
-
-def client_dir(state_dir: Path) -> Path:
-    return state_dir / CLIENT_DIR
 
 
 def write_node_dir(directory: Path, spec: NodeSpec, ca: pki.IssuedCert, cert: pki.IssuedCert) -> None:
@@ -212,9 +151,11 @@ def _bring_up(
 
 
 def _wait_until_registered(cluster: LocalCluster, state_dir: Path, workers: int, smoke: bool) -> None:
-    from .client import connect  # noqa: PLC0415  (imports distributed.Client only when needed)
+    from distributed import Client  # noqa: PLC0415  (imported only when a cluster starts)
 
-    with connect(LOCAL_CLUSTER, state_dir=state_dir, timeout=START_TIMEOUT_S) as client:
+    security = client_security(client_material(state_dir), LOCAL_CLUSTER)
+    with Client(cluster.address, security=security, timeout=START_TIMEOUT_S) as client:
+        verify_scheduler_identity(client, LOCAL_CLUSTER)
         deadline = time.monotonic() + START_TIMEOUT_S
         while len(client.scheduler_info(n_workers=-1)["workers"]) < workers:
             for node in cluster.nodes:

@@ -8,8 +8,9 @@ from typing import Any
 
 import yaml
 
-from .pki import ensure_private_dir, write_private
-from .sources import CA_FILE, CERT_FILE, KEY_FILE, TlsMaterial
+from ..security.pki import ensure_private_dir, write_private
+from ..security.tls import TlsMaterial
+from .sources import CA_FILE, CERT_FILE, KEY_FILE
 
 #: HTTP routes of the scheduler: the defaults minus ``distributed.http.proxy``, which would
 #: forward requests to arbitrary hosts from the scheduler.

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from . import conventions
-from .errors import DaskfleetError, ExitCode
+from .. import conventions
+from ..errors import DaskfleetError, ExitCode
 
 
 class NodeSpec(BaseModel):

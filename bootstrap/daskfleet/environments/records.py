@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from .conventions import PackageRecord, environment_fingerprint, normalize_package_name
+from ..conventions import PackageRecord, environment_fingerprint, normalize_package_name
 
 
 def conda_meta_records(prefix: Path) -> list[PackageRecord]:

@@ -1,0 +1,93 @@
+"""Where the local cluster keeps its state, and what ``local up`` recorded there.
+
+The user's client (``daskfleet.client``) reads this to connect; the launcher
+(``daskfleet.local.cluster``) writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from ..errors import DaskfleetError, ExitCode
+from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE
+from ..security import pki
+from ..security.tls import TlsMaterial
+
+LOCAL_CLUSTER = "local"
+STATE_FILE = "cluster.json"
+CLIENT_DIR = "client"
+
+
+def daskfleet_home() -> Path:
+    """Where daskfleet keeps per-user state: ``$DASKFLEET_HOME`` or ``~/.daskfleet``."""
+    return Path(os.environ.get("DASKFLEET_HOME") or Path.home() / ".daskfleet")
+
+
+def default_state_dir(cluster: str = LOCAL_CLUSTER) -> Path:
+    return daskfleet_home() / cluster
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    role: str
+    pid: int
+    create_time: float
+    log: str
+
+    def process(self) -> psutil.Process | None:
+        """The live process, or None when it ended (or its pid now belongs to another)."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.NoSuchProcess:
+            return None
+
+
+@dataclass
+class LocalCluster:
+    """What ``local up`` started, persisted in ``<state>/cluster.json``."""
+
+    state_dir: str
+    address: str = ""
+    dashboard: str = ""
+    user: str = ""
+    nodes: list[NodeProcess] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> LocalCluster | None:
+        path = state_dir / STATE_FILE
+        if not path.exists():
+            return None
+        doc = json.loads(path.read_text())
+        doc["nodes"] = [NodeProcess(**node) for node in doc.get("nodes", [])]
+        return cls(**doc)
+
+    def save(self) -> None:
+        path = Path(self.state_dir) / STATE_FILE
+        pki.write_private(path, json.dumps(asdict(self), indent=2))
+
+    def running(self) -> list[NodeProcess]:
+        return [node for node in self.nodes if node.process() is not None]
+
+
+def client_dir(state_dir: Path) -> Path:
+    return state_dir / CLIENT_DIR
+
+
+def client_material(state_dir: Path) -> TlsMaterial:
+    """The local cluster's CA and this user's client certificate and key."""
+    directory = client_dir(state_dir)
+    try:
+        return TlsMaterial(*((directory / name).read_text() for name in (CA_FILE, CERT_FILE, KEY_FILE)))
+    except FileNotFoundError:
+        raise DaskfleetError(
+            f"no client certificate in {directory}: start the cluster with `daskfleet local up`", ExitCode.CONFIG
+        ) from None

@@ -1,0 +1,65 @@
+"""The audit trail: one JSON line per security-relevant event, with the peer's certificate identity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from .peers import Peer
+
+logger = logging.getLogger("daskfleet.scheduler")
+
+
+class AuditLog:
+    """Append-only JSON lines: one per security-relevant event. Never contains key material."""
+
+    def __init__(self, path: str | Path | None, forward: Callable[[str], None] | None = None):
+        self.path = Path(path) if path else None
+        self.forward = forward
+        self._lock = threading.Lock()
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(self, event: str, **fields: Any) -> None:
+        entry = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
+        line = json.dumps(entry, sort_keys=True, default=str)
+        logger.info("audit %s", line)
+        if self.forward:
+            self.forward(line)
+        if self.path:
+            with self._lock:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+
+
+class AuditPlugin(SchedulerPlugin):
+    """Records client disconnects and graph submissions with the client's certificate identity."""
+
+    name = "daskfleet-audit"
+
+    def __init__(self, audit: AuditLog, identities: dict[str, Peer]):
+        self.audit = audit
+        self.identities = identities
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        peer = self.identities.pop(client, None)
+        if peer is not None:
+            self.audit.record("client-disconnect", identity=peer.identity, client=client, peer=peer.address)
+
+    def update_graph(self, scheduler: Any, *, client: str, tasks: list, **kwargs: Any) -> None:
+        peer = self.identities.get(client)
+        self.audit.record(
+            "graph-submitted",
+            identity=peer.identity if peer else None,
+            client=client,
+            tasks=len(tasks),
+        )

@@ -1,0 +1,187 @@
+"""What the scheduler and workers enforce beyond distributed: pure decisions on peers and requests.
+
+distributed accepts any certificate from the cluster CA in any role and only warns on
+version mismatch. ``Gatekeeper`` decides for the scheduler (peer + request -> refusal or
+not), ``WorkerGatekeeper`` for a worker's own server; ``daskfleet.security.guards`` binds
+them to running servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from distributed.comm.addressing import get_address_host
+from distributed.versions import get_versions
+
+from .peers import Peer, Refusal, role_refusal
+
+#: Key of the worker's startup information that carries its environment fingerprint.
+FINGERPRINT_KEY = "daskfleet-fingerprint"
+
+#: Packages whose versions must agree between a client and the cluster.
+CORE_PACKAGES: tuple[str, ...] = (
+    "python", "dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy", "pandas",
+)
+#: Compared only when both sides have them.
+OPTIONAL_CORE_PACKAGES = frozenset({"numpy", "pandas"})
+
+#: Scheduler operations a worker calls (distributed 2026.8: registration, heartbeats, its own
+#: retirement, P2P shuffle coordination). A worker certificate may call nothing else.
+WORKER_OPS = frozenset(
+    {
+        "register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys", "retire_workers",
+        "set_resources", "who_has", "shuffle_barrier", "shuffle_restrict_task", "shuffle_get",
+        "shuffle_get_or_create",
+    }
+)
+#: Of those, only workers may call these (a client may retire workers or ask who has what).
+WORKER_ONLY_OPS = frozenset({"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys"})
+#: Worker operations that name workers: the key that names them. A worker acts only on its own host.
+WORKER_SELF_SCOPED = {"retire_workers": "workers", "set_resources": "worker", "unregister": "address",
+                      "heartbeat_worker": "address"}
+#: Nobody may call these on the scheduler: ``connection_stream`` (a worker-to-worker stream) would
+#: feed any message, under any client or worker id, into the scheduler's stream handlers.
+DENIED_OPS = frozenset({"connection_stream"})
+#: Operations a worker sends on its registered stream (distributed's ``worker_handlers``); every
+#: other stream operation is a client's. distributed merges both into one table, so a client
+#: could otherwise report "task-finished" for a worker, and a worker submit graphs.
+WORKER_STREAM_OPS = frozenset(
+    {
+        "task-finished", "task-erred", "release-worker-data", "add-keys", "long-running", "reschedule",
+        "keep-alive", "log-event", "worker-status-change", "request-refresh-who-has", "steal-response",
+    }
+)
+#: A worker's operations a client calls directly: direct gather and scatter, and actors.
+CLIENT_WORKER_OPS = frozenset({"get_data", "update_data", "actor_execute", "actor_attribute", "ping", "versions"})
+#: A worker's operations that run code or change it: only its scheduler may call them.
+SCHEDULER_ONLY_WORKER_OPS = frozenset(
+    {"run", "run_coroutine", "terminate", "upload_file", "plugin-add", "plugin-remove", "gather", "free_keys"}
+)
+#: Who may call anything else on a worker: its scheduler and its peer workers.
+NODE_PEER_ROLES = frozenset({"scheduler", "worker"})
+#: Ends a stream; allowed on both.
+STREAM_CONTROL_OPS = frozenset({"close-stream"})
+#: The client id distributed's ``fire_and_forget`` uses on behalf of every client.
+FIRE_AND_FORGET_CLIENT = "fire-and-forget"
+#: Roles that may connect to the scheduler at all (its own certificate never does).
+PEER_ROLES = frozenset({"worker", "client"})
+
+
+@dataclass(frozen=True)
+class WorkerGatekeeper:
+    """Pure decisions for a worker's own server: who may call which of its operations."""
+
+    cluster: str
+
+    def check_operation(self, op: str, peer: Peer) -> Refusal | None:
+        if op in CLIENT_WORKER_OPS:
+            return role_refusal(self.cluster, peer, NODE_PEER_ROLES | {"client"})
+        if op in SCHEDULER_ONLY_WORKER_OPS:
+            return role_refusal(self.cluster, peer, "scheduler")
+        return role_refusal(self.cluster, peer, NODE_PEER_ROLES)
+
+
+@dataclass(frozen=True)
+class Gatekeeper:
+    """Pure decisions: may this peer register or call this operation?"""
+
+    cluster: str
+    expected_fingerprint: str
+    versions: Mapping[str, str | None]
+    client_version_policy: str = "refuse"
+
+    def _role_refusal(self, peer: Peer, needed: frozenset[str] | str) -> Refusal | None:
+        return role_refusal(self.cluster, peer, needed)
+
+    def check_operation(self, op: str, peer: Peer, msg: Mapping[str, Any] | None = None) -> Refusal | None:
+        """Workers may call only WORKER_OPS, on themselves; clients anything but WORKER_ONLY_OPS."""
+        if op in DENIED_OPS:
+            return Refusal(f"operation {op!r} is not served by the scheduler")
+        refusal = self._role_refusal(peer, PEER_ROLES)
+        if refusal is not None:
+            return refusal
+        if peer.role == "client":
+            return self._role_refusal(peer, "worker") if op in WORKER_ONLY_OPS else None
+        if op not in WORKER_OPS:
+            return self._role_refusal(peer, "client")
+        return self._worker_scope_refusal(op, peer, msg or {})
+
+    def _worker_scope_refusal(self, op: str, peer: Peer, msg: Mapping[str, Any]) -> Refusal | None:
+        key = WORKER_SELF_SCOPED.get(op)
+        if key is None or msg.get(key) is None:
+            return None
+        named = msg[key] if isinstance(msg[key], (list, tuple, set)) else [msg[key]]
+        peer_host = get_address_host(peer.address) if peer.address else None
+        others = sorted(str(address) for address in named if host_of(address) != peer_host)
+        if others:
+            return Refusal(f"a worker may {op} only itself, not {', '.join(others)}")
+        return None
+
+    def check_worker(self, peer: Peer, extra: Mapping[str, Any] | None, address: str | None = None) -> Refusal | None:
+        """A worker registers with a worker certificate, the cluster's environment, and its own host's address."""
+        refusal = self._role_refusal(peer, "worker")
+        if refusal:
+            return refusal
+        if address and peer.address and host_of(address) != host_of(peer.address):
+            return Refusal(f"registers address {address}, but connects from {peer.address}")
+        reported = (extra or {}).get(FINGERPRINT_KEY)
+        if reported != self.expected_fingerprint:
+            return Refusal(
+                f"environment fingerprint {reported or '(none reported)'} differs from the cluster's "
+                f"{self.expected_fingerprint}"
+            )
+        return None
+
+    def version_differences(self, client_versions: Mapping[str, Any]) -> list[str]:
+        theirs = (client_versions or {}).get("packages", {})
+        differences = []
+        for name in CORE_PACKAGES:
+            ours, yours = self.versions.get(name), theirs.get(name)
+            if name in OPTIONAL_CORE_PACKAGES and (ours is None or yours is None):
+                continue
+            if ours != yours:
+                differences.append(f"{name} {yours or 'missing'} (yours) != {ours or 'missing'} (cluster)")
+        return differences
+
+    def check_stream_message(self, kind: str, own_id: str, msg: Any) -> Refusal | None:
+        """May a registered ``kind`` ("client"/"worker") stream carry ``msg``, acting as ``own_id``?"""
+        if msg == "OK":
+            return None
+        if not isinstance(msg, dict):
+            return Refusal(f"malformed stream message of type {type(msg).__name__}")
+        op = msg.get("op")
+        if op in STREAM_CONTROL_OPS:
+            return None
+        if (op in WORKER_STREAM_OPS) != (kind == "worker"):
+            return Refusal(f"stream operation {op!r} is not a {kind}'s")
+        named = msg.get(kind, own_id)
+        if named != own_id and not (kind == "client" and named == FIRE_AND_FORGET_CLIENT):
+            return Refusal(f"stream operation {op!r} names {kind} {named!r}, not its own")
+        return None
+
+    def check_client(self, peer: Peer, client_versions: Mapping[str, Any]) -> tuple[Refusal | None, str | None]:
+        """(refusal, warning) for a registering client."""
+        refusal = self._role_refusal(peer, "client")
+        if refusal:
+            return refusal, None
+        differences = self.version_differences(client_versions)
+        if not differences:
+            return None, None
+        text = "package versions differ from the cluster's: " + "; ".join(differences)
+        if self.client_version_policy == "warn":
+            return None, text
+        return Refusal(text), None
+
+
+def host_of(address: Any) -> str | None:
+    try:
+        return get_address_host(str(address))
+    except ValueError:
+        return None
+
+
+def scheduler_versions() -> dict[str, str | None]:
+    """This process's core package versions, as distributed reports them."""
+    return dict(get_versions()["packages"])

@@ -1,0 +1,65 @@
+"""TLS material as it travels (PEM text), and a client's TLS settings for one cluster."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed import Client, Security
+
+from ..errors import DaskfleetError, ExitCode
+from .peers import Peer
+from .pki import identity_of
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """PEM text of the cluster CA, this node's certificate and its private key."""
+
+    ca_pem: str
+    cert_pem: str
+    key_pem: str = field(repr=False)
+
+    @classmethod
+    def from_secret_json(cls, text: str, origin: str) -> TlsMaterial:
+        """Parse the JSON document stored in a TLS secret (keys: conventions.TLS_SECRET_KEYS)."""
+        try:
+            doc = json.loads(text)
+            return cls(ca_pem=doc["ca"], cert_pem=doc["cert"], key_pem=doc["key"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DaskfleetError(
+                f"{origin}: not a TLS secret document with keys ca, cert, key ({type(exc).__name__})",
+                ExitCode.CERT_UNREADABLE,
+            ) from None
+
+    def to_secret_json(self) -> str:
+        return json.dumps({"ca": self.ca_pem, "cert": self.cert_pem, "key": self.key_pem})
+
+
+def client_security(material: TlsMaterial, cluster: str) -> Security:
+    """A ``distributed.Security`` presenting ``material``, which must be a client certificate of ``cluster``."""
+    identity = identity_of(material.cert_pem)
+    if (identity.cluster, identity.role) != (cluster, "client"):
+        found = f"a {identity.role} certificate for cluster {identity.cluster!r}" if identity.role else "no daskfleet role"
+        raise DaskfleetError(f"your certificate for {cluster!r} is {found}, not a client certificate", ExitCode.CONFIG)
+    # distributed accepts PEM text in place of paths, so nothing touches the disk.
+    return Security(
+        tls_ca_file=material.ca_pem,
+        tls_client_cert=material.cert_pem,
+        tls_client_key=material.key_pem,
+        require_encryption=True,
+    )
+
+
+def verify_scheduler_identity(client: Client, cluster: str) -> None:
+    """Refuse a server whose certificate is not this cluster's scheduler (distributed skips hostname checks)."""
+    comm = client.scheduler_comm.comm if client.scheduler_comm else None
+    peer = Peer.from_peercert(comm.extra_info.get("peercert") if comm else None)
+    if (peer.cluster, peer.role) != (cluster, "scheduler"):
+        client.close()
+        raise DaskfleetError(
+            f"the server at {client.scheduler.address} presented a {peer.role or 'role-less'} certificate "
+            f"for cluster {peer.cluster!r}, not the scheduler of {cluster!r}",
+            ExitCode.CONFIG,
+        )
