@@ -1,4 +1,8 @@
-"""The ``daskfleet`` command: ``node`` (the agent), ``local`` (a cluster on this machine), ``fingerprint``."""
+"""The ``daskfleet`` command: ``node`` (the agent) here; each capability adds its own commands.
+
+Every command module imports only click at load time, so ``daskfleet --help`` stays fast and
+the agent does not import what it does not run.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from pathlib import Path
 
 import click
 
+from .environments import commands as env_commands
 from .errors import DaskfleetError, ExitCode
+from .local import commands as local_commands
 
 
 def _fail(error: DaskfleetError) -> None:
@@ -41,78 +47,6 @@ def node(role: str, source_text: str, runtime_dir: Path | None, log_level: str) 
     sys.exit(int(run_node(role, make_source(source_text), runtime_dir)))
 
 
-@cli.group()
-def local() -> None:
-    """A whole secured cluster on this machine (the embedded default)."""
-
-
-_state_dir_option = click.option(
-    "--state-dir", type=click.Path(file_okay=False, path_type=Path),
-    help="Where certificates, logs and process records live (default: $DASKFLEET_HOME/local or ~/.daskfleet/local).",
-)
-
-
-@local.command("up")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Number of workers.")
-@_state_dir_option
-def local_up(workers: int, state_dir: Path | None) -> None:
-    """Start a TLS-secured scheduler and workers on 127.0.0.1 and run a smoke computation."""
-    from .local import cluster as local_cluster
-    from .local.state import default_state_dir
-
-    state = state_dir or default_state_dir()
-    cluster = local_cluster.up(state.resolve(), workers)
-    via = "" if state_dir is None else f", state_dir={str(state.resolve())!r}"
-    click.echo(
-        f"daskfleet local cluster is up: {workers} worker(s), smoke computation passed.\n"
-        f"  scheduler: {cluster.address}\n"
-        f"  dashboard: {cluster.dashboard}   (HTTPS with the cluster's own CA)\n"
-        f"  audit log: {state / 'audit.jsonl'}\n"
-        f"Connect from Python:\n"
-        f"  import daskfleet\n"
-        f"  client = daskfleet.connect(\"local\"{via})\n"
-        f"Stop it with: daskfleet local down"
-    )
-
-
-@local.command("status")
-@_state_dir_option
-def local_status(state_dir: Path | None) -> None:
-    """Show what the local cluster runs."""
-    from .local import state as local_state
-
-    cluster = local_state.LocalCluster.load((state_dir or local_state.default_state_dir()).resolve())
-    if cluster is None:
-        click.echo("no local cluster is running")
-        return
-    click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}")
-    for record in cluster.nodes:
-        state = "running" if record.process() is not None else "stopped"
-        click.echo(f"  {record.name:<12} pid {record.pid:<8} {state}")
-
-
-@local.command("down")
-@_state_dir_option
-def local_down(state_dir: Path | None) -> None:
-    """Stop every process `local up` started."""
-    from .local import cluster as local_cluster
-    from .local.state import default_state_dir
-
-    cluster = local_cluster.down((state_dir or default_state_dir()).resolve())
-    if cluster is None:
-        click.echo("no local cluster to stop")
-    else:
-        click.echo(f"stopped {len(cluster.nodes)} process(es)")
-
-
-@cli.command()
-def fingerprint() -> None:
-    """Print the environment fingerprint of this Python environment."""
-    from .environments.records import current_fingerprint
-
-    click.echo(current_fingerprint())
-
-
 def make_source(text: str):
     """A node source from its command-line form: ``dir:/path/to/node`` or ``aws:<cluster>``.
 
@@ -128,6 +62,10 @@ def make_source(text: str):
 
         return AwsSource(rest)
     raise DaskfleetError(f"--source: unknown source {text!r} (accepted: dir:PATH, aws:CLUSTER)", ExitCode.CONFIG)
+
+
+cli.add_command(local_commands.local)
+cli.add_command(env_commands.fingerprint)
 
 
 def main() -> None:
