@@ -66,6 +66,7 @@ def make_source(text: str):
 
 cli.add_command(local_commands.local)
 cli.add_command(env_commands.fingerprint)
+cli.add_command(env_commands.env)
 
 
 def main() -> None:

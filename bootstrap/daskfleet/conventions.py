@@ -9,9 +9,11 @@ cluster in production.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 # --- roles and certificate identity -------------------------------------------------------
@@ -181,6 +183,42 @@ def scheduler_dns_name(cluster: str, zone: str) -> str:
 #: Keys of the JSON document stored in a TLS secret.
 TLS_SECRET_KEYS: tuple[str, ...] = ("ca", "cert", "key")
 
+# --- per-user state ---------------------------------------------------------------------------
+
+#: Where daskfleet keeps a user's state (local clusters, the package cache): this variable, else ~/.daskfleet.
+HOME_ENV = "DASKFLEET_HOME"
+
+
+def daskfleet_home() -> Path:
+    """``$DASKFLEET_HOME`` or ``~/.daskfleet``."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".daskfleet")
+
+
+# --- environments ----------------------------------------------------------------------------
+
+#: conda platforms every environment is locked for: the nodes' first, then the laptops of clients.
+NODE_PLATFORMS: tuple[str, ...] = ("linux-64", "linux-aarch64")
+CLIENT_PLATFORMS: tuple[str, ...] = ("osx-arm64", "osx-64", "win-64")
+ENV_PLATFORMS: tuple[str, ...] = NODE_PLATFORMS + CLIENT_PLATFORMS
+#: Where an image (and, later, a node following a published environment) installs environments:
+#: one prefix per fingerprint, ``/opt/daskfleet/envs/<short fingerprint>``, and the link to the one in use.
+NODE_ENVS_DIR = "/opt/daskfleet/envs"
+NODE_ENV_LINK = "/opt/daskfleet/env"
+#: The package cache an image keeps for later delta installs.
+NODE_PACKAGE_CACHE = "/opt/daskfleet/pkgs"
+#: In a repository: ``envs/<name>/environment.yml`` is the spec, ``envs/<name>/conda-lock.yml`` its lock.
+ENV_SPEC_FILE = "environment.yml"
+ENV_LOCK_FILE = "conda-lock.yml"
+#: daskfleet itself is on no conda channel: it is installed from its wheel after the lock, and its
+#: version (not its hash, which changes with every build) counts in the fingerprint.
+DASKFLEET_DISTRIBUTION = "daskfleet"
+
+
+def node_env_prefix(fingerprint: str) -> str:
+    """Where a node keeps the environment with ``fingerprint``."""
+    return f"{NODE_ENVS_DIR}/{short_fingerprint(fingerprint)}"
+
+
 # --- the environment fingerprint -----------------------------------------------------------
 
 FINGERPRINT_PREFIX = "sha256:"
@@ -189,21 +227,33 @@ FINGERPRINT_SHORT_LENGTH = 16
 
 @dataclass(frozen=True, order=True)
 class PackageRecord:
-    """One installed package, as every environment description can state it.
+    """One resolved package, as a lock file and an installed environment both state it.
 
-    ``manager`` is ``conda`` or ``pip``; conda records carry their build string, which
-    distinguishes e.g. two builds of numpy against different BLAS libraries.
+    ``manager`` is ``conda`` or ``pip`` (``interpreter`` for a virtual environment's Python);
+    conda records carry their build string, which distinguishes e.g. two builds of numpy
+    against different BLAS libraries. ``hash`` is the package archive's ``sha256:<hex>``
+    (``md5:<hex>`` where only that is known), empty where nothing records one.
     """
 
     manager: str
     name: str
     version: str
     build: str = ""
+    hash: str = ""
 
     def canonical(self) -> str:
         name = normalize_package_name(self.name) if self.manager == "pip" else self.name.lower()
         line = f"{self.manager}:{name}=={self.version}"
-        return f"{line}={self.build}" if self.build else line
+        if self.build:
+            line += f"={self.build}"
+        return f"{line}#{self.hash}" if self.hash else line
+
+
+def package_hash(sha256: str | None, md5: str | None) -> str:
+    """The hash a PackageRecord carries: sha256 where known, else md5, else nothing."""
+    if sha256:
+        return f"sha256:{sha256.lower()}"
+    return f"md5:{md5.lower()}" if md5 else ""
 
 
 def normalize_package_name(name: str) -> str:
@@ -212,11 +262,12 @@ def normalize_package_name(name: str) -> str:
 
 
 def environment_fingerprint(packages: Iterable[PackageRecord]) -> str:
-    """A stable identity for a set of installed packages, independent of their order.
+    """A stable identity for a set of resolved packages, independent of their order.
 
-    The same environment described by its conda-meta directory, by its conda-lock file for
-    one platform, or (for a Python virtual environment) by its installed distributions
-    gives the same value. Images are named by its short form.
+    The same environment described by its conda-lock file for one platform and by the
+    prefix installed from it (its conda-meta records and installed distributions) gives
+    the same value; URLs, channels, timestamps and the lock's input hash do not count.
+    Images are named by its short form.
     """
     lines = sorted({record.canonical() for record in packages})
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
@@ -224,6 +275,5 @@ def environment_fingerprint(packages: Iterable[PackageRecord]) -> str:
 
 
 def short_fingerprint(fingerprint: str) -> str:
-    """The short form used in image names and tags."""
+    """The short form used in image names, tags and node prefixes."""
     return fingerprint.removeprefix(FINGERPRINT_PREFIX)[:FINGERPRINT_SHORT_LENGTH]
-

@@ -25,6 +25,9 @@ class ExitCode(IntEnum):
     CERT_ROLE_MISMATCH = 71
     #: The installed environment's fingerprint differs from the expected one.
     ENV_MISMATCH = 72
+    #: An environment could not be locked, fetched or installed (channel unreachable, no solution,
+    #: a package whose hash differs from the lock's, disk full).
+    ENVIRONMENT = 73
     #: The scheduler could not be reached within the spec's connect timeout.
     SCHEDULER_UNREACHABLE = 75
     #: The scheduler refused this node (role or environment conformance).

@@ -1,8 +1,10 @@
 """Describe an installed environment as package records, for conventions.environment_fingerprint.
 
-Three descriptions of an environment are supported: a conda prefix (``conda-meta/*.json``
-plus pip-installed distributions), a Python virtual environment (its installed
-distributions), and, in a later issue, a conda-lock file for one platform.
+Two kinds of environment are described: a conda prefix (its ``conda-meta/*.json`` records
+plus the Python distributions that no conda package owns, e.g. daskfleet's own wheel or
+pip entries of a lock) and a Python virtual environment (its interpreter and installed
+distributions). A lock file describes the same records for one platform
+(``daskfleet.environments.lockfile``); for a prefix installed from it, both agree.
 """
 
 from __future__ import annotations
@@ -10,27 +12,66 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import re
 import sys
 import sysconfig
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from ..conventions import PackageRecord, environment_fingerprint, normalize_package_name
+from packaging.version import InvalidVersion, Version
+
+from ..conventions import (
+    DASKFLEET_DISTRIBUTION, PackageRecord, environment_fingerprint, normalize_package_name, package_hash,
+)
+
+#: A distribution's metadata directory inside a conda package's file list.
+_DIST_DIR = re.compile(r"(?:^|/)site-packages/(?P<name>[^/]+?)-(?P<version>[^-/]+?)(?:-py[^/]*)?\.(?:dist|egg)-info(?:/|$)")
 
 
-def conda_meta_records(prefix: Path) -> list[PackageRecord]:
-    """Packages conda installed into ``prefix``, with their build strings."""
-    records = []
+def _version_key(version: str) -> str:
+    """A version as dist-info directory names write it (normalized where it parses)."""
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+def is_conda_prefix(prefix: Path) -> bool:
+    return (prefix / "conda-meta").is_dir()
+
+
+def conda_meta_records(prefix: Path) -> tuple[list[PackageRecord], set[tuple[str, str]]]:
+    """Packages conda installed into ``prefix``, and the (name, version) of the distributions they own."""
+    records, owned = [], set()
     for path in sorted((prefix / "conda-meta").glob("*.json")):
         doc = json.loads(path.read_text())
-        records.append(PackageRecord("conda", doc["name"], doc["version"], doc.get("build", "")))
-    return records
+        records.append(PackageRecord(
+            "conda", doc["name"], doc["version"], doc.get("build", ""), package_hash(doc.get("sha256"), doc.get("md5")),
+        ))
+        for file in doc.get("files", ()):
+            if (match := _DIST_DIR.search(file)) is not None:
+                owned.add((normalize_package_name(match["name"]), _version_key(match["version"])))
+    return records, owned
 
 
-def distribution_records(search_path: Sequence[str], *, skip_installer: str | None = None) -> list[PackageRecord]:
-    """Installed Python distributions on ``search_path``; the first of each name wins, as imports do."""
-    seen: dict[str, PackageRecord] = {}
+def _archive_hash(dist: metadata.Distribution) -> str:
+    """The sha256 an installer recorded for the archive a distribution came from (PEP 610), if any."""
+    try:
+        info = json.loads(dist.read_text("direct_url.json") or "{}").get("archive_info") or {}
+    except json.JSONDecodeError:
+        return ""
+    sha256 = (info.get("hashes") or {}).get("sha256")
+    if not sha256 and str(info.get("hash", "")).startswith("sha256="):
+        sha256 = info["hash"].removeprefix("sha256=")
+    return package_hash(sha256, None)
+
+
+def distribution_records(
+    search_path: Sequence[str], *, owned_by_conda: set[tuple[str, str]] = frozenset()  # type: ignore[assignment]
+) -> list[PackageRecord]:
+    """Installed Python distributions on ``search_path`` that conda does not own; the first of a name wins."""
+    seen: dict[str, PackageRecord | None] = {}
     for dist in metadata.distributions(path=list(search_path)):
         name = dist.metadata["Name"]
         if not name:
@@ -38,11 +79,11 @@ def distribution_records(search_path: Sequence[str], *, skip_installer: str | No
         key = normalize_package_name(name)
         if key in seen:
             continue
-        installer = (dist.read_text("INSTALLER") or "").strip()
-        if skip_installer and installer == skip_installer:
-            seen[key] = None  # type: ignore[assignment]  # shadowed by conda's own record
+        if (key, _version_key(dist.version)) in owned_by_conda:
+            seen[key] = None  # described by its conda record
             continue
-        seen[key] = PackageRecord("pip", key, dist.version)
+        digest = "" if key == DASKFLEET_DISTRIBUTION else _archive_hash(dist)
+        seen[key] = PackageRecord("pip", key, dist.version, "", digest)
     return [record for record in seen.values() if record is not None]
 
 
@@ -58,16 +99,29 @@ def installed_site_paths() -> list[str]:
     return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
 
 
+def prefix_site_paths(prefix: Path) -> list[str]:
+    """The site-packages directories of a conda prefix, found on disk (any Python version, POSIX or Windows)."""
+    found = sorted(prefix.glob("lib/python3*/site-packages")) + sorted(prefix.glob("Lib/site-packages"))
+    return [str(path) for path in found]
+
+
 def environment_records(prefix: str | Path = sys.prefix, search_path: Iterable[str] | None = None) -> list[PackageRecord]:
-    """Records of the environment at ``prefix`` (a conda prefix or a virtual environment)."""
+    """Records of the environment at ``prefix`` (a conda prefix or, for this interpreter, a virtual environment)."""
     prefix = Path(prefix)
+    if is_conda_prefix(prefix):
+        records, owned = conda_meta_records(prefix)
+        path = list(prefix_site_paths(prefix) if search_path is None else search_path)
+        return records + distribution_records(path, owned_by_conda=owned)
     path = list(installed_site_paths() if search_path is None else search_path)
-    if (prefix / "conda-meta").is_dir():
-        return conda_meta_records(prefix) + distribution_records(path, skip_installer="conda")
     return [interpreter_record(), *distribution_records(path)]
+
+
+def prefix_fingerprint(prefix: str | Path) -> str:
+    """The fingerprint of the conda prefix (or this interpreter's virtual environment) at ``prefix``."""
+    return environment_fingerprint(environment_records(prefix))
 
 
 @functools.cache
 def current_fingerprint() -> str:
     """The fingerprint of the environment this process runs in."""
-    return environment_fingerprint(environment_records())
+    return environment_fingerprint(environment_records(sys.prefix, installed_site_paths()))

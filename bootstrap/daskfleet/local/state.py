@@ -7,12 +7,12 @@ The user's client (``daskfleet.client``) reads this to connect; the launcher
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
 
+from ..conventions import daskfleet_home
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE
 from ..security import pki
@@ -21,11 +21,6 @@ from ..security.tls import TlsMaterial
 LOCAL_CLUSTER = "local"
 STATE_FILE = "cluster.json"
 CLIENT_DIR = "client"
-
-
-def daskfleet_home() -> Path:
-    """Where daskfleet keeps per-user state: ``$DASKFLEET_HOME`` or ``~/.daskfleet``."""
-    return Path(os.environ.get("DASKFLEET_HOME") or Path.home() / ".daskfleet")
 
 
 def default_state_dir(cluster: str = LOCAL_CLUSTER) -> Path:
