@@ -72,3 +72,22 @@ def test_unknown_source_is_one_clear_error(tmp_path):
     result = daskfleet("node", "worker", "--source", "ftp:somewhere", timeout=60)
     assert result.returncode == ExitCode.CONFIG
     assert result.stderr.strip() == "daskfleet: error: --source: unknown source 'ftp:somewhere' (accepted: dir:PATH, aws:CLUSTER)"
+
+
+def test_the_data_science_stack_computes_on_the_local_cluster(local_cluster):
+    """A dask.dataframe groupby and a dask.array reduction, as a data scientist runs them on `make local`."""
+    import dask.array as da
+    import dask.dataframe as dd
+    import pandas as pd
+
+    import daskfleet
+
+    with daskfleet.connect("local", state_dir=local_cluster.state_dir) as client:
+        frame = pd.DataFrame({"team": ["a", "b", "a", "c", "b", "a"] * 50, "hours": range(300)})
+        ddf = dd.from_pandas(frame, npartitions=4)
+        totals = client.compute(ddf.groupby("team").hours.sum()).result(timeout=120)
+        assert totals.to_dict() == frame.groupby("team").hours.sum().to_dict()
+        array = da.arange(1_000_000, chunks=100_000)
+        assert client.compute((array * 2).sum()).result(timeout=120) == 999_999_000_000
+        versions = client.run(lambda: __import__("pandas").__version__)
+        assert set(versions.values()) == {pd.__version__}

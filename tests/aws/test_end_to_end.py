@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -46,11 +45,13 @@ def stack():
 
 
 def _exec_start(user_data: str) -> list[str]:
-    """The agent command the rendered user data installs as the node's systemd unit."""
+    """The agent command systemd runs: the image's unit, for the instance and environment user data gives it."""
     document = yaml.safe_load(user_data.removeprefix("#cloud-config\n"))
-    (unit,) = [f["content"] for f in document["write_files"] if f["path"] == userdata.UNIT_PATH]
-    (line,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
-    return shlex.split(line.removeprefix("ExecStart="))
+    (env_file,) = [f["content"] for f in document["write_files"] if f["path"] == userdata.NODE_ENV_FILE]
+    environment = dict(line.split("=", 1) for line in env_file.splitlines() if line)
+    enabled = document["runcmd"][-1][-1]  # systemctl enable --now daskfleet-node@<role>.service
+    role = enabled.removeprefix("daskfleet-node@").removesuffix(".service")
+    return userdata.expand_unit_command(userdata.render_unit(), role, environment)
 
 
 def _load_into_moto(aws, stack, cluster: str, region: str) -> None:

@@ -1,51 +1,67 @@
-"""Node user data: it names cluster and role, starts the agent under systemd, and holds nothing secret."""
+"""Node user data names cluster and role, ships the journal and starts the image's unit; it holds nothing secret."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import yaml
 
+from daskfleet import conventions
 from daskfleet.cli import node
 from daskfleet.errors import ExitCode
-from daskfleet.aws.userdata import DASKFLEET_EXECUTABLE, agent_command, render_unit, render_user_data
+from daskfleet.aws.userdata import (
+    DASKFLEET_EXECUTABLE, agent_command, expand_unit_command, render_cloudwatch_agent_config, render_node_env, render_unit,
+    render_user_data,
+)
 
 PINNED_SCHEDULER_USER_DATA = """\
 #cloud-config
 write_files:
-- path: /etc/systemd/system/daskfleet-node.service
+- path: /etc/daskfleet/node.env
   owner: root:root
   permissions: '0644'
   content: |
-    [Unit]
-    Description=daskfleet scheduler of cluster analytics
-    Wants=network-online.target
-    After=network-online.target
-
-    [Service]
-    Type=exec
-    ExecStart=/opt/daskfleet/env/bin/daskfleet node scheduler --source aws:analytics
-    Restart=on-failure
-    RestartSec=5
-    RestartPreventExitStatus=65 66 70 71 72 76
-    DynamicUser=yes
-    RuntimeDirectory=daskfleet
-    RuntimeDirectoryMode=0700
-    CacheDirectory=daskfleet
-    CacheDirectoryMode=0700
-    LogsDirectory=daskfleet
-    LogsDirectoryMode=0700
-    NoNewPrivileges=yes
-    LimitNOFILE=65536
-
-    [Install]
-    WantedBy=multi-user.target
+    DASKFLEET_CLUSTER=analytics
+- path: /opt/aws/amazon-cloudwatch-agent/etc/daskfleet.json
+  owner: root:root
+  permissions: '0644'
+  content: |
+    {
+      "agent": {
+        "run_as_user": "root"
+      },
+      "logs": {
+        "logs_collected": {
+          "journald": {
+            "collect_list": [
+              {
+                "log_group_name": "/daskfleet/analytics",
+                "log_stream_name": "journal/{instance_id}",
+                "priority": "info",
+                "units": [
+                  "daskfleet-node@scheduler.service",
+                  "daskfleet-node@worker.service"
+                ]
+              }
+            ]
+          }
+        }
+      }
+    }
 runcmd:
-- - systemctl
-  - daemon-reload
+- - /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl
+  - -a
+  - fetch-config
+  - -m
+  - ec2
+  - -s
+  - -c
+  - file:/opt/aws/amazon-cloudwatch-agent/etc/daskfleet.json
 - - systemctl
   - enable
   - --now
-  - daskfleet-node.service
+  - daskfleet-node@scheduler.service
 """
 
 
@@ -55,7 +71,8 @@ def test_render_user_data_is_pinned():
 
 def test_agent_command_is_the_exact_argv_of_the_unit():
     assert agent_command("analytics", "worker") == [DASKFLEET_EXECUTABLE, "node", "worker", "--source", "aws:analytics"]
-    assert f"ExecStart={' '.join(agent_command('analytics', 'worker'))}\n" in render_unit("analytics", "worker")
+    environment = dict([render_node_env("analytics").strip().split("=", 1)])
+    assert expand_unit_command(render_unit(), "worker", environment) == agent_command("analytics", "worker")
 
 
 def test_the_daskfleet_cli_accepts_the_agent_command():
@@ -66,7 +83,7 @@ def test_the_daskfleet_cli_accepts_the_agent_command():
 
 
 def test_configuration_failures_are_not_restarted_and_transient_ones_are():
-    unit = render_unit("analytics", "worker")
+    unit = render_unit()
     assert "Restart=on-failure" in unit
     stopped = {int(code) for code in unit.split("RestartPreventExitStatus=")[1].splitlines()[0].split()}
     assert stopped == {
@@ -78,7 +95,7 @@ def test_configuration_failures_are_not_restarted_and_transient_ones_are():
 
 def test_the_audit_log_has_a_private_directory_that_outlives_the_agent():
     """systemd empties RuntimeDirectory when the unit stops; LogsDirectory (/var/log) it keeps across restarts."""
-    settings = dict(line.split("=", 1) for line in render_unit("analytics", "scheduler").splitlines() if "=" in line)
+    settings = dict(line.split("=", 1) for line in render_unit().splitlines() if "=" in line)
     assert (settings["LogsDirectory"], settings["LogsDirectoryMode"]) == ("daskfleet", "0700")
     assert "RuntimeDirectoryPreserve" not in settings  # the runtime directory (keys) still goes with the unit
 
@@ -86,9 +103,12 @@ def test_the_audit_log_has_a_private_directory_that_outlives_the_agent():
 def test_user_data_is_cloud_config_naming_only_cluster_and_role():
     document = yaml.safe_load(render_user_data("analytics", "worker"))
     assert set(document) == {"write_files", "runcmd"}
-    (unit_file,) = document["write_files"]
-    assert unit_file["content"] == render_unit("analytics", "worker")
-    assert ["systemctl", "enable", "--now", "daskfleet-node.service"] in document["runcmd"]
+    contents = {entry["path"]: entry["content"] for entry in document["write_files"]}
+    assert contents == {
+        "/etc/daskfleet/node.env": "DASKFLEET_CLUSTER=analytics\n",
+        "/opt/aws/amazon-cloudwatch-agent/etc/daskfleet.json": render_cloudwatch_agent_config("analytics"),
+    }
+    assert document["runcmd"][-1] == ["systemctl", "enable", "--now", "daskfleet-node@worker.service"]
     text = render_user_data("analytics", "worker")
     for secret_marker in ("PRIVATE KEY", "CERTIFICATE", "aws_secret_access_key", "AWS_SECRET"):
         assert secret_marker not in text
@@ -98,3 +118,11 @@ def test_user_data_is_cloud_config_naming_only_cluster_and_role():
 def test_names_that_are_not_a_cluster_or_node_role_are_refused(cluster, role):
     with pytest.raises(ValueError):
         render_user_data(cluster, role)
+
+
+def test_the_journal_of_both_node_units_goes_to_the_clusters_log_group():
+    config = json.loads(render_cloudwatch_agent_config("analytics"))
+    (entry,) = config["logs"]["logs_collected"]["journald"]["collect_list"]
+    assert entry["log_group_name"] == conventions.log_group_name("analytics")
+    assert entry["units"] == ["daskfleet-node@scheduler.service", "daskfleet-node@worker.service"]
+    assert "{instance_id}" in entry["log_stream_name"]

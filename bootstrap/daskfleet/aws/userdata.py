@@ -1,11 +1,16 @@
-"""The user data of a cluster node: name cluster and role, start the agent under systemd, nothing else.
+"""A node's systemd unit (installed by its image) and its user data (which names cluster and role only).
 
-Everything else (spec, certificates, keys) the agent fetches at boot through the instance
-role, so user data never holds a secret: anyone who can describe an instance can read it.
+The image installs one template unit, ``daskfleet-node@.service``, rendered here by the
+agent version it carries; the instance name is the node's role. User data writes the
+cluster's name where the unit reads it, the CloudWatch agent's configuration that ships the
+node's journal to the cluster's log group, and starts both. Everything else (spec,
+certificates, keys) the agent fetches at boot through the instance role, so user data never
+holds a secret: anyone who can describe an instance can read it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import yaml
@@ -14,10 +19,16 @@ from .. import conventions
 from ..errors import ExitCode
 
 #: Where the image installs the daskfleet environment (images/ builds it there).
-DASKFLEET_EXECUTABLE = "/opt/daskfleet/env/bin/daskfleet"
-#: The systemd unit running the agent.
-UNIT_NAME = "daskfleet-node.service"
-UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
+DASKFLEET_EXECUTABLE = f"{conventions.NODE_ENV_LINK}/bin/daskfleet"
+#: The template unit running the agent; ``daskfleet-node@<role>.service`` is one node.
+UNIT_TEMPLATE_NAME = "daskfleet-node@.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT_TEMPLATE_NAME}"
+#: What user data writes for the unit: the cluster's name, in this variable.
+NODE_ENV_FILE = "/etc/daskfleet/node.env"
+CLUSTER_VARIABLE = "DASKFLEET_CLUSTER"
+#: The CloudWatch agent (installed by the image) and the configuration user data gives it.
+CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
+CLOUDWATCH_AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/daskfleet.json"
 #: Exit codes that no restart can fix: the spec, the certificate or the environment is wrong,
 #: or the scheduler refused this node (it would refuse it again).
 NO_RESTART_EXIT_CODES: tuple[ExitCode, ...] = (
@@ -31,28 +42,33 @@ NO_RESTART_EXIT_CODES: tuple[ExitCode, ...] = (
 RESTART_DELAY_SECONDS = 5
 
 
+def unit_name(role: conventions.Role) -> str:
+    """The unit of one node: ``daskfleet-node@worker.service``."""
+    _check_role(role)
+    return UNIT_TEMPLATE_NAME.replace("@", f"@{role}")
+
+
 def agent_command(cluster: str, role: conventions.Role) -> list[str]:
-    """The exact argv the node's systemd unit runs."""
-    if not re.fullmatch(conventions.CLUSTER_NAME_PATTERN, cluster):
-        raise ValueError(f"cluster {cluster!r} does not match {conventions.CLUSTER_NAME_PATTERN}")
-    if role not in conventions.NODE_ROLES:
-        raise ValueError(f"role {role!r}: expected one of {', '.join(conventions.NODE_ROLES)}")
+    """The exact argv the unit runs for ``role`` once user data has named ``cluster``."""
+    _check_cluster(cluster)
+    _check_role(role)
     return [DASKFLEET_EXECUTABLE, "node", role, "--source", f"aws:{cluster}"]
 
 
-def render_unit(cluster: str, role: conventions.Role) -> str:
-    """The systemd unit: restart on transient failures, stay down on configuration-class ones."""
+def render_unit() -> str:
+    """The template unit: restart on transient failures, stay down on configuration-class ones."""
     no_restart = " ".join(str(int(code)) for code in NO_RESTART_EXIT_CODES)
     return "\n".join(
         [
             "[Unit]",
-            f"Description=daskfleet {role} of cluster {cluster}",
+            f"Description=daskfleet %i of the cluster named in {NODE_ENV_FILE}",
             "Wants=network-online.target",
             "After=network-online.target",
             "",
             "[Service]",
             "Type=exec",
-            f"ExecStart={' '.join(agent_command(cluster, role))}",
+            f"EnvironmentFile={NODE_ENV_FILE}",
+            f"ExecStart={DASKFLEET_EXECUTABLE} node %i --source aws:${{{CLUSTER_VARIABLE}}}",
             "Restart=on-failure",
             f"RestartSec={RESTART_DELAY_SECONDS}",
             f"RestartPreventExitStatus={no_restart}",
@@ -77,22 +93,71 @@ def render_unit(cluster: str, role: conventions.Role) -> str:
     )
 
 
+def expand_unit_command(unit: str, role: str, environment: dict[str, str]) -> list[str]:
+    """The argv systemd runs for ``unit``'s instance ``role`` with ``environment`` (for tests and docs)."""
+    (line,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    command = line.removeprefix("ExecStart=").replace("%i", role)
+    command = re.sub(r"\$\{(\w+)\}", lambda match: environment[match.group(1)], command)
+    return command.split()
+
+
+def render_node_env(cluster: str) -> str:
+    _check_cluster(cluster)
+    return f"{CLUSTER_VARIABLE}={cluster}\n"
+
+
+def render_cloudwatch_agent_config(cluster: str) -> str:
+    """The CloudWatch agent's configuration: the node units' journal to the cluster's log group."""
+    _check_cluster(cluster)
+    units = [unit_name(role) for role in conventions.NODE_ROLES]
+    config = {
+        "agent": {"run_as_user": "root"},
+        "logs": {
+            "logs_collected": {
+                "journald": {
+                    "collect_list": [{
+                        "units": units,
+                        "priority": "info",
+                        "log_group_name": conventions.log_group_name(cluster),
+                        "log_stream_name": "journal/{instance_id}",
+                    }],
+                },
+            },
+        },
+    }
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
 def render_user_data(cluster: str, role: conventions.Role) -> str:
-    """cloud-init user data that installs the node's unit and starts it; names only cluster and role."""
+    """cloud-init user data: name the cluster, ship the node's journal, start the node's unit."""
+    files = [
+        (NODE_ENV_FILE, render_node_env(cluster)),
+        (CLOUDWATCH_AGENT_CONFIG, render_cloudwatch_agent_config(cluster)),
+    ]
     document = {
         "write_files": [
-            {"path": UNIT_PATH, "owner": "root:root", "permissions": "0644", "content": render_unit(cluster, role)},
+            {"path": path, "owner": "root:root", "permissions": "0644", "content": content} for path, content in files
         ],
         "runcmd": [
-            ["systemctl", "daemon-reload"],
-            ["systemctl", "enable", "--now", UNIT_NAME],
+            [CLOUDWATCH_AGENT_CTL, "-a", "fetch-config", "-m", "ec2", "-s", "-c", f"file:{CLOUDWATCH_AGENT_CONFIG}"],
+            ["systemctl", "enable", "--now", unit_name(role)],
         ],
     }
     return "#cloud-config\n" + yaml.dump(document, Dumper=_CloudConfigDumper, sort_keys=False, width=1000)
 
 
+def _check_cluster(cluster: str) -> None:
+    if not re.fullmatch(conventions.CLUSTER_NAME_PATTERN, cluster):
+        raise ValueError(f"cluster {cluster!r} does not match {conventions.CLUSTER_NAME_PATTERN}")
+
+
+def _check_role(role: str) -> None:
+    if role not in conventions.NODE_ROLES:
+        raise ValueError(f"role {role!r}: expected one of {', '.join(conventions.NODE_ROLES)}")
+
+
 class _CloudConfigDumper(yaml.SafeDumper):
-    """Writes multi-line strings (the unit file) as literal blocks, so user data reads like the file."""
+    """Writes multi-line strings (the configuration files) as literal blocks, so user data reads like them."""
 
 
 def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:

@@ -37,7 +37,7 @@ from conda_lock.models.lock_spec import LockSpecification
 from conda_lock.src_parser import make_lock_spec
 from conda_lock.virtual_package import virtual_package_repo_from_specification
 
-from ..conventions import ENV_PLATFORMS
+from ..conventions import ENV_PLATFORMS, daskfleet_home
 from ..errors import DaskfleetError, ExitCode
 from .lockfile import parse_lock
 
@@ -46,6 +46,8 @@ VIRTUAL_PACKAGES_FILE = Path(__file__).with_name("virtual-packages.yml")
 _SOLVE_ERRORS = (
     FetchRepoDataError, GatewayError, InvalidChannelError, InvalidMatchSpecError, InvalidUrlError, IoError, SolverError,
 )
+#: Channels' repodata is cached per user, under $DASKFLEET_HOME.
+REPODATA_CACHE_DIR = "repodata"
 #: The one solve of one platform may take this long.
 SOLVE_TIMEOUT = dt.timedelta(minutes=10)
 
@@ -148,8 +150,8 @@ async def _solve(spec_path: Path, lock_spec: LockSpecification, platform: str) -
     channels = [rattler.Channel(channel.url) for channel in lock_spec.channels]
     try:
         return await rattler.solve(
-            channels, specs, platforms=[platform, "noarch"], virtual_packages=virtual_packages(platform),
-            timeout=SOLVE_TIMEOUT,
+            channels, specs, gateway=rattler.Gateway(cache_dir=daskfleet_home() / REPODATA_CACHE_DIR),
+            platforms=[platform, "noarch"], virtual_packages=virtual_packages(platform), timeout=SOLVE_TIMEOUT,
         )
     except _SOLVE_ERRORS as exc:  # fetching repodata, or no solution: each one message
         reason = str(exc).strip().splitlines()
