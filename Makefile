@@ -9,7 +9,7 @@ VENV := .venv
 STAMP := $(VENV)/.daskfleet-installed
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install local local-down local-status test bench env preview up down clean lock
+.PHONY: install local local-down local-status test bench env image preview up down clean lock
 
 install: $(STAMP)
 
@@ -24,20 +24,58 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 lock: | $(UV)
 	$(UV) lock --python $(PYTHON)
 
+# `make local` runs in the default environment's locked prefix once `make env` has built it
+# (.envs/default), else in the tooling environment, which carries the same data-science pins.
+LOCAL_DASKFLEET = $(if $(wildcard .envs/default/bin/daskfleet),.envs/default/bin/daskfleet,$(VENV)/bin/daskfleet)
+
 local: install
-	$(VENV)/bin/daskfleet local up
+	$(LOCAL_DASKFLEET) local up
 
 local-status: install
-	$(VENV)/bin/daskfleet local status
+	$(LOCAL_DASKFLEET) local status
 
 local-down: install
-	$(VENV)/bin/daskfleet local down
+	$(LOCAL_DASKFLEET) local down
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: install
 	$(VENV)/bin/python -m benchmarks
+
+# Environments (envs/<ENV>/environment.yml): `make env` re-locks the spec for every platform (nothing
+# happens when it is unchanged), installs this machine's platform into .envs/<ENV> and prints the
+# node platforms' fingerprints. It needs the conda channels (network), not conda.
+ENV ?= default
+ENV_LOCK = envs/$(ENV)/conda-lock.yml
+NODE_PLATFORMS := linux-64 linux-aarch64
+
+env: install
+	$(VENV)/bin/daskfleet env lock $(ENV)
+	$(VENV)/bin/daskfleet env install $(ENV_LOCK) --prefix .envs/$(ENV)
+	$(VENV)/bin/daskfleet env fingerprint --lock $(ENV_LOCK) $(foreach platform,$(NODE_PLATFORMS),--platform $(platform))
+
+# Node images (images/daskfleet.pkr.hcl): `make image ENV=<env> REGION=<region> [IMAGE_PLATFORM=linux-aarch64]`
+# builds an AMI from envs/<ENV>/conda-lock.yml, tagged with its fingerprint. It needs Packer and AWS credentials.
+PACKER ?= packer
+REGION ?=
+IMAGE_PLATFORM ?= linux-64
+require_packer = $(if $(shell command -v $(PACKER) 2>/dev/null),,$(error the Packer CLI ($(PACKER)) is not installed; install Packer 1.10 or newer from https://developer.hashicorp.com/packer/install and run `make $@` again))
+
+image:
+	$(require_packer)
+	$(if $(REGION),,$(error REGION is not set: `make image ENV=$(ENV) REGION=<the stack's region>`))
+	$(if $(wildcard $(ENV_LOCK)),,$(error $(ENV_LOCK) does not exist: run `make env ENV=$(ENV)` first))
+	@$(MAKE) --no-print-directory --silent install
+	@mkdir -p .build/wheels
+	$(PACKER) init images
+	$(PACKER) build \
+	  -var region=$(REGION) -var env_name=$(ENV) -var platform=$(IMAGE_PLATFORM) \
+	  -var lock_file=$(abspath $(ENV_LOCK)) \
+	  -var wheel_file=$$($(VENV)/bin/daskfleet env wheel --out .build/wheels) \
+	  -var fingerprint=$$($(VENV)/bin/daskfleet env fingerprint --lock $(ENV_LOCK) --platform $(IMAGE_PLATFORM)) \
+	  -var git_commit=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  images
 
 # The Pulumi program in infra/ (see infra/Pulumi.example.yaml). STACK=<name> picks the stack
 # (default: the selected one); PULUMI_ARGS passes further flags, e.g. PULUMI_ARGS=--yes.
@@ -69,4 +107,4 @@ down:
 
 clean:
 	-$(VENV)/bin/daskfleet local down 2>/dev/null
-	rm -rf $(VENV) $(TOOLS)
+	rm -rf $(VENV) $(TOOLS) .build

@@ -5,11 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, throughput
+from . import boot, envs, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
     "throughput with plugins / without": (">=", 0.95),
+    "delta install / cold full install": ("<=", 0.2),
 }
 
 
@@ -20,6 +21,8 @@ def main() -> None:
         ratios.update(boot.run(Path(root) / "boot"))
         print("Scheduler throughput:")
         ratios.update(throughput.run(Path(root) / "throughput"))
+        print("Environment installs (a channel built here; see benchmarks/envs.py):")
+        ratios.update(envs.run(Path(root) / "envs"))
     print("\nRatios:")
     for name, value in ratios.items():
         target = TARGETS.get(name)

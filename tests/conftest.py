@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
+from envs.channel import ChannelServer, build_channel
+
+from daskfleet.environments.wheel import build_wheel
 from daskfleet.local import cluster as local
 from daskfleet.security import pki
 
@@ -70,3 +73,35 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+# --- environments without conda channels: a channel the tests build (see envs/channel.py) ---
+
+
+@pytest.fixture(scope="session")
+def channel_root(tmp_path_factory) -> Path:
+    """A directory holding ``channel/``: stub pythons for five platforms and the test projects."""
+    root = tmp_path_factory.mktemp("conda")
+    build_channel(root / "channel")
+    return root
+
+
+@pytest.fixture(scope="session")
+def channel(channel_root: Path) -> Iterator[ChannelServer]:
+    """The test channel served over HTTP on 127.0.0.1; ``channel.url + '/channel'`` is the channel URL."""
+    with ChannelServer(channel_root) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def daskfleet_wheel(tmp_path_factory) -> Path:
+    """daskfleet's wheel, built once from this checkout."""
+    return build_wheel(REPO, tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private $DASKFLEET_HOME: its own package cache and repodata cache."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("DASKFLEET_HOME", str(path))
+    return path

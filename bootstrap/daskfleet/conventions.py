@@ -86,6 +86,10 @@ ClientVersionPolicy = Literal["refuse", "warn"]
 TAG_CLUSTER = "daskfleet:cluster"
 TAG_ROLE = "daskfleet:role"
 TAG_ENV_FINGERPRINT = "daskfleet:env-fingerprint"
+#: An image's environment name (envs/<name>), platform and the commit it was built from.
+TAG_ENV_NAME = "daskfleet:env"
+TAG_ENV_PLATFORM = "daskfleet:platform"
+TAG_GIT_COMMIT = "daskfleet:git-commit"
 TAG_TEAM = "team"
 TAG_OWNER = "owner"
 TAG_COST_CENTER = "cost-center"

@@ -107,8 +107,9 @@ def look_up_image(config: StackConfig, invoke: pulumi.InvokeOptions) -> Image:
     if not found:
         raise StackConfigError(
             f"environmentFingerprint: no AMI owned by this account in {config.region} is tagged "
-            f"{conventions.TAG_ENV_FINGERPRINT}={config.environment_fingerprint}; build and tag the image for "
-            "this environment first, or set amiId to an image to use"
+            f"{conventions.TAG_ENV_FINGERPRINT}={config.environment_fingerprint}; build it with "
+            f"`make image ENV=<env> REGION={config.region}` (the walk from `make env` to `make up` is in images/README.md), "
+            "or set amiId to an image to use"
         )
     ami = aws.ec2.get_ami(owners=["self"], filters=[tag_filter], most_recent=True, opts=invoke)
     return Image(ami.id, ami.root_device_name)

@@ -29,7 +29,7 @@ import sysconfig
 import tarfile
 import threading
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,25 +46,27 @@ PROJECTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def make_wheel(directory: Path, name: str, version: str, depends: Iterable[str] = ()) -> Path:
-    """A minimal, valid pure-Python wheel with one module that knows its version."""
+def make_wheel(directory: Path, name: str, version: str, depends: Iterable[str] = (), payload: bytes = b"") -> Path:
+    """A minimal, valid pure-Python wheel with one module that knows its version (and ``payload``, for weight)."""
     dist_info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": f"__version__ = {version!r}\n",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-        + "".join(f"Requires-Dist: {dependency}\n" for dependency in depends),
-        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: daskfleet-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    files: dict[str, bytes] = {
+        f"{name}/__init__.py": f"__version__ = {version!r}\n".encode(),
+        f"{dist_info}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                  + "".join(f"Requires-Dist: {dependency}\n" for dependency in depends)).encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: daskfleet-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
+    if payload:
+        files[f"{name}/payload.bin"] = payload
     record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    files[f"{dist_info}/RECORD"] = "\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n"
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    files[f"{dist_info}/RECORD"] = ("\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n").encode()
     directory.mkdir(parents=True, exist_ok=True)
     wheel = directory / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
-        for path, text in files.items():
-            archive.writestr(zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0)), text)
+        for path, data in files.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return wheel
 
 
@@ -114,15 +116,15 @@ def stub_python(subdir: str, directory: Path) -> Path:
     return target
 
 
-def convert(wheel: Path, noarch_dir: Path) -> Path:
-    """whl2conda: the wheel as a noarch python conda package."""
+def convert(wheel: Path, noarch_dir: Path, package_format: str = "V1") -> Path:
+    """whl2conda: the wheel as a noarch python conda package (V1 ``.tar.bz2`` or V2 ``.conda``)."""
     whl2conda = Path(sys.executable).with_name("whl2conda")
     subprocess.run(
-        [str(whl2conda), "convert", str(wheel), "--out-dir", str(noarch_dir), "--format", "V1", "--overwrite", "--quiet"],
+        [str(whl2conda), "convert", str(wheel), "--out-dir", str(noarch_dir), "--format", package_format, "--overwrite", "--quiet"],
         check=True, capture_output=True,
     )
     name, version = wheel.name.split("-")[:2]
-    return next(noarch_dir.glob(f"{name}-{version}-*.tar.bz2"))
+    return next(path for path in noarch_dir.glob(f"{name}-{version}-*") if path.name.endswith((".tar.bz2", ".conda")))
 
 
 def build_channel(root: Path) -> Path:
@@ -182,3 +184,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the requests are recorded, not printed."""
+
+
+def write_spec(directory: Path, channel_url: str, dependencies: Sequence[str], platforms: Sequence[str] = ("linux-64",)) -> Path:
+    """An environment.yml in ``directory`` using the test channel."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [f"channels:\n  - {channel_url}/channel", "platforms:", *(f"  - {p}" for p in platforms), "dependencies:"]
+    python = ".".join(map(str, sys.version_info[:2]))
+    lines += [f"  - python {python}.*", *(f"  - {dependency}" for dependency in dependencies)]
+    spec = directory / "environment.yml"
+    spec.write_text("\n".join(lines) + "\n")
+    return spec

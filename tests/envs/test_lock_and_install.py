@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conda_lock.lockfile.v1.models import Lockfile as CondaLockV1
-from envs.conftest import write_spec
+from envs.channel import write_spec
 
 from daskfleet.conventions import ENV_PLATFORMS
 from daskfleet.environments.cache import file_digests

@@ -115,4 +115,5 @@ def test_no_image_for_the_fingerprint_is_a_clear_error_before_anything_is_declar
     assert error.message.startswith("daskfleet stack configuration: environmentFingerprint: no AMI")
     assert f"daskfleet:env-fingerprint={example.config['environmentFingerprint']}" in error.message
     assert "set amiId" in error.message
+    assert "make image ENV=<env> REGION=eu-west-1" in error.message and "images/README.md" in error.message
     assert error.declared == ["pulumi:providers:aws"]

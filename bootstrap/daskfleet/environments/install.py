@@ -119,15 +119,7 @@ async def _link_conda(
     packages: list[LockedPackage], cache: PackageCache, target: Path, final: Path, platform: str
 ) -> int:
     """Link the lock's conda packages into ``target`` (placeholders patched for ``final``); how many were linked."""
-    records = []
-    for package in packages:
-        if package.manager != "conda":
-            continue
-        record = await rattler.RepoDataRecord.from_package_archive(cache.archive_path(package))
-        # The prefix's records carry exactly the lock's hashes, so its fingerprint can be compared with the lock's.
-        record.sha256 = bytes.fromhex(package.sha256) if package.sha256 else None
-        record.md5 = bytes.fromhex(package.md5) if package.md5 else None
-        records.append(record)
+    records = [await _repodata_record(package, cache) for package in packages if package.manager == "conda"]
     counter = _LinkCounter()
     try:
         await rattler.install(
@@ -138,6 +130,24 @@ async def _link_conda(
     except _LINK_ERRORS as exc:
         raise DaskfleetError(f"{final}: linking the conda packages failed: {exc}", ExitCode.ENVIRONMENT) from None
     return counter.linked
+
+
+async def _repodata_record(package: LockedPackage, cache: PackageCache) -> rattler.RepoDataRecord:
+    """The record rattler links ``package`` from: read from its unpacked copy when the cache has one, else
+    from the archive. Either way it carries exactly the lock's hashes, which rattler checks the cache against
+    and the prefix's fingerprint counts."""
+    archive = cache.archive_path(package)
+    sha256 = bytes.fromhex(package.sha256) if package.sha256 else None
+    md5 = bytes.fromhex(package.md5) if package.md5 else None
+    index = cache.extracted / f"{package.name}-{package.version}-{package.build}" / "info" / "index.json"
+    if index.is_file():
+        info = rattler.PackageRecord.from_index_json(
+            index, size=archive.stat().st_size, sha256=package.sha256, md5=package.md5,
+        )
+        return rattler.RepoDataRecord(info, archive.name, archive.as_uri(), archive.parent.as_uri())
+    record = await rattler.RepoDataRecord.from_package_archive(archive)
+    record.sha256, record.md5 = sha256, md5
+    return record
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from ..conventions import DASKFLEET_DISTRIBUTION, PackageRecord, environment_fin
 from ..errors import DaskfleetError, ExitCode
 
 LOCK_FORMAT_VERSION = 1
+#: Locks of real environments run to thousands of lines: parse them with libyaml where PyYAML has it.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: conda-lock installs this category unless asked for others.
 MAIN_CATEGORY = "main"
 _CONDA_SUFFIXES = (".conda", ".tar.bz2")
@@ -157,7 +159,7 @@ def _describe(error: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
 def parse_lock(text: str, path: Path) -> Lock:
     """Validate a conda-lock document; one DaskfleetError naming every bad entry and key."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506  (a safe loader; libyaml's when present)
     except yaml.YAMLError as exc:
         raise DaskfleetError(f"{path}: not YAML ({str(exc).splitlines()[0]})", ExitCode.ENVIRONMENT) from None
     if not isinstance(doc, Mapping):
