@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from daskfleet import conventions
 
 ACCOUNT = "123456789012"
+#: The description of the one standalone network interface each seeded cluster gets.
+SPARE_INTERFACE = "daskfleet test: a spare network interface"
 
 
 @dataclass
@@ -96,7 +98,7 @@ def _network(moto, cluster: str, tags, cidr: str, seeded: Seeded) -> None:
                                         TagSpecifications=_spec("vpc-endpoint", tags))
     seeded.ids |= {("vpc-endpoint", gateway["VpcEndpoint"]["VpcEndpointId"]),
                    ("vpc-endpoint", interface["VpcEndpoint"]["VpcEndpointId"])}
-    eni = ec2.create_network_interface(SubnetId=subnets[0], Groups=[groups["worker"]],
+    eni = ec2.create_network_interface(SubnetId=subnets[0], Groups=[groups["worker"]], Description=SPARE_INTERFACE,
                                        TagSpecifications=_spec("network-interface", tags))["NetworkInterface"]["NetworkInterfaceId"]
     seeded.ids.add(("network-interface", eni))
     route53 = moto.client("route53")
@@ -220,7 +222,7 @@ def snapshot(moto) -> set[tuple[str, str]]:
     ids |= {("vpc-endpoint", e["VpcEndpointId"]) for e in ec2.describe_vpc_endpoints()["VpcEndpoints"]
             if e.get("State", "").lower() != "deleted"}
     ids |= {("network-interface", n["NetworkInterfaceId"]) for n in ec2.describe_network_interfaces()["NetworkInterfaces"]
-            if n.get("TagSet")}
+            if n.get("Description") == SPARE_INTERFACE}
     ids |= {("launch-template", t["LaunchTemplateId"]) for t in ec2.describe_launch_templates()["LaunchTemplates"]}
     ids |= {("instance", i["InstanceId"]) for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
             if i["State"]["Name"] != "terminated"}

@@ -4,7 +4,7 @@ Each kind is listed by its own service, which also gives what deleting it needs 
 the service says, when it was created. Listings that cannot filter by tag are narrowed to
 daskfleet's names (``conventions.NAME_PREFIX``) before their tags are read; the tag decides.
 The Resource Groups Tagging API is asked too, as a cross-check: a resource it reports with
-the cluster tag that no listing found is returned as ``Unlisted`` (reported, never deleted).
+the cluster tag, of a type no listing covers, is returned as ``Unlisted`` (reported, never deleted).
 
 What the tests' moto server cannot show, and how this copes:
 - moto's Tagging API does not cover launch templates, VPC endpoints, Elastic IPs, Route 53,
@@ -33,7 +33,7 @@ PREFIX = conventions.NAME_PREFIX + "-"
 
 @dataclass(frozen=True)
 class Unlisted:
-    """A resource the Tagging API reports with the cluster tag that no listing of the janitor found."""
+    """A resource the Tagging API reports with the cluster tag, of a type the janitor does not list."""
 
     arn: str
     cluster: str
@@ -307,13 +307,14 @@ def arn_key(arn: str) -> tuple[str, str] | None:
     return None
 
 
-def tagging_cross_check(api: OpsApi, found: list[Found]) -> list[Unlisted]:
-    known = {(item.kind, item.id) for item in found}
+def tagging_cross_check(api: OpsApi) -> list[Unlisted]:
+    """Tagged resources of types no listing covers. A listed type the listings skipped is already going
+    (a terminated instance, a deleted NAT gateway, a key pending deletion: the Tagging API shows them a while)."""
     mappings = api.pages("resourcegroupstaggingapi", "GetResources", "ResourceTagMappingList",
                          TagFilters=[{"Key": conventions.TAG_CLUSTER}])
     unlisted = []
     for mapping in mappings:
-        if arn_key(mapping["ResourceARN"]) in known:
+        if arn_key(mapping["ResourceARN"]) is not None:
             continue
         tags = tag_dict(mapping.get("Tags"))
         unlisted.append(Unlisted(mapping["ResourceARN"], tags.get(conventions.TAG_CLUSTER, ""), tags.get(conventions.TAG_EXPIRES)))
@@ -329,7 +330,7 @@ def take_inventory(api: OpsApi, listings: Mapping[str, Callable[[OpsApi], list[F
         except (DaskfleetError, Gone) as error:
             inventory.failures.append((what, str(error)))
     try:
-        inventory.unlisted = tagging_cross_check(api, inventory.found)
+        inventory.unlisted = tagging_cross_check(api)
     except (DaskfleetError, Gone) as error:
         inventory.failures.append(("Resource Groups Tagging API", str(error)))
     return inventory

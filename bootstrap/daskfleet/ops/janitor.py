@@ -154,7 +154,7 @@ def run_janitor(
         print("dry run: nothing was deleted; run again with --yes to delete the resources listed above", file=out)
     elif found.plan:
         outcome = remove(api, found.plan, on_result=lambda item, error: print(
-            f"{'FAILED ' if error else 'deleted'} {item.kind} {item.id}", file=out))
+            f"{'FAILED' if error else 'deleted'} {item.kind} {item.id}", file=out))
         failures += outcome.failures
         print(f"deleted {len(outcome.removed)}, already gone {len(outcome.already_gone)}, "
               f"failed {len(outcome.failures)}", file=out)
