@@ -15,6 +15,7 @@ import click
 from .environments import commands as env_commands
 from .errors import DaskfleetError, ExitCode
 from .local import commands as local_commands
+from .ops import commands as ops_commands
 
 
 def _fail(error: DaskfleetError) -> None:
@@ -67,6 +68,8 @@ def make_source(text: str):
 cli.add_command(local_commands.local)
 cli.add_command(env_commands.fingerprint)
 cli.add_command(env_commands.env)
+cli.add_command(ops_commands.janitor)
+cli.add_command(ops_commands.status)
 
 
 def main() -> None:

@@ -123,6 +123,11 @@ def node_group_name(cluster: str, role: Role) -> str:
     return resource_name(cluster, role)
 
 
+#: The scheduler handler an operator's ``daskfleet status`` asks for the scaler's idle state. The scaler
+#: registers it on the scheduler (before the guards are installed, so clients may call it) and answers a
+#: dict: ``state`` (e.g. "active", "idle", "asleep") plus whatever detail it keeps (``idle_since``...).
+SCALING_STATE_HANDLER = "daskfleet_scaling_state"
+
 #: The worker group's TERMINATING lifecycle hook; the scheduler completes it once a worker has drained.
 DRAIN_HOOK_NAME = f"{NAME_PREFIX}-drain"
 

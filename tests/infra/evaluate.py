@@ -168,9 +168,9 @@ def encode_config_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def pulumi_config_env(config: Mapping[str, Any]) -> str:
+def pulumi_config_env(config: Mapping[str, Any], project: str = PROJECT) -> str:
     """The PULUMI_CONFIG environment value for ``config``."""
-    return json.dumps({f"{PROJECT}:{key}": encode_config_value(value) for key, value in config.items()})
+    return json.dumps({f"{project}:{key}": encode_config_value(value) for key, value in config.items()})
 
 
 def default_images(config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -195,12 +195,16 @@ def evaluate_program(
     subnets: Mapping[str, Mapping[str, Any]] | None = None,
     stack: str = "test",
     timeout: float = 120,
+    program_dir: Path = INFRA_DIR,
+    project: str = PROJECT,
 ) -> ProgramRecord:
     """Run infra/__main__.py under ProgramMocks in a fresh process; raise ProgramError if it fails."""
     config = dict(example_config() if config is None else config)
     request = {
         "config": config,
         "stack": stack,
+        "program_dir": str(program_dir),
+        "project": project,
         "mocks": {
             "region": config.get("region", "eu-west-1"),
             "images": default_images(config) if images is None else list(images),
@@ -213,7 +217,7 @@ def evaluate_program(
         request_path.write_text(json.dumps(request))
         completed = subprocess.run(
             [sys.executable, "-m", CHILD_MODULE, str(request_path), str(result_path)],
-            cwd=INFRA_DIR, env=_child_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            cwd=program_dir, env=_child_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
         if not result_path.exists():
             raise RuntimeError(
@@ -245,11 +249,12 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
 
     from infra.mocks import ProgramMocks, RecordingMonitor, json_safe
 
-    os.environ["PULUMI_CONFIG"] = pulumi_config_env(request["config"])
+    project = request.get("project", PROJECT)
+    os.environ["PULUMI_CONFIG"] = pulumi_config_env(request["config"], project)
     mocks = ProgramMocks(**request["mocks"])
     engine_log = _EngineLog()
     pulumi.runtime.set_mocks(
-        mocks, project=PROJECT, stack=request["stack"], preview=False, monitor=RecordingMonitor(mocks), logger=engine_log.logger,
+        mocks, project=project, stack=request["stack"], preview=False, monitor=RecordingMonitor(mocks), logger=engine_log.logger,
     )
     exported: dict[str, Any] = {}
     secret: list[str] = []
@@ -263,7 +268,7 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
 
     @pulumi.runtime.test  # runs the function and waits for every registration and output, as the engine would
     def program() -> Awaitable[None]:
-        runpy.run_path(str(PROGRAM), run_name="__main__")
+        runpy.run_path(str(Path(request.get("program_dir", INFRA_DIR)) / PROGRAM.name), run_name="__main__")
         return resolve_exports()
 
     error = None

@@ -15,6 +15,7 @@ import botocore.exceptions
 from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     CredentialRetrievalError,
     HTTPClientError,
@@ -76,43 +77,62 @@ def call_aws(
     empty); a not-found error names it, adds ``missing_hint`` and exits with ``missing``.
     Messages never carry a response body, so a secret value cannot end up in one.
     """
-    action = f"{client.meta.service_model.signing_name}:{operation}"
-    where = f"{action} on {resource}" if resource else action
     method = getattr(client, xform_name(operation))
     try:
         return method(**params)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "Unknown")
+    except (ClientError, BotoCoreError) as exc:
+        raise aws_failure(exc, client, operation, resource, caller, missing=missing, missing_hint=missing_hint) from None
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError (``ThrottlingException``, ``InvalidVpcID.NotFound``...), else ``""``."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+    return ""
+
+
+def aws_failure(
+    exc: BaseException, client: Any, operation: str, resource: str, caller: Caller, *, missing: ExitCode,
+    missing_hint: str = "",
+) -> DaskfleetError:
+    """The one-line DaskfleetError for ``exc`` raised by ``operation`` on ``client``, by failure class.
+
+    Re-raises what is not an AWS failure (a bug stays a bug).
+    """
+    action = f"{client.meta.service_model.signing_name}:{operation}"
+    where = f"{action} on {resource}" if resource else action
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
         if code in _NOT_FOUND_CODES:
             hint = f"; {missing_hint}" if missing_hint else ""
             region = client.meta.region_name
-            raise DaskfleetError(f"{resource}: not found ({action} in {region}){hint}", missing) from None
+            return DaskfleetError(f"{resource}: not found ({action} in {region}){hint}", missing)
         # botocore reports an unparseable error body by its HTTP status; a bare 403 is a denial.
         if code in _ACCESS_DENIED_CODES or code == "403":
-            raise DaskfleetError(f"{where}: access denied to {caller.who}", ExitCode.SOURCE_UNAVAILABLE) from None
+            return DaskfleetError(f"{where}: access denied to {caller.who}", ExitCode.SOURCE_UNAVAILABLE)
         if code in _BAD_CREDENTIAL_CODES:
-            raise DaskfleetError(
+            return DaskfleetError(
                 f"{where}: AWS rejected the credentials of {caller.who} ({code}); {caller.login_hint}",
                 caller.credentials_exit,
-            ) from None
+            )
         detail = exc.response.get("Error", {}).get("Message", "")
         detail = f": {detail.splitlines()[0]}" if detail else ""
-        raise DaskfleetError(f"{where} failed: {code}{detail}", ExitCode.SOURCE_UNAVAILABLE) from None
-    except _CREDENTIAL_ERRORS as exc:
-        raise DaskfleetError(
+        return DaskfleetError(f"{where} failed: {code}{detail}", ExitCode.SOURCE_UNAVAILABLE)
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        return DaskfleetError(
             f"{where}: no usable AWS credentials ({type(exc).__name__}); {caller.login_hint}",
             caller.credentials_exit,
-        ) from None
-    except (BotoConnectionError, HTTPClientError) as exc:
-        raise DaskfleetError(
-            f"{where}: cannot reach {client.meta.endpoint_url} ({type(exc).__name__})",
-            ExitCode.SOURCE_UNAVAILABLE,
-        ) from None
-    except NoRegionError:
-        raise DaskfleetError(
+        )
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return DaskfleetError(
+            f"{where}: cannot reach {client.meta.endpoint_url} ({type(exc).__name__})", ExitCode.SOURCE_UNAVAILABLE
+        )
+    if isinstance(exc, NoRegionError):
+        return DaskfleetError(
             f"{where}: no AWS region configured (pass region=, set AWS_REGION, or set one in your profile)",
             ExitCode.CONFIG,
-        ) from None
+        )
+    raise exc
 
 
 def fetch_tls_secret(client: Any, name: str, caller: Caller, *, missing_hint: str = "") -> TlsMaterial:
