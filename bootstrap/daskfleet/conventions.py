@@ -81,6 +81,16 @@ HTTPS_PORT = 443
 #: refuse its connection, or let it in and log (and audit) the difference.
 ClientVersionPolicy = Literal["refuse", "warn"]
 
+#: Packages whose versions a client and the cluster must share (distributed's names for them); a change
+#: to one of them restarts the scheduler when a new environment is published.
+CORE_PACKAGES: tuple[str, ...] = (
+    "python", "dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy", "pandas",
+)
+#: Compared only when both sides have them.
+OPTIONAL_CORE_PACKAGES = frozenset({"numpy", "pandas"})
+#: conda-forge's names for core packages where they differ from distributed's.
+CORE_CONDA_NAMES = {"msgpack": "msgpack-python"}
+
 # --- tags ----------------------------------------------------------------------------------
 
 TAG_CLUSTER = "daskfleet:cluster"
@@ -178,6 +188,35 @@ def secret_name_prefix(cluster: str) -> str:
 def parameter_path_prefix(cluster: str) -> str:
     """Every parameter of a cluster starts with this; IAM policies are scoped to it."""
     return f"/{NAME_PREFIX}/{cluster}/"
+
+
+def published_env_parameter_name(cluster: str) -> str:
+    """SSM parameter pointing the cluster at its published environment (JSON); its versions are the history."""
+    return f"/{NAME_PREFIX}/{cluster}/env/published"
+
+
+#: In the cluster bucket, everything a published environment needs lives under this prefix:
+#: package archives by their hash, locks by their sha256, daskfleet's wheels by their sha256.
+ENV_OBJECT_PREFIX = "envs/"
+
+
+def package_object_key(digest: str) -> str:
+    """A package archive's object: ``envs/packages/<sha256>`` (``md5-<hex>`` for md5-only lock entries)."""
+    algorithm, _, value = digest.partition(":")
+    return f"{ENV_OBJECT_PREFIX}packages/{value if algorithm == 'sha256' else f'{algorithm}-{value}'}"
+
+
+def lock_object_key(lock_sha256: str) -> str:
+    return f"{ENV_OBJECT_PREFIX}locks/{lock_sha256}.yml"
+
+
+def wheel_object_key(wheel_sha256: str, file_name: str) -> str:
+    return f"{ENV_OBJECT_PREFIX}wheels/{wheel_sha256}/{file_name}"
+
+
+def image_lock_object_key(fingerprint: str) -> str:
+    """The lock an image was built from, so publishing uploads only what the images lack."""
+    return f"{ENV_OBJECT_PREFIX}images/{short_fingerprint(fingerprint)}.yml"
 
 
 def log_group_name(cluster: str) -> str:
