@@ -49,6 +49,7 @@ def install(
     whose ``worker_ceiling`` is the scaler's ceiling provider."""
     from ..security.audit import AuditLog
     from . import metrics, records
+    from .plugin import UsagePlugin
     from .service import UsageAccounting
 
     since = month_start(clock())
@@ -68,5 +69,6 @@ def install(
     month_cost, day_compute = records.carried(accounting.records, clock())
     accounting.ledger.restore(month_cost, day_compute)
     accounting.start()
+    scheduler.add_plugin(UsagePlugin(accounting), name=UsagePlugin.name)
     metrics.serve(accounting)
     return accounting

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .policy import INSTANCE_KEY, LOCAL_INSTANCE_TYPE
-
-if TYPE_CHECKING:
-    from .service import UsageAccounting
 
 #: Task states in which a task is its user's work still to do (it keeps the user among those with work).
 ACTIVE_STATES = frozenset({"waiting", "queued", "no-worker", "processing"})
@@ -28,7 +25,8 @@ class UsagePlugin(SchedulerPlugin):
 
     name = "daskfleet-usage"
 
-    def __init__(self, accounting: UsageAccounting):
+    def __init__(self, accounting: Any):
+        """``accounting``: the scheduler's daskfleet.usage.service.UsageAccounting."""
         self.accounting = accounting
         self.ledger = accounting.ledger
         self.owners = accounting.guard.owners

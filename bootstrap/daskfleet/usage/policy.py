@@ -134,3 +134,28 @@ def limit_for(limits: Mapping[str, float], user: str) -> float | None:
     """A user's own limit, else everyone's ('*'), else None (unlimited)."""
     value = limits.get(user)
     return limits.get(EVERYONE) if value is None else value
+
+
+def policy_from_entries(
+    *,
+    prices: Iterable[str] = (),
+    user_max_workers: Iterable[str] = (),
+    user_compute_hours_per_day: Iterable[str] = (),
+    budget_monthly_usd: float | None = None,
+    budget_hard_stop_percent: int = 100,
+    keys: Mapping[str, str] | None = None,
+    **extra: float,
+) -> UsagePolicy:
+    """A UsagePolicy from text entries (stack keys, local flags); ValueError names the key (``keys`` renames them)."""
+    names = {"prices": "prices", "user_max_workers": "user_max_workers",
+             "user_compute_hours_per_day": "user_compute_hours_per_day", **(keys or {})}
+    return UsagePolicy(
+        prices_usd_per_hour=entries(prices, names["prices"], parse_price_entry),
+        user_max_workers=entries(user_max_workers, names["user_max_workers"],
+                                 lambda text, key: parse_limit_entry(text, key, whole=True)),
+        user_compute_hours_per_day=entries(user_compute_hours_per_day, names["user_compute_hours_per_day"],
+                                           lambda text, key: parse_limit_entry(text, key, whole=False)),
+        budget_monthly_usd=budget_monthly_usd,
+        budget_hard_stop_percent=budget_hard_stop_percent,
+        **extra,
+    )

@@ -158,13 +158,11 @@ class UsageAccounting:
     # --- binding ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Hook into the scheduler: admission, the usage operation, the plugin and the periodic tick."""
-        from .plugin import UsagePlugin  # noqa: PLC0415  (the plugin module binds to distributed's plugin API)
-
+        """Hook into the scheduler: admission, the usage operation and the periodic tick (the plugin is added by
+        ``daskfleet.usage.install``)."""
         self.guard.admission_checks.append(self.admit)
         self.guard.add_handler(USAGE_OP, self._handle_usage)
         self.scheduler.extensions[EXTENSION] = self
-        self.scheduler.add_plugin(UsagePlugin(self), name=UsagePlugin.name)
         interval = min(TICK_SECONDS, self.policy.record_interval_s)
         self.scheduler.periodic_callbacks[EXTENSION] = PeriodicCallback(self.tick, interval * 1000)
         self.tick()  # a month already spent (restored from the records) stops the cluster before any graph
