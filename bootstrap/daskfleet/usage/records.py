@@ -94,7 +94,8 @@ def carried(records: Iterable[Mapping[str, Any]], now: float) -> tuple[float, di
         month_cost += sum(figures["cost_usd"] for figures in record["users"].values()) + record["scheduler_cost_usd"]
         if utc_day(record["end_ts"]) == utc_day(now):
             for user, figures in record["users"].items():
-                day_compute[user] = day_compute.get(user, 0.0) + figures["compute_s"]
+                if figures["compute_s"]:
+                    day_compute[user] = day_compute.get(user, 0.0) + figures["compute_s"]
     return month_cost, day_compute
 
 
