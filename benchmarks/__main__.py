@@ -9,7 +9,7 @@ from . import boot, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
-    "throughput with plugins / without": (">=", 0.95),
+    "throughput all plugins / none": (">=", 0.95),
 }
 
 
