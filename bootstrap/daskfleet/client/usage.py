@@ -7,11 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..local.state import default_state_dir
-from ..usage.records import USAGE_OP, parse_lines, read_file
+from ..usage.records import RECORDS_FILE, USAGE_OP, parse_lines, read_file
 from .connect import _is_local, connect
-
-#: The local cluster's usage records, next to its audit log in the state directory.
-LOCAL_RECORDS_FILE = "usage.jsonl"
 
 
 def live_records(cluster: str, since: float, *, state_dir: Path | None = None, address: str | None = None,
@@ -25,7 +22,7 @@ def stored_records(cluster: str, since: float, *, state_dir: Path | None = None,
                    profile: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
     """Records as stored: they outlive the scheduler (and a cluster scaled to zero)."""
     if _is_local(cluster, state_dir):
-        return read_file(Path(state_dir or default_state_dir(cluster)) / LOCAL_RECORDS_FILE, since)
+        return read_file(Path(state_dir or default_state_dir(cluster)) / RECORDS_FILE, since)
     from ..aws.usagerecords import recorded_usage_lines  # noqa: PLC0415  (boto3 only for AWS clusters)
 
     return parse_lines(recorded_usage_lines(cluster, since, profile=profile, region=region))

@@ -34,6 +34,7 @@ from ..security.peers import Peer
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
 from .sources import SCHEDULER_INFO_FILE, NodeSource
 from ..usage.policy import INSTANCE_KEY
+from ..usage.records import RECORDS_FILE
 from .spec import NodeSpec, parse_spec
 
 logger = logging.getLogger("daskfleet.agent")
@@ -117,7 +118,7 @@ async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
     )
     guard = SchedulerGuard(gatekeeper, audit)
     guard.install(scheduler)
-    usage.install(scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name("usage.jsonl"),
+    usage.install(scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name(RECORDS_FILE),
                   source=source)
     try:
         await scheduler

@@ -57,7 +57,30 @@ class _Worker:
     usd_per_s: float
     since: float
     running: Counter = field(default_factory=Counter)  # user -> tasks processing here
+    total: int = 0                                     # tasks processing here
     idle_pending: float = 0.0                         # idle seconds not yet charged
+
+
+class _Account:
+    """A user's running figures (mutable: the ledger adds to them on every task event)."""
+
+    __slots__ = ("tasks", "compute_s", "worker_s", "cost_usd")
+
+    def __init__(self) -> None:
+        self.tasks, self.compute_s, self.worker_s, self.cost_usd = 0, 0.0, 0.0, 0.0
+
+    def frozen(self) -> UserUsage:
+        return UserUsage(self.tasks, self.compute_s, self.worker_s, self.cost_usd)
+
+
+def _next_day_start(now: float) -> float:
+    day = utc_day(now) + dt.timedelta(days=1)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
+
+
+def _next_month_start(now: float) -> float:
+    year, month = utc_month(now)
+    return dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.timezone.utc).timestamp()
 
 
 def utc_day(now: float) -> dt.date:
@@ -77,7 +100,7 @@ class Ledger:
         self.clock = clock
         self.scheduler_usd_per_s = scheduler_usd_per_s
         self.unpriced: set[str] = set()
-        self._users: dict[str, UserUsage] = {}
+        self._users: dict[str, _Account] = {}
         self._worker_s: Counter = Counter()
         self._idle_s = 0.0
         self._scheduler_s = 0.0
@@ -87,9 +110,9 @@ class Ledger:
         self._connected: Counter = Counter()                 # user -> connected clients
         self._seen: set[str] = set()                         # users connected during this interval
         self._last_tick = clock()
-        self._month = utc_month(self._last_tick)
+        self._month_ends = _next_month_start(self._last_tick)
         self._month_cost = 0.0
-        self._day = utc_day(self._last_tick)
+        self._day_ends = _next_day_start(self._last_tick)
         self._day_compute: Counter = Counter()
 
     # --- what happens -----------------------------------------------------------------------
@@ -135,6 +158,7 @@ class Ledger:
             return
         self._advance(state, self.clock())
         state.running[user] += 1
+        state.total += 1
         self._running[key] = (worker, user)
 
     def task_stopped(self, key: Hashable, compute_s: float | None = None) -> None:
@@ -148,11 +172,14 @@ class Ledger:
         if state is not None:
             self._advance(state, now)
             state.running[user] -= 1
+            state.total -= 1
             if state.running[user] <= 0:
                 del state.running[user]
         if compute_s is not None:
             self._roll_day(now)
-            self._add(user, UserUsage(tasks=1, compute_s=max(compute_s, 0.0)), now)
+            account = self._account(user)
+            account.tasks += 1
+            account.compute_s += max(compute_s, 0.0)
             self._day_compute[user] += max(compute_s, 0.0)
 
     def tick(self) -> None:
@@ -177,8 +204,8 @@ class Ledger:
     # --- what it says -----------------------------------------------------------------------
 
     def totals(self) -> Totals:
-        return Totals(dict(self._users), dict(self._worker_s), self._idle_s, self._scheduler_s,
-                      self._scheduler_s * self.scheduler_usd_per_s)
+        users = {user: account.frozen() for user, account in self._users.items()}
+        return Totals(users, dict(self._worker_s), self._idle_s, self._scheduler_s, self._scheduler_s * self.scheduler_usd_per_s)
 
     def month_cost_usd(self) -> float:
         """This UTC month's spend so far (workers and scheduler), including what was restored."""
@@ -214,14 +241,14 @@ class Ledger:
             return
         state.since = now
         self._worker_s[(state.instance_type, state.purchase)] += elapsed
-        total = sum(state.running.values())
-        if total == 0:
+        total = state.total
+        if total <= 0:
             state.idle_pending += elapsed
             self._idle_s += elapsed
             return
         for user, count in state.running.items():
             share = elapsed * count / total
-            self._add(user, UserUsage(worker_s=share, cost_usd=share * state.usd_per_s), now)
+            self._charge(user, share, share * state.usd_per_s, now)
 
     def _charge_idle(self, state: _Worker, payers: list[str]) -> None:
         if state.idle_pending <= 0:
@@ -229,24 +256,30 @@ class Ledger:
         who = payers or [IDLE]
         share = state.idle_pending / len(who)
         for user in who:
-            self._add(user, UserUsage(worker_s=share, cost_usd=share * state.usd_per_s), state.since)
+            self._charge(user, share, share * state.usd_per_s, state.since)
         state.idle_pending = 0.0
 
-    def _add(self, user: str, usage: UserUsage, now: float) -> None:
-        self._users[user] = self._users.get(user, UserUsage()).plus(usage)
-        if usage.cost_usd:
+    def _account(self, user: str) -> _Account:
+        account = self._users.get(user)
+        if account is None:
+            account = self._users[user] = _Account()
+        return account
+
+    def _charge(self, user: str, worker_s: float, cost_usd: float, now: float) -> None:
+        account = self._account(user)
+        account.worker_s += worker_s
+        account.cost_usd += cost_usd
+        if cost_usd:
             self._roll_month(now)
-            self._month_cost += usage.cost_usd
+            self._month_cost += cost_usd
 
     def _roll_month(self, now: float) -> None:
-        month = utc_month(now)
-        if month != self._month:
-            self._month, self._month_cost = month, 0.0
+        if now >= self._month_ends:
+            self._month_ends, self._month_cost = _next_month_start(now), 0.0
 
     def _roll_day(self, now: float) -> None:
-        day = utc_day(now)
-        if day != self._day:
-            self._day = day
+        if now >= self._day_ends:
+            self._day_ends = _next_day_start(now)
             self._day_compute.clear()
 
 

@@ -19,6 +19,8 @@ from .ledger import Totals, UserUsage, utc_day, utc_month
 EVENT = "usage"
 #: The scheduler operation that answers with the live scheduler's records (``since``: epoch seconds).
 USAGE_OP = "daskfleet_usage"
+#: The scheduler's local copy of its usage records, next to its audit log (the local cluster's only store).
+RECORDS_FILE = "usage.jsonl"
 #: The usage records' log stream prefix in the cluster's log group (``usage/<instance id>``).
 STREAM_PREFIX = "usage/"
 

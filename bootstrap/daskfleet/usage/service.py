@@ -76,7 +76,6 @@ class UsageAccounting:
     def admit(self, origin: GraphOrigin, msg: Mapping[str, Any]) -> Refusal | None:
         """The guard's admission check: the budget stop and the owner's limits (refusals are audited by the guard)."""
         user, now = origin.owner, self.clock()
-        self.ledger.tick()
         checks = (
             ("budget", lambda: Refusal("the cluster is stopped for its budget: " + self.budget.state.message())
              if self.budget.active and self.budget.state else None),
@@ -88,18 +87,20 @@ class UsageAccounting:
             if refusal is not None:
                 self.refused[kind] = self.refused.get(kind, 0) + 1
                 return refusal
-        self._tell_clamp(origin)
+        self._tell_clamp(origin, len(msg.get("keys") or ()))
         return None
 
-    def _tell_clamp(self, origin: GraphOrigin) -> None:
+    def _tell_clamp(self, origin: GraphOrigin, keys: int) -> None:
+        """Once per spell of work, tell a user whose graph could use more workers than their limit."""
         user = origin.owner
         if user not in self.ledger.users_with_work():
             self._clamp_told.discard(user)
-        notice = self.limits.clamp_notice(user, self.ledger.workers_held(user))
-        if notice is None or user in self._clamp_told:
+        limit = self.limits.max_workers(user)
+        if limit is None or keys <= limit or user in self._clamp_told:
             return
+        notice = self.limits.clamp_notice(user, self.ledger.workers_held(user))
         self._clamp_told.add(user)
-        self.audit.record("usage-clamped", identity=user, client=origin.client, max_workers=self.limits.max_workers(user))
+        self.audit.record("usage-clamped", identity=user, client=origin.client, max_workers=limit)
         self.tell(origin.client, notice)
 
     def tell(self, client: str, text: str) -> None:
