@@ -72,3 +72,13 @@ def test_unknown_source_is_one_clear_error(tmp_path):
     result = daskfleet("node", "worker", "--source", "ftp:somewhere", timeout=60)
     assert result.returncode == ExitCode.CONFIG
     assert result.stderr.strip() == "daskfleet: error: --source: unknown source 'ftp:somewhere' (accepted: dir:PATH, aws:CLUSTER)"
+
+
+def test_up_names_a_bad_usage_flag_before_starting_anything(tmp_path):
+    state = tmp_path / "state"
+    result = daskfleet("local", "up", "--state-dir", str(state), "--user-max-workers", "alice=two")
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stderr.strip() == "daskfleet: error: --user-max-workers: 'alice=two': 'two' is not a whole number"
+    assert not state.exists()
+    result = daskfleet("local", "up", "--state-dir", str(state), "--price", "local")
+    assert "--price: 'local' is not INSTANCE_TYPE=ON_DEMAND_USD[/SPOT_USD]" in result.stderr
