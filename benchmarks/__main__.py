@@ -11,6 +11,7 @@ TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
     "throughput with plugins / without": (">=", 0.95),
     "delta install / cold full install": ("<=", 0.2),
+    "throughput all plugins / none": (">=", 0.95),
 }
 
 

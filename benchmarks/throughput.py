@@ -1,8 +1,10 @@
-"""Scheduler throughput (tiny tasks per second) with the daskfleet scheduler plugins vs without.
+"""Scheduler throughput (tiny tasks per second) with all the daskfleet scheduler plugins vs none.
 
-Both schedulers run the agent's own code path with the same TLS configuration; the only
-difference is whether ``SchedulerGuard.install`` (role enforcement, audit, conformance) runs.
-Rounds alternate between the two so drift on a shared machine hits both.
+Three schedulers run the agent's own code path with the same TLS configuration and the same
+spec (prices and per-user limits set, so every graph passes the limit checks); they differ
+only in what is installed: everything (``SchedulerGuard.install``: role enforcement, audit,
+task attribution; and ``daskfleet.usage.install``: the ledger, limits, budget stop, metrics),
+security only, or nothing. Rounds alternate between them so drift on a shared machine hits all.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from distributed import Client, Security
 
 from daskfleet.local.state import LOCAL_CLUSTER
 from daskfleet.node.spec import NodeSpec
+from daskfleet.usage.policy import policy_from_entries
+
+#: Contender -> what the scheduler installs (the script's argument).
+CONTENDERS = {"all plugins": "all", "security only": "security", "no plugins": "none"}
+#: Limits every graph is checked against (and passes), and a price, so the accounting does its full work.
+USAGE = policy_from_entries(prices=["local=0.5"], user_max_workers=["*=100"], user_compute_hours_per_day=["*=1000"],
+                            budget_monthly_usd=1_000_000.0)
 
 from .common import HOST, BenchPki, agent, stop, summary, wait_for_file
 
@@ -26,7 +35,10 @@ from pathlib import Path
 from daskfleet.node import agent
 from daskfleet.security import guards
 from daskfleet.node.sources import DirectorySource
-if sys.argv[3] == "off":
+import daskfleet.usage
+if sys.argv[3] in ("none", "security"):
+    daskfleet.usage.install = lambda *args, **kwargs: None
+if sys.argv[3] == "none":
     guards.SchedulerGuard.install = lambda self, scheduler: None
 source = DirectorySource(sys.argv[1])
 sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2]))))
@@ -40,7 +52,7 @@ def _inc(x: int) -> int:
 def _cluster(bench: BenchPki, label: str, plugins: str) -> tuple[list[subprocess.Popen], str]:
     root = bench.root
     spec = NodeSpec(cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
-                    audit_log=str(root / f"audit-{label}.jsonl"))
+                    audit_log=str(root / f"audit-{label}.jsonl"), usage=USAGE)
     node = bench.node_dir(f"scheduler-{label}", spec)
     run_dir = root / "run" / f"scheduler-{label}"
     scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER_SCRIPT, str(node), str(run_dir), plugins],
@@ -71,10 +83,10 @@ def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
     client_files = bench.client_files()
     security = Security(tls_ca_file=str(client_files / "ca.pem"), tls_client_cert=str(client_files / "cert.pem"),
                         tls_client_key=str(client_files / "key.pem"), require_encryption=True)
-    rates: dict[str, list[float]] = {"with plugins": [], "without plugins": []}
+    rates: dict[str, list[float]] = {label: [] for label in CONTENDERS}
     clusters, clients = [], {}
     try:
-        for label, flag in (("with plugins", "on"), ("without plugins", "off")):
+        for label, flag in CONTENDERS.items():
             procs, address = _cluster(bench, flag, flag)
             clusters.append(procs)
             clients[label] = Client(address, security=security)
@@ -90,5 +102,9 @@ def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
             stop(*procs[1:])
             stop(procs[0])
     for label, values in rates.items():
-        print(f"  scheduler throughput, {label:<16} {summary(values)} tasks/s ({tasks} tasks)")
-    return {"throughput with plugins / without": statistics.median(rates["with plugins"]) / statistics.median(rates["without plugins"])}
+        print(f"  scheduler throughput, {label:<14} {summary(values)} tasks/s ({tasks} tasks)")
+    none = statistics.median(rates["no plugins"])
+    return {
+        "throughput all plugins / none": statistics.median(rates["all plugins"]) / none,
+        "throughput security only / none": statistics.median(rates["security only"]) / none,
+    }

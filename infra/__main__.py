@@ -48,14 +48,15 @@ storage = Storage("storage", StorageArgs(
 observability = Observability("observability", ObservabilityArgs(
     cluster=config.cluster, log_retention_days=config.log_retention_days,
 ), with_aws)
-Budget("budget", BudgetArgs(
-    cluster=config.cluster, monthly_usd=config.budget_monthly_usd,
-    thresholds_percent=config.budget_thresholds_percent, emails=config.budget_emails,
-), with_aws)
 identity = Identity("identity", IdentityArgs(
     cluster=config.cluster, account=account, bucket_arn=storage.bucket_arn,
     extra_read_buckets=config.extra_read_buckets, key_arn=storage.key_arn,
     log_group_arn=observability.log_group_arn,
+), with_aws)
+Budget("budget", BudgetArgs(
+    cluster=config.cluster, account=account, monthly_usd=config.budget_monthly_usd,
+    thresholds_percent=config.budget_thresholds_percent, emails=config.budget_emails,
+    hard_stop_percent=config.budget_hard_stop_percent, scheduler_role_name=identity.role_names["scheduler"],
 ), with_aws)
 pki = Pki("pki", PkiArgs(
     cluster=config.cluster, users=users, node_role_arns=identity.role_arns,
@@ -64,7 +65,7 @@ pki = Pki("pki", PkiArgs(
 ), with_aws)
 specs = NodeSpecs("node-specs", NodeSpecsArgs(
     cluster=config.cluster, environment_fingerprint=config.environment_fingerprint,
-    scheduler_dns_name=dns_name, client_version_policy=config.client_version_policy,
+    scheduler_dns_name=dns_name, client_version_policy=config.client_version_policy, usage=config.usage_policy(),
 ), with_aws)
 scheduler_dns = SchedulerDns("scheduler-dns", SchedulerDnsArgs(
     cluster=config.cluster, account=account, zone_id=network.zone_id, scheduler_dns_name=dns_name,

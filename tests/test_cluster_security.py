@@ -110,12 +110,14 @@ def test_expired_client_certificate_is_refused(local_cluster, cluster_ca):
         Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, expired), timeout=10)
 
 
-def test_worker_certificate_cannot_register_as_client(local_cluster, cluster_ca):
+def test_a_worker_certificate_registers_only_as_a_task_client_held_to_task_client_operations(local_cluster, cluster_ca):
+    # From a registered worker's host (all of the local cluster's are on 127.0.0.1), a worker certificate is a task client.
     worker_cert = pki.issue_certificate(cluster_ca, LOCAL_CLUSTER, "worker")
-    with pytest.raises(ImportError, match="refused client .*role is 'worker'; client required"):
-        Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, worker_cert), timeout=10)
-    refused = [e for e in _audit(local_cluster) if e["event"] == "client-refused"]
-    assert refused and refused[-1]["role"] == "worker"
+    with Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, worker_cert, "worker"),
+                name="worker", timeout=10) as task_client:
+        with pytest.raises(PermissionError, match="'restart' is reserved for users"):
+            task_client.restart()
+    assert any(e["event"] == "task-client-connect" and e["identity"] == "worker.local" for e in _audit(local_cluster))
 
 
 def test_certificate_for_another_cluster_name_is_refused(local_cluster, cluster_ca):
@@ -232,16 +234,14 @@ def test_published_datasets_and_fire_and_forget_work_for_clients(local_cluster, 
         time.sleep(0.1)
 
 
-def test_a_task_cannot_become_a_client_with_its_workers_certificate(local_cluster):
-    # A known consequence of role-bound certificates: get_client()/worker_client() inside tasks are refused.
+def test_a_task_becomes_a_task_client_with_its_workers_certificate(local_cluster):
     def nested():
         from distributed import get_client
 
-        return get_client().submit(len, "x").result()
+        return get_client().submit(len, "xyz").result()
 
     with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
-        with pytest.raises(Exception, match="role is 'worker'; client required"):
-            client.submit(nested).result(timeout=60)
+        assert client.submit(nested).result(timeout=60) == 3
 
 
 def test_a_client_cannot_run_code_on_a_worker_behind_the_schedulers_back(local_cluster, cluster_ca):

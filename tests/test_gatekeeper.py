@@ -58,8 +58,39 @@ def test_workers_may_call_only_worker_operations_and_only_on_themselves():
     assert k.check_operation("retire_workers", me, {"workers": ["tls://10.0.0.7:8788"]}) is None
     assert "only itself, not tls://10.0.0.9:8788" in k.check_operation(
         "retire_workers", me, {"workers": ["tls://10.0.0.7:8788", "tls://10.0.0.9:8788"]}).reason
-    for op in ("run_function", "terminate", "publish_put", "variable_set", "register_scheduler_plugin", "who_has_not"):
+    for op in ("run_function", "terminate", "restart", "register_scheduler_plugin", "broadcast", "who_has_not"):
         assert "client required" in k.check_operation(op, me, {}).reason
+        assert "reserved for users" in k.check_operation(op, me, {}, worker_hosts={"10.0.0.7"}).reason
+
+
+def test_a_task_client_registers_and_coordinates_only_from_a_registered_workers_host():
+    k, me = keeper(), worker_at("10.0.0.7")
+    refusal, _ = k.check_client(me, {"packages": VERSIONS}, worker_hosts={"10.0.0.9"})
+    assert "only from a registered worker's host, not tls://10.0.0.7:40000" in refusal.reason
+    assert k.check_client(me, {"packages": VERSIONS}, worker_hosts={"10.0.0.7"}) == (None, None)
+    assert "role is 'scheduler'; client required" in k.check_client(peer("scheduler"), {"packages": VERSIONS})[0].reason
+    for op in ("semaphore_acquire", "queue_put", "variable_set", "event_wait", "publish_put", "gather", "scatter"):
+        assert k.check_operation(op, me, {}, worker_hosts={"10.0.0.7"}) is None
+        assert "registered worker's host" in k.check_operation(op, me, {}, worker_hosts={"10.0.0.9"}).reason
+
+
+def test_a_task_clients_graph_is_charged_to_the_owner_of_the_running_task_that_submits_it():
+    from daskfleet.security.gatekeeper import SubmittingTask
+
+    k, me = keeper(), worker_at("10.0.0.7")
+    assert k.graph_owner(peer("client"), None) == ("alice", None)
+    running = SubmittingTask("outer-1", "processing", "10.0.0.7", "bob")
+    assert k.graph_owner(me, running) == ("bob", None)
+    cases = {
+        None: "names none",
+        SubmittingTask("outer-1", "memory", None, "bob"): "is not running",
+        SubmittingTask("outer-1", "processing", "10.0.0.9", "bob"): "runs on 10.0.0.9, not on the task client's host 10.0.0.7",
+        SubmittingTask("outer-1", None, None, None): "is not running",
+        SubmittingTask("outer-1", "processing", "10.0.0.7", None): "no recorded owner",
+    }
+    for submitting, reason in cases.items():
+        owner, refusal = k.graph_owner(me, submitting)
+        assert owner is None and reason in refusal.reason
 
 
 def test_clients_may_call_anything_but_worker_registration():

@@ -91,3 +91,13 @@ def test_the_data_science_stack_computes_on_the_local_cluster(local_cluster):
         assert client.compute((array * 2).sum()).result(timeout=120) == 999_999_000_000
         versions = client.run(lambda: __import__("pandas").__version__)
         assert set(versions.values()) == {pd.__version__}
+
+
+def test_up_names_a_bad_usage_flag_before_starting_anything(tmp_path):
+    state = tmp_path / "state"
+    result = daskfleet("local", "up", "--state-dir", str(state), "--user-max-workers", "alice=two")
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stderr.strip() == "daskfleet: error: --user-max-workers: 'alice=two': 'two' is not a whole number"
+    assert not state.exists()
+    result = daskfleet("local", "up", "--state-dir", str(state), "--price", "local")
+    assert "--price: 'local' is not INSTANCE_TYPE=ON_DEMAND_USD[/SPOT_USD]" in result.stderr

@@ -16,6 +16,7 @@ from .environments import commands as env_commands
 from .errors import DaskfleetError, ExitCode
 from .local import commands as local_commands
 from .ops import commands as ops_commands
+from .usage import commands as usage_commands
 
 
 def _fail(error: DaskfleetError) -> None:
@@ -65,11 +66,24 @@ def make_source(text: str):
     raise DaskfleetError(f"--source: unknown source {text!r} (accepted: dir:PATH, aws:CLUSTER)", ExitCode.CONFIG)
 
 
+def _live_usage(cluster: str, since: float, **where):
+    from .client.usage import live_records
+
+    return live_records(cluster, since, **where)
+
+
+def _stored_usage(cluster: str, since: float, **where):
+    from .client.usage import stored_records
+
+    return stored_records(cluster, since, **where)
+
+
 cli.add_command(local_commands.local)
 cli.add_command(env_commands.fingerprint)
 cli.add_command(env_commands.env)
 cli.add_command(ops_commands.janitor)
 cli.add_command(ops_commands.status)
+cli.add_command(usage_commands.usage_command(live=_live_usage, stored=_stored_usage))
 
 
 def main() -> None:

@@ -152,6 +152,16 @@ def budget_name(cluster: str) -> str:
     return resource_name(cluster)
 
 
+def budget_action_role_name(cluster: str) -> str:
+    """The role AWS Budgets assumes to apply the budget-stop backstop; at most 64 characters."""
+    return resource_name(cluster, "budget-action")
+
+
+def budget_stop_policy_name(cluster: str) -> str:
+    """The managed policy the budget action attaches to the scheduler's role: no scaling the workers up."""
+    return resource_name(cluster, "budget-stop")
+
+
 def kms_alias(cluster: str) -> str:
     """The alias of the cluster key, which encrypts the cluster bucket and the cluster's secrets."""
     return f"alias/{NAME_PREFIX}/{cluster}"

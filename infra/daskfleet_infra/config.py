@@ -27,6 +27,9 @@ from pydantic.alias_generators import to_camel
 
 from daskfleet import conventions
 from daskfleet.errors import DaskfleetError, ExitCode
+from daskfleet.usage.policy import (
+    EVERYONE, IDLE, UsagePolicy, parse_limit_entry, parse_price_entry, policy_from_entries,
+)
 
 PROJECT = "daskfleet"
 
@@ -86,6 +89,19 @@ def _distinct(values: list[Any]) -> list[Any]:
     return values
 
 
+def _entry(parse):
+    """An item validator from a daskfleet.usage.policy parser (its message names the key; pydantic names the item)."""
+
+    def check(text: str) -> str:
+        try:
+            parse(text, "")
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix(": ")) from None
+        return text
+
+    return check
+
+
 def _log_retention(days: int) -> int:
     if days not in LOG_RETENTION_DAYS:
         raise ValueError("not a retention period CloudWatch Logs accepts")
@@ -103,6 +119,9 @@ BucketName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 InstanceType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
 Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w .:/=+@-]+$")]
+PriceEntry = Annotated[str, AfterValidator(_entry(parse_price_entry))]
+WorkerLimitEntry = Annotated[str, AfterValidator(_entry(lambda text, key: parse_limit_entry(text, key, whole=True)))]
+HoursLimitEntry = Annotated[str, AfterValidator(_entry(lambda text, key: parse_limit_entry(text, key, whole=False)))]
 
 
 @dataclass(frozen=True)
@@ -223,6 +242,26 @@ class StackConfig(BaseModel):
     budget_emails: Annotated[list[Email], AfterValidator(_distinct)] = Field(
         min_length=1, description="E-mail addresses told when spend crosses a budget threshold, at least one",
     )
+    budget_hard_stop_percent: int = Field(
+        default=100, ge=0, le=1000,
+        description="Percentage of budgetMonthlyUsd (0 to 1000; 0: off) at which the scheduler stops the cluster from its "
+        "own ledger (no new graphs, workers to 0), and at which an AWS Budgets action denies the scheduler scaling up",
+    )
+    instance_prices_usd_per_hour: Annotated[list[PriceEntry], AfterValidator(_distinct)] = Field(
+        min_length=1,
+        description="US dollars per hour of each instance type the cluster runs, INSTANCE_TYPE=ON_DEMAND[/SPOT] (e.g. "
+        "m7i.xlarge=0.2016/0.0900; spot unset: the on-demand price); every worker and the scheduler instance type needs one",
+    )
+    user_max_workers: Annotated[list[WorkerLimitEntry], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="Most workers a user's work may hold at once, USER=N (* for every user not named; 0 refuses the "
+        "user's graphs); the cluster is clamped to the sum of the limits of the users with work",
+    )
+    user_compute_hours_per_day: Annotated[list[HoursLimitEntry], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="Task compute hours a user may use per UTC day, USER=HOURS (* for every user not named); "
+        "further graphs are refused until the next day",
+    )
     dns_zone: str = Field(
         default="daskfleet.internal",
         pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]$",
@@ -257,13 +296,43 @@ class StackConfig(BaseModel):
         if len(set(names)) != len(names):
             twice = sorted({name for name in names if names.count(name) > 1})
             raise ValueError(f"users: user name listed more than once: {', '.join(twice)}")
+        if IDLE in names:
+            raise ValueError(f"users: {IDLE!r} is reserved for idle worker time, not a user name")
+        self._check_usage(set(names))
         return self
+
+    def _check_usage(self, users: set[str]) -> None:
+        """Every instance type priced once; limits name only the stack's users (or *)."""
+        try:
+            policy = self.usage_policy()
+        except ValueError as exc:
+            raise ValueError(str(exc).splitlines()[0]) from None
+        needed = {name: "workerInstanceTypes" for name in self.worker_instance_types}
+        needed.setdefault(self.scheduler_instance_type, "schedulerInstanceType")
+        unpriced = [f"{name} ({key})" for name, key in needed.items() if policy.price(name) is None]
+        if unpriced:
+            raise ValueError(f"instancePricesUsdPerHour: no price for {', '.join(unpriced)}")
+        for key, limits in (("userMaxWorkers", policy.user_max_workers),
+                            ("userComputeHoursPerDay", policy.user_compute_hours_per_day)):
+            unknown = sorted(set(limits) - users - {EVERYONE})
+            if unknown:
+                raise ValueError(f"{key}: {', '.join(unknown)} not among users ({', '.join(sorted(users))})")
 
     # --- derived values --------------------------------------------------------------------
 
     @cached_property
     def user_list(self) -> tuple[User, ...]:
         return tuple(User(*entry.split("=", 1)) for entry in self.users)
+
+    def usage_policy(self) -> UsagePolicy:
+        """The scheduler's prices, per-user limits and budget stop (its stop lead: the workers' drain time)."""
+        return policy_from_entries(
+            prices=self.instance_prices_usd_per_hour, user_max_workers=self.user_max_workers,
+            user_compute_hours_per_day=self.user_compute_hours_per_day, budget_monthly_usd=float(self.budget_monthly_usd),
+            budget_hard_stop_percent=self.budget_hard_stop_percent, budget_stop_lead_s=float(self.worker_drain_seconds),
+            keys={"prices": "instancePricesUsdPerHour", "user_max_workers": "userMaxWorkers",
+                  "user_compute_hours_per_day": "userComputeHoursPerDay"},
+        )
 
     @property
     def adopts_network(self) -> bool:

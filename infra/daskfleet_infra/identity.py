@@ -160,6 +160,13 @@ def node_policy(
         worker_group = conventions.node_group_name(cluster, "worker")
         statements += [
             {
+                # Usage records of earlier schedulers: a new scheduler restores this month's spend and today's use.
+                "Sid": "ReadClusterUsageRecords",
+                "Effect": "Allow",
+                "Action": ["logs:FilterLogEvents"],
+                "Resource": [log_group_arn, f"{log_group_arn}:*"],
+            },
+            {
                 "Sid": "ScaleOwnWorkerGroup",
                 "Effect": "Allow",
                 "Action": list(WORKER_GROUP_ACTIONS),
@@ -186,13 +193,14 @@ class Identity(pulumi.ComponentResource):
     """Scheduler and worker roles with their instance profiles and least-privilege policies."""
 
     role_arns: dict[str, pulumi.Output[str]]
+    role_names: dict[str, pulumi.Output[str]]
     instance_profile_arns: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("daskfleet:aws:Identity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         account = args.account
-        self.role_arns, self.instance_profile_arns, self.policies = {}, {}, []
+        self.role_arns, self.role_names, self.instance_profile_arns, self.policies = {}, {}, {}, []
         for node_role in conventions.NODE_ROLES:
             role = aws.iam.Role(
                 f"{name}-{node_role}",
@@ -218,5 +226,6 @@ class Identity(pulumi.ComponentResource):
                 f"{name}-{node_role}", name=conventions.iam_role_name(args.cluster, node_role), role=role.name, opts=child
             )
             self.role_arns[node_role] = role.arn
+            self.role_names[node_role] = role.name
             self.instance_profile_arns[node_role] = profile.arn
         self.register_outputs({"role_arns": self.role_arns, "instance_profile_arns": self.instance_profile_arns})

@@ -40,7 +40,11 @@ class ImdsServer:
         issue_tokens: bool = True,
         tags_enabled: bool = True,
         delay_s: float = 0.0,
+        instance_type: str = "m7i.xlarge",
+        life_cycle: str = "on-demand",
     ):
+        self.instance_type = instance_type
+        self.life_cycle = life_cycle
         self.instance_id = instance_id
         self.region = region
         self.private_ipv4 = private_ipv4
@@ -118,6 +122,8 @@ class ImdsServer:
         """The body for a GET of ``path`` (below ``/latest/``), or a 404."""
         simple = {
             "meta-data/instance-id": self.instance_id,
+            "meta-data/instance-type": self.instance_type,
+            "meta-data/instance-life-cycle": self.life_cycle,
             "meta-data/local-ipv4": self.private_ipv4,
             "meta-data/placement/region": self.region,
             "meta-data/placement/availability-zone": f"{self.region}a",

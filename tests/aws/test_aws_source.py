@@ -228,3 +228,45 @@ def test_audit_lines_wait_while_cloudwatch_is_unreachable(aws, imds):
     forward('{"event": "client-connect"}')
     forward.close()
     assert [line for _, line in forward._pending] == ['{"event": "client-connect"}'] and forward.dropped == 0
+
+
+def _usage_line(end_ts: float, user: str, cost: float, compute_s: float) -> str:
+    return json.dumps({
+        "event": "usage", "start_ts": end_ts - 300, "end_ts": end_ts, "idle_s": 0.0, "scheduler_s": 300.0,
+        "scheduler_cost_usd": 0.01, "workers": [{"instance_type": "m7i.xlarge", "purchase": "spot", "seconds": 300.0}],
+        "users": {user: {"tasks": 2, "compute_s": compute_s, "worker_s": 300.0, "cost_usd": cost}},
+    })
+
+
+def test_usage_records_outlive_the_scheduler_in_the_clusters_log_group(aws, imds, tmp_path):
+    # One scheduler writes its records; the next (a new instance) reads this month's back, and so does a user.
+    import time
+
+    from daskfleet.aws.usagerecords import recorded_usage_lines
+    from daskfleet.usage.records import carried, parse_lines, summarize
+
+    logs = aws.client("logs")
+    group = conventions.log_group_name(CLUSTER)
+    logs.create_log_group(logGroupName=group)
+    imds.tags[conventions.TAG_ROLE] = "scheduler"
+    imds.instance_type, imds.life_cycle = "m7i.large", "on-demand"
+    first = make_source(f"aws:{CLUSTER}")
+    assert first.instance_kind() == ("m7i.large", "on-demand")
+    forward = first.usage_forwarder()
+    now = time.time()
+    forward(_usage_line(now - 60, "alice", 1.5, 120.0))
+    forward(_usage_line(now - 30, "bob", 0.5, 60.0))
+    forward.close()
+    assert {s["logStreamName"] for s in logs.describe_log_streams(logGroupName=group)["logStreams"]} == {
+        f"usage/{imds.instance_id}"}
+    imds.instance_id = "i-0fedcba9876543210"
+    history = make_source(f"aws:{CLUSTER}").usage_history(now - 3600)
+    month_cost, day_compute = carried(parse_lines(history), now)
+    assert month_cost == pytest.approx(2.02) and day_compute == {"alice": 120.0, "bob": 60.0}
+    users = summarize(parse_lines(recorded_usage_lines(CLUSTER, now - 3600, region=REGION))).users
+    assert (users["alice"].cost_usd, users["bob"].tasks) == (1.5, 2)
+
+
+def test_a_worker_reports_its_instance_type_and_purchase_option(aws, imds):
+    imds.life_cycle = "spot"
+    assert make_source(f"aws:{CLUSTER}").instance_kind() == ("m7i.xlarge", "spot")

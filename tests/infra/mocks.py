@@ -326,6 +326,9 @@ class ProgramMocks(Mocks):
             outputs.update(arn=self._arn("iam", f"{kind}/{resource_id}", regional=False), uniqueId="AROA" + _digest(typ, name).upper())
         elif typ == "aws:iam/rolePolicy:RolePolicy":
             resource_id = f"{outputs['role']}:{outputs['name']}"
+        elif typ == "aws:iam/policy:Policy":
+            resource_id = self._arn("iam", f"policy/{outputs['name']}", regional=False)
+            outputs.update(arn=resource_id, policyId="ANPA" + _digest(typ, name).upper())
         elif typ == "aws:secretsmanager/secret:Secret":
             resource_id = self._arn("secretsmanager", f"secret:{outputs['name']}-{_digest(typ, name, length=6)}")
             outputs["arn"] = resource_id
@@ -368,6 +371,9 @@ class ProgramMocks(Mocks):
         elif typ == "aws:budgets/budget:Budget":
             resource_id = f"{self.account_id}:{outputs['name']}"
             outputs["arn"] = f"arn:aws:budgets::{self.account_id}:budget/{outputs['name']}"
+        elif typ == "aws:budgets/budgetAction:BudgetAction":
+            outputs["actionId"] = _digest(typ, name, length=36)
+            resource_id = f"{self.account_id}:{outputs['actionId']}:{outputs['budgetName']}"
         elif typ.startswith("aws:ec2/") or typ.startswith("aws:vpc/"):
             outputs["arn"] = self._arn("ec2", f"{typ.rsplit(':', 1)[-1].lower()}/{resource_id}")
         return resource_id, outputs

@@ -66,6 +66,13 @@ def test_the_client_version_policy_accepts_what_the_schedulers_spec_accepts():
         assert parse(clientVersionPolicy=policy).client_version_policy == policy
 
 
+def test_the_usage_keys_become_the_schedulers_usage_policy():
+    policy = parse(userMaxWorkers=["*=8", "alice=2"], budgetHardStopPercent=90).usage_policy()
+    assert policy.user_max_workers == {"*": 8, "alice": 2} and policy.user_compute_hours_per_day == {"bob": 40.0}
+    assert policy.price("m7i.xlarge").spot == 0.09 and policy.price("m7i.large").spot is None
+    assert (policy.budget_monthly_usd, policy.budget_hard_stop_percent, policy.budget_stop_lead_s) == (500.0, 90, 900.0)
+
+
 def test_cost_allocation_tags_carry_expiry_only_when_ephemeral():
     assert parse().cost_allocation_tags() == {
         "daskfleet:cluster": "analytics", "team": "data-science", "owner": "alice@example.com", "cost-center": "cc-4711",
@@ -118,6 +125,19 @@ ERROR_CASES = [
     ("clientVersionPolicy", {"clientVersionPolicy": ""}, "(got '')"),
     ("dnsZone", {"dnsZone": ""}, "(got '')"),
     ("clientCidr", {"clientCidr": ["10.0.0.0/8"]}, "unknown key"),
+    ("instancePricesUsdPerHour", {"instancePricesUsdPerHour": _MISSING}, "required key is not set"),
+    ("instancePricesUsdPerHour", {"instancePricesUsdPerHour": ["m7i.large=0.1", "m7i.xlarge=0.2"]},
+     "no price for m6i.xlarge (workerInstanceTypes), m7a.xlarge (workerInstanceTypes)"),
+    ("instancePricesUsdPerHour", {"instancePricesUsdPerHour": ["m7i.xlarge=0.2", "m6i.xlarge=0.2", "m7a.xlarge=0.2",
+                                                               "m6a.xlarge=0.2"]}, "m7i.large (schedulerInstanceType)"),
+    ("instancePricesUsdPerHour[0]", {"instancePricesUsdPerHour": ["m7i.large"]}, "'m7i.large'"),
+    ("instancePricesUsdPerHour[0]", {"instancePricesUsdPerHour": ["m7i.large=free"]}, "prices must be numbers"),
+    ("userMaxWorkers[0]", {"userMaxWorkers": ["alice=two"]}, "'two' is not a whole number"),
+    ("userMaxWorkers", {"userMaxWorkers": ["carol=2"]}, "carol not among users (alice, bob)"),
+    ("userComputeHoursPerDay[0]", {"userComputeHoursPerDay": ["idle=1"]}, "reserved for idle worker time"),
+    ("userComputeHoursPerDay", {"userComputeHoursPerDay": ["alice=1", "alice=2"]}, "'alice' is given more than once"),
+    ("budgetHardStopPercent", {"budgetHardStopPercent": 1001}, "(got 1001)"),
+    ("users", {"users": ["idle=arn:aws:iam::123456789012:role/idle"]}, "reserved for idle worker time"),
 ]
 
 

@@ -167,3 +167,11 @@ def test_no_node_may_change_dns(example, role):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert not any(action.startswith("route53") for action in actions), statement["Sid"]
     assert not allows(policy_of(example, role), "route53:ChangeResourceRecordSets", f"arn:aws:route53:::hostedzone/{zone}")
+
+
+def test_only_the_scheduler_reads_back_the_usage_records_of_its_own_log_group(example):
+    log_group = example.one("aws:cloudwatch/logGroup:LogGroup", "observability-logs").outputs["arn"]
+    assert allows(policy_of(example, "scheduler"), "logs:FilterLogEvents", log_group)
+    assert not allows(policy_of(example, "worker"), "logs:FilterLogEvents", log_group)
+    assert not allows(policy_of(example, "scheduler"), "logs:FilterLogEvents",
+                      "arn:aws:logs:eu-west-1:123456789012:log-group:/daskfleet/other")

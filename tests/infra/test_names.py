@@ -36,10 +36,13 @@ def name_tags(record) -> set[str]:
 
 def test_the_program_names_its_resources_as_it_always_has(with_nat):
     assert names(with_nat, "aws:iam/role:Role") == [
-        "daskfleet-analytics-scheduler", "daskfleet-analytics-scheduler-dns", "daskfleet-analytics-worker",
+        "daskfleet-analytics-budget-action", "daskfleet-analytics-scheduler", "daskfleet-analytics-scheduler-dns",
+        "daskfleet-analytics-worker",
     ]
+    assert names(with_nat, "aws:iam/policy:Policy") == ["daskfleet-analytics-budget-stop"]
     assert names(with_nat, "aws:iam/instanceProfile:InstanceProfile") == ["daskfleet-analytics-scheduler", "daskfleet-analytics-worker"]
-    assert names(with_nat, "aws:iam/rolePolicy:RolePolicy") == ["daskfleet-node", "daskfleet-node", "daskfleet-scheduler-dns"]
+    assert names(with_nat, "aws:iam/rolePolicy:RolePolicy") == [
+        "daskfleet-budget-action", "daskfleet-node", "daskfleet-node", "daskfleet-scheduler-dns"]
     assert names(with_nat, "aws:autoscaling/group:Group") == ["daskfleet-analytics-scheduler", "daskfleet-analytics-worker"]
     assert names(with_nat, "aws:autoscaling/lifecycleHook:LifecycleHook") == ["daskfleet-drain"]
     assert names(with_nat, "aws:lambda/function:Function") == ["daskfleet-analytics-scheduler-dns"]
@@ -78,6 +81,8 @@ def test_names_of_the_longest_cluster_name_fit_aws_limits():
     assert len(conventions.bucket_name_prefix(LONGEST_CLUSTER)) + 7 <= 63
     assert len(conventions.kms_alias(LONGEST_CLUSTER)) <= 256
     assert len(conventions.budget_name(LONGEST_CLUSTER)) <= 100
+    assert len(conventions.budget_action_role_name(LONGEST_CLUSTER)) <= 64
+    assert len(conventions.budget_stop_policy_name(LONGEST_CLUSTER)) <= 128
 
 
 @pytest.mark.parametrize("name_of", [conventions.iam_role_name, conventions.node_group_name])

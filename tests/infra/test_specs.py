@@ -31,7 +31,16 @@ def test_the_scheduler_spec_names_its_ports_environment_and_client_policy_and_no
         cluster="analytics", role="scheduler",
         scheduler_port=conventions.SCHEDULER_PORT, dashboard_port=conventions.DASHBOARD_PORT,
         expected_fingerprint=example.config[FINGERPRINT_KEY], client_version_policy="refuse",
+        usage=stored(example, "scheduler").usage,
     )
+
+
+def test_the_scheduler_keeps_its_ledger_against_the_stacks_prices_limits_and_budget(example):
+    usage = stored(example, "scheduler").usage
+    assert usage.price("m7i.xlarge").on_demand == 0.2016 and usage.price("m7i.large").on_demand == 0.1008
+    assert usage.user_max_workers == {"*": 8} and usage.user_compute_hours_per_day == {"bob": 40.0}
+    assert (usage.budget_monthly_usd, usage.budget_hard_stop_percent, usage.budget_stop_lead_s) == (500.0, 100, 900.0)
+    assert stored(example, "worker").usage == type(usage)()  # workers keep no ledger
 
 
 @pytest.mark.parametrize(("scenario", "policy"), [("example", "refuse"), ("adopted", "warn")])

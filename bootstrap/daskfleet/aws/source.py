@@ -29,7 +29,9 @@ from ..errors import DaskfleetError, ExitCode
 from ..node.spec import load_spec_document
 from ..security.tls import TlsMaterial
 from .calls import BOTO_CONFIG, INSTANCE_ROLE, Deadline, call_aws, fetch_tls_secret
+from ..usage.records import STREAM_PREFIX
 from .cloudwatch import CloudWatchLines
+from .usagerecords import read_usage_lines
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class InstanceIdentity:
     region: str
     private_ipv4: str
     tags: Mapping[str, str]
+    instance_type: str = "unknown"
+    purchase: str = "on-demand"
 
 
 def metadata_client(endpoint: str) -> EC2Metadata:
@@ -84,7 +88,12 @@ def read_instance_identity(endpoint: str, deadline: Deadline) -> InstanceIdentit
     with _imds_step(endpoint, "instance tags (the launch template must enable instance_metadata_tags)", deadline):
         tags = {key: metadata.tags[key] for key in (conventions.TAG_CLUSTER, conventions.TAG_ROLE)
                 if key in metadata.tags}
-    return InstanceIdentity(instance_id=instance_id, region=region, private_ipv4=private_ipv4, tags=tags)
+    with _imds_step(endpoint, "the instance type and life cycle", deadline):
+        instance_type, purchase = metadata.instance_type, metadata.instance_life_cycle
+    return InstanceIdentity(
+        instance_id=instance_id, region=region, private_ipv4=private_ipv4, tags=tags,
+        instance_type=instance_type, purchase="spot" if purchase == "spot" else "on-demand",
+    )
 
 
 @contextmanager
@@ -208,6 +217,24 @@ class AwsSource:
         return CloudWatchLines(
             self._client("logs"), conventions.log_group_name(self.cluster), f"audit/{identity.instance_id}"
         )
+
+    def instance_kind(self) -> tuple[str, str]:
+        """(instance type, purchase option) from instance metadata, for this node's price."""
+        identity = self._identity or read_instance_identity(self.imds_endpoint, Deadline(self.deadline_s))
+        self._identity = identity
+        return identity.instance_type, identity.purchase
+
+    def usage_forwarder(self) -> CloudWatchLines:
+        """The cluster's log group, stream ``usage/<instance id>``: usage outlives the scheduler's instance."""
+        identity = self._checked_identity("scheduler", Deadline(self.deadline_s))
+        return CloudWatchLines(
+            self._client("logs"), conventions.log_group_name(self.cluster), f"{STREAM_PREFIX}{identity.instance_id}"
+        )
+
+    def usage_history(self, since: float) -> list[str]:
+        """Usage record lines every scheduler of the cluster wrote since ``since``, from the log group."""
+        self._checked_identity("scheduler", Deadline(self.deadline_s))
+        return read_usage_lines(self._client("logs"), self.cluster, since, INSTANCE_ROLE)
 
     def _checked_identity(self, role: str, deadline: Deadline) -> InstanceIdentity:
         if role not in conventions.NODE_ROLES:

@@ -25,6 +25,7 @@ from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SP
 from ..node.spec import NodeSpec, dump_spec
 from ..security import pki
 from ..security.tls import client_security, verify_scheduler_identity
+from ..usage.policy import UsagePolicy
 from .state import LOCAL_CLUSTER, STATE_FILE, LocalCluster, NodeProcess, client_dir, client_material
 
 HOST = "127.0.0.1"
@@ -98,6 +99,7 @@ def up(
     smoke: bool = True,
     client_version_policy: str = "refuse",
     ca: pki.IssuedCert | None = None,
+    usage: UsagePolicy | None = None,
 ) -> LocalCluster:
     """Start a scheduler and ``workers`` workers; on any failure stop what was started."""
     if workers < 0:
@@ -112,7 +114,7 @@ def up(
     user = getpass.getuser()
     cluster = LocalCluster(state_dir=str(state_dir), user=user)
     try:
-        _bring_up(cluster, state_dir, workers, user, smoke, client_version_policy, ca)
+        _bring_up(cluster, state_dir, workers, user, smoke, client_version_policy, ca, usage or UsagePolicy())
     except BaseException:
         _stop(cluster)
         raise
@@ -120,13 +122,15 @@ def up(
 
 
 def _bring_up(
-    cluster: LocalCluster, state_dir: Path, workers: int, user: str, smoke: bool, policy: str, ca: pki.IssuedCert | None
+    cluster: LocalCluster, state_dir: Path, workers: int, user: str, smoke: bool, policy: str, ca: pki.IssuedCert | None,
+    usage: UsagePolicy,
 ) -> None:
     ca, certs = issue_local_pki(state_dir, workers, user, ca)
     fingerprint = current_fingerprint()
     scheduler_spec = NodeSpec(
         cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
         expected_fingerprint=fingerprint, audit_log=str(state_dir / "audit.jsonl"), client_version_policy=policy,
+        usage=usage,
     )
     write_node_dir(state_dir / "nodes" / "scheduler", scheduler_spec, ca, certs["scheduler"])
     scheduler = _start_node(state_dir, "scheduler", "scheduler")

@@ -21,13 +21,34 @@ _state_dir_option = click.option(
 @local.command("up")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Number of workers.")
 @_state_dir_option
-def local_up(workers: int, state_dir: Path | None) -> None:
+@click.option("--user-max-workers", "max_workers", multiple=True, metavar="USER=N",
+              help="Most workers a user's work may hold at once ('*' for everyone not named); repeatable.")
+@click.option("--user-compute-hours-per-day", "compute_hours", multiple=True, metavar="USER=HOURS",
+              help="Task compute hours a user may use per UTC day ('*' for everyone not named); repeatable.")
+@click.option("--price", "prices", multiple=True, metavar="TYPE=USD[/SPOT]",
+              help="US dollars per hour of an instance type; local nodes are type 'local'; repeatable.")
+@click.option("--budget-monthly-usd", type=click.FloatRange(min=0, min_open=True), help="Monthly budget of the cluster.")
+@click.option("--budget-hard-stop-percent", default=100, show_default=True, type=click.IntRange(0, 1000),
+              help="Percentage of the budget at which the scheduler stops the cluster (0: never).")
+def local_up(workers: int, state_dir: Path | None, max_workers: tuple[str, ...], compute_hours: tuple[str, ...],
+             prices: tuple[str, ...], budget_monthly_usd: float | None, budget_hard_stop_percent: int) -> None:
     """Start a TLS-secured scheduler and workers on 127.0.0.1 and run a smoke computation."""
+    from ..errors import DaskfleetError, ExitCode
+    from ..usage.policy import policy_from_entries
     from . import cluster as local_cluster
     from .state import default_state_dir
 
+    try:
+        usage = policy_from_entries(
+            prices=prices, user_max_workers=max_workers, user_compute_hours_per_day=compute_hours,
+            budget_monthly_usd=budget_monthly_usd, budget_hard_stop_percent=budget_hard_stop_percent,
+            keys={"prices": "--price", "user_max_workers": "--user-max-workers",
+                  "user_compute_hours_per_day": "--user-compute-hours-per-day"},
+        )
+    except ValueError as exc:
+        raise DaskfleetError(str(exc).splitlines()[0], ExitCode.CONFIG) from None
     state = state_dir or default_state_dir()
-    cluster = local_cluster.up(state.resolve(), workers)
+    cluster = local_cluster.up(state.resolve(), workers, usage=usage)
     via = "" if state_dir is None else f", state_dir={str(state.resolve())!r}"
     click.echo(
         f"daskfleet local cluster is up: {workers} worker(s), smoke computation passed.\n"

@@ -23,6 +23,7 @@ import dask
 from distributed import Scheduler, Security, Worker
 from distributed.comm import connect
 
+from .. import usage
 from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..security import pki
@@ -32,6 +33,8 @@ from ..security.guards import SchedulerGuard, WorkerGuard
 from ..security.peers import Peer
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
 from .sources import SCHEDULER_INFO_FILE, NodeSource
+from ..usage.policy import INSTANCE_KEY
+from ..usage.records import RECORDS_FILE
 from .spec import NodeSpec, parse_spec
 
 logger = logging.getLogger("daskfleet.agent")
@@ -113,7 +116,10 @@ async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
         dashboard_address=f"{spec.listen_host}:{spec.dashboard_port}",
         contact_address=f"tls://{spec.contact_host}:{spec.scheduler_port}" if spec.contact_host else None,
     )
-    SchedulerGuard(gatekeeper, audit).install(scheduler)
+    guard = SchedulerGuard(gatekeeper, audit)
+    guard.install(scheduler)
+    usage.install(scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name(RECORDS_FILE),
+                  source=source)
     try:
         await scheduler
     except RuntimeError as exc:
@@ -201,6 +207,7 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
     security = node_security()
     await wait_for_scheduler(spec.scheduler_address, security, spec.connect_timeout_s, spec.cluster)
     contact = f"tls://{spec.contact_host}:{spec.worker_port}" if spec.contact_host else None
+    kind = list(source.instance_kind())
     worker = Worker(
         spec.scheduler_address,
         host=spec.listen_host,
@@ -211,7 +218,7 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
         memory_limit=spec.memory_limit,
         security=security,
         death_timeout=spec.connect_timeout_s,
-        startup_information={FINGERPRINT_KEY: lambda _worker: node.fingerprint},
+        startup_information={FINGERPRINT_KEY: lambda _worker: node.fingerprint, INSTANCE_KEY: lambda _worker: kind},
         dashboard=False,
         local_directory=spill_directory(node.runtime_dir),
     )

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from ..errors import DaskfleetError, ExitCode
 from ..security.tls import TlsMaterial
+from ..usage.policy import LOCAL_INSTANCE_TYPE
 from .spec import load_spec_document
 
 SPEC_FILE = "spec.json"
@@ -53,6 +54,15 @@ class NodeSource(Protocol):
 
     def audit_forwarder(self) -> AuditForwarder | None:
         """Where the scheduler's audit lines go besides its local file (e.g. the cluster's log group)."""
+
+    def instance_kind(self) -> tuple[str, str]:
+        """This node's (instance type, purchase option: on-demand or spot), which prices its time."""
+
+    def usage_forwarder(self) -> AuditForwarder | None:
+        """Where the scheduler's usage records go besides its local file (e.g. the cluster's log group)."""
+
+    def usage_history(self, since: float) -> list[str] | None:
+        """Usage record lines stored since ``since`` (epoch seconds); None when the local file is the store."""
 
 
 class DirectorySource:
@@ -95,4 +105,15 @@ class DirectorySource:
 
     def audit_forwarder(self) -> AuditForwarder | None:
         """The local audit file is the whole trail."""
+        return None
+
+    def instance_kind(self) -> tuple[str, str]:
+        """A local process: priced as instance type ``local`` (``--price local=...``), on demand."""
+        return LOCAL_INSTANCE_TYPE, "on-demand"
+
+    def usage_forwarder(self) -> AuditForwarder | None:
+        """The local usage file is the whole record."""
+        return None
+
+    def usage_history(self, since: float) -> list[str] | None:
         return None

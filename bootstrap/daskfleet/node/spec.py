@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
+from ..usage.policy import UsagePolicy
 
 
 class NodeSpec(BaseModel):
@@ -46,6 +47,9 @@ class NodeSpec(BaseModel):
         description="what the scheduler does with a client whose core package versions differ",
     )
     audit_log: str | None = Field(default=None, description="path of the JSON-lines audit log (scheduler)")
+    usage: UsagePolicy = Field(
+        default_factory=UsagePolicy, description="prices, per-user limits and the budget stop (scheduler)"
+    )
 
     @model_validator(mode="after")
     def _worker_needs_scheduler(self) -> NodeSpec:

@@ -13,17 +13,20 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from .attribution import GraphOrigin, TaskOwners
 from .peers import Peer
 
 logger = logging.getLogger("daskfleet.scheduler")
 
 
 class AuditLog:
-    """Append-only JSON lines: one per security-relevant event. Never contains key material."""
+    """Append-only JSON lines: one per security-relevant event (or, labelled "usage", per usage record).
+    Never contains key material."""
 
-    def __init__(self, path: str | Path | None, forward: Callable[[str], None] | None = None):
+    def __init__(self, path: str | Path | None, forward: Callable[[str], None] | None = None, label: str = "audit"):
         self.path = Path(path) if path else None
         self.forward = forward
+        self.label = label
         self._lock = threading.Lock()
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +34,7 @@ class AuditLog:
     def record(self, event: str, **fields: Any) -> None:
         entry = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
         line = json.dumps(entry, sort_keys=True, default=str)
-        logger.info("audit %s", line)
+        logger.info("%s %s", self.label, line)
         if self.forward:
             self.forward(line)
         if self.path:
@@ -42,24 +45,28 @@ class AuditLog:
 
 
 class AuditPlugin(SchedulerPlugin):
-    """Records client disconnects and graph submissions with the client's certificate identity."""
+    """Records client disconnects and admitted graphs (the user charged, and the task client that sent
+    a task's graph); records which user owns each task a graph creates."""
 
     name = "daskfleet-audit"
 
-    def __init__(self, audit: AuditLog, identities: dict[str, Peer]):
+    def __init__(self, audit: AuditLog, identities: dict[str, Peer], origins: dict[str, GraphOrigin], owners: TaskOwners):
         self.audit = audit
         self.identities = identities
+        self.origins = origins
+        self.owners = owners
 
     def remove_client(self, scheduler: Any, client: str) -> None:
         peer = self.identities.pop(client, None)
         if peer is not None:
-            self.audit.record("client-disconnect", identity=peer.identity, client=client, peer=peer.address)
+            event = "task-client-disconnect" if peer.role == "worker" else "client-disconnect"
+            self.audit.record(event, identity=peer.identity, client=client, peer=peer.address)
 
     def update_graph(self, scheduler: Any, *, client: str, tasks: list, **kwargs: Any) -> None:
-        peer = self.identities.get(client)
-        self.audit.record(
-            "graph-submitted",
-            identity=peer.identity if peer else None,
-            client=client,
-            tasks=len(tasks),
-        )
+        origin = self.origins.get(client)
+        if origin is None:  # not through the guarded stream handler (e.g. a scheduler-side client)
+            peer = self.identities.get(client)
+            self.audit.record("graph-submitted", identity=peer.identity if peer else None, client=client, tasks=len(tasks))
+            return
+        self.owners.record(map(scheduler.tasks.get, tasks), origin.owner)
+        self.audit.record("graph-submitted", tasks=len(tasks), **origin.audit_fields())

@@ -8,7 +8,7 @@ them to running servers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,30 @@ STREAM_CONTROL_OPS = frozenset({"close-stream"})
 FIRE_AND_FORGET_CLIENT = "fire-and-forget"
 #: Roles that may connect to the scheduler at all (its own certificate never does).
 PEER_ROLES = frozenset({"worker", "client"})
+#: What a *task client* (a task's ``get_client()``/``worker_client()``: a client holding its worker's
+#: certificate, registered from a registered worker's own host) may call besides WORKER_OPS: submit
+#: (on its stream), scatter and gather, read where data is, and the coordination primitives (Lock and
+#: Semaphore, MultiLock, Queue, Variable, Event, published datasets). Everything else is for users.
+TASK_CLIENT_OPS = frozenset(
+    {
+        "identity", "versions", "gather", "scatter", "has_what", "ncores", "ncores_running", "nbytes",
+        "semaphore_register", "semaphore_acquire", "semaphore_release", "semaphore_refresh_leases",
+        "semaphore_value", "semaphore_close", "multi_lock_acquire", "multi_lock_release",
+        "queue_create", "queue_get", "queue_put", "queue_qsize", "variable_set", "variable_get",
+        "event_wait", "event_set", "event_clear", "event_is_set",
+        "publish_put", "publish_get", "publish_list", "publish_delete",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SubmittingTask:
+    """What the scheduler knows of the task a task client names as submitting a graph."""
+
+    key: Any
+    state: str | None
+    host: str | None
+    owner: str | None
 
 
 @dataclass(frozen=True)
@@ -95,8 +119,11 @@ class Gatekeeper:
     def _role_refusal(self, peer: Peer, needed: frozenset[str] | str) -> Refusal | None:
         return role_refusal(self.cluster, peer, needed)
 
-    def check_operation(self, op: str, peer: Peer, msg: Mapping[str, Any] | None = None) -> Refusal | None:
-        """Workers may call only WORKER_OPS, on themselves; clients anything but WORKER_ONLY_OPS."""
+    def check_operation(
+        self, op: str, peer: Peer, msg: Mapping[str, Any] | None = None, worker_hosts: Container[str] = (),
+    ) -> Refusal | None:
+        """Workers may call only WORKER_OPS, on themselves, and TASK_CLIENT_OPS from a registered worker's
+        host (``worker_hosts``); clients anything but WORKER_ONLY_OPS."""
         if op in DENIED_OPS:
             return Refusal(f"operation {op!r} is not served by the scheduler")
         refusal = self._role_refusal(peer, PEER_ROLES)
@@ -104,9 +131,39 @@ class Gatekeeper:
             return refusal
         if peer.role == "client":
             return self._role_refusal(peer, "worker") if op in WORKER_ONLY_OPS else None
+        if op in TASK_CLIENT_OPS and op not in WORKER_OPS:
+            return self._task_client_host_refusal(peer, worker_hosts)
         if op not in WORKER_OPS:
-            return self._role_refusal(peer, "client")
+            return Refusal(f"certificate role is 'worker'; client required: {op!r} is reserved for users")
         return self._worker_scope_refusal(op, peer, msg or {})
+
+    def _task_client_host_refusal(self, peer: Peer, worker_hosts: Container[str]) -> Refusal | None:
+        host = host_of(peer.address) if peer.address else None
+        if host is None or host not in worker_hosts:
+            return Refusal(f"a worker certificate acts as a task client only from a registered worker's host, not {peer.address}")
+        return None
+
+    def graph_owner(self, peer: Peer, submitting: SubmittingTask | None) -> tuple[str | None, Refusal | None]:
+        """(user charged, refusal) for a graph: a user's own, or a task client's, charged to its running task's owner.
+
+        The owner comes from the scheduler's own record of the submitting task (which graph created it,
+        and where it runs), never from what the worker says: the task must be processing on a worker on
+        the task client's own host.
+        """
+        if peer.role == "client":
+            return peer.identity, None
+        if submitting is None or submitting.key is None:
+            return None, Refusal("a task client's graph must come from a running task, and names none")
+        if submitting.state != "processing":
+            return None, Refusal(f"task {submitting.key!r}, named as submitting this graph, is not running")
+        if submitting.host is None or submitting.host != host_of(peer.address):
+            return None, Refusal(
+                f"task {submitting.key!r} runs on {submitting.host or 'no worker'}, not on the task client's host "
+                f"{host_of(peer.address)}"
+            )
+        if not submitting.owner:
+            return None, Refusal(f"task {submitting.key!r} has no recorded owner")
+        return submitting.owner, None
 
     def _worker_scope_refusal(self, op: str, peer: Peer, msg: Mapping[str, Any]) -> Refusal | None:
         key = WORKER_SELF_SCOPED.get(op)
@@ -161,9 +218,14 @@ class Gatekeeper:
             return Refusal(f"stream operation {op!r} names {kind} {named!r}, not its own")
         return None
 
-    def check_client(self, peer: Peer, client_versions: Mapping[str, Any]) -> tuple[Refusal | None, str | None]:
-        """(refusal, warning) for a registering client."""
-        refusal = self._role_refusal(peer, "client")
+    def check_client(
+        self, peer: Peer, client_versions: Mapping[str, Any], worker_hosts: Container[str] = (),
+    ) -> tuple[Refusal | None, str | None]:
+        """(refusal, warning) for a registering client: a user's, or a task client from a registered worker's host."""
+        if peer.role == "worker":
+            refusal = self._role_refusal(peer, "worker") or self._task_client_host_refusal(peer, worker_hosts)
+        else:
+            refusal = self._role_refusal(peer, "client")
         if refusal:
             return refusal, None
         differences = self.version_differences(client_versions)

@@ -1,21 +1,22 @@
 """Bind the gatekeepers to running servers: wrap every handler before the server listens.
 
-``SchedulerGuard`` checks registrations, operations and registered streams on the
-scheduler and audits each refusal; ``WorkerGuard`` checks who calls a worker's operations.
+``SchedulerGuard`` checks registrations, operations, registered streams and graph submissions
+on the scheduler and audits each refusal; ``WorkerGuard`` checks who calls a worker's operations.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from time import time
 from typing import Any
 
 from distributed.core import error_message
 
+from .attribution import GraphOrigin, TaskOwners
 from .audit import AuditLog, AuditPlugin
-from .gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper
+from .gatekeeper import FINGERPRINT_KEY, Gatekeeper, SubmittingTask, WorkerGatekeeper, host_of
 from .peers import Peer, Refusal
 
 logger = logging.getLogger("daskfleet.scheduler")
@@ -55,15 +56,41 @@ def _guarded(
     return guarded
 
 
+#: Decides whether an otherwise admitted graph may run (limits, budget): a refusal, or None.
+AdmissionCheck = Callable[[GraphOrigin, Mapping[str, Any]], Refusal | None]
+
+
+class _RegisteredWorkerHosts:
+    """The hosts of the scheduler's registered workers, read when asked (a task client must come from one)."""
+
+    def __init__(self, scheduler: Any):
+        self.scheduler = scheduler
+
+    def __contains__(self, host: object) -> bool:
+        return any(host_of(address) == host for address in list(self.scheduler.workers))
+
+
 class SchedulerGuard:
-    """Binds a Gatekeeper and an AuditLog to a scheduler: call ``install`` before it starts."""
+    """Binds a Gatekeeper and an AuditLog to a scheduler: call ``install`` before it starts.
+
+    ``identities`` maps every registered client id to its certificate's Peer (role ``worker`` for a
+    task client); ``owners`` records which user each task belongs to; ``admission_checks`` may refuse
+    a graph after its origin is known (``daskfleet.usage`` adds its limits and budget stop there).
+    """
 
     def __init__(self, gatekeeper: Gatekeeper, audit: AuditLog):
         self.gatekeeper = gatekeeper
         self.audit = audit
         self.identities: dict[str, Peer] = {}
+        self.origins: dict[str, GraphOrigin] = {}
+        self.owners = TaskOwners()
+        self.admission_checks: list[AdmissionCheck] = []
+        self.scheduler: Any = None
+        self._worker_hosts: Container[str] = ()
 
     def install(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self._worker_hosts = _RegisteredWorkerHosts(scheduler)
         for op, handler in list(scheduler.handlers.items()):
             if op == "register-worker":
                 scheduler.handlers[op] = self._guard_worker_registration(handler)
@@ -71,7 +98,12 @@ class SchedulerGuard:
                 scheduler.handlers[op] = self._guard_client_registration(handler)
             else:
                 scheduler.handlers[op] = self._guard_operation(op, handler)
-        scheduler.add_plugin(AuditPlugin(self.audit, self.identities), name=AuditPlugin.name)
+        scheduler.stream_handlers["update-graph"] = self._guard_graphs(scheduler.stream_handlers["update-graph"])
+        scheduler.add_plugin(AuditPlugin(self.audit, self.identities, self.origins, self.owners), name=AuditPlugin.name)
+
+    def add_handler(self, op: str, handler: Callable) -> None:
+        """Serve a further scheduler operation behind the same checks (added after ``install``, it would be open)."""
+        self.scheduler.handlers[op] = self._guard_operation(op, handler)
 
     def _refuse(self, kind: str, peer: Peer, refusal: Refusal, **fields: Any) -> str:
         message = f"daskfleet refused {kind} {peer.identity or '(no identity)'} from {peer.address}: {refusal.reason}"
@@ -80,10 +112,13 @@ class SchedulerGuard:
         return message
 
     def _guard_operation(self, op: str, handler: Callable) -> Callable:
+        def decide(op: str, peer: Peer, msg: Mapping[str, Any]) -> Refusal | None:
+            return self.gatekeeper.check_operation(op, peer, msg, self._worker_hosts)
+
         def refuse(peer: Peer, refusal: Refusal) -> str:
             return self._refuse("operation", peer, refusal, op=op)
 
-        return _guarded(op, handler, self.gatekeeper.check_operation, refuse)
+        return _guarded(op, handler, decide, refuse)
 
     def _guard_worker_registration(self, handler: Callable) -> Callable:
         async def register_worker(comm: Any, **msg: Any) -> Any:
@@ -105,7 +140,7 @@ class SchedulerGuard:
     def _guard_client_registration(self, handler: Callable) -> Callable:
         async def register_client(comm: Any, client: str, versions: dict, **msg: Any) -> Any:
             peer = _peer_of(comm)
-            refusal, warning = self.gatekeeper.check_client(peer, versions)
+            refusal, warning = self.gatekeeper.check_client(peer, versions, self._worker_hosts)
             if refusal is not None:
                 message = self._refuse("client", peer, refusal, client=client)
                 await comm.write([{"op": "stream-start", "error": message}])
@@ -115,11 +150,57 @@ class SchedulerGuard:
                 logger.warning("client %s (%s): %s", client, peer.identity, warning)
                 self.audit.record("client-version-warning", identity=peer.identity, client=client, detail=warning)
             self.identities[client] = peer
-            self.audit.record("client-connect", identity=peer.identity, client=client, peer=peer.address)
+            event = "task-client-connect" if peer.role == "worker" else "client-connect"
+            self.audit.record(event, identity=peer.identity, client=client, peer=peer.address)
             self._restrict_stream(comm, peer, "client", client)
             return await handler(comm, client=client, versions=versions, **msg)
 
         return register_client
+
+    def _guard_graphs(self, handler: Callable) -> Callable:
+        """Admit a graph only with a known origin and every admission check passed; a refusal errs its keys."""
+
+        async def update_graph(client: str, **msg: Any) -> Any:
+            peer = self.identities.get(client) or Peer(None, None, "", "")
+            owner, refusal = self.gatekeeper.graph_owner(peer, self._submitting_task(msg.get("submitting_task")))
+            origin = GraphOrigin(owner or "", client, peer.identity, msg.get("submitting_task"))
+            for check in self.admission_checks if refusal is None else ():
+                refusal = check(origin, msg)
+                if refusal is not None:
+                    break
+            if refusal is not None:
+                self._refuse_graph(origin, peer, refusal, msg.get("keys") or ())
+                return None
+            self.origins[client] = origin
+            try:
+                return await handler(client=client, **msg)
+            finally:
+                self.origins.pop(client, None)
+
+        return update_graph
+
+    def _submitting_task(self, key: Any) -> SubmittingTask | None:
+        if key is None:
+            return None
+        ts = self.scheduler.tasks.get(key)
+        if ts is None:
+            return SubmittingTask(key, None, None, None)
+        worker = ts.processing_on
+        return SubmittingTask(key, ts.state, host_of(worker.address) if worker else None, self.owners.owner_of(ts))
+
+    def _refuse_graph(self, origin: GraphOrigin, peer: Peer, refusal: Refusal, keys: Any) -> None:
+        """Audit, and err the graph's keys for its client alone (others may want the same keys)."""
+        who = origin.owner or peer.identity or "(no identity)"
+        message = f"daskfleet refused the graph of {who}: {refusal.reason}"
+        logger.warning(message)
+        fields = origin.audit_fields() if origin.owner else {"identity": peer.identity, "client": origin.client}
+        self.audit.record("graph-refused", role=peer.role, reason=refusal.reason, tasks=len(keys), **fields)
+        comm = self.scheduler.client_comms.get(origin.client)
+        if comm is None:
+            return
+        error = error_message(PermissionError(message))
+        for key in keys:
+            comm.send({"op": "task-erred", "key": key, "exception": error["exception"], "traceback": error["traceback"]})
 
     def _restrict_stream(self, comm: Any, peer: Peer, kind: str, own_id: Any) -> None:
         """Drop, log and audit any message on this registered stream that is not its role's own."""

@@ -1,0 +1,28 @@
+"""Usage records for ``daskfleet usage``: asked of the live scheduler with the user's certificate, or read
+from where they are stored (the local cluster's file, the cluster's log group on AWS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..local.state import default_state_dir
+from ..usage.records import RECORDS_FILE, USAGE_OP, parse_lines, read_file
+from .connect import _is_local, connect
+
+
+def live_records(cluster: str, since: float, *, state_dir: Path | None = None, address: str | None = None,
+                 profile: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
+    """The scheduler's records (its own and those it restored at start) plus its open period."""
+    with connect(cluster, address=address, state_dir=state_dir, profile=profile, region=region) as client:
+        return client.sync(getattr(client.scheduler, USAGE_OP), since=since)
+
+
+def stored_records(cluster: str, since: float, *, state_dir: Path | None = None, address: str | None = None,
+                   profile: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
+    """Records as stored: they outlive the scheduler (and a cluster scaled to zero)."""
+    if _is_local(cluster, state_dir):
+        return read_file(Path(state_dir or default_state_dir(cluster)) / RECORDS_FILE, since)
+    from ..aws.usagerecords import recorded_usage_lines  # noqa: PLC0415  (boto3 only for AWS clusters)
+
+    return parse_lines(recorded_usage_lines(cluster, since, profile=profile, region=region))

@@ -1,0 +1,219 @@
+"""The pure parts of usage accounting, on a fake clock: ledger, limits, budget stop, records and the policy's text forms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+
+from daskfleet.usage.budget import BudgetPolicy, BudgetStop
+from daskfleet.usage.ledger import Ledger, difference
+from daskfleet.usage.limits import Limits
+from daskfleet.usage.policy import IDLE, InstancePrice, UsagePolicy, policy_from_entries
+from daskfleet.usage.records import carried, make_record, parse_lines, summarize
+
+#: 2026-11-20 12:00 UTC
+NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.timezone.utc).timestamp()
+PRICES = {"m7i.xlarge": InstancePrice(on_demand=3.6, spot=1.8)}  # 0.1 and 0.05 cents a second
+
+
+class FakeClock:
+    def __init__(self, now: float = NOON):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+def ledger_with_two_workers(clock):
+    ledger = Ledger(PRICES, clock, scheduler_usd_per_s=0.0001)
+    ledger.worker_joined("w1", "m7i.xlarge", "on-demand")
+    ledger.worker_joined("w2", "m7i.xlarge", "spot")
+    return ledger
+
+
+def test_worker_time_is_split_among_the_users_whose_tasks_ran_there(clock):
+    ledger = ledger_with_two_workers(clock)
+    ledger.client_connected("alice")
+    ledger.task_started("a1", "alice", "w1")
+    ledger.task_started("b1", "bob", "w1")
+    clock.advance(10)
+    ledger.task_stopped("a1", compute_s=9.5)
+    clock.advance(10)
+    ledger.task_stopped("b1", compute_s=19.0)
+    ledger.tick()
+    users = ledger.totals().users
+    # w1: 10 s shared equally, then 10 s bob alone; w2 idle 20 s, charged to alice (connected), not bob.
+    assert users["alice"].worker_s == pytest.approx(5 + 20)
+    assert users["bob"].worker_s == pytest.approx(5 + 10)
+    assert (users["alice"].tasks, users["alice"].compute_s, users["bob"].compute_s) == (1, 9.5, 19.0)
+    assert users["alice"].cost_usd == pytest.approx(5 * 0.001 + 20 * 0.0005)
+    assert users["bob"].cost_usd == pytest.approx(15 * 0.001)
+    assert IDLE not in users
+
+
+def test_idle_time_with_nobody_connected_is_charged_to_idle_and_everything_adds_up(clock):
+    ledger = ledger_with_two_workers(clock)
+    ledger.task_started("a1", "alice", "w1")
+    clock.advance(30)
+    ledger.task_stopped("a1", compute_s=29.0)
+    clock.advance(30)
+    ledger.worker_left("w2")
+    clock.advance(15)
+    ledger.tick()
+    totals = ledger.totals()
+    assert totals.users[IDLE].worker_s == pytest.approx(30 + 15 + 60)  # w1 after the task, w2 until it left
+    assert sum(u.worker_s for u in totals.users.values()) == pytest.approx(sum(totals.worker_s.values()))
+    assert totals.worker_s == {("m7i.xlarge", "on-demand"): 75.0, ("m7i.xlarge", "spot"): 60.0}
+    assert totals.idle_s == pytest.approx(105)
+    assert totals.cost_usd == pytest.approx(sum(u.cost_usd for u in totals.users.values()) + 75 * 0.0001)
+
+
+def test_users_who_connected_during_an_interval_share_its_idle_time(clock):
+    ledger = Ledger(PRICES, clock)
+    ledger.worker_joined("w1", "m7i.xlarge", "on-demand")
+    ledger.client_connected("alice")
+    ledger.client_connected("bob")
+    ledger.client_disconnected("bob")
+    clock.advance(20)
+    ledger.tick()
+    clock.advance(20)
+    ledger.tick()
+    users = ledger.totals().users
+    assert users["bob"].worker_s == pytest.approx(10) and users["alice"].worker_s == pytest.approx(30)
+
+
+def test_users_with_work_and_workers_held(clock):
+    ledger = ledger_with_two_workers(clock)
+    ledger.work_added("alice")
+    ledger.work_added("alice")
+    ledger.task_started("a1", "alice", "w1")
+    ledger.task_started("a2", "alice", "w2")
+    assert ledger.users_with_work() == {"alice"} and ledger.workers_held("alice") == 2
+    ledger.work_removed("alice")
+    ledger.work_removed("alice")
+    ledger.work_removed("alice")  # never below zero
+    assert ledger.users_with_work() == set()
+
+
+def test_compute_hours_limit_refuses_until_the_next_utc_day(clock):
+    limits = Limits(policy_from_entries(user_compute_hours_per_day=["alice=1", "*=2"]))
+    assert limits.check_compute_hours("alice", 3599, clock()) is None
+    refusal = limits.check_compute_hours("alice", 3600, clock())
+    assert refusal.reason == ("user alice reached the limit of 1 compute hours per day (used 1.00 h today); "
+                              "it resets at 2026-11-21 00:00 UTC")
+    assert limits.check_compute_hours("carol", 7000, clock()) is None and limits.check_compute_hours("carol", 7200, clock())
+    ledger = Ledger(PRICES, clock)
+    ledger.worker_joined("w1", "m7i.xlarge", "on-demand")
+    ledger.task_started("a1", "alice", "w1")
+    ledger.task_stopped("a1", compute_s=3600)
+    assert ledger.compute_today_s("alice") == 3600
+    clock.advance(12 * 3600)  # the next UTC day
+    assert ledger.compute_today_s("alice") == 0
+
+
+def test_worker_limits_refuse_at_zero_and_clamp_to_the_sum_for_users_with_work():
+    limits = Limits(policy_from_entries(user_max_workers=["alice=2", "bob=3", "carol=0"]))
+    assert "user carol may hold at most 0 workers" in limits.check_workers("carol").reason
+    assert limits.check_workers("alice") is None and limits.check_workers("dave") is None
+    assert limits.worker_ceiling({"alice"}) == 2
+    assert limits.worker_ceiling({"alice", "bob"}) == 5
+    assert limits.worker_ceiling({"alice", "dave"}) is None  # dave is not limited
+    assert limits.worker_ceiling(set()) is None
+    assert "user alice may hold at most 2 worker(s) at once" in limits.clamp_notice("alice", 1)
+    assert limits.clamp_notice("dave", 0) is None
+    everyone = Limits(policy_from_entries(user_max_workers=["*=1"]))
+    assert everyone.worker_ceiling({"x", "y"}) == 2
+
+
+def test_the_budget_stop_triggers_from_a_ledger_fed_with_a_fake_clock(clock):
+    ledger = ledger_with_two_workers(clock)  # 0.0015 $/s of workers + 0.0001 $/s of scheduler
+    stop = BudgetStop(BudgetPolicy(monthly_usd=10.0, hard_stop_percent=80, lead_s=600))
+    for _ in range(6000):  # $5.76 an hour
+        clock.advance(1)
+        ledger.tick()
+        if stop.update(ledger.month_cost_usd(), ledger.rate_usd_per_s(), clock()) == "stopped":
+            break
+    # The stop comes 600 s of spend (at $0.0016/s: $0.96) before the $8 threshold.
+    assert stop.active and ledger.month_cost_usd() == pytest.approx(8.0 - 0.96, abs=0.002)
+    assert stop.state.threshold_usd == 8.0 and stop.state.projected_usd > 8.0
+    assert "the budget stop is at $8.00. It resets at 2026-12-01 00:00 UTC" in stop.state.message()
+    ledger.worker_left("w1")
+    ledger.worker_left("w2")  # letting the workers go lowers the rate, but does not lift the stop
+    assert stop.update(ledger.month_cost_usd(), ledger.rate_usd_per_s(), clock()) is None and stop.active
+    clock.now = dt.datetime(2026, 11, 30, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp()
+    ledger.tick()
+    assert stop.update(ledger.month_cost_usd(), ledger.rate_usd_per_s(), clock()) is None and stop.active
+    clock.advance(2)  # a new UTC month
+    ledger.tick()
+    assert ledger.month_cost_usd() < 0.01
+    assert stop.update(ledger.month_cost_usd(), ledger.rate_usd_per_s(), clock()) == "lifted" and not stop.active
+
+
+def test_no_budget_or_a_zero_percent_stop_never_stops(clock):
+    for policy in (BudgetPolicy(None, 100, 0), BudgetPolicy(10.0, 0, 0)):
+        assert not policy.assess(1e9, 1.0, clock()).stop
+
+
+def test_records_add_up_across_schedulers_and_restore_the_month_and_the_day(clock):
+    ledger = ledger_with_two_workers(clock)
+    before = ledger.totals()
+    ledger.task_started("a1", "alice", "w1")
+    clock.advance(100)
+    ledger.task_stopped("a1", compute_s=90)
+    ledger.tick()
+    first = make_record(difference(ledger.totals(), before), NOON, clock())
+    clock.advance(50)
+    ledger.tick()
+    second = make_record(difference(ledger.totals(), ledger.totals()), clock() - 50, clock())
+    summary = summarize([first, second, {"event": "other"}])
+    assert summary.users["alice"].tasks == 1 and summary.users["alice"].compute_s == 90
+    assert summarize([first], since=clock()).users == {}
+    month_cost, day_compute = carried([first, second], clock())
+    assert month_cost == pytest.approx(first["scheduler_cost_usd"] + sum(u["cost_usd"] for u in first["users"].values()))
+    assert day_compute == {"alice": 90}
+    assert carried([first], clock() + 31 * 86400) == (0.0, {})
+    import json
+
+    assert parse_lines([json.dumps(first), "not json", '{"event": "usage"}']) == [json.loads(json.dumps(first))]
+
+
+def test_policy_text_forms_give_one_error_naming_the_key():
+    policy = policy_from_entries(prices=["m7i.xlarge=0.2016/0.0806", "local=0"], user_max_workers=["alice=4", "*=2"])
+    assert policy.price("m7i.xlarge").per_second("spot") == pytest.approx(0.0806 / 3600)
+    assert policy.price("local").per_second("spot") == 0.0
+    cases = [
+        ({"prices": ["m7i.xlarge"]}, "prices: 'm7i.xlarge' is not INSTANCE_TYPE=ON_DEMAND_USD[/SPOT_USD]"),
+        ({"prices": ["m7i.xlarge=cheap"]}, "prices: 'm7i.xlarge=cheap': prices must be numbers"),
+        ({"prices": ["a=1", "a=2"]}, "prices: 'a' is given more than once"),
+        ({"user_max_workers": ["alice=1.5"]}, "user_max_workers: 'alice=1.5': '1.5' is not a whole number"),
+        ({"user_max_workers": ["idle=1"]}, "'idle' is reserved for idle worker time"),
+        ({"user_compute_hours_per_day": ["Alice=1"]}, "'Alice' is neither '*' nor a user name"),
+        ({"user_compute_hours_per_day": ["alice=-1"]}, "must be 0 or more"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            policy_from_entries(**changes)
+
+
+def test_the_node_spec_carries_the_usage_policy_and_names_a_bad_key():
+    from daskfleet.errors import DaskfleetError
+    from daskfleet.node.spec import parse_spec
+
+    spec = parse_spec({"cluster": "analytics", "role": "scheduler",
+                       "usage": {"user_max_workers": {"alice": 2}, "prices_usd_per_hour": {"m7i.large": {"on_demand": 0.1}}}})
+    assert spec.usage.user_max_workers == {"alice": 2} and spec.usage.budget_hard_stop_percent == 100
+    assert parse_spec({"cluster": "analytics", "role": "scheduler"}).usage == UsagePolicy()
+    with pytest.raises(DaskfleetError, match=r"usage\.user_max_workers\.alice: .*\(got 'two'\)"):
+        parse_spec({"cluster": "analytics", "role": "scheduler", "usage": {"user_max_workers": {"alice": "two"}}})
+    with pytest.raises(DaskfleetError, match=r"usage\.budget_hard_stopp_percent: unknown key"):
+        parse_spec({"cluster": "analytics", "role": "scheduler", "usage": {"budget_hard_stopp_percent": 90}})
