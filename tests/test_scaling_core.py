@@ -164,6 +164,14 @@ def test_a_ceiling_lowered_while_launches_are_pending_forgets_them():
     assert decision == Decision(2, reason=decision.reason, forced=True) and scaler.coming == 0
 
 
+def test_workers_the_platform_did_not_start_are_asked_for_again_at_the_next_decision():
+    scaler, _ = core()
+    assert scaler.decide(Snapshot(target=5, workers=frozenset())).launch == 5
+    scaler.fell_short(3)  # e.g. the group's maximum, or no free local slot yet
+    assert scaler.coming == 2
+    assert scaler.decide(Snapshot(target=5, workers=frozenset())).launch == 3
+
+
 def test_workers_seen_at_start_can_be_counted_as_coming():
     scaler, _ = core()
     scaler.expect(3)

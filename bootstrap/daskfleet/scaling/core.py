@@ -70,6 +70,16 @@ class ScalingCore:
         if count > 0:
             self._requests.append([self.clock(), count])
 
+    def fell_short(self, count: int) -> None:
+        """The platform requested ``count`` fewer workers than the last decision asked for: they are not coming."""
+        while count > 0 and self._requests:
+            newest = self._requests[-1]
+            taken = min(count, int(newest[1]))
+            newest[1] -= taken
+            count -= taken
+            if newest[1] <= 0:
+                self._requests.pop()
+
     def decide(self, snapshot: Snapshot) -> Decision:
         now = self.clock()
         notes = self._account(snapshot.workers, now)
