@@ -70,6 +70,6 @@ class LocalWorkerProcesses:
             if latest is not None:
                 latest.nodes = [node for node in latest.nodes if node.name not in names or node.process() is not None]
 
-    def stop_scheduler(self) -> bool:
+    def stop_scheduler(self) -> str | None:
         """The local scheduler stays up when idle: it costs nothing, and new work brings workers back."""
-        return False
+        return None

@@ -53,8 +53,8 @@ class WorkerBackend(Protocol):
     def remove(self, names: Sequence[str]) -> None:
         """Let the processes or instances of these retired workers go."""
 
-    def stop_scheduler(self) -> bool:
-        """The cluster is idle with no worker left: stop paying for the scheduler. True: the scheduler now closes."""
+    def stop_scheduler(self) -> str | None:
+        """Idle with no worker left: stop paying for the scheduler and say what was done (then it closes), or None."""
 
 
 class ScalingPlugin(SchedulerPlugin):
@@ -110,6 +110,11 @@ class ScalingPlugin(SchedulerPlugin):
             self._loop.cancel()
         for task in list(self._tasks):
             task.cancel()
+
+    async def settle(self) -> None:
+        """Wait until retirements in flight have finished (tests and benchmarks step the plugin by hand)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -216,14 +221,15 @@ class ScalingPlugin(SchedulerPlugin):
             return
         self._last_stop_attempt = now
         try:
-            stop = await asyncio.to_thread(self.backend.stop_scheduler)
+            done = await asyncio.to_thread(self.backend.stop_scheduler)
         except DaskfleetError as exc:
             self._failed("stop-scheduler", exc)
             return
-        if not stop:
+        if done is None:
             return
         self.stopping = True
-        self.audit.record("scheduler-stopping", reason=reason, via=self.backend.describe())
+        self.audit.record("scheduler-capacity-zero", detail=done)
+        self.audit.record("scheduler-stopping", reason=reason)
         logger.warning("cluster idle (%s): no worker left and the scheduler's capacity is 0; stopping", reason)
         asyncio.get_running_loop().create_task(self.scheduler.close(reason=f"idle: {reason}"))
 
