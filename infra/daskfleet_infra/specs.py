@@ -14,6 +14,7 @@ import pulumi_aws as aws
 
 from daskfleet import conventions
 from daskfleet.node.spec import NodeSpec, dump_spec
+from daskfleet.scaling.policy import ScalingSpec
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,18 @@ class NodeSpecsArgs:
     environment_fingerprint: str
     scheduler_dns_name: str
     client_version_policy: conventions.ClientVersionPolicy
+    #: Adaptive workers and idle shutdown, decided by the scheduler.
+    scaling: ScalingSpec
 
 
 def scheduler_address(scheduler_dns_name: str) -> str:
     return f"tls://{scheduler_dns_name}:{conventions.SCHEDULER_PORT}"
 
 
-def scheduler_spec(cluster: str, fingerprint: str, client_version_policy: conventions.ClientVersionPolicy) -> NodeSpec:
-    """The scheduler listens on its private address; the SchedulerDns component points its name there."""
+def scheduler_spec(
+    cluster: str, fingerprint: str, client_version_policy: conventions.ClientVersionPolicy, scaling: ScalingSpec
+) -> NodeSpec:
+    """The scheduler listens on its private address (SchedulerDns points its name there) and sizes the workers."""
     return NodeSpec(
         cluster=cluster,
         role="scheduler",
@@ -37,6 +42,7 @@ def scheduler_spec(cluster: str, fingerprint: str, client_version_policy: conven
         dashboard_port=conventions.DASHBOARD_PORT,
         expected_fingerprint=fingerprint,
         client_version_policy=client_version_policy,
+        scaling=scaling,
     )
 
 
@@ -59,7 +65,8 @@ class NodeSpecs(pulumi.ComponentResource):
     def __init__(self, name: str, args: NodeSpecsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("daskfleet:aws:NodeSpecs", name, None, opts)
         values = {
-            "scheduler": dump_spec(scheduler_spec(args.cluster, args.environment_fingerprint, args.client_version_policy)),
+            "scheduler": dump_spec(scheduler_spec(
+                args.cluster, args.environment_fingerprint, args.client_version_policy, args.scaling)),
             "worker": dump_spec(worker_spec(args.cluster, args.environment_fingerprint, args.scheduler_dns_name)),
         }
         self.parameter_names = {}

@@ -118,6 +118,11 @@ ERROR_CASES = [
     ("clientVersionPolicy", {"clientVersionPolicy": ""}, "(got '')"),
     ("dnsZone", {"dnsZone": ""}, "(got '')"),
     ("clientCidr", {"clientCidr": ["10.0.0.0/8"]}, "unknown key"),
+    ("workerMinSize", {"workerMinSize": 11}, "more than workerMaxSize (10)"),
+    ("clusterWorkerCap", {"clusterWorkerCap": -1}, "(got -1)"),
+    ("adaptIntervalSeconds", {"adaptIntervalSeconds": 0}, "(got 0)"),
+    ("idleTimeout", {"idleTimeout": "20m"}, "expected a whole number, got '20m'"),
+    ("noClientTimeout", {"noClientTimeout": -5}, "(got -5)"),
 ]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from daskfleet import conventions
 from daskfleet.node.spec import NodeSpec, parse_spec
+from daskfleet.scaling.policy import ScalingSpec
 
 FINGERPRINT_KEY = "environmentFingerprint"
 
@@ -31,7 +32,17 @@ def test_the_scheduler_spec_names_its_ports_environment_and_client_policy_and_no
         cluster="analytics", role="scheduler",
         scheduler_port=conventions.SCHEDULER_PORT, dashboard_port=conventions.DASHBOARD_PORT,
         expected_fingerprint=example.config[FINGERPRINT_KEY], client_version_policy="refuse",
+        scaling=ScalingSpec(max_workers=10, cluster_cap=1000),
     )
+
+
+def test_the_scheduler_is_told_the_stacks_scaling_and_idle_keys(evaluations):
+    """Defaults on: adaptive from 0 to workerMaxSize, idle after 20 minutes without work, 5 without a client."""
+    example = stored(evaluations.record("example"), "scheduler").scaling
+    assert (example.min_workers, example.max_workers, example.idle_timeout_s, example.no_client_timeout_s) == (0, 10, 1200, 300)
+    adopted = stored(evaluations.record("adopted"), "scheduler").scaling
+    assert adopted.max_workers == 40 and adopted.hard_cap == 40
+    assert stored(evaluations.record("example"), "worker").scaling is None
 
 
 @pytest.mark.parametrize(("scenario", "policy"), [("example", "refuse"), ("adopted", "warn")])
