@@ -5,11 +5,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, throughput
+from . import boot, scaling, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
     "throughput with plugins / without": (">=", 0.95),
+    "backlog to scale-up request (intervals, worst)": ("<=", 1.0),
+    "idle waste / idle timeout": ("<=", 1.1),
 }
 
 
@@ -20,6 +22,7 @@ def main() -> None:
         ratios.update(boot.run(Path(root) / "boot"))
         print("Scheduler throughput:")
         ratios.update(throughput.run(Path(root) / "throughput"))
+        ratios.update(scaling.run(Path(root) / "scaling"))
     print("\nRatios:")
     for name, value in ratios.items():
         target = TARGETS.get(name)
@@ -28,7 +31,7 @@ def main() -> None:
             op, bound = target
             met = value <= bound if op == "<=" else value >= bound
             verdict = f"  (target {op} {bound}: {'met' if met else 'NOT met'})"
-        print(f"  {name:<40} {value:.3f}{verdict}")
+        print(f"  {name:<48} {value:.3f}{verdict}")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ class ScalingPlugin(SchedulerPlugin):
         self._loop: asyncio.Task | None = None
         self._idle_reason: str | None = None
         self._last_stop_attempt: float | None = None
+        self._submitted = asyncio.Event()
+        #: Decide at once when a graph arrives (a backlog asks for workers without waiting out the interval).
+        self.decide_on_submit = True
         self.stopping = False
 
     # --- scheduler plugin hooks ----------------------------------------------------------------
@@ -104,6 +107,8 @@ class ScalingPlugin(SchedulerPlugin):
 
     def update_graph(self, scheduler: Any, **kwargs: Any) -> None:
         self.idle.note_work()
+        if self.decide_on_submit:
+            self._submitted.set()
 
     async def before_close(self) -> None:
         if self._loop is not None and self._loop is not asyncio.current_task():
@@ -119,12 +124,17 @@ class ScalingPlugin(SchedulerPlugin):
     # --- the loop ----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """A decision every interval, and one as soon as a graph is submitted."""
         while not self.stopping:
+            self._submitted.clear()
             try:
                 await self.step()
             except Exception:  # a bug in one step must not end scaling for the scheduler's lifetime
                 logger.exception("scaling step failed")
-            await asyncio.sleep(self.policy.interval_s)
+            try:
+                await asyncio.wait_for(self._submitted.wait(), timeout=self.policy.interval_s)
+            except TimeoutError:
+                pass
 
     def snapshot(self) -> Snapshot:
         """What the scheduler says now, in the core's terms (worker names; AWS names workers by instance id)."""
