@@ -72,6 +72,9 @@ def test_a_backlog_scales_up_to_max_then_down_to_zero_retiring_without_losing_a_
     assert requested >= 5  # one for the smoke computation, four for the backlog
     retired = lambda: sum(len(event["workers"]) for event in audit_events(state, "workers-retired"))  # noqa: E731
     wait_until(lambda: retired() == requested, 30, "every requested worker to leave by retirement")
+    for log in (state / "logs").glob("worker-*.log"):  # each left as a retired worker does: exit 0, one line
+        text = log.read_text()
+        assert "retired by the scheduler" in text and "daskfleet: error" not in text, log.name
     status = daskfleet_cli("local", "status", "--state-dir", str(state)).stdout
     assert "0:4 (min:max)" in status and status.count("running") == 1  # the scheduler alone
 
@@ -97,3 +100,31 @@ def test_workers_and_adapt_are_exclusive_and_a_bad_range_is_named():
     assert both.returncode == 78 and "--workers and --adapt" in both.stderr
     bad = daskfleet_cli("local", "up", "--adapt", "4:1", timeout=60)
     assert bad.returncode == 2 and "'4:1' is not MIN:MAX" in bad.stderr
+
+
+def test_idle_workers_retire_to_zero_the_scheduler_stays_and_a_client_brings_them_back(tmp_path):
+    state = tmp_path / "state"
+    up = daskfleet_cli("local", "up", "--workers", "1", "--no-client-timeout", "2", "--adapt-interval", "0.5",
+                       "--state-dir", str(state))
+    try:
+        assert up.returncode == 0, up.stderr
+        wait_until(lambda: audit_events(state, "workers-retired"), 60, "the idle worker to retire")
+        (idle,) = audit_events(state, "cluster-idle")
+        assert "no-client timeout 2s" in idle["reason"]
+        status = daskfleet_cli("local", "status", "--state-dir", str(state)).stdout
+        assert status.count("running") == 1 and "scheduler" in status  # the scheduler stays: it costs nothing
+        with daskfleet.connect("local", state_dir=state, timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)  # a connected client ends idleness: the worker comes back
+            assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+    finally:
+        daskfleet_cli("local", "down", "--state-dir", str(state))
+
+
+def test_a_worker_backend_that_does_not_fit_the_source_is_one_clear_error(tmp_path):
+    wrong = daskfleet_cli("node", "scheduler", "--source", f"dir:{tmp_path}", "--worker-backend", "aws:analytics",
+                          timeout=60)
+    assert wrong.returncode == 78
+    assert wrong.stderr.strip() == "daskfleet: error: --worker-backend aws:analytics: needs --source aws:analytics " \
+        "(the instance's own cluster)"
+    unknown = daskfleet_cli("node", "scheduler", "--source", f"dir:{tmp_path}", "--worker-backend", "k8s:x", timeout=60)
+    assert unknown.returncode == 78 and "unknown backend 'k8s:x'" in unknown.stderr
