@@ -156,7 +156,7 @@ def test_an_idle_cluster_goes_to_zero_then_a_user_wakes_it(groups, cluster_pki, 
             proc.wait(timeout=30)
 
 
-def test_a_wake_that_times_out_says_what_is_missing(groups, cluster_pki):
+def test_a_wake_that_times_out_says_what_is_missing(groups, cluster_pki, capsys):
     groups.client("autoscaling").set_desired_capacity(AutoScalingGroupName=SCHEDULERS, DesiredCapacity=0)
     groups.put_secret(conventions.client_tls_secret_name(CLUSTER, "alice"), cluster_pki["client"].to_secret_json())
     address = f"tls://127.0.0.1:{free_port()}"
@@ -167,6 +167,8 @@ def test_a_wake_that_times_out_says_what_is_missing(groups, cluster_pki):
     )
     (instance,) = instance_ids(groups, SCHEDULERS)
     assert instance in str(error)
+    shown = capsys.readouterr().err  # the wait showed its progress
+    assert f"waking {CLUSTER}: {instance} is up, waiting for its scheduler" in shown
 
 
 def free_port() -> int:
@@ -190,3 +192,31 @@ def boot_scheduler_when_launched(aws, cluster_pki, tmp_path, port: int, booted: 
     (node / "tls" / "cert.pem").write_text(material.cert_pem)
     (node / "tls" / "key.pem").write_text(material.key_pem)
     booted.append(start_agent("scheduler", node, tmp_path / "woken-run", tmp_path / "woken.log"))
+
+
+def test_a_retired_workers_instance_is_let_go_at_its_drain_hook_at_once():
+    """moto has no lifecycle hooks: the calls the scheduler makes are checked with botocore's Stubber."""
+    import boto3
+    from botocore.stub import Stubber
+
+    autoscaling = boto3.client("autoscaling", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    instance = "i-0123456789abcdef0"
+    with Stubber(autoscaling) as stub:
+        stub.add_response("terminate_instance_in_auto_scaling_group", {},
+                          {"InstanceId": instance, "ShouldDecrementDesiredCapacity": True})
+        stub.add_response("describe_auto_scaling_instances", {"AutoScalingInstances": [_instance(instance, "Terminating")]},
+                          {"InstanceIds": [instance]})
+        stub.add_response("describe_auto_scaling_instances",
+                          {"AutoScalingInstances": [_instance(instance, "Terminating:Wait")]}, {"InstanceIds": [instance]})
+        stub.add_response("complete_lifecycle_action", {}, {
+            "LifecycleHookName": conventions.DRAIN_HOOK_NAME, "AutoScalingGroupName": WORKERS, "InstanceId": instance,
+            "LifecycleActionResult": "CONTINUE",
+        })
+        backend = AutoScalingWorkers(CLUSTER, lambda service: autoscaling, hook_wait_s=10)
+        backend.remove([instance, "worker-not-an-instance"])  # a misnamed worker's instance is left alone
+        stub.assert_no_pending_responses()
+
+
+def _instance(instance: str, state: str) -> dict:
+    return {"InstanceId": instance, "AutoScalingGroupName": WORKERS, "AvailabilityZone": "us-east-1a",
+            "LifecycleState": state, "HealthStatus": "HEALTHY", "ProtectedFromScaleIn": True}
