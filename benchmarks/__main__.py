@@ -5,13 +5,15 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, throughput
+from . import boot, envs, scaling, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
     "throughput with plugins / without": (">=", 0.95),
     "delta install / cold full install": ("<=", 0.2),
     "throughput all plugins / none": (">=", 0.95),
+    "backlog to scale-up request (intervals, worst)": ("<=", 1.0),
+    "idle waste / idle timeout": ("<=", 1.1),
 }
 
 
@@ -24,6 +26,7 @@ def main() -> None:
         ratios.update(throughput.run(Path(root) / "throughput"))
         print("Environment installs (a channel built here; see benchmarks/envs.py):")
         ratios.update(envs.run(Path(root) / "envs"))
+        ratios.update(scaling.run(Path(root) / "scaling"))
     print("\nRatios:")
     for name, value in ratios.items():
         target = TARGETS.get(name)
@@ -32,7 +35,7 @@ def main() -> None:
             op, bound = target
             met = value <= bound if op == "<=" else value >= bound
             verdict = f"  (target {op} {bound}: {'met' if met else 'NOT met'})"
-        print(f"  {name:<40} {value:.3f}{verdict}")
+        print(f"  {name:<48} {value:.3f}{verdict}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from daskfleet_infra.scheduler_dns import SchedulerDns, SchedulerDnsArgs
 from daskfleet_infra.security_groups import SecurityGroups, SecurityGroupsArgs
 from daskfleet_infra.specs import NodeSpecs, NodeSpecsArgs, scheduler_address
 from daskfleet_infra.storage import Storage, StorageArgs
+from daskfleet_infra.wake import Wake, WakeArgs
 
 # 1. Validate the configuration and look up the account, network and image: nothing real is declared before.
 config = read_stack_config()
@@ -66,6 +67,7 @@ pki = Pki("pki", PkiArgs(
 specs = NodeSpecs("node-specs", NodeSpecsArgs(
     cluster=config.cluster, environment_fingerprint=config.environment_fingerprint,
     scheduler_dns_name=dns_name, client_version_policy=config.client_version_policy, usage=config.usage_policy(),
+    scaling=config.scaling(),
 ), with_aws)
 scheduler_dns = SchedulerDns("scheduler-dns", SchedulerDnsArgs(
     cluster=config.cluster, account=account, zone_id=network.zone_id, scheduler_dns_name=dns_name,
@@ -83,6 +85,8 @@ Compute("compute", ComputeArgs(
     boot_after=[identity, pki, specs, scheduler_dns],
 ), with_aws)
 
+wake = Wake("wake", WakeArgs(cluster=config.cluster, account=account, users=users), with_aws)
+
 # 3. Export what people need to connect; nothing here is secret.
 pulumi.export("cluster", config.cluster)
 pulumi.export("region", config.region)
@@ -91,6 +95,7 @@ pulumi.export("dashboardUrl", access.dashboard_url(dns_name))
 pulumi.export("bucketName", storage.bucket_name)
 pulumi.export("logGroupName", observability.log_group_name)
 pulumi.export("clientSecretArns", pki.client_secret_arns)
+pulumi.export("wakePolicyArn", wake.policy_arn)
 pulumi.export("schedulerPortForwardCommand", access.port_forward_command(
     config.cluster, config.region, dns_name, conventions.SCHEDULER_PORT))
 pulumi.export("dashboardPortForwardCommand", access.port_forward_command(

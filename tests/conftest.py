@@ -30,9 +30,10 @@ def cluster_ca():
 
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory, cluster_ca):
-    """One local cluster (scheduler + 2 workers) for the session, stopped at the end."""
+    """One local cluster (scheduler + 2 workers) for the session, stopped at the end; it never goes idle."""
     state = tmp_path_factory.mktemp("local-cluster")
-    cluster = local.up(state, workers=2, ca=cluster_ca)
+    scaling = local.local_scaling(2, 2, idle_timeout_s=0, no_client_timeout_s=0)
+    cluster = local.up(state, scaling=scaling, ca=cluster_ca)
     yield cluster
     local.down(state)
 

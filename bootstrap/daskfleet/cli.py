@@ -35,8 +35,11 @@ def cli() -> None:
               help="Where the spec and TLS material come from: dir:PATH or aws:CLUSTER.")
 @click.option("--runtime-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Private directory for certificates and Dask config (default: $RUNTIME_DIRECTORY or a new temporary one).")
+@click.option("--worker-backend", "backend_text", metavar="BACKEND",
+              help="What a scheduler scales its workers with: local:STATE_DIR (a local cluster's worker processes), "
+              "aws:CLUSTER (the cluster's worker group) or none. Default: aws:CLUSTER with an aws: source, else none.")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def node(role: str, source_text: str, runtime_dir: Path | None, log_level: str) -> None:
+def node(role: str, source_text: str, runtime_dir: Path | None, backend_text: str | None, log_level: str) -> None:
     """Run this machine's scheduler or worker (the node agent).
 
     Exit codes: 65 bad spec, 66 unreadable certificate, 69 source unavailable, 70 certificate
@@ -46,7 +49,9 @@ def node(role: str, source_text: str, runtime_dir: Path | None, log_level: str) 
     from .node.agent import run_node
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    sys.exit(int(run_node(role, make_source(source_text), runtime_dir)))
+    source = make_source(source_text)
+    backend = make_worker_backend(backend_text, source_text, source) if role == "scheduler" else None
+    sys.exit(int(run_node(role, source, runtime_dir, backend)))
 
 
 def make_source(text: str):
@@ -76,6 +81,32 @@ def _stored_usage(cluster: str, since: float, **where):
     from .client.usage import stored_records
 
     return stored_records(cluster, since, **where)
+
+
+def make_worker_backend(text: str | None, source_text: str, source):
+    """What a scheduler scales its workers with, from ``--worker-backend`` (a factory, called only if the spec scales).
+
+    The composition root picks the implementation, so the node agent imports neither the AWS nor the local one.
+    """
+    if text is None:
+        text = source_text if source_text.startswith("aws:") else "none"
+    scheme, _, rest = text.partition(":")
+    if scheme == "none" and not rest:
+        return None
+    if scheme == "local" and rest:
+        from .local.workers import LocalWorkerProcesses
+
+        return lambda: LocalWorkerProcesses(Path(rest))
+    if scheme == "aws" and rest:
+        from .aws.source import AwsSource
+        from .aws.workers import AutoScalingWorkers
+
+        if not isinstance(source, AwsSource) or source.cluster != rest:
+            raise DaskfleetError(f"--worker-backend {text}: needs --source {text} (the instance's own cluster)", ExitCode.CONFIG)
+        return lambda: AutoScalingWorkers(rest, source.client)
+    raise DaskfleetError(
+        f"--worker-backend: unknown backend {text!r} (accepted: local:STATE_DIR, aws:CLUSTER, none)", ExitCode.CONFIG
+    )
 
 
 cli.add_command(local_commands.local)

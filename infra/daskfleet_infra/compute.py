@@ -3,7 +3,10 @@
 Launch templates require IMDSv2 (hop limit 1, tags readable), encrypt the root volume, give
 no public address and no key pair, and carry user data that only names cluster and role
 (daskfleet.aws.userdata). Worker instances are protected from scale-in: only the cluster's own
-scaler picks which worker leaves, and a TERMINATING lifecycle hook gives it time to drain.
+scaler picks which worker leaves, and a TERMINATING lifecycle hook gives it time to drain. Both
+groups may go to 0: the scheduler sizes its workers (min 0), and sets its own group to 0 when
+the cluster is idle; a user's ``daskfleet.connect`` sets it back to 1. Pulumi leaves both desired
+capacities to them after creation.
 """
 
 from __future__ import annotations
@@ -69,13 +72,15 @@ class Compute(pulumi.ComponentResource):
         super().__init__("daskfleet:aws:Compute", name, None, opts)
         self._prefix, self._args = name, args
         child = pulumi.ResourceOptions(parent=self)
-        boot = pulumi.ResourceOptions(parent=self, depends_on=list(args.boot_after))
+        # The scheduler's scaler and users' wake own the desired capacities; a later `pulumi up` must not reset them.
+        scaled = pulumi.ResourceOptions(parent=self, depends_on=list(args.boot_after), ignore_changes=["desiredCapacity"])
         templates = {role: self._launch_template(role) for role in conventions.NODE_ROLES}
 
         scheduler = aws.autoscaling.Group(
             f"{name}-scheduler",
             name=conventions.node_group_name(args.cluster, "scheduler"),
-            min_size=1,
+            # 0 while idle (the scheduler stopped itself), 1 while in use; never more, so a user's wake is bounded.
+            min_size=0,
             max_size=1,
             desired_capacity=1,
             vpc_zone_identifiers=list(args.subnet_ids),
@@ -89,7 +94,7 @@ class Compute(pulumi.ComponentResource):
             ),
             force_delete=True,
             tags=self._group_tags("scheduler"),
-            opts=boot,
+            opts=scaled,
         )
         workers = aws.autoscaling.Group(
             f"{name}-worker",
@@ -118,7 +123,7 @@ class Compute(pulumi.ComponentResource):
             # Destroying the stack must not wait on protected workers.
             force_delete=True,
             tags=self._group_tags("worker"),
-            opts=boot,
+            opts=scaled,
         )
         aws.autoscaling.LifecycleHook(
             f"{name}-worker-drain",
@@ -130,7 +135,8 @@ class Compute(pulumi.ComponentResource):
             opts=child,
         )
         self.group_names = {"scheduler": scheduler.name, "worker": workers.name}
-        self.register_outputs({"group_names": self.group_names})
+        self.group_arns = {"scheduler": scheduler.arn, "worker": workers.arn}
+        self.register_outputs({"group_names": self.group_names, "group_arns": self.group_arns})
 
     def _launch_template(self, role: conventions.Role) -> aws.ec2.LaunchTemplate:
         args = self._args

@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 
 from daskfleet import conventions
 from daskfleet.errors import DaskfleetError, ExitCode
+from daskfleet.scaling import policy as scaling_policy
 from daskfleet.usage.policy import (
     EVERYONE, IDLE, UsagePolicy, parse_limit_entry, parse_price_entry, policy_from_entries,
 )
@@ -225,6 +226,46 @@ class StackConfig(BaseModel):
         default=900, ge=30, le=7200,
         description="How long a terminating worker may take to hand over its data (lifecycle hook timeout), 30 to 7200 s",
     )
+    worker_min_size: int = Field(
+        default=0, ge=0, le=1000,
+        description="Fewest workers while the cluster is in use, 0 to workerMaxSize; the scheduler scales between "
+        "this and workerMaxSize with the load (adaptive scaling), and to 0 when idle",
+    )
+    cluster_worker_cap: int = Field(
+        default=1000, ge=0, le=1000,
+        description="Cluster cap: the most workers at once, whatever the load or workerMinSize asks, 0 to 1000 "
+        "(above workerMaxSize it changes nothing)",
+    )
+    adapt_interval_seconds: int = Field(
+        default=int(scaling_policy.DEFAULT_INTERVAL_S), ge=1, le=300,
+        description="Seconds between the scheduler's scaling decisions, 1 to 300",
+    )
+    adapt_cooldown_seconds: int = Field(
+        default=int(scaling_policy.DEFAULT_COOLDOWN_S), ge=0, le=3600,
+        description="No scale-down this many seconds after the last scaling action, 0 to 3600",
+    )
+    adapt_max_step_down: int = Field(
+        default=scaling_policy.DEFAULT_MAX_STEP_DOWN, ge=1, le=1000,
+        description="Most workers retired in one scaling decision, 1 to 1000",
+    )
+    adapt_scale_down_targets: int = Field(
+        default=scaling_policy.DEFAULT_SCALE_DOWN_TARGETS, ge=1, le=100,
+        description="Scale-down follows the largest of this many recent adaptive targets (one per decision), 1 to 100",
+    )
+    adapt_launch_timeout_seconds: int = Field(
+        default=int(scaling_policy.DEFAULT_LAUNCH_TIMEOUT_S), ge=60, le=3600,
+        description="A requested worker counts as coming until it registers or this many seconds pass, 60 to 3600",
+    )
+    idle_timeout: int = Field(
+        default=int(scaling_policy.DEFAULT_IDLE_TIMEOUT_S), ge=0, le=2_592_000,
+        description="Seconds without work (no task, no graph update) after which workers retire and the scheduler "
+        "stops (its group goes to 0; a user's connect wakes it), 0 for never",
+    )
+    no_client_timeout: int = Field(
+        default=int(scaling_policy.DEFAULT_NO_CLIENT_TIMEOUT_S), ge=0, le=2_592_000,
+        description="Seconds without work and without a connected client after which the cluster goes idle the same "
+        "way, 0 for never",
+    )
     root_volume_gb: int = Field(default=100, ge=20, le=16384, description="Encrypted root volume of each node in GiB, 20 to 16384")
     scratch_expiration_days: int = Field(
         default=7, ge=1, le=3650, description="Days after which objects under scratch/ in the cluster bucket expire, 1 to 3650",
@@ -288,6 +329,8 @@ class StackConfig(BaseModel):
         vpc_network = ipaddress.ip_network(self.vpc_cidr)
         if vpc_network.version != 4 or not 16 <= vpc_network.prefixlen <= 20:
             raise ValueError(f"vpcCidr: {self.vpc_cidr!r} is not an IPv4 CIDR from /16 to /20")
+        if self.worker_min_size > self.worker_max_size:
+            raise ValueError(f"workerMinSize: {self.worker_min_size} is more than workerMaxSize ({self.worker_max_size})")
         if self.worker_on_demand_base > self.worker_max_size:
             raise ValueError(
                 f"workerOnDemandBase: {self.worker_on_demand_base} is more than workerMaxSize ({self.worker_max_size})"
@@ -346,6 +389,16 @@ class StackConfig(BaseModel):
     def cluster_zone_name(self) -> str:
         """The cluster's private hosted zone; the scheduler's name lies directly in it."""
         return self.scheduler_dns_name.split(".", 1)[1]
+
+    def scaling(self) -> scaling_policy.ScalingSpec:
+        """The scheduler spec's scaling section: adaptive between workerMinSize and workerMaxSize, idle timeouts."""
+        return scaling_policy.ScalingSpec(
+            min_workers=self.worker_min_size, max_workers=self.worker_max_size, cluster_cap=self.cluster_worker_cap,
+            interval_s=self.adapt_interval_seconds, cooldown_s=self.adapt_cooldown_seconds,
+            max_step_down=self.adapt_max_step_down, scale_down_targets=self.adapt_scale_down_targets,
+            launch_timeout_s=self.adapt_launch_timeout_seconds, idle_timeout_s=self.idle_timeout,
+            no_client_timeout_s=self.no_client_timeout,
+        )
 
     def cost_allocation_tags(self) -> dict[str, str]:
         """The tags every resource carries: cluster, team, owner, cost center, and expiry when ephemeral."""

@@ -4,7 +4,8 @@
 extra buckets read-only, the role's own TLS secret and the cluster's parameters read-only,
 the cluster key through S3 and Secrets Manager only, the cluster log group, and what
 Session Manager (instead of SSH) needs on an instance. The scheduler alone may scale and
-terminate instances of its own worker group. No AWS-managed policy is attached:
+terminate instances of its own worker group, and set its own group's desired capacity (to 0
+when the cluster is idle). No AWS-managed policy is attached:
 AmazonSSMManagedInstanceCore would let a node read every SSM parameter of the account.
 """
 
@@ -171,6 +172,16 @@ def node_policy(
                 "Effect": "Allow",
                 "Action": list(WORKER_GROUP_ACTIONS),
                 "Resource": [account.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{worker_group}")],
+                "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
+            },
+            {
+                "Sid": "StopOwnSchedulerGroup",
+                "Effect": "Allow",
+                "Action": ["autoscaling:SetDesiredCapacity"],
+                "Resource": [account.arn(
+                    "autoscaling",
+                    f"autoScalingGroup:*:autoScalingGroupName/{conventions.node_group_name(cluster, 'scheduler')}",
+                )],
                 "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
             },
             {

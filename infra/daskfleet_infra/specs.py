@@ -14,6 +14,7 @@ import pulumi_aws as aws
 
 from daskfleet import conventions
 from daskfleet.node.spec import NodeSpec, dump_spec
+from daskfleet.scaling.policy import ScalingSpec
 from daskfleet.usage.policy import UsagePolicy
 
 
@@ -24,6 +25,8 @@ class NodeSpecsArgs:
     scheduler_dns_name: str
     client_version_policy: conventions.ClientVersionPolicy
     usage: UsagePolicy
+    #: Adaptive workers and idle shutdown, decided by the scheduler.
+    scaling: ScalingSpec
 
 
 def scheduler_address(scheduler_dns_name: str) -> str:
@@ -32,9 +35,10 @@ def scheduler_address(scheduler_dns_name: str) -> str:
 
 def scheduler_spec(
     cluster: str, fingerprint: str, client_version_policy: conventions.ClientVersionPolicy, usage: UsagePolicy,
+    scaling: ScalingSpec,
 ) -> NodeSpec:
-    """The scheduler listens on its private address (the SchedulerDns component points its name there) and keeps
-    the cluster's usage ledger against the stack's prices, per-user limits and budget."""
+    """The scheduler listens on its private address (SchedulerDns points its name there), sizes the workers and
+    keeps the cluster's usage ledger against the stack's prices, per-user limits and budget."""
     return NodeSpec(
         cluster=cluster,
         role="scheduler",
@@ -43,6 +47,7 @@ def scheduler_spec(
         expected_fingerprint=fingerprint,
         client_version_policy=client_version_policy,
         usage=usage,
+        scaling=scaling,
     )
 
 
@@ -66,7 +71,7 @@ class NodeSpecs(pulumi.ComponentResource):
         super().__init__("daskfleet:aws:NodeSpecs", name, None, opts)
         values = {
             "scheduler": dump_spec(scheduler_spec(
-                args.cluster, args.environment_fingerprint, args.client_version_policy, args.usage)),
+                args.cluster, args.environment_fingerprint, args.client_version_policy, args.usage, args.scaling)),
             "worker": dump_spec(worker_spec(args.cluster, args.environment_fingerprint, args.scheduler_dns_name)),
         }
         self.parameter_names = {}

@@ -192,7 +192,7 @@ def test_a_drained_worker_completes_its_groups_drain_hook(aws, imds, monkeypatch
     from botocore.stub import Stubber
 
     autoscaling = boto3.client("autoscaling", region_name=REGION)
-    monkeypatch.setattr(AwsSource, "_client", lambda self, service: autoscaling)
+    monkeypatch.setattr(AwsSource, "client", lambda self, service: autoscaling)
     source = make_source(f"aws:{CLUSTER}")
     with Stubber(autoscaling) as stub:
         source.left()  # not leaving: nothing to complete

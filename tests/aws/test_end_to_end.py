@@ -113,11 +113,12 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
         procs.append(_boot("worker", stack, tmp_path, env, imds_servers["worker"]))
 
         forwarded = stack.outputs["forwardedSchedulerAddress"].replace("localhost", NODE_ADDRESS)
-        with daskfleet.connect(cluster, address=forwarded, user=user, timeout=30) as client:
+        with daskfleet.connect(cluster, address=forwarded, user=user, wake=False, timeout=30) as client:
             client.wait_for_workers(1, timeout=60)
             assert client.submit(sum, range(10)).result(timeout=60) == 45
             (worker,) = client.scheduler_info()["workers"].values()
             assert worker["host"] == NODE_ADDRESS
+            assert worker["name"] == imds_servers["worker"].instance_id  # the scaler terminates workers by name
 
             # A spot interruption notice in instance metadata: the worker retires itself and exits cleanly.
             imds_servers["worker"].extra["meta-data/spot/instance-action"] = json.dumps(

@@ -67,9 +67,10 @@ def test_instances_volumes_and_interfaces_are_tagged_at_launch(every_record, rol
     assert all(tag["propagateAtLaunch"] is True for tag in group(every_record, role).inputs["tags"])
 
 
-def test_the_scheduler_group_runs_exactly_one_instance_and_replaces_it_on_change(example):
+def test_the_scheduler_group_runs_one_instance_at_most_may_sleep_at_zero_and_replaces_it_on_change(example):
+    """Idle, the scheduler sets its own group to 0; a user's connect sets it back to 1, never more."""
     scheduler = group(example, "scheduler").inputs
-    assert (scheduler["minSize"], scheduler["maxSize"], scheduler["desiredCapacity"]) == (1, 1, 1)
+    assert (scheduler["minSize"], scheduler["maxSize"], scheduler["desiredCapacity"]) == (0, 1, 1)
     assert scheduler["name"] == conventions.node_group_name("analytics", "scheduler")
     lt = template(example, "scheduler")
     assert scheduler["launchTemplate"] == {"id": lt.id, "version": "1"}

@@ -138,6 +138,11 @@ ERROR_CASES = [
     ("userComputeHoursPerDay", {"userComputeHoursPerDay": ["alice=1", "alice=2"]}, "'alice' is given more than once"),
     ("budgetHardStopPercent", {"budgetHardStopPercent": 1001}, "(got 1001)"),
     ("users", {"users": ["idle=arn:aws:iam::123456789012:role/idle"]}, "reserved for idle worker time"),
+    ("workerMinSize", {"workerMinSize": 11}, "more than workerMaxSize (10)"),
+    ("clusterWorkerCap", {"clusterWorkerCap": -1}, "(got -1)"),
+    ("adaptIntervalSeconds", {"adaptIntervalSeconds": 0}, "(got 0)"),
+    ("idleTimeout", {"idleTimeout": "20m"}, "expected a whole number, got '20m'"),
+    ("noClientTimeout", {"noClientTimeout": -5}, "(got -5)"),
 ]
 
 

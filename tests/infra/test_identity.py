@@ -137,17 +137,71 @@ def test_nodes_use_the_cluster_key_through_s3_and_secrets_manager_and_write_only
 
 def test_only_the_scheduler_scales_and_only_its_own_worker_group(example):
     scheduler, worker = policy_of(example, "scheduler"), policy_of(example, "worker")
+    wake = json.loads(example.one("aws:iam/policy:Policy", "wake-policy").inputs["policy"])
     workers = example.one("aws:autoscaling/group:Group", "compute-worker").outputs["arn"]
     schedulers = example.one("aws:autoscaling/group:Group", "compute-scheduler").outputs["arn"]
     for action in ("autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
                    "autoscaling:SetInstanceProtection", "autoscaling:CompleteLifecycleAction"):
         (grant,) = allowing(scheduler, action, workers)
         assert grant["Condition"] == {"StringEquals": {"autoscaling:ResourceTag/daskfleet:cluster": "analytics"}}
-        assert not allows(scheduler, action, schedulers)
+        assert not allows(wake, action, workers)  # users never change the worker group
+        if action != "autoscaling:SetDesiredCapacity":
+            assert not allows(scheduler, action, schedulers)
         if action != "autoscaling:CompleteLifecycleAction":
             assert not allows(worker, action, workers)
     other_cluster = workers.replace("daskfleet-analytics-worker", "daskfleet-other-worker")
     assert not allows(scheduler, "autoscaling:SetDesiredCapacity", other_cluster)
+
+
+def test_the_scheduler_may_set_its_own_group_to_zero_when_idle_and_no_other(example):
+    scheduler = policy_of(example, "scheduler")
+    schedulers = example.one("aws:autoscaling/group:Group", "compute-scheduler").outputs["arn"]
+    (grant,) = allowing(scheduler, "autoscaling:SetDesiredCapacity", schedulers)
+    assert grant["Action"] == ["autoscaling:SetDesiredCapacity"]
+    assert grant["Condition"] == {"StringEquals": {"autoscaling:ResourceTag/daskfleet:cluster": "analytics"}}
+    other = schedulers.replace("daskfleet-analytics-scheduler", "daskfleet-other-scheduler")
+    assert not allows(scheduler, "autoscaling:SetDesiredCapacity", other)
+    assert not allows(policy_of(example, "worker"), "autoscaling:SetDesiredCapacity", schedulers)
+
+
+def test_users_may_wake_only_their_clusters_scheduler_group(example):
+    """The wake policy: SetDesiredCapacity on the scheduler group (at most 1 instance), Describe to see it sleeps."""
+    wake = example.one("aws:iam/policy:Policy", "wake-policy")
+    assert wake.inputs["name"] == "daskfleet-analytics-wake"
+    document = json.loads(wake.inputs["policy"])
+    schedulers = example.one("aws:autoscaling/group:Group", "compute-scheduler").outputs["arn"]
+    workers = example.one("aws:autoscaling/group:Group", "compute-worker").outputs["arn"]
+    (grant,) = allowing(document, "autoscaling:SetDesiredCapacity", schedulers)
+    assert grant["Condition"] == {"StringEquals": {"autoscaling:ResourceTag/daskfleet:cluster": "analytics"}}
+    assert not allows(document, "autoscaling:SetDesiredCapacity", workers)
+    assert not allows(document, "autoscaling:UpdateAutoScalingGroup", schedulers)
+    assert allows(document, "autoscaling:DescribeAutoScalingGroups", "*")
+    actions = {action for statement in statements(document) for action in statement["Action"]}
+    assert actions == {"autoscaling:SetDesiredCapacity", "autoscaling:DescribeAutoScalingGroups"}
+    # attached to each configured user's role or user in this account
+    roles = {a.inputs["role"] for a in example.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+             if a.inputs["policyArn"] == wake.outputs["arn"]}
+    users = {a.inputs["user"] for a in example.of_type("aws:iam/userPolicyAttachment:UserPolicyAttachment")
+             if a.inputs["policyArn"] == wake.outputs["arn"]}
+    assert (roles, users) == ({"alice"}, {"bob"})
+    assert example.outputs["wakePolicyArn"] == wake.outputs["arn"]
+
+
+@pytest.mark.parametrize(
+    ("principal", "attached"),
+    [
+        ("arn:aws:iam::123456789012:role/team/alice", ("role", "alice")),
+        ("arn:aws:iam::123456789012:user/bob", ("user", "bob")),
+        ("arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_DS_0123", None),
+        ("arn:aws:iam::999999999999:role/alice", None),
+    ],
+)
+def test_the_wake_policy_is_attached_where_this_stack_may_change_the_principal(principal, attached):
+    from daskfleet_infra.lookups import Account
+    from daskfleet_infra.wake import attachable
+
+    account = Account("123456789012", "aws", "amazonaws.com", "eu-west-1", "arn:aws:iam::123456789012:role/deployer")
+    assert attachable(principal, account) == attached
 
 
 def test_a_worker_may_only_complete_its_own_groups_drain_hook(example):

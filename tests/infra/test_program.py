@@ -19,11 +19,12 @@ from daskfleet import conventions
 COMPONENTS = {
     "daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage", "daskfleet:aws:Observability",
     "daskfleet:aws:Budget", "daskfleet:aws:Identity", "daskfleet:aws:Pki", "daskfleet:aws:NodeSpecs", "daskfleet:aws:Compute",
-    "daskfleet:aws:SchedulerDns",
+    "daskfleet:aws:SchedulerDns", "daskfleet:aws:Wake",
 }
 #: Attachments and sub-configurations, which AWS does not tag; anything else gets the provider's default tags.
 UNTAGGABLE = {
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:iam/rolePolicy:RolePolicy", "aws:kms/alias:Alias",
+    "aws:iam/userPolicyAttachment:UserPolicyAttachment",
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls", "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
     "aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketPolicy:BucketPolicy",

@@ -8,6 +8,7 @@ import pytest
 
 from daskfleet import conventions
 from daskfleet.node.spec import NodeSpec, parse_spec
+from daskfleet.scaling.policy import ScalingSpec
 
 FINGERPRINT_KEY = "environmentFingerprint"
 
@@ -32,6 +33,7 @@ def test_the_scheduler_spec_names_its_ports_environment_and_client_policy_and_no
         scheduler_port=conventions.SCHEDULER_PORT, dashboard_port=conventions.DASHBOARD_PORT,
         expected_fingerprint=example.config[FINGERPRINT_KEY], client_version_policy="refuse",
         usage=stored(example, "scheduler").usage,
+        scaling=ScalingSpec(max_workers=10, cluster_cap=1000),
     )
 
 
@@ -41,6 +43,15 @@ def test_the_scheduler_keeps_its_ledger_against_the_stacks_prices_limits_and_bud
     assert usage.user_max_workers == {"*": 8} and usage.user_compute_hours_per_day == {"bob": 40.0}
     assert (usage.budget_monthly_usd, usage.budget_hard_stop_percent, usage.budget_stop_lead_s) == (500.0, 100, 900.0)
     assert stored(example, "worker").usage == type(usage)()  # workers keep no ledger
+
+
+def test_the_scheduler_is_told_the_stacks_scaling_and_idle_keys(evaluations):
+    """Defaults on: adaptive from 0 to workerMaxSize, idle after 20 minutes without work, 5 without a client."""
+    example = stored(evaluations.record("example"), "scheduler").scaling
+    assert (example.min_workers, example.max_workers, example.idle_timeout_s, example.no_client_timeout_s) == (0, 10, 1200, 300)
+    adopted = stored(evaluations.record("adopted"), "scheduler").scaling
+    assert adopted.max_workers == 40 and adopted.hard_cap == 40
+    assert stored(evaluations.record("example"), "worker").scaling is None
 
 
 @pytest.mark.parametrize(("scenario", "policy"), [("example", "refuse"), ("adopted", "warn")])

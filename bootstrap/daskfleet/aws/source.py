@@ -160,12 +160,15 @@ class AwsSource:
         name = conventions.spec_parameter_name(self.cluster, role)
         deadline.check(f"reading SSM parameter {name}")
         response = call_aws(
-            self._client("ssm"), "GetParameter", f"SSM parameter {name}", INSTANCE_ROLE,
+            self.client("ssm"), "GetParameter", f"SSM parameter {name}", INSTANCE_ROLE,
             missing=ExitCode.SPEC_INVALID, Name=name, WithDecryption=True,
         )
         log.info("read node spec from SSM parameter %s", name)
         raw = load_spec_document(response["Parameter"]["Value"], f"SSM parameter {name}")
-        return fill_hosts(raw, identity.private_ipv4)
+        spec = fill_hosts(raw, identity.private_ipv4)
+        if role == "worker" and spec.get("name") is None:
+            spec["name"] = identity.instance_id  # the scheduler's scaler terminates exactly the workers it retires
+        return spec
 
     def fetch_tls(self, role: str) -> TlsMaterial:
         """The role's CA, certificate and key from Secrets Manager."""
@@ -173,7 +176,7 @@ class AwsSource:
         self._checked_identity(role, deadline)
         name = conventions.node_tls_secret_name(self.cluster, role)
         deadline.check(f"reading secret {name}")
-        material = fetch_tls_secret(self._client("secretsmanager"), name, INSTANCE_ROLE)
+        material = fetch_tls_secret(self.client("secretsmanager"), name, INSTANCE_ROLE)
         log.info("read TLS material from secret %s", name)
         return material
 
@@ -204,7 +207,7 @@ class AwsSource:
         group = conventions.node_group_name(self.cluster, "worker")
         deadline.check(f"completing lifecycle hook {conventions.DRAIN_HOOK_NAME}")
         call_aws(
-            self._client("autoscaling"), "CompleteLifecycleAction",
+            self.client("autoscaling"), "CompleteLifecycleAction",
             f"lifecycle hook {conventions.DRAIN_HOOK_NAME} of {group}", INSTANCE_ROLE,
             missing=ExitCode.SOURCE_UNAVAILABLE, LifecycleHookName=conventions.DRAIN_HOOK_NAME,
             AutoScalingGroupName=group, InstanceId=identity.instance_id, LifecycleActionResult="CONTINUE",
@@ -215,7 +218,7 @@ class AwsSource:
         """The cluster's log group, stream ``audit/<instance id>``: the trail outlives this instance."""
         identity = self._checked_identity("scheduler", Deadline(self.deadline_s))
         return CloudWatchLines(
-            self._client("logs"), conventions.log_group_name(self.cluster), f"audit/{identity.instance_id}"
+            self.client("logs"), conventions.log_group_name(self.cluster), f"audit/{identity.instance_id}"
         )
 
     def instance_kind(self) -> tuple[str, str]:
@@ -245,8 +248,11 @@ class AwsSource:
         check_tags(self._identity, cluster=self.cluster, role=role)
         return self._identity
 
-    def _client(self, service: str) -> Any:
-        """A boto3 client in the instance's region, credentials from the default chain (the instance role)."""
+    def client(self, service: str) -> Any:
+        """A boto3 client in the instance's region, credentials from the default chain (the instance role).
+
+        Only after the spec was fetched (the instance's identity gives the region).
+        """
         if service not in self._clients:
             assert self._identity is not None, "identity is read before any AWS call"
             session = boto3.session.Session(region_name=self._identity.region)

@@ -1,4 +1,4 @@
-"""A user's side of an AWS cluster: their client certificate and the scheduler's address, through their own login.
+"""A user's side of an AWS cluster: their client certificate, the scheduler's address, waking it, through their own login.
 
 The user never copies a file: their AWS login (default credential chain or a named profile)
 reads the client secret the Pulumi program issued to them, which only their IAM principal
@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import boto3
 from botocore.exceptions import ProfileNotFound
+from tqdm.auto import tqdm
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
@@ -129,3 +133,104 @@ def _tls_address(text: str) -> str:
         raise DaskfleetError(f"scheduler address {text!r}: expected host:port or tls://host:port", ExitCode.CONFIG)
     return f"tls://{rest}"
 
+
+
+# --- waking a cluster that went idle ------------------------------------------------------------
+
+#: How long ``connect`` waits, at most, for a sleeping cluster's scheduler to boot and answer.
+WAKE_TIMEOUT_S = 600.0
+WAKE_POLL_S = 5.0
+IN_SERVICE = "InService"
+
+
+def wake_scheduler(
+    cluster: str,
+    address: str,
+    answers: Callable[[], str | None],
+    *,
+    region: str | None = None,
+    profile: str | None = None,
+    timeout: float = WAKE_TIMEOUT_S,
+    poll_s: float = WAKE_POLL_S,
+) -> bool:
+    """Raise the scheduler group of an idle ``cluster`` from 0 to 1 and wait, bounded, until ``answers()`` is None.
+
+    ``answers`` tries the scheduler once and returns why it did not answer, or None. Returns
+    whether the cluster was asleep. Your AWS identity needs DescribeAutoScalingGroups and
+    SetDesiredCapacity on the scheduler group (the stack's wake policy); without the first,
+    nothing is woken and ``connect`` tries the scheduler as it is.
+    """
+    _check_name("cluster", cluster, conventions.CLUSTER_NAME_PATTERN)
+    group_name = conventions.node_group_name(cluster, "scheduler")
+    autoscaling = _session(region, profile).client("autoscaling", config=BOTO_CONFIG)
+    try:
+        group = _describe_group(autoscaling, group_name)
+    except DaskfleetError as exc:
+        warnings.warn(f"cannot tell whether {cluster} is asleep ({exc}); trying its scheduler as it is", stacklevel=3)
+        return False
+    if int(group["DesiredCapacity"]) >= 1 and _in_service(group):
+        return False
+    if int(group["DesiredCapacity"]) == 0:
+        call_aws(
+            autoscaling, "SetDesiredCapacity", f"auto scaling group {group_name}",
+            replace(YOUR_IDENTITY, login_hint=f"{LOGIN_HINT}; waking needs the stack's wake policy"),
+            missing=ExitCode.CONFIG, AutoScalingGroupName=group_name, DesiredCapacity=1, HonorCooldown=False,
+        )
+    _wait_awake(cluster, address, answers, autoscaling, group_name, timeout, poll_s)
+    return True
+
+
+def _wait_awake(
+    cluster: str, address: str, answers: Callable[[], str | None], autoscaling: Any, group_name: str,
+    timeout: float, poll_s: float,
+) -> None:
+    """Wait for an instance in service, then for the scheduler to answer; a progress bar meanwhile."""
+    start = time.monotonic()
+    deadline = start + timeout
+    instance: str | None = None
+    why = "not tried yet"
+    states = "none"
+    with tqdm(total=int(timeout), desc=f"waking {cluster}: starting its scheduler instance", unit="s",
+              bar_format="{desc} [{elapsed}, at most {total}s]", leave=False) as progress:
+        while time.monotonic() < deadline:
+            if instance is None:
+                group = _describe_group(autoscaling, group_name)
+                instance = _in_service(group)
+                states = ", ".join(f"{i['InstanceId']} {i['LifecycleState']}" for i in group.get("Instances", [])) or "none"
+                if instance is not None:
+                    progress.set_description(f"waking {cluster}: {instance} is up, waiting for its scheduler")
+            if instance is not None:
+                why = answers()
+                if why is None:
+                    return
+            progress.update(int(time.monotonic() - start) - progress.n)
+            time.sleep(max(0.0, min(poll_s if instance is None else 1.0, deadline - time.monotonic())))
+    if instance is None:
+        raise DaskfleetError(
+            f"{cluster} did not wake within {timeout:g}s: its scheduler group {group_name} has no instance in service "
+            f"(instances: {states}); see `aws autoscaling describe-scaling-activities --auto-scaling-group-name "
+            f"{group_name}`",
+            ExitCode.SCHEDULER_UNREACHABLE,
+        )
+    raise DaskfleetError(
+        f"{cluster} did not wake within {timeout:g}s: instance {instance} of {group_name} is in service, but the "
+        f"scheduler at {address} does not answer ({why}); through an SSM port forward, start it now (stack output "
+        "schedulerPortForwardCommand) and connect again",
+        ExitCode.SCHEDULER_UNREACHABLE,
+    )
+
+
+def _describe_group(autoscaling: Any, name: str) -> dict[str, Any]:
+    response = call_aws(
+        autoscaling, "DescribeAutoScalingGroups", f"auto scaling group {name}", YOUR_IDENTITY,
+        missing=ExitCode.CONFIG, AutoScalingGroupNames=[name],
+    )
+    groups = response.get("AutoScalingGroups") or []
+    if not groups:
+        raise DaskfleetError(f"auto scaling group {name}: not found (is the cluster deployed?)", ExitCode.CONFIG)
+    return groups[0]
+
+
+def _in_service(group: dict[str, Any]) -> str | None:
+    """The id of an instance of ``group`` in service, or None."""
+    return next((i["InstanceId"] for i in group.get("Instances", []) if i["LifecycleState"] == IN_SERVICE), None)

@@ -6,6 +6,7 @@ fetched from Secrets Manager with the user's own AWS identity and kept in memory
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +67,27 @@ def connect(
     user: str | None = None,
     profile: str | None = None,
     region: str | None = None,
+    wake: bool = True,
+    wake_timeout: float | None = None,
     **client_kwargs: Any,
 ) -> Client:
     """A connected ``distributed.Client`` for ``cluster`` using this user's client certificate.
 
     ``address`` overrides discovery, e.g. ``tls://localhost:8786`` through an SSM port forward.
+    An AWS cluster that went idle (its scheduler group at 0) is woken with your AWS login and
+    waited for, with a progress display, at most ``wake_timeout`` seconds (default 600);
+    ``wake=False`` never wakes it.
     """
     sec = security(cluster, state_dir=state_dir, user=user, profile=profile, region=region)
     target = address or scheduler_address(cluster, state_dir=state_dir, profile=profile, region=region)
     cluster_name = LOCAL_CLUSTER if _is_local(cluster, state_dir) else cluster
+    if wake and not _is_local(cluster, state_dir):
+        from ..aws.user import WAKE_TIMEOUT_S, wake_scheduler  # noqa: PLC0415
+
+        wake_scheduler(
+            cluster, target, lambda: _tls_answer(target, sec), region=region, profile=profile,
+            timeout=WAKE_TIMEOUT_S if wake_timeout is None else wake_timeout,
+        )
     try:
         client = Client(target, security=sec, **client_kwargs)
     except ImportError as exc:  # distributed's way of reporting a refused registration
@@ -83,4 +96,16 @@ def connect(
         raise DaskfleetError(f"cannot reach the scheduler at {target}: {exc}", ExitCode.SCHEDULER_UNREACHABLE) from None
     verify_scheduler_identity(client, cluster_name)
     return client
+
+
+def _tls_answer(address: str, sec: Security, timeout: float = 5.0) -> str | None:
+    """Why the scheduler at ``address`` does not complete a mutual TLS handshake, or None when it does."""
+    host, _, port = address.removeprefix("tls://").rpartition(":")
+    context = sec.get_connection_args("client")["ssl_context"]
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host.strip("[]")):
+                return None
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
 

@@ -2,10 +2,13 @@
 
 Nodes are started as background processes through the same node-agent code path the
 instances use (``daskfleet node <role> --source dir:<node directory>``), bound to 127.0.0.1.
+The scheduler sizes its workers itself (``daskfleet.local.workers``), from worker slots issued
+here: ``--workers N`` keeps N while the cluster is in use, ``--adapt MIN:MAX`` follows the load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -23,14 +26,29 @@ from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
 from ..node.spec import NodeSpec, dump_spec
+from ..scaling.policy import ScalingSpec
 from ..security import pki
 from ..security.tls import client_security, verify_scheduler_identity
 from ..usage.policy import UsagePolicy
-from .state import LOCAL_CLUSTER, STATE_FILE, LocalCluster, NodeProcess, client_dir, client_material
+from .state import LOCAL_CLUSTER, STATE_FILE, LocalCluster, NodeProcess, client_dir, client_material, locked
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+#: Worker slots are node directories nodes/worker-0, worker-1, ...: one per worker that may run at once.
+WORKER_SLOT_PREFIX = "worker-"
+#: The local scheduler decides every second (it costs nothing); local workers register within seconds.
+LOCAL_INTERVAL_S = 1.0
+
+
+def local_scaling(
+    min_workers: int, max_workers: int, *, cap: int | None = None, interval_s: float = LOCAL_INTERVAL_S, **policy
+) -> ScalingSpec:
+    """The scaling section of a local scheduler: the same policy as on AWS, with a shorter interval and launch timeout."""
+    return ScalingSpec(
+        min_workers=min_workers, max_workers=max_workers, cluster_cap=cap, interval_s=interval_s,
+        launch_timeout_s=START_TIMEOUT_S, **policy,
+    )
 
 
 def write_node_dir(directory: Path, spec: NodeSpec, ca: pki.IssuedCert, cert: pki.IssuedCert) -> None:
@@ -44,15 +62,17 @@ def write_node_dir(directory: Path, spec: NodeSpec, ca: pki.IssuedCert, cert: pk
     pki.write_private(tls / KEY_FILE, cert.key_pem)
 
 
-def _start_node(state_dir: Path, name: str, role: str) -> NodeProcess:
+def start_node(state_dir: Path, name: str, role: str, *extra: str) -> NodeProcess:
+    """Start ``daskfleet node <role>`` from the node directory ``name`` in the background; its log is appended to."""
     node_dir = state_dir / "nodes" / name
     run_dir = state_dir / "run" / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
     log_path = pki.ensure_private_dir(state_dir / "logs") / f"{name}.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(run_dir)],
+            [sys.executable, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(run_dir),
+             *extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     return NodeProcess(name, role, proc.pid, psutil.Process(proc.pid).create_time(), str(log_path))
@@ -83,7 +103,7 @@ def issue_local_pki(
     ca = ca or pki.create_ca(LOCAL_CLUSTER)
     certs = {"scheduler": pki.issue_certificate(ca, LOCAL_CLUSTER, "scheduler", dns_names=("localhost",), ip_addresses=(HOST,))}
     for index in range(workers):
-        certs[f"worker-{index}"] = pki.issue_certificate(ca, LOCAL_CLUSTER, "worker", ip_addresses=(HOST,))
+        certs[f"{WORKER_SLOT_PREFIX}{index}"] = pki.issue_certificate(ca, LOCAL_CLUSTER, "worker", ip_addresses=(HOST,))
     client = pki.issue_certificate(ca, LOCAL_CLUSTER, "client", user=user)
     directory = client_dir(state_dir)
     pki.write_private(directory / CA_FILE, ca.cert_pem)
@@ -96,14 +116,16 @@ def up(
     state_dir: Path,
     workers: int = 2,
     *,
+    scaling: ScalingSpec | None = None,
     smoke: bool = True,
     client_version_policy: str = "refuse",
     ca: pki.IssuedCert | None = None,
     usage: UsagePolicy | None = None,
 ) -> LocalCluster:
-    """Start a scheduler and ``workers`` workers; on any failure stop what was started."""
+    """Start a scheduler that keeps ``workers`` workers (or follows ``scaling``); on any failure stop what was started."""
     if workers < 0:
         raise DaskfleetError(f"--workers: must be 0 or more, got {workers}", ExitCode.CONFIG)
+    scaling = scaling or local_scaling(workers, workers)
     pki.ensure_private_dir(state_dir)
     existing = LocalCluster.load(state_dir)
     if existing and existing.running():
@@ -112,63 +134,74 @@ def up(
             ExitCode.LOCAL_FAILURE,
         )
     user = getpass.getuser()
-    cluster = LocalCluster(state_dir=str(state_dir), user=user)
+    cap = "" if scaling.cluster_cap is None else str(scaling.cluster_cap)
+    cluster = LocalCluster(
+        state_dir=str(state_dir), user=user, adapt=f"{scaling.min_workers}:{scaling.max_workers}", cap=cap,
+    )
     try:
-        _bring_up(cluster, state_dir, workers, user, smoke, client_version_policy, ca, usage or UsagePolicy())
+        _bring_up(cluster, state_dir, scaling, user, smoke, client_version_policy, ca, usage or UsagePolicy())
     except BaseException:
-        _stop(cluster)
+        with contextlib.suppress(DaskfleetError):
+            down(state_dir)
         raise
-    return cluster
+    return LocalCluster.load(state_dir) or cluster
 
 
 def _bring_up(
-    cluster: LocalCluster, state_dir: Path, workers: int, user: str, smoke: bool, policy: str, ca: pki.IssuedCert | None,
-    usage: UsagePolicy,
+    cluster: LocalCluster, state_dir: Path, scaling: ScalingSpec, user: str, smoke: bool, policy: str,
+    ca: pki.IssuedCert | None, usage: UsagePolicy,
 ) -> None:
-    ca, certs = issue_local_pki(state_dir, workers, user, ca)
+    slots = scaling.hard_cap
+    ca, certs = issue_local_pki(state_dir, slots, user, ca)
     fingerprint = current_fingerprint()
     scheduler_spec = NodeSpec(
         cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
         expected_fingerprint=fingerprint, audit_log=str(state_dir / "audit.jsonl"), client_version_policy=policy,
         usage=usage,
+        scaling=scaling,
     )
-    write_node_dir(state_dir / "nodes" / "scheduler", scheduler_spec, ca, certs["scheduler"])
-    scheduler = _start_node(state_dir, "scheduler", "scheduler")
-    cluster.nodes.append(scheduler)
-    cluster.save()
+    nodes = state_dir / "nodes"
+    if nodes.exists():
+        shutil.rmtree(nodes)  # slots of an earlier cluster carry another CA's certificates
+    write_node_dir(nodes / "scheduler", scheduler_spec, ca, certs["scheduler"])
+    with locked(state_dir):
+        cluster.save()
+    scheduler = start_node(state_dir, "scheduler", "scheduler", "--worker-backend", f"local:{state_dir}")
+    with LocalCluster.update(state_dir) as recorded:
+        recorded.nodes.append(scheduler)
     info_path = state_dir / "run" / "scheduler" / SCHEDULER_INFO_FILE
     _wait_for("the scheduler listening", scheduler, info_path.exists)
     info = json.loads(info_path.read_text())
-    cluster.address, cluster.dashboard = info["address"], info["dashboard"]
-    cluster.save()
-    for index in range(workers):
-        name = f"worker-{index}"
+    with LocalCluster.update(state_dir) as recorded:
+        recorded.address, recorded.dashboard = info["address"], info["dashboard"]
+    for index in range(slots):  # the scheduler's scaler starts workers from these as soon as they exist
+        name = f"{WORKER_SLOT_PREFIX}{index}"
         spec = NodeSpec(
-            cluster=LOCAL_CLUSTER, role="worker", scheduler_address=cluster.address, listen_host=HOST,
+            cluster=LOCAL_CLUSTER, role="worker", scheduler_address=info["address"], listen_host=HOST,
             worker_port=0, name=name, nthreads=1, expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
         )
-        write_node_dir(state_dir / "nodes" / name, spec, ca, certs[name])
-        cluster.nodes.append(_start_node(state_dir, name, "worker"))
-        cluster.save()
-    _wait_until_registered(cluster, state_dir, workers, smoke)
-    cluster.save()
+        write_node_dir(nodes / name, spec, ca, certs[name])
+    _wait_until_registered(info["address"], scheduler, state_dir, min(scaling.min_workers, slots), smoke and slots > 0)
 
 
-def _wait_until_registered(cluster: LocalCluster, state_dir: Path, workers: int, smoke: bool) -> None:
+def _wait_until_registered(address: str, scheduler: NodeProcess, state_dir: Path, workers: int, smoke: bool) -> None:
     from distributed import Client  # noqa: PLC0415  (imported only when a cluster starts)
 
     security = client_security(client_material(state_dir), LOCAL_CLUSTER)
-    with Client(cluster.address, security=security, timeout=START_TIMEOUT_S) as client:
+    with Client(address, security=security, timeout=START_TIMEOUT_S) as client:
         verify_scheduler_identity(client, LOCAL_CLUSTER)
         deadline = time.monotonic() + START_TIMEOUT_S
         while len(client.scheduler_info(n_workers=-1)["workers"]) < workers:
-            for node in cluster.nodes:
-                if node.process() is None:
-                    raise DaskfleetError(f"{node.name} exited; last lines of {node.log}:\n{_tail(node.log)}", ExitCode.LOCAL_FAILURE)
+            if scheduler.process() is None:
+                raise DaskfleetError(f"the scheduler exited; last lines of {scheduler.log}:\n{_tail(scheduler.log)}", ExitCode.LOCAL_FAILURE)
             if time.monotonic() > deadline:
-                raise DaskfleetError(f"workers did not register within {START_TIMEOUT_S:g}s", ExitCode.LOCAL_FAILURE)
+                logs = "\n".join(f"{path.name}: {_tail(str(path), 2)}" for path in sorted((state_dir / "logs").glob("worker-*.log")))
+                raise DaskfleetError(
+                    f"{workers} worker(s) did not register within {START_TIMEOUT_S:g}s; worker logs:\n{logs}",
+                    ExitCode.LOCAL_FAILURE,
+                )
             time.sleep(0.1)
-        if smoke and workers:
+        if smoke:  # with no worker yet, this also proves the scheduler starts one
             squares = client.map(pow, range(10), [2] * 10)
             total = client.submit(sum, squares).result(timeout=START_TIMEOUT_S)
             if total != 285:
@@ -184,16 +217,36 @@ def _stop(cluster: LocalCluster) -> list[str]:
     for phase in (("worker",), ("scheduler",)):
         live = [(node, proc) for node in cluster.nodes if node.role in phase and (proc := node.process()) is not None]
         for _, proc in live:
-            _signal_group(proc, signal.SIGTERM)
-        _, alive = psutil.wait_procs([proc for _, proc in live], timeout=STOP_TIMEOUT_S)
+            signal_group(proc, signal.SIGTERM)
+        alive = wait_gone([proc for _, proc in live], STOP_TIMEOUT_S)
         for proc in alive:
-            _signal_group(proc, signal.SIGKILL)
-        _, survivors = psutil.wait_procs(alive, timeout=5)
+            signal_group(proc, signal.SIGKILL)
+        survivors = wait_gone(alive, 5)
         stuck += [node.name for node, proc in live if proc in survivors]
     return stuck
 
 
-def _signal_group(proc: psutil.Process, sig: int) -> None:
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each process has ended (a zombie counts: the scheduler that started a worker reaps it later)."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while alive:
+        alive = [proc for proc in alive if _running(proc)]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return alive
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def signal_group(proc: psutil.Process, sig: int) -> None:
+    """Signal the node's process group (it leads its own session), or the process alone if that fails."""
     try:
         os.killpg(proc.pid, sig)  # the node is its own session leader (start_new_session)
     except (ProcessLookupError, PermissionError):
@@ -204,12 +257,15 @@ def _signal_group(proc: psutil.Process, sig: int) -> None:
 
 
 def down(state_dir: Path) -> LocalCluster | None:
-    """Stop everything ``up`` started from ``state_dir``; None when nothing was started."""
-    cluster = LocalCluster.load(state_dir)
-    if cluster is None:
-        return None
+    """Stop everything ``up`` and the scheduler's scaler started from ``state_dir``; None when nothing was started."""
+    with LocalCluster.update(state_dir) as cluster:
+        if cluster is None:
+            return None
+        cluster.stopping = True  # from now on the scaler starts nothing
     stuck = _stop(cluster)
+    latest = LocalCluster.load(state_dir) or cluster
+    stuck += _stop(latest)  # any worker the scaler started while the first pass ran
     if stuck:
-        raise DaskfleetError(f"could not stop: {', '.join(stuck)}", ExitCode.LOCAL_FAILURE)
+        raise DaskfleetError(f"could not stop: {', '.join(sorted(set(stuck)))}", ExitCode.LOCAL_FAILURE)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
-    return cluster
+    return latest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -16,10 +17,31 @@ _state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False, path_type=Path),
     help="Where certificates, logs and process records live (default: $DASKFLEET_HOME/local or ~/.daskfleet/local).",
 )
+_seconds = click.FloatRange(min=0)
+
+
+def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d+):(\d+)", value)
+    if match is None or int(match[1]) > int(match[2]):
+        raise click.BadParameter(f"{value!r} is not MIN:MAX with 0 <= MIN <= MAX, e.g. 0:4", ctx, param)
+    return int(match[1]), int(match[2])
 
 
 @local.command("up")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Number of workers.")
+@click.option("--workers", type=click.IntRange(min=0), help="Keep this many workers while the cluster is in use [default: 2].")
+@click.option("--adapt", "adapt", metavar="MIN:MAX", callback=_adapt_range,
+              help="Adaptive workers: the scheduler follows the load between MIN and MAX (instead of --workers).")
+@click.option("--worker-cap", type=click.IntRange(min=0), help="The most workers at once, whatever the load asks (cluster cap).")
+@click.option("--idle-timeout", type=_seconds, default=1200, show_default=True,
+              help="Seconds without work after which workers retire to 0; 0: never.")
+@click.option("--no-client-timeout", type=_seconds, default=300, show_default=True,
+              help="Seconds without work and without a connected client after which workers retire to 0; 0: never.")
+@click.option("--adapt-interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between the scheduler's scaling decisions.")
+@click.option("--adapt-cooldown", type=_seconds, default=60, show_default=True,
+              help="No scale-down this many seconds after the last scaling action.")
 @_state_dir_option
 @click.option("--user-max-workers", "max_workers", multiple=True, metavar="USER=N",
               help="Most workers a user's work may hold at once ('*' for everyone not named); repeatable.")
@@ -30,14 +52,20 @@ _state_dir_option = click.option(
 @click.option("--budget-monthly-usd", type=click.FloatRange(min=0, min_open=True), help="Monthly budget of the cluster.")
 @click.option("--budget-hard-stop-percent", default=100, show_default=True, type=click.IntRange(0, 1000),
               help="Percentage of the budget at which the scheduler stops the cluster (0: never).")
-def local_up(workers: int, state_dir: Path | None, max_workers: tuple[str, ...], compute_hours: tuple[str, ...],
-             prices: tuple[str, ...], budget_monthly_usd: float | None, budget_hard_stop_percent: int) -> None:
+def local_up(
+    workers: int | None, adapt: tuple[int, int] | None, worker_cap: int | None, idle_timeout: float,
+    no_client_timeout: float, adapt_interval: float, adapt_cooldown: float, state_dir: Path | None,
+    max_workers: tuple[str, ...], compute_hours: tuple[str, ...], prices: tuple[str, ...],
+    budget_monthly_usd: float | None, budget_hard_stop_percent: int,
+) -> None:
     """Start a TLS-secured scheduler and workers on 127.0.0.1 and run a smoke computation."""
     from ..errors import DaskfleetError, ExitCode
     from ..usage.policy import policy_from_entries
     from . import cluster as local_cluster
     from .state import default_state_dir
 
+    if workers is not None and adapt is not None:
+        raise DaskfleetError("--workers and --adapt: give one (a fixed count, or MIN:MAX)", ExitCode.CONFIG)
     try:
         usage = policy_from_entries(
             prices=prices, user_max_workers=max_workers, user_compute_hours_per_day=compute_hours,
@@ -47,14 +75,24 @@ def local_up(workers: int, state_dir: Path | None, max_workers: tuple[str, ...],
         )
     except ValueError as exc:
         raise DaskfleetError(str(exc).splitlines()[0], ExitCode.CONFIG) from None
+    low, high = adapt or (2 if workers is None else workers,) * 2
+    scaling = local_cluster.local_scaling(
+        low, high, cap=worker_cap, interval_s=adapt_interval, cooldown_s=adapt_cooldown,
+        idle_timeout_s=idle_timeout, no_client_timeout_s=no_client_timeout,
+    )
     state = state_dir or default_state_dir()
-    cluster = local_cluster.up(state.resolve(), workers, usage=usage)
+    cluster = local_cluster.up(state.resolve(), scaling=scaling, usage=usage)
     via = "" if state_dir is None else f", state_dir={str(state.resolve())!r}"
+    sizing = f"adaptive {low}..{high} worker(s)" if adapt else f"{high} worker(s)"
+    if worker_cap is not None:
+        sizing += f", at most {worker_cap}"
     click.echo(
-        f"daskfleet local cluster is up: {workers} worker(s), smoke computation passed.\n"
+        f"daskfleet local cluster is up: {sizing}, smoke computation passed.\n"
         f"  scheduler: {cluster.address}\n"
         f"  dashboard: {cluster.dashboard}   (HTTPS with the cluster's own CA)\n"
         f"  audit log: {state / 'audit.jsonl'}\n"
+        f"  idle:      workers retire to 0 after {idle_timeout:g}s without work, {no_client_timeout:g}s without a client "
+        f"(0: never); new work brings them back\n"
         f"Connect from Python:\n"
         f"  import daskfleet\n"
         f"  client = daskfleet.connect(\"local\"{via})\n"
@@ -65,14 +103,15 @@ def local_up(workers: int, state_dir: Path | None, max_workers: tuple[str, ...],
 @local.command("status")
 @_state_dir_option
 def local_status(state_dir: Path | None) -> None:
-    """Show what the local cluster runs."""
+    """Show what the local cluster runs, including the workers its scheduler started."""
     from . import state as local_state
 
     cluster = local_state.LocalCluster.load((state_dir or local_state.default_state_dir()).resolve())
     if cluster is None:
         click.echo("no local cluster is running")
         return
-    click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}")
+    cap = f", cap {cluster.cap}" if cluster.cap else ""
+    click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}\nworkers:   {cluster.adapt} (min:max){cap}")
     for record in cluster.nodes:
         state = "running" if record.process() is not None else "stopped"
         click.echo(f"  {record.name:<12} pid {record.pid:<8} {state}")
@@ -81,7 +120,7 @@ def local_status(state_dir: Path | None) -> None:
 @local.command("down")
 @_state_dir_option
 def local_down(state_dir: Path | None) -> None:
-    """Stop every process `local up` started."""
+    """Stop every process `local up` and the scheduler's scaler started."""
     from . import cluster as local_cluster
     from .state import default_state_dir
 

@@ -6,7 +6,11 @@ The user's client (``daskfleet.client``) reads this to connect; the launcher
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +24,8 @@ from ..security.tls import TlsMaterial
 
 LOCAL_CLUSTER = "local"
 STATE_FILE = "cluster.json"
+#: Held while ``cluster.json`` is read and rewritten: the launcher and the scheduler's scaler both record workers.
+LOCK_FILE = "cluster.lock"
 CLIENT_DIR = "client"
 
 
@@ -55,6 +61,11 @@ class LocalCluster:
     dashboard: str = ""
     user: str = ""
     nodes: list[NodeProcess] = field(default_factory=list)
+    #: The adaptive range, MIN:MAX, and the cluster cap ("" for none).
+    adapt: str = ""
+    cap: str = ""
+    #: Set by ``local down`` first, so the scaler starts no worker while everything stops.
+    stopping: bool = False
 
     @classmethod
     def load(cls, state_dir: Path) -> LocalCluster | None:
@@ -71,6 +82,28 @@ class LocalCluster:
 
     def running(self) -> list[NodeProcess]:
         return [node for node in self.nodes if node.process() is not None]
+
+    @classmethod
+    @contextmanager
+    def update(cls, state_dir: Path) -> Iterator[LocalCluster | None]:
+        """The recorded cluster, read and saved again under the state directory's lock (None: nothing recorded)."""
+        with locked(state_dir):
+            cluster = cls.load(state_dir)
+            yield cluster
+            if cluster is not None:
+                cluster.save()
+
+
+@contextmanager
+def locked(state_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the state directory's records, across processes."""
+    pki.ensure_private_dir(state_dir)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def client_dir(state_dir: Path) -> Path:

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic
@@ -23,18 +24,20 @@ import dask
 from distributed import Scheduler, Security, Worker
 from distributed.comm import connect
 
-from .. import usage
+from .. import conventions, usage
 from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
+from ..scaling.runner import WorkerBackend
+from ..scaling.runner import install as install_scaling
 from ..security import pki
 from ..security.audit import AuditLog
 from ..security.gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper, scheduler_versions
 from ..security.guards import SchedulerGuard, WorkerGuard
 from ..security.peers import Peer
-from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
-from .sources import SCHEDULER_INFO_FILE, NodeSource
 from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
+from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
+from .sources import SCHEDULER_INFO_FILE, NodeSource
 from .spec import NodeSpec, parse_spec
 
 logger = logging.getLogger("daskfleet.agent")
@@ -98,7 +101,9 @@ def _install_signal_handlers(on_signal) -> None:
         loop.add_signal_handler(sig, on_signal)
 
 
-async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
+async def run_scheduler(
+    node: PreparedNode, source: NodeSource, worker_backend: Callable[[], WorkerBackend] | None = None
+) -> ExitCode:
     spec = node.spec
     gatekeeper = Gatekeeper(
         cluster=spec.cluster,
@@ -118,8 +123,15 @@ async def run_scheduler(node: PreparedNode, source: NodeSource) -> ExitCode:
     )
     guard = SchedulerGuard(gatekeeper, audit)
     guard.install(scheduler)
-    usage.install(scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name(RECORDS_FILE),
-                  source=source)
+    accounting = usage.install(
+        scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name(RECORDS_FILE),
+        source=source,
+    )
+    # The budget stop and per-user limits cap what the scaler may ask for; the scaler's figure is a metric.
+    scaler = install_scaling(scheduler, spec.scaling, worker_backend, audit, ceiling=accounting.worker_ceiling)
+    if scaler is not None:
+        scaler.observers.append(lambda decision: accounting.set_desired_workers(decision.desired))
+        guard.add_handler(conventions.SCALING_STATE_HANDLER, scaler.state)
     try:
         await scheduler
     except RuntimeError as exc:
@@ -236,6 +248,7 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
             ExitCode.SCHEDULER_UNREACHABLE,
         ) from None
     stopping = asyncio.Event()
+    retired = _note_retirement(worker)
 
     def on_signal() -> None:
         stopping.set()
@@ -244,12 +257,32 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
     _install_signal_handlers(on_signal)
     drain = asyncio.create_task(drain_when_leaving(source, worker))
     await worker.finished()
-    if stopping.is_set():
+    if stopping.is_set() or retired.is_set():
         drain.cancel()
+        if retired.is_set():
+            logger.info("retired by the scheduler: its data moved; stopping")
         return ExitCode.OK
     if await drain:
         return ExitCode.OK
     raise DaskfleetError(f"lost the scheduler {spec.scheduler_address}", ExitCode.SCHEDULER_UNREACHABLE)
+
+
+#: Close reasons the scheduler sends a worker it retires or removes (not its own shutdown, "scheduler-close").
+RETIREMENT_CLOSE_REASONS = frozenset({"scheduler-close-worker", "scheduler-remove-worker"})
+
+
+def _note_retirement(worker: Worker) -> asyncio.Event:
+    """An event set when the scheduler closes this worker because it retired it (the node should stay down)."""
+    retired = asyncio.Event()
+    close = worker.stream_handlers["close"]
+
+    async def close_from_scheduler(*args, reason: str = "", **kwargs):
+        if reason in RETIREMENT_CLOSE_REASONS:
+            retired.set()
+        return await close(*args, reason=reason, **kwargs)
+
+    worker.stream_handlers["close"] = close_from_scheduler
+    return retired
 
 
 def _registration_refusal(exc: BaseException | None) -> str | None:
@@ -264,9 +297,17 @@ def _registration_refusal(exc: BaseException | None) -> str | None:
     return str(response.get("message", response)) if isinstance(response, dict) else str(exc)
 
 
-def run_node(role: str, source: NodeSource, runtime_dir: Path | None = None) -> ExitCode:
-    """Prepare and run one node until it is stopped; DaskfleetError carries the exit code."""
+def run_node(
+    role: str,
+    source: NodeSource,
+    runtime_dir: Path | None = None,
+    worker_backend: Callable[[], WorkerBackend] | None = None,
+) -> ExitCode:
+    """Prepare and run one node until it is stopped; DaskfleetError carries the exit code.
+
+    ``worker_backend`` makes what a scheduler scales its workers with; the caller picks it for the platform.
+    """
     node = prepare_node(role, source, runtime_dir or default_runtime_dir(role))
     if role == "scheduler":
-        return asyncio.run(run_scheduler(node, source))
+        return asyncio.run(run_scheduler(node, source, worker_backend))
     return asyncio.run(run_worker(node, source))

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
+from ..scaling.policy import ScalingSpec
 from ..usage.policy import UsagePolicy
 
 
@@ -50,11 +51,16 @@ class NodeSpec(BaseModel):
     usage: UsagePolicy = Field(
         default_factory=UsagePolicy, description="prices, per-user limits and the budget stop (scheduler)"
     )
+    scaling: ScalingSpec | None = Field(
+        default=None, description="adaptive workers and idle shutdown (scheduler); absent: the scheduler sizes nothing",
+    )
 
     @model_validator(mode="after")
     def _worker_needs_scheduler(self) -> NodeSpec:
         if self.role == "worker" and self.scheduler_address is None:
             raise ValueError("scheduler_address: required for a worker")
+        if self.role == "worker" and self.scaling is not None:
+            raise ValueError("scaling: only a scheduler sizes the cluster; remove it from a worker's spec")
         return self
 
 
@@ -64,7 +70,8 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{key}: required key is missing"
     if kind == "extra_forbidden":
-        accepted = ", ".join(sorted(NodeSpec.model_fields))
+        model = ScalingSpec if error["loc"][:1] == ("scaling",) else NodeSpec
+        accepted = ", ".join(sorted(model.model_fields))
         return f"{key}: unknown key (accepted keys: {accepted})"
     got = error.get("input")
     message = error["msg"]

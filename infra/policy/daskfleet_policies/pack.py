@@ -15,7 +15,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from . import compute, iam, network, storage
+from . import compute, iam, network, scaling, storage
 from .properties import plain
 from .storage import StackResource
 
@@ -104,6 +104,16 @@ POLICIES: list[Policy] = [
         "iam-no-broad-managed-policies",
         "No role or principal gets an AWS-managed policy granting data, secrets or administration account-wide.",
         iam.broad_managed_policies,
+    ),
+    resource_policy(
+        "autoscaling-changes-name-their-group",
+        "No IAM statement allows changing auto scaling groups (capacity, instances, configuration) but on named groups.",
+        scaling.unnamed_group_changes,
+    ),
+    stack_policy(
+        "worker-group-changed-only-by-its-scheduler",
+        "Only a cluster's scheduler role may change its worker group; its scheduler group only has its capacity set.",
+        scaling.foreign_group_changes,
     ),
     resource_policy(
         "secrets-encrypted-with-customer-key",
