@@ -147,7 +147,14 @@ def _identity_and_data(moto, cluster: str, tags, seeded: Seeded) -> None:
     trust = json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
     policy = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"}]})
-    managed = iam.create_policy(PolicyName=f"{conventions.resource_name(cluster)}-extra", PolicyDocument=policy)["Policy"]["Arn"]
+    managed = iam.create_policy(
+        PolicyName=f"{conventions.resource_name(cluster)}-extra", PolicyDocument=policy, **({"Tags": _tag_list(tags)} if tags else {}),
+    )["Policy"]["Arn"]
+    # Like the wake policy, attached to a principal the stack does not own (a user's role): detached, never deleted.
+    person = f"{cluster}-person"
+    iam.create_role(RoleName=person, AssumeRolePolicyDocument=trust)
+    iam.attach_role_policy(RoleName=person, PolicyArn=managed)
+    seeded.ids.add(("iam-policy", managed))
     for role in (*conventions.NODE_ROLES, "dns"):
         name = conventions.scheduler_dns_function_name(cluster) if role == "dns" else conventions.iam_role_name(cluster, role)
         arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust, Tags=_tag_list(tags))["Role"]["Arn"]
@@ -232,6 +239,7 @@ def snapshot(moto) -> set[tuple[str, str]]:
     iam = moto.client("iam")
     ids |= {("iam-role", r["RoleName"]) for r in iam.list_roles()["Roles"]}
     ids |= {("instance-profile", p["InstanceProfileName"]) for p in iam.list_instance_profiles()["InstanceProfiles"]}
+    ids |= {("iam-policy", p["Arn"]) for p in iam.list_policies(Scope="Local")["Policies"]}
     ids |= {("lambda-function", f["FunctionName"]) for f in moto.client("lambda").list_functions()["Functions"]}
     ids |= {("event-rule", r["Name"]) for r in moto.client("events").list_rules()["Rules"]}
     ids |= {("log-group", g["logGroupName"]) for g in moto.client("logs").describe_log_groups()["logGroups"]}

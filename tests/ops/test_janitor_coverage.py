@@ -38,6 +38,7 @@ REMOVED_AS = {
     "aws:kms/key:Key": "kms-key",
     "aws:iam/instanceProfile:InstanceProfile": "instance-profile",
     "aws:iam/role:Role": "iam-role",
+    "aws:iam/policy:Policy": "iam-policy",
     "aws:budgets/budget:Budget": "budget",
 }
 #: Program resource type -> the kind whose removal takes it along (it has no existence of its own).
@@ -58,6 +59,9 @@ GOES_WITH = {
     "aws:s3/bucketPolicy:BucketPolicy": "bucket",
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": "bucket",
     "aws:iam/rolePolicy:RolePolicy": "iam-role",
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": "iam-policy",
+    "aws:iam/userPolicyAttachment:UserPolicyAttachment": "iam-policy",
+    "aws:budgets/budgetAction:BudgetAction": "budget",
 }
 #: What instances the groups launch carry (launch-template tag specifications), removed in their own right.
 LAUNCHED = {"instance", "volume", "network-interface"}

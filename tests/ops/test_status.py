@@ -60,9 +60,11 @@ def test_an_operator_sees_groups_tls_workers_fingerprints_budget_and_expiry(aws,
     assert f"workers:     2 registered" in text and "MISMATCH" not in text
     assert view.budget.value["amount"] == 500.0 and "500.00 USD a month" in text
     assert view.expires.value == EXPIRES
+    # The scaler's own view, from the scheduler (conventions.SCALING_STATE_HANDLER).
+    assert view.idle.value["state"] in ("active", "idle") and view.idle.value["workers"] == 2
+    assert "idle:        active; 2 workers" in text or "idle:        idle: " in text
     # Parts that cannot be seen here are said so, and are not errors.
-    assert text.count("not available:") == 2
-    assert f"idle:        not available: the scheduler serves no {conventions.SCALING_STATE_HANDLER}" in text
+    assert text.count("not available:") == 1
     assert "spend:       not available: Cost Explorer has no data for daskfleet:cluster=local" in text
 
 

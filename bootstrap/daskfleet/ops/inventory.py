@@ -235,6 +235,10 @@ def iam_resources(api: OpsApi) -> list[Found]:
             tags = tag_dict(api.call("iam", "GetInstanceProfile", InstanceProfileName=name)["InstanceProfile"].get("Tags"))
             roles = ",".join(role["RoleName"] for role in profile.get("Roles", []))
             found.append(_found("instance-profile", name, tags, profile.get("CreateDate"), roles=roles))
+    for policy in api.pages("iam", "ListPolicies", "Policies", Scope="Local"):
+        if policy["PolicyName"].startswith(PREFIX):
+            tags = tag_dict(api.call("iam", "ListPolicyTags", PolicyArn=policy["Arn"]).get("Tags"))
+            found.append(_found("iam-policy", policy["Arn"], tags, policy.get("CreateDate"), name=policy["PolicyName"]))
     return [item for item in found if item]
 
 

@@ -41,6 +41,7 @@ DELETION_ORDER: tuple[str, ...] = (
     "kms-key",
     "instance-profile",
     "iam-role",
+    "iam-policy",
     "budget",
 )
 #: How long a cluster with no live stack must have existed before ``--orphans`` selects it:

@@ -176,6 +176,21 @@ def remove_role(api: OpsApi, item: Found) -> None:
     api.call("iam", "DeleteRole", f"role {role}", RoleName=role)
 
 
+def remove_policy(api: OpsApi, item: Found) -> None:
+    """A managed policy (the wake and budget-stop policies): detached from every principal, its old versions
+    deleted, then the policy. The principals themselves (users' own roles among them) are left alone."""
+    arn = item.id
+    for kind, operation, key in (("PolicyRoles", "DetachRolePolicy", "RoleName"), ("PolicyUsers", "DetachUserPolicy", "UserName"),
+                                 ("PolicyGroups", "DetachGroupPolicy", "GroupName")):
+        for entity in api.pages("iam", "ListEntitiesForPolicy", kind, PolicyArn=arn):
+            api.call("iam", operation, f"policy {arn} of {entity[key]}", PolicyArn=arn, **{key: entity[key]})
+    for version in api.pages("iam", "ListPolicyVersions", "Versions", PolicyArn=arn):
+        if not version["IsDefaultVersion"]:
+            api.call("iam", "DeletePolicyVersion", f"policy {arn} version {version['VersionId']}", PolicyArn=arn,
+                     VersionId=version["VersionId"])
+    api.call("iam", "DeletePolicy", f"policy {arn}", PolicyArn=arn)
+
+
 def _simple(service: str, operation: str, label: str, key: str) -> Callable[[OpsApi, Found], None]:
     def remove(api: OpsApi, item: Found) -> None:
         api.call(service, operation, f"{label} {item.id}", **{key: item.id})
@@ -218,6 +233,7 @@ REMOVERS: dict[str, Callable[[OpsApi, Found], None]] = {
     "kms-key": remove_kms_key,
     "instance-profile": remove_instance_profile,
     "iam-role": remove_role,
+    "iam-policy": remove_policy,
     "budget": _remove_budget,
 }
 #: Run once on every selected resource of a kind before any of them is removed.

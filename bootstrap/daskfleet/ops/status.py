@@ -118,7 +118,7 @@ def render_text(view: ClusterView) -> str:
             lines.append(f"  {worker.address}  {worker.fingerprint or '(none reported)'}  {mark}")
     else:
         lines.append(f"workers:     not available: {view.workers.reason}")
-    lines.append(f"idle:        {_text(view.idle, lambda v: ', '.join(f'{k}={v[k]}' for k in sorted(v)))}")
+    lines.append(f"idle:        {_text(view.idle, _scaling_text)}")
     lines.append(f"spend:       {_text(view.spend, _spend_text)}")
     lines.append(f"budget:      {_text(view.budget, _budget_text)}")
     lines.append(f"expires:     {_text(view.expires)}")
@@ -145,3 +145,14 @@ def render_json(view: ClusterView) -> str:
            ("scheduler", "expected_fingerprint", "workers", "idle", "spend", "budget", "expires")},
     }
     return json.dumps(document, indent=2, sort_keys=True, default=str)
+
+
+def _scaling_text(state: dict) -> str:
+    """The scaler's state in a line: ``active, 2 workers (desired 2: ...)`` or ``idle: no work for 1200s, ...``."""
+    head = state.get("state", "unknown")
+    if state.get("idle_reason"):
+        head += f": {state['idle_reason']}"
+    detail = f"{state.get('workers', '?')} workers"
+    if state.get("desired") is not None:
+        detail += f" (desired {state['desired']}: {state.get('reason')})"
+    return f"{head}; {detail}"
