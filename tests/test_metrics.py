@@ -72,8 +72,6 @@ def test_prometheus_scrapes_user_and_cluster_usage_over_tls(prometheus, local_cl
     base, log = prometheus
     with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
         assert sum(client.gather(client.map(abs, range(-5, 0)))) == 15
-        # What the scaler's runner does with its decision: the daskfleet_desired_workers gauge.
-        client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.extensions["daskfleet-usage"].set_desired_workers(3))
     user = local_cluster.user
     wanted = {
         f'daskfleet_user_tasks_total{{user="{user}"}}': lambda value: value >= 5,
@@ -81,7 +79,8 @@ def test_prometheus_scrapes_user_and_cluster_usage_over_tls(prometheus, local_cl
         f'daskfleet_user_cost_usd_total{{user="{user}"}}': lambda value: value == 0,  # no price for local nodes
         'daskfleet_worker_seconds_total{instance_type="local",purchase="on-demand"}': lambda value: value > 0,
         "daskfleet_idle_seconds_total": lambda value: value >= 0,
-        "daskfleet_desired_workers": lambda value: value == 3,
+        # The scaler's decision, every interval: the session's cluster keeps its two workers.
+        "daskfleet_desired_workers": lambda value: value == 2,
         "daskfleet_budget_stopped": lambda value: value == 0,
         "dask_scheduler_workers": lambda value: value >= 0,  # distributed's own metrics are there too
     }

@@ -33,7 +33,7 @@ def test_the_budget_stop_backstop_denies_the_scheduler_scaling_its_workers_up(ex
     assert action["budgetName"] == conventions.budget_name("analytics")
     assert action["definition"]["iamActionDefinition"]["roles"] == [conventions.iam_role_name("analytics", "scheduler")]
     assert action["subscribers"] == [{"address": "data-science-leads@example.com", "subscriptionType": "EMAIL"}]
-    deny = example.one("aws:iam/policy:Policy")
+    deny = example.one("aws:iam/policy:Policy", "budget-stop-deny-scaling")
     assert action["definition"]["iamActionDefinition"]["policyArn"] == deny.outputs["arn"]
     [statement] = statements(deny.inputs["policy"])
     assert statement["Effect"] == "Deny" and statement["Action"] == ["autoscaling:SetDesiredCapacity"]

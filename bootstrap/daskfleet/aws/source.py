@@ -231,13 +231,13 @@ class AwsSource:
         """The cluster's log group, stream ``usage/<instance id>``: usage outlives the scheduler's instance."""
         identity = self._checked_identity("scheduler", Deadline(self.deadline_s))
         return CloudWatchLines(
-            self._client("logs"), conventions.log_group_name(self.cluster), f"{STREAM_PREFIX}{identity.instance_id}"
+            self.client("logs"), conventions.log_group_name(self.cluster), f"{STREAM_PREFIX}{identity.instance_id}"
         )
 
     def usage_history(self, since: float) -> list[str]:
         """Usage record lines every scheduler of the cluster wrote since ``since``, from the log group."""
         self._checked_identity("scheduler", Deadline(self.deadline_s))
-        return read_usage_lines(self._client("logs"), self.cluster, since, INSTANCE_ROLE)
+        return read_usage_lines(self.client("logs"), self.cluster, since, INSTANCE_ROLE)
 
     def _checked_identity(self, role: str, deadline: Deadline) -> InstanceIdentity:
         if role not in conventions.NODE_ROLES:

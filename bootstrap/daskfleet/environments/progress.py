@@ -1,21 +1,17 @@
-"""Progress of long waits (downloads), on stderr, for a person at a terminal; silent otherwise."""
+"""Progress of long waits (downloads, uploads), on stderr, for a person at a terminal; silent otherwise."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
-from rich.progress import DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from tqdm import tqdm
 
 
 @contextmanager
 def byte_progress(description: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """A callback counting bytes into a live display; the display shows only on a terminal."""
-    console = Console(stderr=True)
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
-        console=console, transient=True, disable=not (enabled and console.is_terminal),
-    ) as progress:
-        task = progress.add_task(description, total=None)
-        yield lambda count: progress.advance(task, count)
+    with tqdm(desc=description, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False,
+              disable=not (enabled and sys.stderr.isatty())) as bar:
+        yield bar.update
