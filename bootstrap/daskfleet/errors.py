@@ -13,6 +13,9 @@ class ExitCode(IntEnum):
     """
 
     OK = 0
+    #: The node leaves to run in a newly published environment: its supervisor restarts it at once,
+    #: and the restart starts it in that environment (systemd's ExecStartPre or the local launcher).
+    ENVIRONMENT_SWITCH = 13
     #: The node spec is missing, unparsable, or has a missing, mistyped or unknown key.
     SPEC_INVALID = 65
     #: A certificate, key or CA is missing or unreadable, or does not chain to the CA.

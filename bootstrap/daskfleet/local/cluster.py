@@ -30,7 +30,9 @@ from ..scaling.policy import ScalingSpec
 from ..security import pki
 from ..security.tls import client_security, verify_scheduler_identity
 from ..usage.policy import UsagePolicy
-from .state import LOCAL_CLUSTER, STATE_FILE, LocalCluster, NodeProcess, client_dir, client_material, locked
+from .state import (
+    LOCAL_CLUSTER, STATE_FILE, LocalCluster, NodeProcess, client_dir, client_material, locked, node_python,
+)
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -71,7 +73,7 @@ def start_node(state_dir: Path, name: str, role: str, *extra: str) -> NodeProces
     log_path = pki.ensure_private_dir(state_dir / "logs") / f"{name}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(run_dir),
+            [node_python(state_dir), "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(run_dir),
              *extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import sys
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +25,18 @@ from ..security.tls import TlsMaterial
 
 LOCAL_CLUSTER = "local"
 STATE_FILE = "cluster.json"
+#: In the state directory: a link to the environment (a conda prefix) the cluster's nodes run in, once one
+#: was published to it; without it they run in the launcher's own environment.
+ENV_LINK = "env"
 #: Held while ``cluster.json`` is read and rewritten: the launcher and the scheduler's scaler both record workers.
 LOCK_FILE = "cluster.lock"
 CLIENT_DIR = "client"
+
+
+def node_python(state_dir: Path) -> str:
+    """The interpreter a node of the local cluster starts with: its published environment's, else this one's."""
+    published = Path(state_dir) / ENV_LINK / "bin" / "python"
+    return str(published) if published.exists() else sys.executable
 
 
 def default_state_dir(cluster: str = LOCAL_CLUSTER) -> Path:
