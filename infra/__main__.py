@@ -3,13 +3,15 @@
 import pulumi
 import pulumi_aws as aws
 from daskfleet import conventions
+from daskfleet.environments.policy import RolloutPolicy
 
 from daskfleet_infra import access
 from daskfleet_infra.budget import Budget, BudgetArgs
 from daskfleet_infra.compute import Compute, ComputeArgs
 from daskfleet_infra.config import read_stack_config
 from daskfleet_infra.identity import Identity, IdentityArgs
-from daskfleet_infra.lookups import look_up_account, look_up_image, look_up_network
+from daskfleet_infra.environments import PublishedEnvironments, PublishedEnvironmentsArgs
+from daskfleet_infra.lookups import look_up_account, look_up_image, look_up_image_lock, look_up_network
 from daskfleet_infra.network import Network, NetworkArgs
 from daskfleet_infra.observability import Observability, ObservabilityArgs
 from daskfleet_infra.pki import Pki, PkiArgs
@@ -28,6 +30,7 @@ invoke = pulumi.InvokeOptions(provider=provider)
 account = look_up_account(config, invoke)
 network_facts = look_up_network(config, account, invoke)
 image = look_up_image(config, invoke)
+image_lock = look_up_image_lock(config, image)
 users = config.user_list
 dns_name = config.scheduler_dns_name
 with_aws = pulumi.ResourceOptions(providers=[provider])
@@ -45,6 +48,7 @@ security_groups = SecurityGroups("security-groups", SecurityGroupsArgs(
 storage = Storage("storage", StorageArgs(
     cluster=config.cluster, account=account, ephemeral=config.ephemeral,
     scratch_expiration_days=config.scratch_expiration_days, user_principal_arns=[user.principal_arn for user in users],
+    publisher_arns=config.publisher_arns,
 ), with_aws)
 observability = Observability("observability", ObservabilityArgs(
     cluster=config.cluster, log_retention_days=config.log_retention_days,
@@ -67,7 +71,13 @@ pki = Pki("pki", PkiArgs(
 specs = NodeSpecs("node-specs", NodeSpecsArgs(
     cluster=config.cluster, environment_fingerprint=config.environment_fingerprint,
     scheduler_dns_name=dns_name, client_version_policy=config.client_version_policy, usage=config.usage_policy(),
-    scaling=config.scaling(),
+    scaling=config.scaling(), bucket_name=storage.bucket_name,
+    rollout=RolloutPolicy(max_fraction=config.environment_roll_fraction),
+), with_aws)
+environments = PublishedEnvironments("environments", PublishedEnvironmentsArgs(
+    cluster=config.cluster, account=account, publishers=[(f"publisher-{index}", arn) for index, arn in enumerate(
+        config.publisher_arns)], readers=[(user.name, user.principal_arn) for user in users],
+    bucket_name=storage.bucket_name, key_arn=storage.key_arn, image_lock=image_lock,
 ), with_aws)
 scheduler_dns = SchedulerDns("scheduler-dns", SchedulerDnsArgs(
     cluster=config.cluster, account=account, zone_id=network.zone_id, scheduler_dns_name=dns_name,
@@ -102,3 +112,5 @@ pulumi.export("dashboardPortForwardCommand", access.port_forward_command(
     config.cluster, config.region, dns_name, conventions.DASHBOARD_PORT))
 pulumi.export("forwardedSchedulerAddress", f"tls://localhost:{conventions.SCHEDULER_PORT}")
 pulumi.export("forwardedDashboardUrl", access.dashboard_url("localhost"))
+pulumi.export("environmentPublishPolicyArn", environments.publish_policy_arn)
+pulumi.export("environmentReadPolicyArn", environments.read_policy_arn)

@@ -137,6 +137,10 @@ def node_group_name(cluster: str, role: Role) -> str:
 #: registers it on the scheduler (before the guards are installed, so clients may call it) and answers a
 #: dict: ``state`` (e.g. "active", "idle", "asleep") plus whatever detail it keeps (``idle_since``...).
 SCALING_STATE_HANDLER = "daskfleet_scaling_state"
+#: The scheduler operation that tells what each worker runs and how far a roll onto a published environment got.
+ENV_ROLL_HANDLER = "daskfleet_env_roll"
+#: The worker operation its scheduler calls to make it switch to the published environment.
+ENV_SWITCH_OP = "daskfleet_switch_environment"
 
 #: The worker group's TERMINATING lifecycle hook; the scheduler completes it once a worker has drained.
 DRAIN_HOOK_NAME = f"{NAME_PREFIX}-drain"
@@ -264,12 +268,39 @@ NODE_ENVS_DIR = "/opt/daskfleet/envs"
 NODE_ENV_LINK = "/opt/daskfleet/env"
 #: The package cache an image keeps for later delta installs.
 NODE_PACKAGE_CACHE = "/opt/daskfleet/pkgs"
+#: What the node's environment step (``daskfleet env follow``, as root before the agent starts) last did:
+#: JSON, readable by the agent, which reports a failed install to the scheduler.
+NODE_ENV_STATUS_FILE = "/opt/daskfleet/env-status.json"
+#: Tests only: a directory standing in for the node's root, under which /opt/daskfleet lives.
+NODE_ROOT_ENV = "DASKFLEET_NODE_ROOT"
 #: In a repository: ``envs/<name>/environment.yml`` is the spec, ``envs/<name>/conda-lock.yml`` its lock.
 ENV_SPEC_FILE = "environment.yml"
 ENV_LOCK_FILE = "conda-lock.yml"
 #: daskfleet itself is on no conda channel: it is installed from its wheel after the lock, and its
 #: version (not its hash, which changes with every build) counts in the fingerprint.
 DASKFLEET_DISTRIBUTION = "daskfleet"
+
+
+def node_path(path: str) -> Path:
+    """A node's file path, under $DASKFLEET_NODE_ROOT when the tests set it."""
+    root = os.environ.get(NODE_ROOT_ENV)
+    return Path(root.rstrip("/") + path) if root else Path(path)
+
+
+def conda_platform(system: str | None = None, machine: str | None = None) -> str:
+    """This machine's conda platform (linux-64, linux-aarch64, osx-arm64, osx-64, win-64)."""
+    import platform as host  # noqa: PLC0415  (only here)
+
+    system = (system or host.system()).lower()
+    machine = (machine or host.machine()).lower()
+    arch = {"x86_64": "64", "amd64": "64", "aarch64": "aarch64", "arm64": "arm64"}.get(machine, machine)
+    if system == "linux":
+        return f"linux-{arch}"
+    if system == "darwin":
+        return f"osx-{'arm64' if arch in ('arm64', 'aarch64') else '64'}"
+    if system == "windows":
+        return f"win-{'arm64' if arch in ('arm64', 'aarch64') else '64'}"
+    return f"{system}-{arch}"
 
 
 def node_env_prefix(fingerprint: str) -> str:

@@ -308,6 +308,20 @@ class StackConfig(BaseModel):
         pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]$",
         description="Private DNS domain; the scheduler is reachable at scheduler.<cluster>.<dnsZone>",
     )
+    environment_publishers: Annotated[list[PrincipalArn], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="IAM principals that may publish a new environment to the running cluster (daskfleet env publish); "
+        "empty for the configured users",
+    )
+    environment_roll_fraction: float = Field(
+        default=0.25, gt=0, le=1,
+        description="The most workers that switch to a newly published environment at once, as a fraction (at least one)",
+    )
+    environment_lock: str | None = Field(
+        default=None,
+        description="The conda-lock file the image was built from (e.g. ../envs/default/conda-lock.yml), stored in the "
+        "bucket so publishing uploads only what the images lack; it must match environmentFingerprint; empty for none",
+    )
     client_version_policy: conventions.ClientVersionPolicy = Field(
         default="refuse",
         description="What the scheduler does with a client whose core package versions differ from the cluster's: "
@@ -366,6 +380,11 @@ class StackConfig(BaseModel):
     @cached_property
     def user_list(self) -> tuple[User, ...]:
         return tuple(User(*entry.split("=", 1)) for entry in self.users)
+
+    @property
+    def publisher_arns(self) -> list[str]:
+        """Who may publish environments: the listed principals, else every configured user's."""
+        return sorted(set(self.environment_publishers or [user.principal_arn for user in self.user_list]))
 
     def usage_policy(self) -> UsagePolicy:
         """The scheduler's prices, per-user limits and budget stop (its stop lead: the workers' drain time)."""
@@ -443,7 +462,7 @@ def _decode(key: str, text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        kind = {bool: "true or false", int: "a whole number"}.get(field.annotation, "a list")
+        kind = {bool: "true or false", int: "a whole number", float: "a number"}.get(field.annotation, "a list")
         raise ValueError(f"{key}: expected {kind}, got {text!r}; accepted: {_expected(key)}") from None
 
 

@@ -7,11 +7,14 @@ network does not exist stops with one clear error and leaves nothing half-create
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 
 from daskfleet import conventions
+from daskfleet.environments.lockfile import parse_lock
+from daskfleet.errors import DaskfleetError
 
 from .config import StackConfig, StackConfigError
 
@@ -48,10 +51,16 @@ class NetworkFacts:
 
 @dataclass(frozen=True)
 class Image:
-    """The node AMI and the device its root volume is attached as."""
+    """The node AMI, the device its root volume is attached as, and its architecture."""
 
     ami_id: str
     root_device_name: str
+    architecture: str = "x86_64"
+
+    @property
+    def platform(self) -> str:
+        """The conda platform of the image's environment."""
+        return {"arm64": "linux-aarch64"}.get(self.architecture, "linux-64")
 
 
 def look_up_account(config: StackConfig, invoke: pulumi.InvokeOptions) -> Account:
@@ -101,7 +110,7 @@ def look_up_image(config: StackConfig, invoke: pulumi.InvokeOptions) -> Image:
     """The explicitly configured AMI, or the newest own AMI tagged with the environment fingerprint."""
     if config.ami_id:
         ami = aws.ec2.get_ami(filters=[{"name": "image-id", "values": [config.ami_id]}], most_recent=True, opts=invoke)
-        return Image(ami.id, ami.root_device_name)
+        return Image(ami.id, ami.root_device_name, ami.architecture)
     tag_filter = {"name": f"tag:{conventions.TAG_ENV_FINGERPRINT}", "values": [config.environment_fingerprint]}
     found = aws.ec2.get_ami_ids(owners=["self"], filters=[tag_filter], opts=invoke).ids
     if not found:
@@ -112,4 +121,25 @@ def look_up_image(config: StackConfig, invoke: pulumi.InvokeOptions) -> Image:
             "or set amiId to an image to use"
         )
     ami = aws.ec2.get_ami(owners=["self"], filters=[tag_filter], most_recent=True, opts=invoke)
-    return Image(ami.id, ami.root_device_name)
+    return Image(ami.id, ami.root_device_name, ami.architecture)
+
+
+def look_up_image_lock(config: StackConfig, image: Image) -> tuple[str, str] | None:
+    """(bucket key, text) of the lock the image was built from, checked against environmentFingerprint; None unset."""
+    if not config.environment_lock:
+        return None
+    path = Path(config.environment_lock)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StackConfigError(f"environmentLock: cannot read {path} ({exc.strerror}); give the lock the image was built from")
+    try:
+        fingerprint = parse_lock(text, path).fingerprint(image.platform)
+    except DaskfleetError as exc:
+        raise StackConfigError(f"environmentLock: {exc.message}") from None
+    if fingerprint != config.environment_fingerprint:
+        raise StackConfigError(
+            f"environmentLock: {path} gives {fingerprint} for {image.platform}, but environmentFingerprint is "
+            f"{config.environment_fingerprint}; give the lock the image was built from"
+        )
+    return conventions.image_lock_object_key(fingerprint), text

@@ -14,6 +14,7 @@ import pulumi_aws as aws
 
 from daskfleet import conventions
 from daskfleet.node.spec import NodeSpec, dump_spec
+from daskfleet.environments.policy import RolloutPolicy
 from daskfleet.scaling.policy import ScalingSpec
 from daskfleet.usage.policy import UsagePolicy
 
@@ -27,6 +28,10 @@ class NodeSpecsArgs:
     usage: UsagePolicy
     #: Adaptive workers and idle shutdown, decided by the scheduler.
     scaling: ScalingSpec
+    #: The cluster bucket: published environments' packages come from it.
+    bucket_name: pulumi.Input[str]
+    #: How the scheduler rolls the workers onto a published environment.
+    rollout: RolloutPolicy
 
 
 def scheduler_address(scheduler_dns_name: str) -> str:
@@ -35,7 +40,7 @@ def scheduler_address(scheduler_dns_name: str) -> str:
 
 def scheduler_spec(
     cluster: str, fingerprint: str, client_version_policy: conventions.ClientVersionPolicy, usage: UsagePolicy,
-    scaling: ScalingSpec,
+    scaling: ScalingSpec, bucket: str | None = None, rollout: RolloutPolicy | None = None,
 ) -> NodeSpec:
     """The scheduler listens on its private address (SchedulerDns points its name there), sizes the workers and
     keeps the cluster's usage ledger against the stack's prices, per-user limits and budget."""
@@ -48,17 +53,20 @@ def scheduler_spec(
         client_version_policy=client_version_policy,
         usage=usage,
         scaling=scaling,
+        **({"bucket": bucket} if bucket else {}),
+        **({"rollout": rollout} if rollout else {}),
     )
 
 
-def worker_spec(cluster: str, fingerprint: str, dns_name: str) -> NodeSpec:
-    """Workers find the scheduler by its stable DNS name."""
+def worker_spec(cluster: str, fingerprint: str, dns_name: str, bucket: str | None = None) -> NodeSpec:
+    """Workers find the scheduler by its stable DNS name, and published environments' packages in the bucket."""
     return NodeSpec(
         cluster=cluster,
         role="worker",
         scheduler_address=scheduler_address(dns_name),
         worker_port=conventions.WORKER_PORT,
         expected_fingerprint=fingerprint,
+        **({"bucket": bucket} if bucket else {}),
     )
 
 
@@ -69,10 +77,13 @@ class NodeSpecs(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NodeSpecsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("daskfleet:aws:NodeSpecs", name, None, opts)
+        bucket = pulumi.Output.from_input(args.bucket_name)
         values = {
-            "scheduler": dump_spec(scheduler_spec(
-                args.cluster, args.environment_fingerprint, args.client_version_policy, args.usage, args.scaling)),
-            "worker": dump_spec(worker_spec(args.cluster, args.environment_fingerprint, args.scheduler_dns_name)),
+            "scheduler": bucket.apply(lambda name: dump_spec(scheduler_spec(
+                args.cluster, args.environment_fingerprint, args.client_version_policy, args.usage, args.scaling,
+                name, args.rollout))),
+            "worker": bucket.apply(lambda name: dump_spec(worker_spec(
+                args.cluster, args.environment_fingerprint, args.scheduler_dns_name, name))),
         }
         self.parameter_names = {}
         for role, value in values.items():

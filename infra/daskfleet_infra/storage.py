@@ -29,11 +29,13 @@ class StorageArgs:
     #: Ephemeral stacks may destroy a bucket that still holds objects, and their key goes sooner.
     ephemeral: bool
     scratch_expiration_days: int
-    #: IAM principals of the configured users, who decrypt their client secret.
+    #: IAM principals of the configured users, who decrypt their client secret and read published environments.
     user_principal_arns: Sequence[str]
+    #: IAM principals who may publish environments: the only ones who write under envs/ (besides the deployer).
+    publisher_arns: Sequence[str] = ()
 
 
-def key_policy(account: Account, user_principal_arns: Sequence[str]) -> dict[str, Any]:
+def key_policy(account: Account, user_principal_arns: Sequence[str], publisher_arns: Sequence[str] = ()) -> dict[str, Any]:
     """The cluster key's policy ("Resource": "*" in a key policy means this key)."""
     statements: list[dict[str, Any]] = [
         {
@@ -53,22 +55,75 @@ def key_policy(account: Account, user_principal_arns: Sequence[str]) -> dict[str
             "Resource": "*",
             "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{account.region}.{account.dns_suffix}"}},
         })
+        statements.append({
+            "Sid": "UsersReadPublishedEnvironmentsThroughS3",
+            "Effect": "Allow",
+            "Principal": {"AWS": sorted(set(user_principal_arns))},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{account.region}.{account.dns_suffix}"}},
+        })
+    if publisher_arns:
+        statements.append({
+            "Sid": "PublishersEncryptEnvironmentsThroughS3",
+            "Effect": "Allow",
+            "Principal": {"AWS": sorted(set(publisher_arns))},
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{account.region}.{account.dns_suffix}"}},
+        })
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def tls_only_bucket_policy(bucket_arn: str) -> dict[str, Any]:
-    """Deny every request to the bucket that does not come over TLS."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
+def bucket_policy(
+    bucket_arn: str, *, readers: Sequence[str] = (), publishers: Sequence[str] = (), deployer: str | None = None,
+) -> dict[str, Any]:
+    """TLS only; published environments (envs/) read by the users and written only by the publishers."""
+    environments = f"{bucket_arn}/{conventions.ENV_OBJECT_PREFIX}*"
+    statements: list[dict[str, Any]] = [{
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }]
+    writers = sorted(set(publishers) | ({deployer} if deployer else set()))
+    if writers:
+        statements.append({
+            # Nodes may write the rest of the bucket, never what every node installs.
+            "Sid": "OnlyPublishersWriteEnvironments",
             "Effect": "Deny",
             "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [bucket_arn, f"{bucket_arn}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
-    }
+            "Action": ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+            "Resource": [environments],
+            "Condition": {"ArnNotLike": {"aws:PrincipalArn": writers}},
+        })
+    if publishers:
+        statements.append({
+            "Sid": "PublishersWriteEnvironments",
+            "Effect": "Allow",
+            "Principal": {"AWS": sorted(set(publishers))},
+            "Action": ["s3:PutObject", "s3:GetObject"],
+            "Resource": [environments],
+        })
+    if readers or publishers:
+        statements.append({
+            "Sid": "UsersReadEnvironments",
+            "Effect": "Allow",
+            "Principal": {"AWS": sorted(set(readers) | set(publishers))},
+            "Action": ["s3:GetObject"],
+            "Resource": [environments],
+        })
+        statements.append({
+            "Sid": "UsersListEnvironments",
+            "Effect": "Allow",
+            "Principal": {"AWS": sorted(set(readers) | set(publishers))},
+            "Action": ["s3:ListBucket"],
+            "Resource": [bucket_arn],
+            "Condition": {"StringLike": {"s3:prefix": [f"{conventions.ENV_OBJECT_PREFIX}*"]}},
+        })
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 class Storage(pulumi.ComponentResource):
@@ -86,7 +141,7 @@ class Storage(pulumi.ComponentResource):
             description=f"daskfleet cluster {args.cluster}: bucket and secrets",
             enable_key_rotation=True,
             deletion_window_in_days=7 if args.ephemeral else 30,
-            policy=json.dumps(key_policy(args.account, args.user_principal_arns)),
+            policy=json.dumps(key_policy(args.account, args.user_principal_arns, args.publisher_arns)),
             opts=child,
         )
         aws.kms.Alias(f"{name}-key", name=conventions.kms_alias(args.cluster), target_key_id=key.key_id, opts=child)
@@ -95,14 +150,14 @@ class Storage(pulumi.ComponentResource):
         bucket = aws.s3.Bucket(
             conventions.bucket_name_prefix(args.cluster).removesuffix("-"), force_destroy=args.ephemeral, opts=child,
         )
-        self._secure_bucket(name, bucket, key)
+        self._secure_bucket(name, bucket, key, args)
         self._expire_scratch(name, bucket, args.scratch_expiration_days)
         self.key_arn = key.arn
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.register_outputs({"key_arn": self.key_arn, "bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})
 
-    def _secure_bucket(self, name: str, bucket: aws.s3.Bucket, key: aws.kms.Key) -> None:
+    def _secure_bucket(self, name: str, bucket: aws.s3.Bucket, key: aws.kms.Key, args: StorageArgs) -> None:
         """Owner-enforced, never public, encrypted with the cluster key, versioned, TLS only."""
         child = pulumi.ResourceOptions(parent=self)
         aws.s3.BucketOwnershipControls(
@@ -140,7 +195,9 @@ class Storage(pulumi.ComponentResource):
         aws.s3.BucketPolicy(
             f"{name}-tls-only",
             bucket=bucket.id,
-            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
+            policy=bucket.arn.apply(lambda arn: json.dumps(bucket_policy(
+                arn, readers=args.user_principal_arns, publishers=args.publisher_arns, deployer=args.account.deployer_arn,
+            ))),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
 

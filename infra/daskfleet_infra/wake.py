@@ -69,6 +69,25 @@ def attachable(principal_arn: str, account: Account) -> tuple[str, str] | None:
     return match["kind"], match["name"]
 
 
+def attach_policy(
+    parent: pulumi.Resource, name: str, policy: aws.iam.Policy, principals: Sequence[tuple[str, str]], account: Account,
+    *, what: str,
+) -> None:
+    """Attach ``policy`` to each (label, principal ARN) this stack may change; say which it may not."""
+    child = pulumi.ResourceOptions(parent=parent)
+    for label, principal_arn in principals:
+        target = attachable(principal_arn, account)
+        if target is None:
+            pulumi.log.info(
+                f"{label}: {principal_arn} cannot be changed by this stack; add {what} to it or its permission set",
+                resource=parent,
+            )
+        elif target[0] == "role":
+            aws.iam.RolePolicyAttachment(f"{name}-{label}", role=target[1], policy_arn=policy.arn, opts=child)
+        else:
+            aws.iam.UserPolicyAttachment(f"{name}-{label}", user=target[1], policy_arn=policy.arn, opts=child)
+
+
 class Wake(pulumi.ComponentResource):
     """The users' wake policy, attached to every configured principal this stack may change."""
 
@@ -84,16 +103,7 @@ class Wake(pulumi.ComponentResource):
             policy=json.dumps(wake_policy(args.cluster, args.account)),
             opts=child,
         )
-        for user in args.users:
-            target = attachable(user.principal_arn, args.account)
-            if target is None:
-                pulumi.log.info(
-                    f"user {user.name}: {user.principal_arn} cannot be changed by this stack; add the wake policy "
-                    "(output wakePolicyArn) to it or its permission set", resource=self,
-                )
-            elif target[0] == "role":
-                aws.iam.RolePolicyAttachment(f"{name}-{user.name}", role=target[1], policy_arn=policy.arn, opts=child)
-            else:
-                aws.iam.UserPolicyAttachment(f"{name}-{user.name}", user=target[1], policy_arn=policy.arn, opts=child)
+        attach_policy(self, name, policy, [(user.name, user.principal_arn) for user in args.users], args.account,
+                      what="the wake policy (output wakePolicyArn)")
         self.policy_arn = policy.arn
         self.register_outputs({"policy_arn": self.policy_arn})

@@ -209,7 +209,7 @@ def _pulumi_type(annotation: Any) -> Any:
     if typing.get_origin(annotation) is typing.Literal:
         (kind,) = {type(arg) for arg in args}
         return _pulumi_type(kind)
-    return {str: "string", bool: "boolean", int: "integer"}[annotation]
+    return {str: "string", bool: "boolean", int: "integer", float: "number"}[annotation]
 
 
 def test_pulumi_yaml_declares_every_key_with_the_schemas_type_description_and_default():

@@ -39,7 +39,10 @@ def test_the_program_names_its_resources_as_it_always_has(with_nat):
         "daskfleet-analytics-budget-action", "daskfleet-analytics-scheduler", "daskfleet-analytics-scheduler-dns",
         "daskfleet-analytics-worker",
     ]
-    assert names(with_nat, "aws:iam/policy:Policy") == ["daskfleet-analytics-budget-stop", "daskfleet-analytics-wake"]
+    assert names(with_nat, "aws:iam/policy:Policy") == [
+        "daskfleet-analytics-budget-stop", "daskfleet-analytics-env-publish", "daskfleet-analytics-env-read",
+        "daskfleet-analytics-wake",
+    ]
     assert names(with_nat, "aws:iam/instanceProfile:InstanceProfile") == ["daskfleet-analytics-scheduler", "daskfleet-analytics-worker"]
     assert names(with_nat, "aws:iam/rolePolicy:RolePolicy") == [
         "daskfleet-budget-action", "daskfleet-node", "daskfleet-node", "daskfleet-scheduler-dns"]

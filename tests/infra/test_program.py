@@ -19,7 +19,7 @@ from daskfleet import conventions
 COMPONENTS = {
     "daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage", "daskfleet:aws:Observability",
     "daskfleet:aws:Budget", "daskfleet:aws:Identity", "daskfleet:aws:Pki", "daskfleet:aws:NodeSpecs", "daskfleet:aws:Compute",
-    "daskfleet:aws:SchedulerDns", "daskfleet:aws:Wake",
+    "daskfleet:aws:SchedulerDns", "daskfleet:aws:Wake", "daskfleet:aws:PublishedEnvironments",
 }
 #: Attachments and sub-configurations, which AWS does not tag; anything else gets the provider's default tags.
 UNTAGGABLE = {

@@ -41,7 +41,8 @@ def test_the_bucket_is_versioned_private_and_owner_enforced(example):
 
 def test_the_bucket_refuses_requests_without_tls(example):
     bucket_arn = example.one("aws:s3/bucket:Bucket").outputs["arn"]
-    (statement,) = statements(bucket_part(example, "aws:s3/bucketPolicy:BucketPolicy")["policy"])
+    (statement,) = [s for s in statements(bucket_part(example, "aws:s3/bucketPolicy:BucketPolicy")["policy"])
+                    if s["Sid"] == "DenyInsecureTransport"]
     assert statement["Effect"] == "Deny" and statement["Principal"] == "*" and statement["Action"] == "s3:*"
     assert statement["Resource"] == [bucket_arn, f"{bucket_arn}/*"]
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}

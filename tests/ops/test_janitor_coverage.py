@@ -57,6 +57,7 @@ GOES_WITH = {
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": "bucket",
     "aws:s3/bucketVersioning:BucketVersioning": "bucket",
     "aws:s3/bucketPolicy:BucketPolicy": "bucket",
+    "aws:s3/bucketObjectv2:BucketObjectv2": "bucket",
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": "bucket",
     "aws:iam/rolePolicy:RolePolicy": "iam-role",
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": "iam-policy",

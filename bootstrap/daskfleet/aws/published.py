@@ -32,6 +32,7 @@ from ..environments.published import (
 from ..environments.wheel import WHEELS_DIR
 from ..errors import DaskfleetError, ExitCode
 from .calls import BOTO_CONFIG, Caller, aws_failure, call_aws, error_code
+from .pointer import read_pointer
 from ..node.spec import load_spec_document
 
 _MISSING_OBJECT = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -144,17 +145,7 @@ class BucketFetcher:
 
 def read_published(target: ClusterTarget) -> PublishedEnvironment | None:
     """The cluster's published environment, or None when nothing was ever published."""
-    try:
-        response = target.ssm.get_parameter(Name=target.pointer)
-    except ClientError as exc:
-        if error_code(exc) == "ParameterNotFound":
-            return None
-        raise aws_failure(exc, target.ssm, "GetParameter", f"SSM parameter {target.pointer}", target.caller,
-                          missing=ExitCode.ENVIRONMENT) from None
-    except BotoCoreError as exc:
-        raise aws_failure(exc, target.ssm, "GetParameter", f"SSM parameter {target.pointer}", target.caller,
-                          missing=ExitCode.ENVIRONMENT) from None
-    return parse_published(response["Parameter"]["Value"], f"SSM parameter {target.pointer}")
+    return read_pointer(target.ssm, target.cluster, target.caller)
 
 
 def published_history(target: ClusterTarget) -> list[tuple[int, PublishedEnvironment]]:
@@ -269,6 +260,7 @@ def publish(
         before = _stored_lock(bucket, conventions.lock_object_key(previous.lock_sha256), "the published lock")
     else:
         before = image_lock
+        previous = _record_baseline(target, bucket, image_lock, wheel, wheel_version, by, clock)
     packages = [package for platform in platforms for package in lock.for_platform(platform)]
     image_packages = [package for platform in platforms if image_lock and platform in image_lock.platforms
                       for package in image_lock.for_platform(platform)]
@@ -290,24 +282,57 @@ def publish(
     lock_key = conventions.lock_object_key(lock_sha256)
     if not bucket.has(lock_key):
         bucket.upload(lock_key, lock_path, on_upload)
-    published = PublishedEnvironment(
-        lock_sha256=lock_sha256,
-        fingerprints={platform: lock.fingerprint(platform, wheel_version) for platform in platforms},
-        wheel=PublishedWheel(file_name=wheel.name, sha256=wheel_sha256, version=wheel_version),
-        env_name=env_name, published_by=by, published_at=now_iso(clock),
-    )
-    version = _point(target, published)
     changes = {
         platform: package_changes(before.for_platform(platform) if before and platform in before.platforms else [],
                                   lock.for_platform(platform))
         for platform in platforms
     }
-    core = sorted({name for change in changes.values() for name in core_packages_touched(change)})
+    core = sorted({name for change in changes.values() for name in core_packages_touched(change)}) if before else []
+    fingerprints = {platform: lock.fingerprint(platform, wheel_version) for platform in platforms}
+    replaces = {platform: sorted({fp for fp in ([previous.fingerprints.get(platform)] if previous else [])
+                                  + ([target.image_fingerprint] if target.image_fingerprint else [])
+                                  if fp and fp != fingerprints[platform]})
+                for platform in platforms}
+    published = PublishedEnvironment(
+        lock_sha256=lock_sha256, fingerprints=fingerprints,
+        wheel=PublishedWheel(file_name=wheel.name, sha256=wheel_sha256, version=wheel_version),
+        replaces={platform: values for platform, values in replaces.items() if values}, core_packages=core,
+        env_name=env_name, published_by=by, published_at=now_iso(clock),
+    )
+    version = _point(target, published)
     return PublishOutcome(
         published=published, previous=previous, pointer_version=version, changes=changes, core=core,
         uploaded=[package.describe() for package in plan.to_upload], uploaded_bytes=uploaded_bytes,
         on_images=len(plan.on_images), already_in_bucket=len(plan.in_bucket),
     )
+
+
+def _record_baseline(
+    target: ClusterTarget, bucket: ClusterBucket, image_lock: Lock | None, wheel: Path, wheel_version: str, by: str,
+    clock: Any,
+) -> PublishedEnvironment | None:
+    """Before the first publication, the images' environment as the pointer's first version, so that
+    ``rollback`` can return to it. Only when the images' lock is in the bucket and gives their fingerprint."""
+    if image_lock is None or not target.image_fingerprint:
+        return None
+    platforms = [p for p in _node_platforms(image_lock) if image_lock.fingerprint(p, wheel_version) == target.image_fingerprint]
+    if not platforms:
+        return None
+    data = bucket.read(conventions.image_lock_object_key(target.image_fingerprint)) or b""
+    lock_sha256 = hashlib.sha256(data).hexdigest()
+    key = conventions.lock_object_key(lock_sha256)
+    if not bucket.has(key):
+        with tempfile.NamedTemporaryFile(suffix=".yml") as copy:
+            copy.write(data)
+            copy.flush()
+            bucket.upload(key, Path(copy.name))
+    baseline = PublishedEnvironment(
+        lock_sha256=lock_sha256, fingerprints={platform: target.image_fingerprint for platform in platforms},
+        wheel=PublishedWheel(file_name=wheel.name, sha256=_sha256(wheel), version=wheel_version),
+        env_name="image", published_by=by, published_at=now_iso(clock),
+    )
+    _point(target, baseline)
+    return baseline
 
 
 # --- installing a published environment (nodes and laptops) -------------------------------------

@@ -12,6 +12,7 @@ for tests only; when it is set the agent logs a warning.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from ec2_metadata import EC2Metadata
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
+from ..environments.published import PublishedEnvironment
 from ..node.spec import load_spec_document
 from ..security.tls import TlsMaterial
 from .calls import BOTO_CONFIG, INSTANCE_ROLE, Deadline, call_aws, fetch_tls_secret
@@ -247,6 +249,28 @@ class AwsSource:
             self._identity = read_instance_identity(self.imds_endpoint, deadline)
         check_tags(self._identity, cluster=self.cluster, role=role)
         return self._identity
+
+    def instance_id(self) -> str:
+        if self._identity is None:
+            self._identity = read_instance_identity(self.imds_endpoint, Deadline(self.deadline_s))
+        return self._identity.instance_id
+
+    def published_environment(self) -> PublishedEnvironment | None:
+        """The cluster's published-environment pointer, through the instance role."""
+        from .pointer import read_pointer  # noqa: PLC0415  (schedulers poll it; workers read it once)
+
+        self.instance_id()
+        check_tags(self._identity, cluster=self.cluster, role=self._identity.tags.get(conventions.TAG_ROLE, ""))
+        return read_pointer(self.client("ssm"), self.cluster, INSTANCE_ROLE)
+
+    def environment_error(self) -> str | None:
+        """What the node's environment step (``daskfleet env follow``) reported, when its install failed."""
+        path = conventions.node_path(conventions.NODE_ENV_STATUS_FILE)
+        try:
+            status = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return status.get("error") or None
 
     def client(self, service: str) -> Any:
         """A boto3 client in the instance's region, credentials from the default chain (the instance role).

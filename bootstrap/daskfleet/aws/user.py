@@ -63,11 +63,7 @@ def fetch_client_tls(
     if user is not None:
         _check_name("user", user, conventions.USER_NAME_PATTERN)
     session = _session(region, profile)
-    identity = call_aws(
-        session.client("sts", config=BOTO_CONFIG), "GetCallerIdentity", "", YOUR_IDENTITY,
-        missing=ExitCode.CONFIG,
-    )
-    arn = identity["Arn"]
+    arn = caller_arn(session)
     caller = replace(YOUR_IDENTITY, who=f"your AWS identity {arn}")
     derived = user is None
     user = user_from_arn(arn) if derived else user
@@ -103,6 +99,17 @@ def discover_scheduler_address(
             ExitCode.SPEC_INVALID,
         )
     return address
+
+
+def caller_arn(session: Any) -> str:
+    """The ARN of the AWS identity ``session`` acts as (sts:GetCallerIdentity, which needs no permission)."""
+    return call_aws(session.client("sts", config=BOTO_CONFIG), "GetCallerIdentity", "", YOUR_IDENTITY,
+                    missing=ExitCode.CONFIG)["Arn"]
+
+
+def user_session(region: str | None, profile: str | None) -> Any:
+    """A boto3 session with the user's own login (default chain or ``profile``) and a region; one clear error."""
+    return _session(region, profile)
 
 
 def _session(region: str | None, profile: str | None) -> Any:

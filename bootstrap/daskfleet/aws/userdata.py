@@ -68,6 +68,9 @@ def render_unit() -> str:
             "[Service]",
             "Type=exec",
             f"EnvironmentFile={NODE_ENV_FILE}",
+            # As root ("+"), before the agent: switch to the cluster's published environment if it has a newer
+            # one; on failure ("-") the node starts on its current environment and the agent tells the scheduler.
+            f"ExecStartPre=-+{DASKFLEET_EXECUTABLE} env follow --source aws:${{{CLUSTER_VARIABLE}}} --role %i",
             f"ExecStart={DASKFLEET_EXECUTABLE} node %i --source aws:${{{CLUSTER_VARIABLE}}}",
             "Restart=on-failure",
             f"RestartSec={RESTART_DELAY_SECONDS}",
@@ -93,10 +96,10 @@ def render_unit() -> str:
     )
 
 
-def expand_unit_command(unit: str, role: str, environment: dict[str, str]) -> list[str]:
-    """The argv systemd runs for ``unit``'s instance ``role`` with ``environment`` (for tests and docs)."""
-    (line,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
-    command = line.removeprefix("ExecStart=").replace("%i", role)
+def expand_unit_command(unit: str, role: str, environment: dict[str, str], key: str = "ExecStart") -> list[str]:
+    """The argv systemd runs as ``key`` (ExecStart, ExecStartPre) for ``unit``'s instance ``role`` (tests and docs)."""
+    (line,) = [line for line in unit.splitlines() if line.startswith(f"{key}=")]
+    command = line.removeprefix(f"{key}=").lstrip("-+!@:").replace("%i", role)
     command = re.sub(r"\$\{(\w+)\}", lambda match: environment[match.group(1)], command)
     return command.split()
 

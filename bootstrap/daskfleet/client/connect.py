@@ -17,7 +17,7 @@ from ..local.state import LOCAL_CLUSTER, LocalCluster, client_material, default_
 from ..security.tls import client_security, verify_scheduler_identity
 
 
-def _is_local(cluster: str, state_dir: Path | None) -> bool:
+def is_local(cluster: str, state_dir: Path | None) -> bool:
     return state_dir is not None or cluster == LOCAL_CLUSTER
 
 
@@ -34,7 +34,7 @@ def security(
     ``"local"`` (or any ``state_dir``) reads the local cluster's files; any other name is an AWS
     cluster whose certificate your AWS login (``profile``, ``region``) fetches from Secrets Manager.
     """
-    if _is_local(cluster, state_dir):
+    if is_local(cluster, state_dir):
         return client_security(client_material(Path(state_dir or default_state_dir(cluster))), LOCAL_CLUSTER)
     from ..aws.user import fetch_client_tls  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
 
@@ -49,7 +49,7 @@ def scheduler_address(
     region: str | None = None,
 ) -> str:
     """Where ``cluster``'s scheduler listens."""
-    if _is_local(cluster, state_dir):
+    if is_local(cluster, state_dir):
         state = LocalCluster.load(Path(state_dir or default_state_dir(cluster)))
         if state is None or not state.address:
             raise DaskfleetError(f"local cluster {cluster!r} is not running: `daskfleet local up` starts it", ExitCode.CONFIG)
@@ -80,8 +80,8 @@ def connect(
     """
     sec = security(cluster, state_dir=state_dir, user=user, profile=profile, region=region)
     target = address or scheduler_address(cluster, state_dir=state_dir, profile=profile, region=region)
-    cluster_name = LOCAL_CLUSTER if _is_local(cluster, state_dir) else cluster
-    if wake and not _is_local(cluster, state_dir):
+    cluster_name = LOCAL_CLUSTER if is_local(cluster, state_dir) else cluster
+    if wake and not is_local(cluster, state_dir):
         from ..aws.user import WAKE_TIMEOUT_S, wake_scheduler  # noqa: PLC0415
 
         wake_scheduler(

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..local.state import default_state_dir
 from ..usage.records import RECORDS_FILE, USAGE_OP, parse_lines, read_file
-from .connect import _is_local, connect
+from .connect import is_local, connect
 
 
 def live_records(cluster: str, since: float, *, state_dir: Path | None = None, address: str | None = None,
@@ -21,7 +21,7 @@ def live_records(cluster: str, since: float, *, state_dir: Path | None = None, a
 def stored_records(cluster: str, since: float, *, state_dir: Path | None = None, address: str | None = None,
                    profile: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
     """Records as stored: they outlive the scheduler (and a cluster scaled to zero)."""
-    if _is_local(cluster, state_dir):
+    if is_local(cluster, state_dir):
         return read_file(Path(state_dir or default_state_dir(cluster)) / RECORDS_FILE, since)
     from ..aws.usagerecords import recorded_usage_lines  # noqa: PLC0415  (boto3 only for AWS clusters)
 

@@ -26,7 +26,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 from installer.utils import parse_wheel_filename
 
-from ..conventions import DASKFLEET_DISTRIBUTION, normalize_package_name
+from ..conventions import DASKFLEET_DISTRIBUTION, conda_platform, normalize_package_name
 from ..errors import DaskfleetError, ExitCode
 from .cache import Fetcher, PackageCache, UrlFetcher, file_digests
 from .lockfile import Lock, LockedPackage
@@ -278,5 +278,5 @@ def daskfleet_wheel_version(wheel: Path) -> str:
 
 def current_platform() -> str:
     """This machine's conda platform, e.g. linux-64."""
-    return str(rattler.Platform.current())
+    return conda_platform()
 

@@ -44,9 +44,16 @@ class PublishedEnvironment(BaseModel):
     lock_sha256: str = Field(pattern=_HEX64)
     fingerprints: dict[str, str] = Field(min_length=1)
     wheel: PublishedWheel
+    #: What each platform's nodes ran before: the scheduler accepts it until every worker has switched.
+    replaces: dict[str, list[str]] = {}
+    #: Core packages the change touches (python, dask, distributed, …): the scheduler restarts into it.
+    core_packages: list[str] = []
     env_name: str | None = None
     published_by: str = Field(min_length=1)
     published_at: str = Field(min_length=1)
+
+    def replaces_for(self, platform: str) -> list[str]:
+        return list(self.replaces.get(platform, []))
 
     def fingerprint_for(self, platform: str) -> str:
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from ..environments.policy import RolloutPolicy
 from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
@@ -40,6 +41,10 @@ STOP_TIMEOUT_S = 15.0
 WORKER_SLOT_PREFIX = "worker-"
 #: The local scheduler decides every second (it costs nothing); local workers register within seconds.
 LOCAL_INTERVAL_S = 1.0
+
+
+#: The local scheduler reads its published environment from a file: it may look often.
+LOCAL_ROLLOUT = RolloutPolicy(poll_s=2.0, switch_timeout_s=START_TIMEOUT_S * 2)
 
 
 def local_scaling(
@@ -160,6 +165,7 @@ def _bring_up(
         expected_fingerprint=fingerprint, audit_log=str(state_dir / "audit.jsonl"), client_version_policy=policy,
         usage=usage,
         scaling=scaling,
+        rollout=LOCAL_ROLLOUT,
     )
     nodes = state_dir / "nodes"
     if nodes.exists():

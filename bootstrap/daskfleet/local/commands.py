@@ -129,3 +129,37 @@ def local_down(state_dir: Path | None) -> None:
         click.echo("no local cluster to stop")
     else:
         click.echo(f"stopped {len(cluster.nodes)} process(es)")
+
+
+@local.group("env")
+def local_env() -> None:
+    """The local cluster's environment: publish a lock to it (status, rollback: `daskfleet env … local`)."""
+
+
+@local_env.command("publish")
+@click.option("--lock", "lock_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A conda-lock file.")
+@click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path),
+              help="daskfleet's wheel to install with it (default: built from this checkout).")
+@_state_dir_option
+def local_env_publish(lock_path: Path, wheel: Path | None, state_dir: Path | None) -> None:
+    """Install LOCK beside the running local cluster and roll its workers onto it without stopping it."""
+    from ..environments.cache import PackageCache
+    from ..environments.commands import default_cache
+    from ..environments.install import daskfleet_wheel_version
+    from ..environments.progress import byte_progress
+    from ..environments.wheel import find_wheel
+    from .environments import publish
+    from .state import default_state_dir
+
+    cache = PackageCache(default_cache())
+    chosen = find_wheel(cache.root, wheel)
+    state = (state_dir or default_state_dir()).resolve()
+    with byte_progress(f"installing {lock_path.name}"):
+        done = publish(state, lock_path, cache=cache, wheel=chosen, wheel_version=daskfleet_wheel_version(chosen))
+    (platform, fingerprint), = done.published.fingerprints.items()
+    click.echo(f"published {lock_path} to the local cluster ({platform}): {done.previous} -> {fingerprint}\n"
+               f"fetched {len(done.report.fetched)} package(s), {len(done.report.from_cache)} from the cache")
+    if done.published.core_packages:
+        click.echo(f"core packages change ({', '.join(done.published.core_packages)}): the scheduler restarts into it")
+    click.echo("the workers switch a few at a time; watch them with: daskfleet env status local"
+               + (f" --state-dir {state}" if state_dir else ""))

@@ -25,7 +25,10 @@ from distributed import Scheduler, Security, Worker
 from distributed.comm import connect
 
 from .. import conventions, usage
+from ..environments.published import PublishedEnvironment
 from ..environments.records import current_fingerprint
+from ..environments.rollout import ENV_ERROR_KEY, SWITCH_OP
+from ..environments.rollout import install as install_rollout
 from ..errors import DaskfleetError, ExitCode
 from ..scaling.runner import WorkerBackend
 from ..scaling.runner import install as install_scaling
@@ -54,6 +57,18 @@ class PreparedNode:
     tls: TlsFiles
     fingerprint: str
     runtime_dir: Path
+    published: PublishedEnvironment | None = None
+
+
+def accepted_fingerprints(expected: str | None, published: PublishedEnvironment | None, platform: str) -> set[str]:
+    """The environments a node may start in: the spec's (its image's), else what was published to the cluster and
+    what that replaces (a node whose install of it failed keeps running its previous one). Empty: no check."""
+    if not expected:
+        return set()
+    allowed = {expected}
+    if published is not None and platform in published.fingerprints:
+        allowed |= {published.fingerprint_for(platform), *published.replaces_for(platform)}
+    return allowed
 
 
 def default_runtime_dir(role: str) -> Path:
@@ -77,9 +92,11 @@ def prepare_node(role: str, source: NodeSource, runtime_dir: Path) -> PreparedNo
         cluster=spec.cluster, role=role, origin=f"{role} certificate from {source.describe()}",
     )
     fingerprint = current_fingerprint()
-    if spec.expected_fingerprint and spec.expected_fingerprint != fingerprint:
+    published = source.published_environment()
+    allowed = accepted_fingerprints(spec.expected_fingerprint, published, conventions.conda_platform())
+    if allowed and fingerprint not in allowed:
         raise DaskfleetError(
-            f"environment fingerprint {fingerprint} differs from the expected {spec.expected_fingerprint}",
+            f"environment fingerprint {fingerprint} differs from the expected {' or '.join(sorted(allowed))}",
             ExitCode.ENV_MISMATCH,
         )
     pki.ensure_private_dir(runtime_dir)
@@ -87,7 +104,7 @@ def prepare_node(role: str, source: NodeSource, runtime_dir: Path) -> PreparedNo
     config = render_dask_config(role, files)
     os.environ["DASK_CONFIG"] = str(write_dask_config(config, runtime_dir).parent)
     dask.config.update(dask.config.config, config, priority="new")
-    return PreparedNode(spec, files, fingerprint, runtime_dir)
+    return PreparedNode(spec, files, fingerprint, runtime_dir, published)
 
 
 def node_security() -> Security:
@@ -110,6 +127,7 @@ async def run_scheduler(
         expected_fingerprint=spec.expected_fingerprint or node.fingerprint,
         versions=scheduler_versions(),
         client_version_policy=spec.client_version_policy,
+        client_fix=f"Install the cluster's environment with `daskfleet env sync {spec.cluster}` and run your client from it",
     )
     forward = source.audit_forwarder()
     audit = AuditLog(audit_log_path(spec, node.runtime_dir), forward)
@@ -132,6 +150,10 @@ async def run_scheduler(
     if scaler is not None:
         scaler.observers.append(lambda decision: accounting.set_desired_workers(decision.desired))
         guard.add_handler(conventions.SCALING_STATE_HANDLER, scaler.state)
+    rollout = install_rollout(
+        scheduler, guard, audit, source.published_environment, platform=conventions.conda_platform(),
+        own_fingerprint=node.fingerprint, settings=spec.rollout,
+    )
     try:
         await scheduler
     except RuntimeError as exc:
@@ -151,6 +173,9 @@ async def run_scheduler(
     await scheduler.finished()
     if forward is not None:
         await asyncio.to_thread(forward.close)
+    if rollout.restarting:
+        logger.warning("restarting into the newly published environment")
+        return ExitCode.ENVIRONMENT_SWITCH
     return ExitCode.OK
 
 
@@ -220,6 +245,7 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
     await wait_for_scheduler(spec.scheduler_address, security, spec.connect_timeout_s, spec.cluster)
     contact = f"tls://{spec.contact_host}:{spec.worker_port}" if spec.contact_host else None
     kind = list(source.instance_kind())
+    env_error = source.environment_error()
     worker = Worker(
         spec.scheduler_address,
         host=spec.listen_host,
@@ -230,10 +256,14 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
         memory_limit=spec.memory_limit,
         security=security,
         death_timeout=spec.connect_timeout_s,
-        startup_information={FINGERPRINT_KEY: lambda _worker: node.fingerprint, INSTANCE_KEY: lambda _worker: kind},
+        startup_information={
+            FINGERPRINT_KEY: lambda _worker: node.fingerprint, INSTANCE_KEY: lambda _worker: kind,
+            ENV_ERROR_KEY: lambda _worker: env_error,
+        },
         dashboard=False,
         local_directory=spill_directory(node.runtime_dir),
     )
+    switching = _serve_environment_switch(worker)
     WorkerGuard(WorkerGatekeeper(spec.cluster)).install(worker)
     try:
         await worker
@@ -257,6 +287,10 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
     _install_signal_handlers(on_signal)
     drain = asyncio.create_task(drain_when_leaving(source, worker))
     await worker.finished()
+    if switching.is_set():
+        drain.cancel()
+        logger.info("left to run the newly published environment: its data moved; restarting into it")
+        return ExitCode.ENVIRONMENT_SWITCH
     if stopping.is_set() or retired.is_set():
         drain.cancel()
         if retired.is_set():
@@ -269,6 +303,19 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
 
 #: Close reasons the scheduler sends a worker it retires or removes (not its own shutdown, "scheduler-close").
 RETIREMENT_CLOSE_REASONS = frozenset({"scheduler-close-worker", "scheduler-remove-worker"})
+
+
+def _serve_environment_switch(worker: Worker) -> asyncio.Event:
+    """The scheduler's call to switch environments: retire (so data moves), then exit to restart into it."""
+    switching = asyncio.Event()
+
+    async def switch_environment() -> str:
+        switching.set()
+        asyncio.ensure_future(worker.close_gracefully(reason="daskfleet: environment switch"))
+        return "OK"
+
+    worker.handlers[SWITCH_OP] = switch_environment
+    return switching
 
 
 def _note_retirement(worker: Worker) -> asyncio.Event:

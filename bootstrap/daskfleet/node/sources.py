@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import DaskfleetError, ExitCode
+from ..environments.published import PublishedEnvironment, parse_published
 from ..security.tls import TlsMaterial
 from ..usage.policy import LOCAL_INSTANCE_TYPE
 from .spec import load_spec_document
@@ -24,6 +25,8 @@ CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 #: Written into its runtime directory by a scheduler node once it listens: {"address", "dashboard", "pid"}.
 SCHEDULER_INFO_FILE = "scheduler.json"
+#: In a node directory: the environment published to the local cluster (``daskfleet local env publish``).
+PUBLISHED_FILE = "published-env.json"
 
 
 class AuditForwarder(Protocol):
@@ -63,6 +66,12 @@ class NodeSource(Protocol):
 
     def usage_history(self, since: float) -> list[str] | None:
         """Usage record lines stored since ``since`` (epoch seconds); None when the local file is the store."""
+
+    def published_environment(self) -> PublishedEnvironment | None:
+        """The environment published to the cluster (daskfleet env publish), or None when none was."""
+
+    def environment_error(self) -> str | None:
+        """Why this node could not install the published environment before it started, or None."""
 
 
 class DirectorySource:
@@ -116,4 +125,16 @@ class DirectorySource:
         return None
 
     def usage_history(self, since: float) -> list[str] | None:
+        return None
+
+    def published_environment(self) -> PublishedEnvironment | None:
+        path = self.path / PUBLISHED_FILE
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        return parse_published(text, str(path))
+
+    def environment_error(self) -> str | None:
+        """The local launcher installs published environments itself; a node never starts half-switched."""
         return None

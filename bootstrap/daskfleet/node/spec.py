@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
+from ..environments.policy import RolloutPolicy
 from ..scaling.policy import ScalingSpec
 from ..usage.policy import UsagePolicy
 
@@ -48,8 +49,15 @@ class NodeSpec(BaseModel):
         description="what the scheduler does with a client whose core package versions differ",
     )
     audit_log: str | None = Field(default=None, description="path of the JSON-lines audit log (scheduler)")
+    bucket: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="the cluster bucket, which holds published environments' packages (AWS)",
+    )
     usage: UsagePolicy = Field(
         default_factory=UsagePolicy, description="prices, per-user limits and the budget stop (scheduler)"
+    )
+    rollout: RolloutPolicy = Field(
+        default_factory=RolloutPolicy, description="how the scheduler rolls workers onto a published environment",
     )
     scaling: ScalingSpec | None = Field(
         default=None, description="adaptive workers and idle shutdown (scheduler); absent: the scheduler sizes nothing",

@@ -15,17 +15,16 @@ from typing import Any
 from distributed.comm.addressing import get_address_host
 from distributed.versions import get_versions
 
+from .. import conventions
 from .peers import Peer, Refusal, role_refusal
 
 #: Key of the worker's startup information that carries its environment fingerprint.
 FINGERPRINT_KEY = "daskfleet-fingerprint"
 
 #: Packages whose versions must agree between a client and the cluster.
-CORE_PACKAGES: tuple[str, ...] = (
-    "python", "dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy", "pandas",
-)
+CORE_PACKAGES = conventions.CORE_PACKAGES
 #: Compared only when both sides have them.
-OPTIONAL_CORE_PACKAGES = frozenset({"numpy", "pandas"})
+OPTIONAL_CORE_PACKAGES = conventions.OPTIONAL_CORE_PACKAGES
 
 #: Scheduler operations a worker calls (distributed 2026.8: registration, heartbeats, its own
 #: retirement, P2P shuffle coordination). A worker certificate may call nothing else.
@@ -57,7 +56,8 @@ WORKER_STREAM_OPS = frozenset(
 CLIENT_WORKER_OPS = frozenset({"get_data", "update_data", "actor_execute", "actor_attribute", "ping", "versions"})
 #: A worker's operations that run code or change it: only its scheduler may call them.
 SCHEDULER_ONLY_WORKER_OPS = frozenset(
-    {"run", "run_coroutine", "terminate", "upload_file", "plugin-add", "plugin-remove", "gather", "free_keys"}
+    {"run", "run_coroutine", "terminate", "upload_file", "plugin-add", "plugin-remove", "gather", "free_keys",
+     conventions.ENV_SWITCH_OP}
 )
 #: Who may call anything else on a worker: its scheduler and its peer workers.
 NODE_PEER_ROLES = frozenset({"scheduler", "worker"})
@@ -115,6 +115,10 @@ class Gatekeeper:
     expected_fingerprint: str
     versions: Mapping[str, str | None]
     client_version_policy: str = "refuse"
+    #: Further environments accepted while the cluster rolls onto a newly published one.
+    also_accepted: frozenset[str] = frozenset()
+    #: What a client whose packages differ should run, added to its refusal.
+    client_fix: str = ""
 
     def _role_refusal(self, peer: Peer, needed: frozenset[str] | str) -> Refusal | None:
         return role_refusal(self.cluster, peer, needed)
@@ -184,10 +188,12 @@ class Gatekeeper:
         if address and peer.address and host_of(address) != host_of(peer.address):
             return Refusal(f"registers address {address}, but connects from {peer.address}")
         reported = (extra or {}).get(FINGERPRINT_KEY)
-        if reported != self.expected_fingerprint:
+        if reported != self.expected_fingerprint and reported not in self.also_accepted:
+            during = (f" (or {', '.join(sorted(self.also_accepted))} while the cluster changes environment)"
+                      if self.also_accepted else "")
             return Refusal(
                 f"environment fingerprint {reported or '(none reported)'} differs from the cluster's "
-                f"{self.expected_fingerprint}"
+                f"{self.expected_fingerprint}{during}"
             )
         return None
 
@@ -232,6 +238,8 @@ class Gatekeeper:
         if not differences:
             return None, None
         text = "package versions differ from the cluster's: " + "; ".join(differences)
+        if self.client_fix:
+            text += f". {self.client_fix}"
         if self.client_version_policy == "warn":
             return None, text
         return Refusal(text), None

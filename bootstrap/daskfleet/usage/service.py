@@ -7,13 +7,13 @@ gauge its runner sets; both are found as ``scheduler.extensions["daskfleet-usage
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 
+from ..notices import tell_client
 from ..security.attribution import GraphOrigin
 from ..security.audit import AuditLog
 from ..security.guards import SchedulerGuard
@@ -105,9 +105,7 @@ class UsageAccounting:
 
     def tell(self, client: str, text: str) -> None:
         """A warning shown by the client (distributed's "warn" topic, which every client handles)."""
-        comm = self.scheduler.client_comms.get(client)
-        if comm is not None:
-            comm.send({"op": "event", "topic": "warn", "event": (time.time(), {"message": pickle.dumps(text)})})
+        tell_client(self.scheduler, client, text)
 
     # --- time passing -------------------------------------------------------------------------
 
