@@ -5,12 +5,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, scaling, throughput
+from . import boot, envs, scaling, switch, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
     "throughput with plugins / without": (">=", 0.95),
     "delta install / cold full install": ("<=", 0.2),
+    "environment switch / cold full install": ("<=", 0.25),
     "throughput all plugins / none": (">=", 0.95),
     "backlog to scale-up request (intervals, worst)": ("<=", 1.0),
     "idle waste / idle timeout": ("<=", 1.1),
@@ -26,6 +27,8 @@ def main() -> None:
         ratios.update(throughput.run(Path(root) / "throughput"))
         print("Environment installs (a channel built here; see benchmarks/envs.py):")
         ratios.update(envs.run(Path(root) / "envs"))
+        print("Environment switch of a running local cluster (see benchmarks/switch.py):")
+        ratios.update(switch.run(Path(root) / "switch"))
         ratios.update(scaling.run(Path(root) / "scaling"))
     print("\nRatios:")
     for name, value in ratios.items():

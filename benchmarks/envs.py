@@ -42,26 +42,27 @@ DEFAULT_ENV_FILES = 45_000
 ROUNDS = 2
 
 
-def _channel(root: Path) -> Path:
+def _channel(root: Path, packages: int = PACKAGES, package_bytes: int = PACKAGE_BYTES) -> Path:
     channel = root / "channel"
     stub_python("linux-64", channel)
     noarch = channel / "noarch"
     noarch.mkdir(parents=True, exist_ok=True)
     wheels = root / "wheels"
-    for index in range(PACKAGES):
+    for index in range(packages):
         name = f"bench{index:03d}"
         versions = ("1.0", "1.1") if index == 0 else ("1.0",)
         for version in versions:
-            wheel = make_wheel(wheels, name, version, payload=os.urandom(PACKAGE_BYTES))
+            wheel = make_wheel(wheels, name, version, payload=os.urandom(package_bytes))
             convert(wheel, noarch, "V2")  # .conda, as conda-forge serves
     reindex(channel)
     return channel
 
 
-def _lock(root: Path, server: ChannelServer, name: str, first_version: str) -> Path:
-    dependencies = [f"bench000 =={first_version}", *(f"bench{index:03d}" for index in range(1, PACKAGES))]
+def _lock(root: Path, server: ChannelServer, name: str, first_version: str, packages: int = PACKAGES) -> Path:
+    dependencies = [f"bench000 =={first_version}", *(f"bench{index:03d}" for index in range(1, packages))]
     spec = write_spec(root / "envs" / name, server.url, dependencies)
-    subprocess.run([sys.executable, "-m", "daskfleet", "env", "lock", str(spec.parent)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "daskfleet", "env", "lock", str(spec.parent)], check=True, capture_output=True,
+                   env={**os.environ, "DASKFLEET_HOME": str(root / "home")})
     return spec.parent / "conda-lock.yml"
 
 

@@ -30,6 +30,8 @@ _ROLE_URI = re.compile(r"^spiffe://(?P<cluster>[a-z0-9-]+)/role/(?P<role>[a-z]+)
 
 #: Cluster names become DNS labels, S3 bucket name parts, IAM names and SPIFFE trust domains.
 CLUSTER_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$"
+#: Who is charged for idle worker time that no connected client kept up; no user may be called so.
+IDLE_USER = "idle"
 #: Users become certificate common names, secret names and audit identities.
 USER_NAME_PATTERN = r"^[a-z][a-z0-9._-]{0,62}$"
 

@@ -28,8 +28,9 @@ import sys
 import sysconfig
 import tarfile
 import threading
+import time
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,14 +147,19 @@ def reindex(root: Path) -> None:
 
 @dataclass
 class ChannelServer:
-    """Serves a directory over HTTP on 127.0.0.1 and records every path asked for."""
+    """Serves a directory over HTTP on 127.0.0.1 and records every path asked for.
+
+    ``bytes_per_s`` caps each response's rate (benchmarks: a channel across the internet, not loopback).
+    """
 
     root: Path
     requests: list[str] = field(default_factory=list)
+    bytes_per_s: float | None = None
 
     def __enter__(self) -> ChannelServer:
         log = self.requests
-        handler = functools.partial(_Handler, log, directory=str(self.root))
+        self._throttle = _Throttle(lambda: self.bytes_per_s)
+        handler = functools.partial(_Handler, log, self._throttle, directory=str(self.root))
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -173,10 +179,36 @@ class ChannelServer:
         return [path.rsplit("/", 1)[-1] for path in self.requests if path.endswith((".tar.bz2", ".conda", ".whl"))]
 
 
+class _Throttle:
+    """One rate for every connection together: a link to the channel, not a rate per download."""
+
+    def __init__(self, rate: Callable[[], float | None]):
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._free_at = 0.0
+
+    def wait(self, size: int) -> None:
+        rate = self.rate()
+        if not rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._free_at)
+            self._free_at = start + size / rate
+            delay = self._free_at - now
+        time.sleep(delay)
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, log: list[str], *args, **kwargs):
+    def __init__(self, log: list[str], throttle: _Throttle, *args, **kwargs):
         self._log = log
+        self._throttle = throttle
         super().__init__(*args, **kwargs)
+
+    def copyfile(self, source, outputfile) -> None:
+        while data := source.read(1 << 16):
+            self._throttle.wait(len(data))
+            outputfile.write(data)
 
     def do_GET(self) -> None:
         self._log.append(self.path)

@@ -70,6 +70,7 @@ class RolloutPlugin(SchedulerPlugin):
         self.scheduler: Any = None
         self._loop: asyncio.Task | None = None
         self._names: dict[str, str] = {}
+        self._changed = asyncio.Event()
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -84,6 +85,7 @@ class RolloutPlugin(SchedulerPlugin):
         if state is None:
             return
         self._names[worker] = str(state.name)
+        self._changed.set()  # a worker came back: the next one may switch now
         error = (state.extra or {}).get(ENV_ERROR_KEY)
         if error:
             self.core.note_failure(str(state.name), str(error))
@@ -94,6 +96,7 @@ class RolloutPlugin(SchedulerPlugin):
         name = self._names.pop(worker, None)
         if name is not None:
             self.core.note_left(name)
+            self._changed.set()
 
     def workers(self) -> dict[str, str]:
         return {str(ws.name): str((ws.extra or {}).get(FINGERPRINT_KEY)) for ws in self.scheduler.workers.values()}
@@ -105,12 +108,17 @@ class RolloutPlugin(SchedulerPlugin):
             {self.guard.gatekeeper.expected_fingerprint, *self.guard.gatekeeper.also_accepted})}
 
     async def _run(self) -> None:
+        """A step every poll, and one as soon as a worker comes or goes."""
         while True:
+            self._changed.clear()
             try:
                 await self.step()
             except DaskfleetError as exc:  # the pointer cannot be read now: keep the current environment
                 logger.warning("published environment: %s", exc)
-            await asyncio.sleep(self.settings.poll_s)
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=self.settings.poll_s)
+            except TimeoutError:
+                pass
 
     async def step(self) -> None:
         published = await asyncio.to_thread(self.published)

@@ -30,7 +30,13 @@ from .state import ENV_LINK, LocalCluster, node_python
 
 ENVS_DIR = "envs"
 HISTORY_FILE = "env-history.jsonl"
-_VERSIONS = "import json; from distributed.versions import get_versions; print(json.dumps(get_versions()['packages']))"
+#: The core packages' versions an interpreter has installed (its metadata; nothing is imported, so it takes
+#: milliseconds); the same script on both sides of a switch.
+_VERSIONS = (
+    "import json, sys, importlib.metadata as m\n"
+    "def v(n):\n    try:\n        return m.version(n)\n    except m.PackageNotFoundError:\n        return None\n"
+    "print(json.dumps({'python': '.'.join(map(str, sys.version_info[:3])), **{n: v(n) for n in sys.argv[1:]}}))"
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,8 @@ def current_publication(state_dir: Path) -> PublishedEnvironment | None:
 
 def _core_versions(python: str) -> dict[str, str | None]:
     """The core packages' versions an interpreter reports, as the scheduler compares them for clients."""
-    result = subprocess.run([python, "-c", _VERSIONS], capture_output=True, text=True, timeout=120)
+    names = [name for name in conventions.CORE_PACKAGES if name != "python"]
+    result = subprocess.run([python, "-c", _VERSIONS, *names], capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise DaskfleetError(f"{python} cannot report its packages: {last}", ExitCode.ENVIRONMENT)

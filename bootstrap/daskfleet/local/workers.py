@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from .cluster import STOP_TIMEOUT_S, WORKER_SLOT_PREFIX, signal_group, start_nod
 from .state import LocalCluster
 
 logger = logging.getLogger("daskfleet.scaling")
+#: How long a launch waits for a leaving worker's process to exit and free its slot.
+SLOT_WAIT_S = 2.0
 
 
 class LocalWorkerProcesses:
@@ -38,13 +41,25 @@ class LocalWorkerProcesses:
         found = [path.name for path in nodes.glob(f"{WORKER_SLOT_PREFIX}*") if (path / SPEC_FILE).exists()]
         return sorted(found, key=lambda name: int(re.sub(r"\D", "", name) or 0))
 
+    def _free_slots(self) -> int:
+        cluster = LocalCluster.load(self.state_dir)
+        busy = {node.name for node in cluster.running() if node.role == "worker"} if cluster else set()
+        return sum(1 for slot in self.slots() if slot not in busy)
+
     def outstanding(self) -> int:
         """Worker processes already running (they will register)."""
         cluster = LocalCluster.load(self.state_dir)
         return sum(1 for node in cluster.running() if node.role == "worker") if cluster else 0
 
     def launch(self, count: int) -> int:
-        """Start up to ``count`` workers in free slots; none while the cluster is stopping."""
+        """Start up to ``count`` workers in free slots; none while the cluster is stopping.
+
+        A worker that just left (retired, or switching environments) frees its slot when its process
+        exits, a moment after it unregistered: wait that moment rather than a whole decision interval.
+        """
+        deadline = time.monotonic() + SLOT_WAIT_S
+        while self._free_slots() < count and time.monotonic() < deadline:
+            time.sleep(0.05)
         with LocalCluster.update(self.state_dir) as cluster:
             if cluster is None or cluster.stopping:
                 return 0

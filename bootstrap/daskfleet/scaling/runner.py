@@ -112,6 +112,11 @@ class ScalingPlugin(SchedulerPlugin):
         if self.decide_on_submit:
             self._submitted.set()
 
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        """A worker left (retired, switching environments, lost): decide at once whether to replace it."""
+        if self.decide_on_submit:
+            self._submitted.set()
+
     async def before_close(self) -> None:
         if self._loop is not None and self._loop is not asyncio.current_task():
             self._loop.cancel()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
-
-from distributed import Client, Security
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DaskfleetError, ExitCode
 from .peers import Peer
 from .pki import identity_of
+
+if TYPE_CHECKING:  # distributed is imported where a Security is built: commands that only name TLS files stay light
+    from distributed import Client, Security
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ def client_security(material: TlsMaterial, cluster: str) -> Security:
     if (identity.cluster, identity.role) != (cluster, "client"):
         found = f"a {identity.role} certificate for cluster {identity.cluster!r}" if identity.role else "no daskfleet role"
         raise DaskfleetError(f"your certificate for {cluster!r} is {found}, not a client certificate", ExitCode.CONFIG)
+    from distributed import Security  # noqa: PLC0415
+
     # distributed accepts PEM text in place of paths, so nothing touches the disk.
     return Security(
         tls_ca_file=material.ca_pem,

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from .policy import IDLE
+from ..conventions import IDLE_USER as IDLE
 
 #: (cluster, since, where) -> usage records; ``where`` holds state_dir, address, profile, region.
 Reader = Callable[..., list[dict[str, Any]]]

@@ -18,7 +18,7 @@ from .. import conventions
 Purchase = Literal["on-demand", "spot"]
 PURCHASES: tuple[str, ...] = ("on-demand", "spot")
 #: Who idle worker time is charged to when no user's client was connected; no user may be called so.
-IDLE = "idle"
+IDLE = conventions.IDLE_USER
 #: A limit entry for every user not named.
 EVERYONE = "*"
 #: The instance type a local node reports (prices for it are set with ``--price local=...``).
