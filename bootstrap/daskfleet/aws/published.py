@@ -267,8 +267,7 @@ def publish(
     rough = plan_uploads(packages, image_packages)
     present = {package.digest: bucket.has(conventions.package_object_key(package.digest)) for package in rough.to_upload}
     plan = plan_uploads(packages, image_packages, present)
-    fetched = cache.ensure(plan.to_upload, UrlFetcher(), on_fetch)
-    del fetched
+    cache.ensure(plan.to_upload, UrlFetcher(), on_fetch)  # verified against the lock before any upload
     uploaded_bytes = 0
     for package in plan.to_upload:
         archive = cache.archive_path(package)

@@ -54,6 +54,7 @@ class RolloutPlugin(SchedulerPlugin):
         settings: RolloutPolicy,
         *,
         expect_back: Callable[[int], None] | None = None,
+        own_error: str | None = None,
         clock: Callable[[], float] | None = None,
     ):
         self.published = published
@@ -63,6 +64,8 @@ class RolloutPlugin(SchedulerPlugin):
         self.audit = audit
         self.settings = settings
         self.expect_back = expect_back
+        #: Why this scheduler's own environment step failed, if it did: it must not restart into a loop.
+        self.own_error = own_error
         self.core = RollCore(settings.max_fraction, settings.switch_timeout_s, clock or monotonic)
         self.base = guard.gatekeeper
         self.restarting = False
@@ -128,6 +131,11 @@ class RolloutPlugin(SchedulerPlugin):
         self.reason = plan.reason
         self._accept(plan.accepted)
         if plan.restart_scheduler and not self.restarting:
+            if self.own_error:
+                if self.reason != plan.reason:
+                    self.audit.record("scheduler-restart-skipped", reason=self.own_error)
+                self.reason = f"{plan.reason}, but the scheduler could not install it ({self.own_error})"
+                return
             await self._restart_scheduler(plan.reason)
             return
         for name in plan.switch:
@@ -189,9 +197,11 @@ def install(
     own_fingerprint: str,
     settings: RolloutPolicy = RolloutPolicy(),
     expect_back: Callable[[int], None] | None = None,
+    own_error: str | None = None,
 ) -> RolloutPlugin:
     """Add the rollout plugin and its status operation before the scheduler starts."""
-    plugin = RolloutPlugin(published, platform, own_fingerprint, guard, audit, settings, expect_back=expect_back)
+    plugin = RolloutPlugin(published, platform, own_fingerprint, guard, audit, settings, expect_back=expect_back,
+                           own_error=own_error)
     scheduler.add_plugin(plugin, name=PLUGIN_NAME)
     guard.add_handler(conventions.ENV_ROLL_HANDLER, plugin.state)
     return plugin

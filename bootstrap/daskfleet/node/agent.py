@@ -152,7 +152,7 @@ async def run_scheduler(
         guard.add_handler(conventions.SCALING_STATE_HANDLER, scaler.state)
     rollout = install_rollout(
         scheduler, guard, audit, source.published_environment, platform=conventions.conda_platform(),
-        own_fingerprint=node.fingerprint, settings=spec.rollout,
+        own_fingerprint=node.fingerprint, settings=spec.rollout, own_error=source.environment_error(),
     )
     try:
         await scheduler
