@@ -35,6 +35,8 @@ STILL_ON_ITS_WAY = frozenset({"InService", "Terminating"})
 class AutoScalingWorkers:
     """WorkerBackend for the cluster's worker group (``conventions.node_group_name(cluster, "worker")``)."""
 
+    restarts_switching_workers = True  # the instance's unit restarts the agent into the new environment
+
     def __init__(self, cluster: str, client: Callable[[str], Any], *, hook_wait_s: float = HOOK_WAIT_S):
         self.cluster = cluster
         self._client = client

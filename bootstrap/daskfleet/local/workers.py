@@ -29,6 +29,9 @@ SLOT_WAIT_S = 2.0
 class LocalWorkerProcesses:
     """WorkerBackend for ``daskfleet local``: one agent process per worker slot."""
 
+    #: A local worker that leaves to switch environments is started again from its slot by this backend.
+    restarts_switching_workers = False
+
     def __init__(self, state_dir: Path):
         self.state_dir = Path(state_dir)
 

@@ -153,6 +153,7 @@ async def run_scheduler(
     rollout = install_rollout(
         scheduler, guard, audit, source.published_environment, platform=conventions.conda_platform(),
         own_fingerprint=node.fingerprint, settings=spec.rollout, own_error=source.environment_error(),
+        expect_back=scaler.core.expect if scaler is not None and scaler.backend.restarts_switching_workers else None,
     )
     try:
         await scheduler

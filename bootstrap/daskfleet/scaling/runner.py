@@ -41,6 +41,10 @@ STOP_RETRY_S = 60.0
 class WorkerBackend(Protocol):
     """Where workers come from; blocking calls, run off the event loop."""
 
+    #: Whether a worker that leaves to switch environments comes back by itself (systemd restarts it on its
+    #: instance), so the scaler counts it as coming instead of replacing it.
+    restarts_switching_workers: bool
+
     def describe(self) -> str:
         """A short name for logs, e.g. ``auto scaling group daskfleet-x-worker``."""
 
