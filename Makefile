@@ -47,12 +47,14 @@ bench: install
 # happens when it is unchanged), installs this machine's platform into .envs/<ENV> and prints the
 # node platforms' fingerprints. It needs the conda channels (network), not conda.
 ENV ?= default
-ENV_LOCK = envs/$(ENV)/conda-lock.yml
+ENVS_DIR ?= envs
+ENV_PREFIXES ?= .envs
+ENV_LOCK = $(ENVS_DIR)/$(ENV)/conda-lock.yml
 NODE_PLATFORMS := linux-64 linux-aarch64
 
 env: install
-	$(VENV)/bin/daskfleet env lock $(ENV)
-	$(VENV)/bin/daskfleet env install $(ENV_LOCK) --prefix .envs/$(ENV)
+	$(VENV)/bin/daskfleet env lock $(ENVS_DIR)/$(ENV)
+	$(VENV)/bin/daskfleet env install $(ENV_LOCK) --prefix $(ENV_PREFIXES)/$(ENV)
 	$(VENV)/bin/daskfleet env fingerprint --lock $(ENV_LOCK) $(foreach platform,$(NODE_PLATFORMS),--platform $(platform))
 
 # Node images (images/daskfleet.pkr.hcl): `make image ENV=<env> REGION=<region> [IMAGE_PLATFORM=linux-aarch64]`

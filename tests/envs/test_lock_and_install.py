@@ -15,6 +15,7 @@ from envs.channel import write_spec
 
 from daskfleet.conventions import ENV_PLATFORMS
 from daskfleet.environments.cache import file_digests
+from daskfleet.environments.lockfile import read_lock
 from daskfleet.errors import ExitCode
 
 from support import last_line
@@ -195,3 +196,22 @@ def test_installing_a_platform_the_lock_lacks_is_refused(home, channel, tmp_path
 def test_every_env_command_has_help(command):
     result = daskfleet(*command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_make_env_locks_installs_and_prints_the_node_fingerprints_and_a_second_run_does_nothing(
+    home, channel, tmp_path
+):
+    from support import REPO
+
+    envs = tmp_path / "envs"
+    write_spec(envs / "team", channel.url, ["alpha ==1.0"], ("linux-64", "linux-aarch64"))
+    make = ["make", "--no-print-directory", "env", "ENV=team", f"ENVS_DIR={envs}", f"ENV_PREFIXES={tmp_path / '.envs'}"]
+    first = subprocess.run(make, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    lock = read_lock(envs / "team" / "conda-lock.yml")
+    assert f"linux-64       {lock.fingerprint('linux-64')}" in first.stdout
+    assert f"linux-aarch64  {lock.fingerprint('linux-aarch64')}" in first.stdout
+    assert (tmp_path / ".envs" / "team" / "conda-meta").is_dir()
+    second = subprocess.run(make, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "is up to date" in second.stdout and "nothing to do" in second.stdout.split("env install")[-1]
