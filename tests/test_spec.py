@@ -31,7 +31,7 @@ def test_a_valid_spec_round_trips():
         ({"role": "client"}, "role: Input should be 'scheduler' or 'worker' (got 'client')"),
         ({"scheduler_address": "tcp://10.0.0.5:8786"}, "scheduler_address: String should match pattern"),
         ({"cluster": "Bad_Name"}, "cluster: String should match pattern"),
-        ({"colour": "blue"}, "colour: unknown key (accepted keys: audit_log, client_version_policy, cluster"),
+        ({"colour": "blue"}, "colour: unknown key (accepted keys: audit_log, bucket, client_version_policy, cluster"),
         ({"client_version_policy": "ignore"}, "client_version_policy: Input should be 'refuse' or 'warn' (got 'ignore')"),
         ({"scheduler_address": None}, "scheduler_address: required for a worker"),
     ],
