@@ -120,10 +120,11 @@ def call_aws(
             if error_code(exc) in fine:
                 return {}
             failure = aws_failure(exc, client, operation, resource, caller, missing=missing, missing_hint=missing_hint)
-            wait = deadline.retry_in(attempt) if deadline is not None and is_transient(exc) else None
+            transient = deadline is not None and is_transient(exc)
+            wait = deadline.retry_in(attempt) if transient else None
             if wait is None:
-                if deadline is not None and attempt:
-                    failure = DaskfleetError(f"{failure.message} (gave up after {attempt + 1} attempts within "
+                if transient:
+                    failure = DaskfleetError(f"{failure.message} (gave up after {attempt + 1} attempt(s) within "
                                              f"{deadline.seconds:g}s)", failure.exit_code)
                 raise failure from None
         log.warning("%s; trying again in %.1fs", failure.message, wait)
