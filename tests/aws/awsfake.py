@@ -24,9 +24,10 @@ class Moto:
     """The tests' moto server, and how to store into it what the Pulumi program declares."""
 
     endpoint: str
+    region: str = REGION
 
     def client(self, service: str, **kwargs):
-        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint, **kwargs)
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint, **kwargs)
 
     def put_spec(self, cluster: str, role: str, spec: dict | str) -> str:
         name = conventions.spec_parameter_name(cluster, role)
