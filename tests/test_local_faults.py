@@ -23,16 +23,10 @@ from daskfleet.local.workers import LocalWorkerProcesses
 from daskfleet.node.sources import SPEC_FILE
 from daskfleet.node.supervision import BACKOFF, Run, RunHistory
 
+from support import wait_until
+
 #: Bounds on recovery, generous for a loaded 2-core machine; a hang fails the test instead of the suite.
 RECOVERY_S = 60
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 @pytest.fixture(scope="module")

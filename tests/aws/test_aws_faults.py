@@ -21,6 +21,8 @@ from daskfleet.aws.source import AwsSource
 from daskfleet.errors import DaskfleetError, ExitCode
 from daskfleet.node.supervision import BACKOFF, Outcome, Run, RunHistory
 
+from support import wait_until
+
 WORKER_SPEC = {"cluster": CLUSTER, "role": "worker", "scheduler_address": SCHEDULER_ADDRESS, "connect_timeout_s": 5.0}
 
 
@@ -30,14 +32,6 @@ def proxy(aws, monkeypatch):
     with FaultProxy(aws.endpoint) as server:
         monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
         yield server
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def test_boot_calls_retry_through_a_burst_of_faults_beyond_botocores_own_attempts(aws, imds, proxy, cluster_pki, caplog):

@@ -29,7 +29,8 @@ from daskfleet.environments.records import current_fingerprint
 from daskfleet.errors import ExitCode
 from daskfleet.local.supervisor import Exit, Supervisor, last_line
 from daskfleet.node.sources import SCHEDULER_INFO_FILE
-from daskfleet.node.supervision import RULE
+
+from support import wait_until
 
 FIRST, REPLACEMENT = "127.0.0.1", "127.0.0.2"
 #: Bounds on recovery, generous for a loaded 2-core machine; a hang fails the test instead of the suite.
@@ -121,14 +122,6 @@ class Cluster:
             imds.stop()
 
 
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
-
-
 @pytest.fixture(scope="module")
 def cluster(moto_endpoint, tmp_path_factory):
     stack = evaluate_program({**example_config(), "environmentFingerprint": current_fingerprint(), "workerMinSize": 1})
@@ -202,6 +195,7 @@ def test_client_restart_returns_within_its_timeout_with_every_worker_back(cluste
         assert len(after) == len(before) == 1
         assert client.submit(sum, range(5)).result(timeout=60) == 10
     assert cluster.nodes.exits_of("worker") == [(ExitCode.RESTART_REQUESTED, True)]
+    assert cluster.moto.group(cluster.name, "worker")["DesiredCapacity"] == 1  # the scaler asked for no replacement
     worker = cluster.nodes.instances["worker"]
     assert "daskfleet: the scheduler restarts this worker (client.restart()): restarting" in worker.log.read_text()
 

@@ -264,14 +264,19 @@ def _stop(cluster: LocalCluster) -> list[str]:
     stuck: list[str] = []
     for phase in (("worker",), ("scheduler",)):
         live = [(node, proc) for node in cluster.nodes if node.role in phase and (proc := node.process()) is not None]
-        for _, proc in live:
-            signal_group(proc, signal.SIGTERM)
-        alive = wait_gone([proc for _, proc in live], STOP_TIMEOUT_S)
-        for proc in alive:
-            signal_group(proc, signal.SIGKILL)
-        survivors = wait_gone(alive, 5)
+        survivors = end_processes([proc for _, proc in live])
         stuck += [node.name for node, proc in live if proc in survivors]
     return stuck
+
+
+def end_processes(procs: list[psutil.Process], timeout: float = STOP_TIMEOUT_S) -> list[psutil.Process]:
+    """SIGTERM each one's process group, SIGKILL what outlives ``timeout``; returns those that survived both."""
+    for proc in procs:
+        signal_group(proc, signal.SIGTERM)
+    alive = wait_gone(procs, timeout)
+    for proc in alive:
+        signal_group(proc, signal.SIGKILL)
+    return wait_gone(alive, 5)
 
 
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
@@ -324,9 +329,4 @@ def _stop_supervisor(cluster: LocalCluster) -> list[str]:
     proc = cluster.supervisor.process() if cluster.supervisor is not None else None
     if proc is None:
         return []
-    signal_group(proc, signal.SIGTERM)
-    if wait_gone([proc], 2 * (STOP_TIMEOUT_S + 5) + 5):
-        signal_group(proc, signal.SIGKILL)
-        if wait_gone([proc], 5):
-            return ["supervisor"]
-    return []
+    return ["supervisor"] if end_processes([proc], 2 * (STOP_TIMEOUT_S + 5) + 5) else []

@@ -25,7 +25,7 @@ import psutil
 
 from ..errors import ExitCode
 from ..node.supervision import NEVER_RESTART, RULE, RestartRule
-from .cluster import STOP_TIMEOUT_S, popen_node, signal_group, wait_gone
+from .cluster import STOP_TIMEOUT_S, end_processes, popen_node, signal_group
 from .state import SCHEDULER, LocalCluster, NodeProcess, locked
 
 logger = logging.getLogger("daskfleet.supervisor")
@@ -105,10 +105,6 @@ class Supervisor:
                 child.stop_by = now + STOP_TIMEOUT_S
         return exits
 
-    def running(self, name: str) -> subprocess.Popen | None:
-        child = self.children.get(name)
-        return child.proc if child is not None else None
-
     def stop(self, names: list[str], timeout: float = STOP_TIMEOUT_S) -> list[str]:
         """Stop these programs for good (SIGTERM, then SIGKILL); the names of any that survived both."""
         procs = []
@@ -119,12 +115,7 @@ class Supervisor:
             child.keep, child.restart_at = False, None
             if child.proc is not None and child.proc.poll() is None:
                 procs.append((name, psutil.Process(child.proc.pid)))
-        for _, proc in procs:
-            signal_group(proc, signal.SIGTERM)
-        alive = wait_gone([proc for _, proc in procs], timeout)
-        for proc in alive:
-            signal_group(proc, signal.SIGKILL)
-        survivors = wait_gone(alive, 5)
+        survivors = end_processes([proc for _, proc in procs], timeout)
         for name in names:  # reap
             child = self.children.get(name)
             if child is not None and child.proc is not None:
