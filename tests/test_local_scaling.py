@@ -12,11 +12,20 @@ import pytest
 
 import daskfleet
 
-from support import wait_until
-
 
 def daskfleet_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "daskfleet", *args], capture_output=True, text=True, timeout=timeout)
+
+
+# Its own (not support's): the cluster's processes import this module to run slow_square.
+def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
 
 
 def audit_events(state, event: str) -> list[dict]:
