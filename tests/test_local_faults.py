@@ -105,7 +105,7 @@ def test_a_worker_that_keeps_failing_gives_up_and_status_shows_its_last_error(cl
     dead = f"tls://127.0.0.1:{closed_port()}"
     (slot / SPEC_FILE).write_text(json.dumps({**spec, "scheduler_address": dead, "connect_timeout_s": 1.0}))
     now = time.time()
-    RunHistory(state / SUPERVISION_DIR / "worker-2.json")._save(
+    RunHistory(state / SUPERVISION_DIR / "worker-2.json").write(
         [Run(now - 300 + i, now - 299 + i, ExitCode.SCHEDULER_UNREACHABLE, "error: unreachable") for i in range(4)])
     assert LocalWorkerProcesses(state).launch(1) == 1  # as the scaler asks for a worker
     wait_until(lambda: record(state, "worker-2").state == "gave up", RECOVERY_S, "worker-2 to give up")

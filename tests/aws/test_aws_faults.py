@@ -156,7 +156,7 @@ def test_a_node_that_keeps_failing_gives_up_reports_and_is_marked_unhealthy(aws,
     history = RunHistory(tmp_path / "state" / "restarts-worker.json")
     runs = [Run(now - 60 + i, now - 59 + i, ExitCode.SOURCE_UNAVAILABLE, "error: instance metadata: timed out")
             for i in range(BACKOFF.give_up_after)]
-    history._save(runs)
+    history.write(runs)
     done = run_worker_agent(tmp_path, imds)
     assert done.returncode == ExitCode.GAVE_UP, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (

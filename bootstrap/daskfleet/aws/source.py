@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 IMDS_ENDPOINT_ENV = "DASKFLEET_IMDS_ENDPOINT"
 DEFAULT_IMDS_ENDPOINT = "http://169.254.169.254"
 
-#: IMDS requests: ec2-metadata times out after 5 s (token) or 1 s (reads); retry 3 times.
+#: IMDS requests: ec2-metadata times out after 5 s (token) or 1 s (reads); retry 3 times, jittered.
 IMDS_RETRIES = urllib3.Retry(
-    total=3, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False
+    total=3, backoff_factor=0.2, backoff_jitter=0.2, status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False
 )
 #: No new remote call starts once one fetch (spec, TLS, DNS record) has taken this long.
 DEADLINE_SECONDS = 120.0

@@ -164,14 +164,14 @@ class RunHistory:
             return []
 
     def started(self, now: float) -> None:
-        self._save([*self.runs(), Run(now)])
+        self.write([*self.runs(), Run(now)])
 
     def ended(self, outcome: Outcome, now: float) -> None:
         runs = self.runs()
         started = runs.pop().started if runs and runs[-1].code is None else now
-        self._save([*runs, Run(started, now, int(outcome.code), outcome.line)])
+        self.write([*runs, Run(started, now, int(outcome.code), outcome.line)])
 
-    def _save(self, runs: list[Run]) -> None:
+    def write(self, runs: list[Run]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f".{self.path.name}.partial")
         partial.write_text(json.dumps([asdict(run) for run in runs[-HISTORY_RUNS:]]))
