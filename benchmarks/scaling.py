@@ -24,6 +24,7 @@ from distributed import Client, Scheduler
 
 from daskfleet.local import cluster as local
 from daskfleet.local.state import LocalCluster, client_material
+from daskfleet.scaling.core import LaunchFailures
 from daskfleet.scaling.policy import ScalingSpec
 from daskfleet.scaling.runner import ScalingPlugin
 from daskfleet.security.audit import AuditLog
@@ -60,6 +61,12 @@ class RecordingBackend:
 
     def stop_scheduler(self) -> None:
         return None
+
+    def launch_failures(self, since: float) -> LaunchFailures:
+        return LaunchFailures("recording backend")
+
+    def withdraw(self, count: int) -> None:
+        pass
 
 
 def _slow(x: int) -> int:

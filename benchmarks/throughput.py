@@ -41,7 +41,7 @@ if sys.argv[3] in ("none", "security"):
 if sys.argv[3] == "none":
     guards.SchedulerGuard.install = lambda self, scheduler: None
 source = DirectorySource(sys.argv[1])
-sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2]))))
+sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2])).code))
 """
 
 

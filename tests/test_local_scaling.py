@@ -17,6 +17,7 @@ def daskfleet_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProce
     return subprocess.run([sys.executable, "-m", "daskfleet", *args], capture_output=True, text=True, timeout=timeout)
 
 
+# Its own (not support's): the cluster's processes import this module to run slow_square.
 def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:

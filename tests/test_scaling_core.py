@@ -6,7 +6,7 @@ import pytest
 
 from daskfleet.errors import DaskfleetError, ExitCode
 from daskfleet.node.spec import parse_spec
-from daskfleet.scaling.core import Decision, ScalingCore, Snapshot
+from daskfleet.scaling.core import BootFailure, Decision, LaunchFailures, ScalingCore, Snapshot, launch_hold
 from daskfleet.scaling.idle import IdlePolicy
 from daskfleet.scaling.policy import ScalingSpec
 
@@ -176,6 +176,59 @@ def test_workers_seen_at_start_can_be_counted_as_coming():
     scaler, _ = core()
     scaler.expect(3)
     assert scaler.decide(Snapshot(target=3, workers=frozenset())).launch == 0
+
+
+# --- workers that keep failing to start ----------------------------------------------------------
+
+V3, V4 = "launch template lt-0abc version 3", "launch template lt-0abc version 4"
+NOW = 100_000.0
+
+
+def failures(*spec: tuple[str, float]) -> tuple[BootFailure, ...]:
+    return tuple(BootFailure(f"i-{index:04d}", version, NOW - age, 66, "error: secret not found")
+                 for index, (version, age) in enumerate(spec))
+
+
+@pytest.mark.parametrize(
+    ("current", "seen", "held"),
+    [
+        (V3, failures((V3, 10), (V3, 20)), False),  # two failures: not yet
+        (V3, failures((V3, 10), (V3, 20), (V3, 30)), True),  # three of the version new workers start from
+        (V4, failures((V3, 10), (V3, 20), (V3, 30)), False),  # a new version is deployed: ask again
+        (V3, failures((V3, 10), (V3, 20), (V3, 1801)), False),  # the oldest aged out of the window
+        (V3, failures((V3, 10), (V4, 20), (V3, 30), (V4, 40)), False),  # mixed versions count apart
+    ],
+)
+def test_launches_are_held_while_workers_of_the_current_version_keep_failing(current, seen, held):
+    reason = launch_hold(LaunchFailures(current, seen), NOW, limit=3, window_s=1800)
+    assert bool(reason) is held
+    if held:
+        assert f"3 workers from {current} failed to start within 1800s" in reason and "error: secret not found" in reason
+    assert launch_hold(LaunchFailures(current, seen), NOW, limit=0, window_s=1800) is None  # 0: never hold
+
+
+def test_a_held_scaler_asks_for_nothing_and_takes_back_what_it_asked_for():
+    scaler, clock = core()
+    assert scaler.decide(Snapshot(target=6, workers=names(2))).launch == 4
+    clock.advance(30)
+    held = scaler.decide(Snapshot(target=6, workers=names(2), held="3 workers from v3 failed to start"))
+    assert (held.launch, held.withdraw, held.desired) == (0, 4, 2) and "not asking for more workers: 3 workers" in held.reason
+    assert scaler.coming == 0
+    for _ in range(10):  # no loop: still held, nothing asked, nothing more to take back
+        clock.advance(5)
+        again = scaler.decide(Snapshot(target=6, workers=names(2), held="3 workers from v3 failed to start"))
+        assert (again.launch, again.withdraw) == (0, 0)
+    clock.advance(5)
+    assert scaler.decide(Snapshot(target=6, workers=names(2))).launch == 4  # lifted: asks again
+
+
+def test_a_hold_does_not_stop_scale_down_or_the_hard_limits():
+    scaler, clock = core(cooldown_s=0, scale_down_targets=1)
+    workers = names(4)
+    down = scaler.decide(Snapshot(target=1, workers=workers, closable=tuple(sorted(workers)), held="failing"))
+    assert len(down.retire) == 3
+    idle = scaler.decide(Snapshot(target=0, workers=names(1), idle="no work", held="failing"))
+    assert idle.forced and len(idle.retire) == 1
 
 
 # --- the idle policy -----------------------------------------------------------------------------

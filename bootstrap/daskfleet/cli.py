@@ -7,6 +7,7 @@ the agent does not import what it does not run.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -40,20 +41,41 @@ def cli() -> None:
 @click.option("--worker-backend", "backend_text", metavar="BACKEND",
               help="What a scheduler scales its workers with: local:STATE_DIR (a local cluster's worker processes), "
               "aws:CLUSTER (the cluster's worker group) or none. Default: aws:CLUSTER with an aws: source, else none.")
+@click.option("--restart-history", type=click.Path(dir_okay=False, path_type=Path),
+              help="The node's run history, for its backoff after failures and its give-up window (default: "
+              "$STATE_DIRECTORY/restarts-ROLE.json under systemd; none: no backoff, no give-up).")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def node(role: str, source_text: str, runtime_dir: Path | None, backend_text: str | None, log_level: str) -> None:
+def node(
+    role: str, source_text: str, runtime_dir: Path | None, backend_text: str | None, restart_history: Path | None,
+    log_level: str,
+) -> None:
     """Run this machine's scheduler or worker (the node agent).
 
-    Exit codes: 65 bad spec, 66 unreadable certificate, 69 source unavailable, 70 certificate
-    expired or not yet valid, 71 certificate role mismatch, 72 environment mismatch,
-    75 scheduler unreachable, 76 refused by the scheduler, 78 configuration.
+    Ends with one line and an exit code (docs/agent.md): 0 stopped on request, 13 environment switch,
+    14 restart requested by the scheduler, 15 retired, 16 drained, 17 lost the scheduler; failures:
+    65 bad spec, 66 unreadable certificate, 69 source unavailable, 70 certificate expired or not yet
+    valid, 71 certificate role mismatch, 72 environment mismatch, 75 scheduler unreachable, 76 refused
+    by the scheduler, 78 configuration, 79 gave up after repeated failures.
     """
-    from .node.agent import run_node
+    from .node.agent import run_node, run_supervised
+    from .node.supervision import RunHistory
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    history_path = restart_history or _systemd_history(role)
     source = make_source(source_text)
     backend = make_worker_backend(backend_text, source_text, source) if role == "scheduler" else None
-    sys.exit(int(run_node(role, source, runtime_dir, backend)))
+    outcome = run_supervised(
+        role, source, RunHistory(history_path) if history_path else None,
+        lambda: run_node(role, source, runtime_dir, backend),
+    )
+    click.echo(f"daskfleet: {outcome.line}", err=True)
+    sys.exit(int(outcome.code))
+
+
+def _systemd_history(role: str) -> Path | None:
+    """Under systemd, the unit's StateDirectory keeps the node's run history across restarts."""
+    state = os.environ.get("STATE_DIRECTORY")
+    return Path(state.split(":")[0]) / f"restarts-{role}.json" if state else None
 
 
 def make_source(text: str):

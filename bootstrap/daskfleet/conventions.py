@@ -147,6 +147,16 @@ ENV_SWITCH_OP = "daskfleet_switch_environment"
 #: The worker group's TERMINATING lifecycle hook; the scheduler completes it once a worker has drained.
 DRAIN_HOOK_NAME = f"{NAME_PREFIX}-drain"
 
+#: Stream operations the scheduler sends a worker just before it closes it, so the worker's agent tells a
+#: ``client.restart()`` (restart at once) and a retirement (stay down) from a removal it did not ask for.
+RESTART_WORKER_OP = "daskfleet-restart"
+RETIRE_WORKER_OP = "daskfleet-retire"
+
+#: In the cluster's log group: one stream per node that stopped for good (configuration-class exit, or its
+#: agent gave up), ``failures/<instance id>``, with one JSON line per stop; the scheduler's scaler and
+#: ``daskfleet status`` read them to see launch template versions whose instances keep failing.
+FAILURE_STREAM_PREFIX = "failures/"
+
 
 def scheduler_dns_function_name(cluster: str) -> str:
     """The Lambda function keeping the scheduler's DNS record; it also names the function's role, rule and

@@ -8,14 +8,26 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     """Exit codes of ``daskfleet node``; one per failure class (documented in docs/agent.md).
 
-    Codes 64-78 follow sysexits.h where one fits, so supervisors can tell a configuration
-    error (do not restart) from a transient one (restart).
+    Codes 64-79 follow sysexits.h where one fits, so supervisors can tell a configuration
+    error (do not restart) from a transient one (restart). Codes 13-17 are requested exits, not
+    failures: what the supervisor does with each is ``daskfleet.node.supervision``.
     """
 
+    #: Stopped on request (SIGTERM from the supervisor or an operator): stays down.
     OK = 0
     #: The node leaves to run in a newly published environment: its supervisor restarts it at once,
     #: and the restart starts it in that environment (systemd's ExecStartPre or the local launcher).
     ENVIRONMENT_SWITCH = 13
+    #: The scheduler restarts its workers (``client.restart()``): the supervisor restarts the node at once.
+    RESTART_REQUESTED = 14
+    #: The scheduler retired or closed this worker (scale-down, idle, ``retire_workers``), or a scheduler
+    #: closed itself when the cluster went idle: stays down.
+    RETIRED = 15
+    #: The platform takes the node away (lifecycle hook, spot notice) and it has drained: stays down.
+    DRAINED = 16
+    #: The worker lost its scheduler after it had joined (the scheduler died, restarted or was replaced):
+    #: the supervisor restarts it at once, and it waits for the scheduler within its connect timeout.
+    SCHEDULER_LOST = 17
     #: The node spec is missing, unparsable, or has a missing, mistyped or unknown key.
     SPEC_INVALID = 65
     #: A certificate, key or CA is missing or unreadable, or does not chain to the CA.
@@ -39,6 +51,8 @@ class ExitCode(IntEnum):
     LOCAL_FAILURE = 77
     #: Configuration of the command itself is wrong (bad option combination, missing tool).
     CONFIG = 78
+    #: The node failed too often within the supervision window: its supervisor stops restarting it.
+    GAVE_UP = 79
 
 
 class DaskfleetError(Exception):

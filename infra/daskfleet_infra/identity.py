@@ -5,7 +5,9 @@ extra buckets read-only, the role's own TLS secret and the cluster's parameters 
 the cluster key through S3 and Secrets Manager only, the cluster log group, and what
 Session Manager (instead of SSH) needs on an instance. The scheduler alone may scale and
 terminate instances of its own worker group, and set its own group's desired capacity (to 0
-when the cluster is idle). No AWS-managed policy is attached:
+when the cluster is idle). Each node may mark an instance of its own group unhealthy: its agent
+does so for its own instance when it cannot start (IAM has no condition key that names the
+instance of a SetInstanceHealth call, so the group is the narrowest scope). No AWS-managed policy is attached:
 AmazonSSMManagedInstanceCore would let a node read every SSM parameter of the account.
 """
 
@@ -40,6 +42,8 @@ SESSION_MANAGER_ACTIONS: tuple[str, ...] = (
     "ssmmessages:OpenControlChannel",
     "ssmmessages:OpenDataChannel",
 )
+#: What a node may do to an instance of its own group: mark it unhealthy (its own, when it cannot start).
+NODE_SELF_ACTIONS: tuple[str, ...] = ("autoscaling:SetInstanceHealth",)
 #: What the scheduler may do to instances of its own worker group (its scaler and drain logic).
 WORKER_GROUP_ACTIONS: tuple[str, ...] = (
     "autoscaling:SetDesiredCapacity",
@@ -147,6 +151,16 @@ def node_policy(
                 "Resource": [f"{bucket(name)}/*" for name in extra_read_buckets],
             },
         ]
+    # A node that cannot start (configuration-class exit, or gave up) marks its own instance unhealthy,
+    # so its group replaces it rather than billing it idle.
+    statements.append({
+        "Sid": "MarkOwnGroupsInstanceUnhealthy",
+        "Effect": "Allow",
+        "Action": list(NODE_SELF_ACTIONS),
+        "Resource": [account.arn(
+            "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{conventions.node_group_name(cluster, role)}")],
+        "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
+    })
     if role == "worker":
         # A worker that has drained (its agent retired it) lets its instance go without waiting out the hook.
         statements.append({

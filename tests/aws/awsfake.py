@@ -24,9 +24,10 @@ class Moto:
     """The tests' moto server, and how to store into it what the Pulumi program declares."""
 
     endpoint: str
+    region: str = REGION
 
     def client(self, service: str, **kwargs):
-        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint, **kwargs)
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint, **kwargs)
 
     def put_spec(self, cluster: str, role: str, spec: dict | str) -> str:
         name = conventions.spec_parameter_name(cluster, role)
@@ -36,6 +37,25 @@ class Moto:
 
     def put_secret(self, name: str, text: str) -> None:
         self.client("secretsmanager").create_secret(Name=name, SecretString=text)
+
+    def create_node_groups(self, cluster: str, *, schedulers: int = 1, workers: int = 0, max_workers: int = 4) -> None:
+        """The stack's two groups: a scheduler group (at most 1) and a scale-in protected worker group, each from
+        its own launch template (so instances carry its aws:ec2launchtemplate tags), tagged with the cluster."""
+        ec2, autoscaling = self.client("ec2"), self.client("autoscaling")
+        subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+        tags = [{"Key": conventions.TAG_CLUSTER, "Value": cluster, "PropagateAtLaunch": True}]
+        for role, most, desired in (("scheduler", 1, schedulers), ("worker", max_workers, workers)):
+            template = conventions.resource_name(cluster, role)
+            ec2.create_launch_template(LaunchTemplateName=template, LaunchTemplateData={"ImageId": "ami-12c6146b"})
+            autoscaling.create_auto_scaling_group(
+                AutoScalingGroupName=conventions.node_group_name(cluster, role), MinSize=0, MaxSize=most,
+                DesiredCapacity=desired, LaunchTemplate={"LaunchTemplateName": template}, VPCZoneIdentifier=subnet,
+                NewInstancesProtectedFromScaleIn=role == "worker", Tags=tags,
+            )
+
+    def group(self, cluster: str, role: str) -> dict:
+        name = conventions.node_group_name(cluster, role)
+        return self.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
 
     def enforce_iam(self) -> None:
         """From now on moto authenticates every request and evaluates IAM policies."""

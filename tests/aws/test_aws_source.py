@@ -222,12 +222,20 @@ def test_audit_lines_reach_the_clusters_log_group(aws, imds):
 
 
 def test_audit_lines_wait_while_cloudwatch_is_unreachable(aws, imds):
-    # No log group: every put fails; the lines stay queued, the caller is never blocked or failed.
+    # No log group yet: every put fails; the line waits (tried again), the caller is never blocked or failed.
+    import time
+
     imds.tags[conventions.TAG_ROLE] = "scheduler"
     forward = make_source(f"aws:{CLUSTER}").audit_forwarder()
     forward('{"event": "client-connect"}')
+    assert forward.pending == 1
+    aws.client("logs").create_log_group(logGroupName=conventions.log_group_name(CLUSTER))
+    deadline = time.monotonic() + 30
+    while forward.sent < 1:
+        assert time.monotonic() < deadline, "the waiting line never reached CloudWatch Logs"
+        time.sleep(0.1)
     forward.close()
-    assert [line for _, line in forward._pending] == ['{"event": "client-connect"}'] and forward.dropped == 0
+    assert forward.dropped == 0
 
 
 def _usage_line(end_ts: float, user: str, cost: float, compute_s: float) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-import yaml
+from aws.e2e import exec_start, load_into_moto
 from aws.imds import ImdsServer
 from infra.program import evaluate_program, example_config
 
@@ -34,6 +34,7 @@ from daskfleet.aws import userdata
 from daskfleet.node.sources import SCHEDULER_INFO_FILE
 from daskfleet.aws.source import IMDS_ENDPOINT_ENV
 from daskfleet.environments.records import current_fingerprint
+from daskfleet.errors import ExitCode
 
 NODE_ADDRESS = "127.0.0.1"
 
@@ -44,36 +45,9 @@ def stack():
     return evaluate_program({**example_config(), "environmentFingerprint": current_fingerprint()})
 
 
-def _exec_start(user_data: str) -> list[str]:
-    """The agent command systemd runs: the image's unit, for the instance and environment user data gives it."""
-    document = yaml.safe_load(user_data.removeprefix("#cloud-config\n"))
-    (env_file,) = [f["content"] for f in document["write_files"] if f["path"] == userdata.NODE_ENV_FILE]
-    environment = dict(line.split("=", 1) for line in env_file.splitlines() if line)
-    enabled = document["runcmd"][-1][-1]  # systemctl enable --now daskfleet-node@<role>.service
-    role = enabled.removeprefix("daskfleet-node@").removesuffix(".service")
-    return userdata.expand_unit_command(userdata.render_unit(), role, environment)
-
-
-def _load_into_moto(aws, stack, cluster: str, region: str) -> None:
-    ssm = boto3.client("ssm", region_name=region, endpoint_url=aws.endpoint)
-    secrets = boto3.client("secretsmanager", region_name=region, endpoint_url=aws.endpoint)
-    for name, value in stack.parameters.items():
-        if name == conventions.spec_parameter_name(cluster, "worker"):
-            spec = json.loads(value)
-            port = spec["scheduler_address"].rsplit(":", 1)[1]
-            spec["scheduler_address"] = f"tls://{NODE_ADDRESS}:{port}"  # the DNS record, emulated
-            value = json.dumps(spec)
-        ssm.put_parameter(Name=name, Value=value, Type="String")
-    for name, value in stack.secrets.items():
-        secrets.create_secret(Name=name, SecretString=value)
-    (group,) = [r.inputs["name"] for r in stack.resources if r.type == "aws:cloudwatch/logGroup:LogGroup"
-                and r.inputs["name"] == conventions.log_group_name(cluster)]
-    boto3.client("logs", region_name=region, endpoint_url=aws.endpoint).create_log_group(logGroupName=group)
-
-
 def _boot(role: str, stack, tmp_path: Path, env: dict[str, str], imds: ImdsServer) -> subprocess.Popen:
-    argv = _exec_start(stack.user_data[role])
-    assert argv[0] == userdata.DASKFLEET_EXECUTABLE
+    unit_role, argv = exec_start(stack.user_data[role])
+    assert argv[0] == userdata.DASKFLEET_EXECUTABLE and unit_role == role
     run_dir = tmp_path / "run" / role
     run_dir.mkdir(parents=True)
     node_env = {**env, IMDS_ENDPOINT_ENV: imds.url, "RUNTIME_DIRECTORY": str(run_dir)}
@@ -97,7 +71,7 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
     user = example_config()["users"][0].split("=", 1)[0]
     for role in conventions.NODE_ROLES:
         assert "PRIVATE KEY" not in stack.user_data[role]
-    _load_into_moto(aws, stack, cluster, region)
+    load_into_moto(aws.endpoint, stack, cluster, region, scheduler_host=NODE_ADDRESS)
 
     env = {key: value for key, value in os.environ.items() if key.startswith("AWS_") or key in ("PATH", "HOME")}
     procs = []
@@ -123,7 +97,7 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
             # A spot interruption notice in instance metadata: the worker retires itself and exits cleanly.
             imds_servers["worker"].extra["meta-data/spot/instance-action"] = json.dumps(
                 {"action": "terminate", "time": "2026-11-26T14:10:00Z"})
-            assert procs[1].wait(timeout=60) == 0
+            assert procs[1].wait(timeout=60) == ExitCode.DRAINED
             assert "node is leaving (spot interruption notice" in (tmp_path / "worker.log").read_text()
             assert client.scheduler_info()["workers"] == {}
     finally:

@@ -35,17 +35,7 @@ SCHEDULERS = conventions.node_group_name(CLUSTER, "scheduler")
 @pytest.fixture
 def groups(aws):
     """The stack's two groups in moto: a scheduler group at 1 (at most 1) and an empty, protected worker group."""
-    ec2, autoscaling = aws.client("ec2"), aws.client("autoscaling")
-    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
-    tags = [{"Key": conventions.TAG_CLUSTER, "Value": CLUSTER, "PropagateAtLaunch": True}]
-    for role, most, desired in (("scheduler", 1, 1), ("worker", 4, 0)):
-        template = conventions.resource_name(CLUSTER, role)
-        ec2.create_launch_template(LaunchTemplateName=template, LaunchTemplateData={"ImageId": "ami-12c6146b"})
-        autoscaling.create_auto_scaling_group(
-            AutoScalingGroupName=conventions.node_group_name(CLUSTER, role), MinSize=0, MaxSize=most,
-            DesiredCapacity=desired, LaunchTemplate={"LaunchTemplateName": template}, VPCZoneIdentifier=subnet,
-            NewInstancesProtectedFromScaleIn=role == "worker", Tags=tags,
-        )
+    aws.create_node_groups(CLUSTER)
     return aws
 
 
@@ -220,3 +210,39 @@ def test_a_retired_workers_instance_is_let_go_at_its_drain_hook_at_once():
 def _instance(instance: str, state: str) -> dict:
     return {"InstanceId": instance, "AutoScalingGroupName": WORKERS, "AvailabilityZone": "us-east-1a",
             "LifecycleState": state, "HealthStatus": "HEALTHY", "ProtectedFromScaleIn": True}
+
+
+def test_workers_that_keep_failing_to_start_are_not_asked_for_again(groups, tmp_path):
+    """Each failing worker reported its line; the scaler holds launches and takes back what the group would replace."""
+    from daskfleet.aws.calls import Deadline
+    from daskfleet.aws.nodefailures import report_failure
+    from daskfleet.node.supervision import Outcome
+
+    groups.client("logs").create_log_group(logGroupName=conventions.log_group_name(CLUSTER))
+    backend = AutoScalingWorkers(CLUSTER, groups.client, hook_wait_s=1)
+    backend.launch(3)
+    ids = instance_ids(groups, WORKERS)
+    line = f"error: secret {conventions.node_tls_secret_name(CLUSTER, 'worker')}: not found"
+    for instance in ids:
+        report_failure(groups.client("logs"), CLUSTER, instance, "worker", Outcome(ExitCode.CERT_UNREADABLE, line),
+                       Deadline(30))
+    seen = backend.launch_failures(time.time() - 600)
+    template = group(groups, WORKERS)["Instances"][0]["LaunchTemplate"]["LaunchTemplateId"]
+    assert seen.current == f"launch template {template} version 1"
+    assert sorted(failure.worker for failure in seen.failures) == ids
+    assert {(failure.version, failure.code, failure.line) for failure in seen.failures} == {(seen.current, 66, line)}
+
+    async def decide_twice() -> list:
+        async with Scheduler(port=0, dashboard_address=":0") as scheduler:
+            plugin = plugin_for(backend, tmp_path, min_workers=3)
+            plugin.scheduler = scheduler
+            plugin.core.expect(backend.outstanding())  # as when the scheduler starts: 3 coming
+            return [await plugin.step(), await plugin.step()], plugin.state()
+
+    (held, again), state = asyncio.run(decide_twice())
+    assert (held.launch, held.withdraw) == (0, 3) and "3 workers from launch template" in held.reason
+    assert (again.launch, again.withdraw) == (0, 0)
+    assert group(groups, WORKERS)["DesiredCapacity"] == 0  # the group stops replacing them
+    assert state["held"] == held.reason.removeprefix("not asking for more workers: ")
+    trail = [event["event"] for event in events(tmp_path / "audit.jsonl")]
+    assert trail == ["worker-boot-failed"] * 3 + ["worker-launches-held", "workers-withdrawn"]

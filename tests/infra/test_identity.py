@@ -229,3 +229,21 @@ def test_only_the_scheduler_reads_back_the_usage_records_of_its_own_log_group(ex
     assert not allows(policy_of(example, "worker"), "logs:FilterLogEvents", log_group)
     assert not allows(policy_of(example, "scheduler"), "logs:FilterLogEvents",
                       "arn:aws:logs:eu-west-1:123456789012:log-group:/daskfleet/other")
+
+
+@pytest.mark.parametrize("role", conventions.NODE_ROLES)
+def test_a_node_may_mark_only_instances_of_its_own_group_unhealthy(example, role):
+    """A node that cannot start marks its own instance unhealthy (IAM cannot name the instance: its group is the scope)."""
+    policy = policy_of(example, role)
+    own = example.one("aws:autoscaling/group:Group", f"compute-{role}").outputs["arn"]
+    other_role = "worker" if role == "scheduler" else "scheduler"
+    other = example.one("aws:autoscaling/group:Group", f"compute-{other_role}").outputs["arn"]
+    (grant,) = allowing(policy, "autoscaling:SetInstanceHealth", own)
+    assert grant["Action"] == ["autoscaling:SetInstanceHealth"]
+    assert grant["Condition"] == {"StringEquals": {"autoscaling:ResourceTag/daskfleet:cluster": "analytics"}}
+    assert not allows(policy, "autoscaling:SetInstanceHealth", other)
+    assert not allows(policy, "autoscaling:SetInstanceHealth", own.replace("daskfleet-analytics-", "daskfleet-other-"))
+    assert not allows(policy, "autoscaling:SetInstanceHealth", "*")
+    # what it reports first: its failure line, into the cluster's log group
+    log_group = example.one("aws:cloudwatch/logGroup:LogGroup", "observability-logs").outputs["arn"]
+    assert allows(policy, "logs:PutLogEvents", f"{log_group}:log-stream:{conventions.FAILURE_STREAM_PREFIX}i-0123")

@@ -88,9 +88,28 @@ def test_configuration_failures_are_not_restarted_and_transient_ones_are():
     stopped = {int(code) for code in unit.split("RestartPreventExitStatus=")[1].splitlines()[0].split()}
     assert stopped == {
         ExitCode.SPEC_INVALID, ExitCode.CERT_UNREADABLE, ExitCode.CERT_NOT_VALID_NOW,
-        ExitCode.CERT_ROLE_MISMATCH, ExitCode.ENV_MISMATCH, ExitCode.REFUSED_BY_SCHEDULER,
+        ExitCode.CERT_ROLE_MISMATCH, ExitCode.ENV_MISMATCH, ExitCode.REFUSED_BY_SCHEDULER, ExitCode.GAVE_UP,
     }
     assert ExitCode.SOURCE_UNAVAILABLE not in stopped and ExitCode.SCHEDULER_UNREACHABLE not in stopped
+
+
+def test_the_unit_says_what_the_supervision_module_defines_in_systemd_252s_words():
+    """Read back as systemd reads it, the unit is the one rule the local supervisor applies too."""
+    from aws.e2e import restart_rule_of
+
+    from daskfleet.node.supervision import RULE
+
+    unit = render_unit()
+    assert restart_rule_of(unit) == RULE
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line)
+    assert settings["RestartForceExitStatus"] == "13 14 17"  # requested restarts, at once, not failures
+    assert settings["SuccessExitStatus"] == "13 14 15 16 17"
+    for newer in ("RestartSteps", "RestartMaxDelaySec", "RestartMode"):  # systemd 254+: not on Amazon Linux 2023
+        assert newer not in settings
+    assert (settings["StateDirectory"], settings["StateDirectoryMode"]) == ("daskfleet", "0700")  # the run history
+    for code, restarts in [(0, False), (13, True), (14, True), (15, False), (16, False), (17, True), (66, False),
+                           (69, True), (75, True), (79, False), (1, True), (-9, True), (-15, False)]:
+        assert RULE.restarts(code) is restarts, code
 
 
 def test_the_audit_log_has_a_private_directory_that_outlives_the_agent():

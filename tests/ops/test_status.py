@@ -35,6 +35,7 @@ def deploy(moto, local_cluster, *, expected: str, scheduler_desired: int = 1) ->
             AutoScalingGroupName=conventions.node_group_name(CLUSTER, role), MinSize=0, MaxSize=4, DesiredCapacity=desired,
             LaunchTemplate={"LaunchTemplateId": template}, VPCZoneIdentifier=subnet,
             Tags=[{"Key": conventions.TAG_EXPIRES, "Value": EXPIRES, "PropagateAtLaunch": True}])
+    moto.client("logs").create_log_group(logGroupName=conventions.log_group_name(CLUSTER))
     spec = {"cluster": CLUSTER, "role": "worker", "scheduler_address": local_cluster.address, "expected_fingerprint": expected}
     moto.put_spec(CLUSTER, "worker", spec)
     moto.put_secret(conventions.client_tls_secret_name(CLUSTER, USER), client_material(Path(local_cluster.state_dir)).to_secret_json())
@@ -117,3 +118,26 @@ def test_a_bad_cluster_name_is_the_one_error(aws):
                           env={**os.environ, "AWS_ENDPOINT_URL": aws.endpoint}, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and done.stderr.strip() == (
         f"daskfleet: error: CLUSTER: 'Not_A_Cluster' does not match {conventions.CLUSTER_NAME_PATTERN}")
+
+
+def test_repeated_boot_failures_of_one_launch_template_version_are_shown(aws, local_cluster):
+    """Each node that stopped for good wrote its line to the log group; status groups them by template version."""
+    from daskfleet.aws.calls import Deadline
+    from daskfleet.aws.nodefailures import report_failure
+    from daskfleet.node.supervision import Outcome
+
+    deploy(aws, local_cluster, expected=current_fingerprint())
+    group = aws.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[conventions.node_group_name(CLUSTER, "worker")])["AutoScalingGroups"][0]
+    instances = [item["InstanceId"] for item in group["Instances"]]
+    line = "error: secret daskfleet/local/tls/worker: not found"
+    for instance in instances:
+        report_failure(aws.client("logs"), CLUSTER, instance, "worker", Outcome(66, line), Deadline(30))
+    view = status(local_cluster)
+    (failed,) = view.boot_failures.value
+    template = group["LaunchTemplate"]["LaunchTemplateId"]
+    assert (failed.role, failed.count, failed.last_code, failed.last_line) == ("worker", 2, 66, line)
+    assert failed.version == f"launch template {template} version 1" and failed.repeated
+    text = render_text(view)
+    assert f"worker launch template {template} version 1: 2 instance(s)  REPEATED" in text
+    assert f"last: {instances[-1]} exit 66: {line}" in text

@@ -98,3 +98,25 @@ def test_a_scheduler_group_only_has_its_capacity_set():
 def test_a_role_not_known_at_preview_is_judged_later():
     resource = role_policy("later", UNKNOWN, document(allow("autoscaling:SetDesiredCapacity", [WORKERS])))
     assert stack_violations(OWNER, [resource]) == []
+
+
+def test_each_node_role_may_mark_instances_of_its_own_group_unhealthy():
+    """A node that cannot start marks its own instance unhealthy, so its group replaces it."""
+    unhealthy = "autoscaling:SetInstanceHealth"
+    resources = [
+        role_policy("worker", "daskfleet-team-a-worker", document(allow(unhealthy, [WORKERS]))),
+        role_policy("scheduler", "daskfleet-team-a-scheduler", document(allow([unhealthy, "autoscaling:SetDesiredCapacity"],
+                                                                              [SCHEDULERS]))),
+    ]
+    assert stack_violations(OWNER, resources) == []
+
+
+@pytest.mark.parametrize(
+    ("holder", "group"),
+    [("daskfleet-team-a-worker", SCHEDULERS), ("daskfleet-team-b-worker", WORKERS), (None, WORKERS)],
+)
+def test_marking_another_groups_instances_unhealthy_fails(holder, group):
+    grant = document(allow("autoscaling:SetInstanceHealth", [group]))
+    resource = role_policy("x", holder, grant) if holder else stack_resource(POLICY, "users", {"policy": grant})
+    [(_, message)] = stack_violations(OWNER, [resource])
+    assert "allows setinstancehealth on" in message

@@ -29,10 +29,12 @@ from .. import conventions
 from ..errors import DaskfleetError, ExitCode
 from ..environments.published import PublishedEnvironment
 from ..node.spec import load_spec_document
+from ..node.supervision import Outcome
 from ..security.tls import TlsMaterial
 from .calls import BOTO_CONFIG, INSTANCE_ROLE, Deadline, call_aws, fetch_tls_secret
 from ..usage.records import STREAM_PREFIX
 from .cloudwatch import CloudWatchLines
+from .nodefailures import report_failure
 from .usagerecords import read_usage_lines
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,9 @@ log = logging.getLogger(__name__)
 IMDS_ENDPOINT_ENV = "DASKFLEET_IMDS_ENDPOINT"
 DEFAULT_IMDS_ENDPOINT = "http://169.254.169.254"
 
-#: IMDS requests: ec2-metadata times out after 5 s (token) or 1 s (reads); retry 3 times.
+#: IMDS requests: ec2-metadata times out after 5 s (token) or 1 s (reads); retry 3 times, jittered.
 IMDS_RETRIES = urllib3.Retry(
-    total=3, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False
+    total=3, backoff_factor=0.2, backoff_jitter=0.2, status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False
 )
 #: No new remote call starts once one fetch (spec, TLS, DNS record) has taken this long.
 DEADLINE_SECONDS = 120.0
@@ -163,7 +165,7 @@ class AwsSource:
         deadline.check(f"reading SSM parameter {name}")
         response = call_aws(
             self.client("ssm"), "GetParameter", f"SSM parameter {name}", INSTANCE_ROLE,
-            missing=ExitCode.SPEC_INVALID, Name=name, WithDecryption=True,
+            missing=ExitCode.SPEC_INVALID, deadline=deadline, Name=name, WithDecryption=True,
         )
         log.info("read node spec from SSM parameter %s", name)
         raw = load_spec_document(response["Parameter"]["Value"], f"SSM parameter {name}")
@@ -178,7 +180,7 @@ class AwsSource:
         self._checked_identity(role, deadline)
         name = conventions.node_tls_secret_name(self.cluster, role)
         deadline.check(f"reading secret {name}")
-        material = fetch_tls_secret(self.client("secretsmanager"), name, INSTANCE_ROLE)
+        material = fetch_tls_secret(self.client("secretsmanager"), name, INSTANCE_ROLE, deadline=deadline)
         log.info("read TLS material from secret %s", name)
         return material
 
@@ -211,10 +213,38 @@ class AwsSource:
         call_aws(
             self.client("autoscaling"), "CompleteLifecycleAction",
             f"lifecycle hook {conventions.DRAIN_HOOK_NAME} of {group}", INSTANCE_ROLE,
-            missing=ExitCode.SOURCE_UNAVAILABLE, LifecycleHookName=conventions.DRAIN_HOOK_NAME,
+            missing=ExitCode.SOURCE_UNAVAILABLE, deadline=deadline, LifecycleHookName=conventions.DRAIN_HOOK_NAME,
             AutoScalingGroupName=group, InstanceId=identity.instance_id, LifecycleActionResult="CONTINUE",
         )
         log.info("drained; completed %s for %s", conventions.DRAIN_HOOK_NAME, identity.instance_id)
+
+    def stopped(self, role: str, outcome: Outcome) -> None:
+        """The node stops for good: its line to the cluster's log group first, then its own instance unhealthy.
+
+        The group replaces an unhealthy instance, so a node that cannot start is not billed doing nothing;
+        the scheduler's scaler and ``daskfleet status`` read the line (``failures/<instance id>``).
+        """
+        deadline = Deadline(self.deadline_s)
+        try:
+            identity = self._identity or read_instance_identity(self.imds_endpoint, deadline)
+            self._identity = identity
+        except DaskfleetError as exc:
+            log.warning("stopping for good, but cannot tell which instance this is: %s", exc)
+            return
+        try:
+            report_failure(self.client("logs"), self.cluster, identity.instance_id, role, outcome, deadline)
+        except DaskfleetError as exc:
+            log.warning("could not report the failure to the cluster's log group: %s", exc)
+        try:
+            call_aws(
+                self.client("autoscaling"), "SetInstanceHealth", f"instance {identity.instance_id}", INSTANCE_ROLE,
+                missing=ExitCode.SOURCE_UNAVAILABLE, deadline=deadline, InstanceId=identity.instance_id,
+                HealthStatus="Unhealthy", ShouldRespectGracePeriod=False,
+            )
+        except DaskfleetError as exc:
+            log.warning("could not mark this instance unhealthy: %s", exc)
+            return
+        log.warning("marked instance %s unhealthy: its group replaces it", identity.instance_id)
 
     def audit_forwarder(self) -> CloudWatchLines:
         """The cluster's log group, stream ``audit/<instance id>``: the trail outlives this instance."""

@@ -16,7 +16,7 @@ import re
 import yaml
 
 from .. import conventions
-from ..errors import ExitCode
+from ..node.supervision import RULE, RestartRule
 
 #: Where the image installs the daskfleet environment (images/ builds it there).
 DASKFLEET_EXECUTABLE = f"{conventions.NODE_ENV_LINK}/bin/daskfleet"
@@ -29,17 +29,8 @@ CLUSTER_VARIABLE = "DASKFLEET_CLUSTER"
 #: The CloudWatch agent (installed by the image) and the configuration user data gives it.
 CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
 CLOUDWATCH_AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/daskfleet.json"
-#: Exit codes that no restart can fix: the spec, the certificate or the environment is wrong,
-#: or the scheduler refused this node (it would refuse it again).
-NO_RESTART_EXIT_CODES: tuple[ExitCode, ...] = (
-    ExitCode.SPEC_INVALID,
-    ExitCode.CERT_UNREADABLE,
-    ExitCode.CERT_NOT_VALID_NOW,
-    ExitCode.CERT_ROLE_MISMATCH,
-    ExitCode.ENV_MISMATCH,
-    ExitCode.REFUSED_BY_SCHEDULER,
-)
-RESTART_DELAY_SECONDS = 5
+#: Where the agent keeps its restart history (backoff and give-up window): under the unit's StateDirectory.
+STATE_DIRECTORY_NAME = "daskfleet"
 
 
 def unit_name(role: conventions.Role) -> str:
@@ -55,15 +46,17 @@ def agent_command(cluster: str, role: conventions.Role) -> list[str]:
     return [DASKFLEET_EXECUTABLE, "node", role, "--source", f"aws:{cluster}"]
 
 
-def render_unit() -> str:
-    """The template unit: restart on transient failures, stay down on configuration-class ones."""
-    no_restart = " ".join(str(int(code)) for code in NO_RESTART_EXIT_CODES)
+def render_unit(rule: RestartRule = RULE) -> str:
+    """The template unit, its restart semantics rendered from ``daskfleet.node.supervision`` (systemd 252)."""
     return "\n".join(
         [
             "[Unit]",
             f"Description=daskfleet %i of the cluster named in {NODE_ENV_FILE}",
             "Wants=network-online.target",
             "After=network-online.target",
+            # A backstop only: the agent itself backs off after failures and gives up (exit 79).
+            f"StartLimitIntervalSec={rule.start_limit_interval_s}",
+            f"StartLimitBurst={rule.start_limit_burst}",
             "",
             "[Service]",
             "Type=exec",
@@ -72,13 +65,12 @@ def render_unit() -> str:
             # one; on failure ("-") the node starts on its current environment and the agent tells the scheduler.
             f"ExecStartPre=-+{DASKFLEET_EXECUTABLE} env follow --source aws:${{{CLUSTER_VARIABLE}}} --role %i",
             f"ExecStart={DASKFLEET_EXECUTABLE} node %i --source aws:${{{CLUSTER_VARIABLE}}}",
-            "Restart=on-failure",
-            f"RestartSec={RESTART_DELAY_SECONDS}",
-            f"RestartPreventExitStatus={no_restart}",
+            *restart_lines(rule),
             # The agent writes its certificates and Dask config 0600 under $RUNTIME_DIRECTORY (memory,
             # gone when the unit stops); a worker spills data to $CACHE_DIRECTORY (disk); the scheduler
-            # appends its audit log under $LOGS_DIRECTORY (disk, kept across restarts of the unit).
-            # All three are private to the unit's user.
+            # appends its audit log under $LOGS_DIRECTORY (disk, kept across restarts of the unit); the
+            # agent keeps its restart history under $STATE_DIRECTORY (disk, kept across restarts).
+            # All four are private to the unit's user.
             "DynamicUser=yes",
             "RuntimeDirectory=daskfleet",
             "RuntimeDirectoryMode=0700",
@@ -86,6 +78,8 @@ def render_unit() -> str:
             "CacheDirectoryMode=0700",
             "LogsDirectory=daskfleet",
             "LogsDirectoryMode=0700",
+            f"StateDirectory={STATE_DIRECTORY_NAME}",
+            "StateDirectoryMode=0700",
             "NoNewPrivileges=yes",
             "LimitNOFILE=65536",
             "",
@@ -94,6 +88,21 @@ def render_unit() -> str:
             "",
         ]
     )
+
+
+def restart_lines(rule: RestartRule = RULE) -> list[str]:
+    """``Restart=on-failure``: requested stops are successes, requested restarts are forced, configuration never."""
+
+    def codes(values) -> str:
+        return " ".join(str(int(code)) for code in sorted(values))
+
+    return [
+        "Restart=on-failure",
+        f"RestartSec={rule.delay_ms}ms",
+        f"SuccessExitStatus={codes((rule.at_once | rule.stay_down) - {0})}",
+        f"RestartForceExitStatus={codes(rule.at_once)}",
+        f"RestartPreventExitStatus={codes(rule.never)}",
+    ]
 
 
 def expand_unit_command(unit: str, role: str, environment: dict[str, str], key: str = "ExecStart") -> list[str]:

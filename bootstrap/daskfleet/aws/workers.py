@@ -5,7 +5,10 @@ instance is known without a lookup. Scale-up raises the group's desired capacity
 (``SetDesiredCapacity``); scale-down terminates the retired workers' instances with
 ``ShouldDecrementDesiredCapacity`` (the group's scale-in protection keeps the group from picking
 any other), then completes their drain hook, since the worker already handed over its data.
-When the cluster is idle with no worker left, the scheduler sets its own group to 0.
+When the cluster is idle with no worker left, the scheduler sets its own group to 0. Workers
+that stopped for good report it to the cluster's log group (``daskfleet.aws.nodefailures``);
+read back per launch template version, they let the scaler stop asking for workers that keep
+failing, and take back the desired capacity the group would otherwise keep replacing.
 Every call goes through the instance role, scoped to this cluster's groups.
 """
 
@@ -19,7 +22,9 @@ from typing import Any
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
+from ..scaling.core import BootFailure, LaunchFailures
 from .calls import INSTANCE_ROLE, call_aws
+from .nodefailures import launch_versions, read_failures, template_version
 
 logger = logging.getLogger("daskfleet.scaling")
 
@@ -86,6 +91,30 @@ class AutoScalingWorkers:
         self._set_desired(self.scheduler_group, 0)
         ended = f"terminated {len(leftovers)} unregistered worker instance(s) ({', '.join(leftovers)}); " if leftovers else ""
         return f"{ended}set the desired capacity of {self.worker_group} and {self.scheduler_group} to 0"
+
+    def launch_failures(self, since: float) -> LaunchFailures:
+        """Workers that stopped for good since ``since``, each with its launch template version, and the group's own."""
+        failures = [f for f in read_failures(self._client("logs"), self.cluster, since, INSTANCE_ROLE) if f.role == "worker"]
+        versions = launch_versions(self._client("ec2"), [f.instance for f in failures], INSTANCE_ROLE)
+        seen = tuple(BootFailure(f.instance, versions.get(f.instance, "an unknown launch template version"), f.at, f.code,
+                                 f.line) for f in failures)
+        return LaunchFailures(self.current_version(seen), seen)
+
+    def current_version(self, seen: tuple[BootFailure, ...] = ()) -> str:
+        """The launch template version the worker group starts new instances from (a named one: the newest failure's)."""
+        group = self.group(self.worker_group)
+        spec = group.get("LaunchTemplate") or (
+            group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("LaunchTemplateSpecification", {}))
+        version = str(spec.get("Version", ""))
+        if spec.get("LaunchTemplateId") and version.isdigit():
+            return template_version(spec["LaunchTemplateId"], version)
+        return seen[-1].version if seen else "the group's launch template"
+
+    def withdraw(self, count: int) -> None:
+        """Lower the desired capacity by ``count``: the group stops replacing instances that keep failing to start."""
+        current = int(self.group(self.worker_group)["DesiredCapacity"])
+        if current > 0:
+            self._set_desired(self.worker_group, max(0, current - count))
 
     # --- calls ---------------------------------------------------------------------------------------
 

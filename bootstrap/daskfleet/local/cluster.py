@@ -1,9 +1,11 @@
 """A whole secured cluster on one machine: the embedded default (``daskfleet local up``).
 
-Nodes are started as background processes through the same node-agent code path the
-instances use (``daskfleet node <role> --source dir:<node directory>``), bound to 127.0.0.1.
-The scheduler sizes its workers itself (``daskfleet.local.workers``), from worker slots issued
-here: ``--workers N`` keeps N while the cluster is in use, ``--adapt MIN:MAX`` follows the load.
+Nodes run through the same node-agent code path the instances use (``daskfleet node <role>
+--source dir:<node directory>``), bound to 127.0.0.1, under the cluster's supervisor
+(``daskfleet.local.supervisor``), which restarts them as systemd does on instances. The scheduler
+sizes its workers itself (``daskfleet.local.workers``), from worker slots issued here:
+``--workers N`` keeps N while the cluster is in use, ``--adapt MIN:MAX`` follows the load. The
+scheduler keeps the address of its first start, so a restarted one is found where it was.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +34,8 @@ from ..security import pki
 from ..security.tls import client_security, verify_scheduler_identity
 from ..usage.policy import UsagePolicy
 from .state import (
-    LOCAL_CLUSTER, STATE_FILE, LocalCluster, NodeProcess, client_dir, client_material, locked, node_python,
+    LOCAL_CLUSTER, SCHEDULER, STATE_FILE, SUPERVISION_DIR, LocalCluster, NodeProcess, client_dir, client_material,
+    locked, node_python,
 )
 
 HOST = "127.0.0.1"
@@ -68,20 +72,41 @@ def write_node_dir(directory: Path, spec: NodeSpec, ca: pki.IssuedCert, cert: pk
     pki.write_private(tls / KEY_FILE, cert.key_pem)
 
 
-def start_node(state_dir: Path, name: str, role: str, *extra: str) -> NodeProcess:
-    """Start ``daskfleet node <role>`` from the node directory ``name`` in the background; its log is appended to."""
-    node_dir = state_dir / "nodes" / name
+def node_command(state_dir: Path, name: str, role: str, *extra: str) -> list[str]:
+    """``daskfleet node <role>`` for the node directory ``name``, in the cluster's environment (``node_python``)."""
+    return [
+        node_python(state_dir), "-m", "daskfleet", "node", role, "--source", f"dir:{state_dir / 'nodes' / name}",
+        "--runtime-dir", str(state_dir / "run" / name),
+        "--restart-history", str(state_dir / SUPERVISION_DIR / f"{name}.json"), *extra,
+    ]
+
+
+def node_log(state_dir: Path, name: str) -> Path:
+    return pki.ensure_private_dir(state_dir / "logs") / f"{name}.log"
+
+
+def popen_node(state_dir: Path, name: str, role: str, *extra: str) -> subprocess.Popen:
+    """Start node ``name`` in the background (a fresh runtime directory; its log is appended to)."""
     run_dir = state_dir / "run" / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    log_path = pki.ensure_private_dir(state_dir / "logs") / f"{name}.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [node_python(state_dir), "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(run_dir),
-             *extra],
+    with open(node_log(state_dir, name), "ab") as log:
+        return subprocess.Popen(
+            node_command(state_dir, name, role, *extra),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    return NodeProcess(name, role, proc.pid, psutil.Process(proc.pid).create_time(), str(log_path))
+
+
+def start_supervisor(state_dir: Path) -> NodeProcess:
+    """The cluster's supervisor process (``daskfleet local supervise``), in this environment."""
+    log_path = node_log(state_dir, "supervisor")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daskfleet", "local", "supervise", "--state-dir", str(state_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return NodeProcess("supervisor", "supervisor", proc.pid, psutil.Process(proc.pid).create_time(), str(log_path),
+                       state="running")
 
 
 def _tail(path: str, lines: int = 5) -> str:
@@ -92,14 +117,30 @@ def _tail(path: str, lines: int = 5) -> str:
     return "\n".join(text[-lines:])
 
 
-def _wait_for(what: str, node: NodeProcess, ready: Callable[[], bool], timeout: float = START_TIMEOUT_S) -> None:
+def _wait_for(what: str, state_dir: Path, name: str, ready: Callable[[], bool], timeout: float = START_TIMEOUT_S) -> None:
+    """Until ``ready()``; fail early when the node failed for good or its supervisor is gone."""
     deadline = time.monotonic() + timeout
     while not ready():
-        if node.process() is None:
-            raise DaskfleetError(f"{node.name} exited before {what}; last lines of {node.log}:\n{_tail(node.log)}", ExitCode.LOCAL_FAILURE)
+        check_alive(state_dir, name)
         if time.monotonic() > deadline:
-            raise DaskfleetError(f"{node.name}: no {what} within {timeout:g}s; see {node.log}", ExitCode.LOCAL_FAILURE)
+            log = state_dir / "logs" / f"{name}.log"
+            raise DaskfleetError(f"{name}: no {what} within {timeout:g}s; see {log}", ExitCode.LOCAL_FAILURE)
         time.sleep(0.1)
+
+
+def check_alive(state_dir: Path, name: str) -> None:
+    """Raise when node ``name`` stopped for good, or the supervisor that would restart it is gone."""
+    cluster = LocalCluster.load(state_dir)
+    record = cluster.node(name) if cluster else None
+    if record is not None and record.state in ("failed", "gave up", "stopped", "retired"):
+        raise DaskfleetError(
+            f"{name} {record.state} (exit {record.exit_code}); last lines of {record.log}:\n{_tail(record.log)}",
+            ExitCode.LOCAL_FAILURE,
+        )
+    if cluster is None or cluster.supervisor is None or cluster.supervisor.process() is None:
+        log = state_dir / "logs" / "supervisor.log"
+        raise DaskfleetError(f"the supervisor of {state_dir} exited; last lines of {log}:\n{_tail(str(log))}",
+                             ExitCode.LOCAL_FAILURE)
 
 
 def issue_local_pki(
@@ -168,17 +209,24 @@ def _bring_up(
         rollout=LOCAL_ROLLOUT,
     )
     nodes = state_dir / "nodes"
-    if nodes.exists():
-        shutil.rmtree(nodes)  # slots of an earlier cluster carry another CA's certificates
-    write_node_dir(nodes / "scheduler", scheduler_spec, ca, certs["scheduler"])
+    # An earlier cluster's certificates, runtime files and run histories.
+    for stale in (nodes, state_dir / "run", state_dir / SUPERVISION_DIR):
+        if stale.exists():
+            shutil.rmtree(stale)
+    write_node_dir(nodes / SCHEDULER, scheduler_spec, ca, certs[SCHEDULER])
+    cluster.nodes = [NodeProcess(SCHEDULER, "scheduler", 0, 0.0, str(node_log(state_dir, SCHEDULER)))]
     with locked(state_dir):
         cluster.save()
-    scheduler = start_node(state_dir, "scheduler", "scheduler", "--worker-backend", f"local:{state_dir}")
+    supervisor = start_supervisor(state_dir)
     with LocalCluster.update(state_dir) as recorded:
-        recorded.nodes.append(scheduler)
-    info_path = state_dir / "run" / "scheduler" / SCHEDULER_INFO_FILE
-    _wait_for("the scheduler listening", scheduler, info_path.exists)
+        recorded.supervisor = supervisor
+    info_path = state_dir / "run" / SCHEDULER / SCHEDULER_INFO_FILE
+    _wait_for("the scheduler listening", state_dir, SCHEDULER, info_path.exists)
     info = json.loads(info_path.read_text())
+    # A restarted scheduler listens where the first one did: workers and clients find it again.
+    ports = {"scheduler_port": int(info["address"].rsplit(":", 1)[1]),
+             "dashboard_port": int(info["dashboard"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])}
+    pki.write_private(nodes / SCHEDULER / SPEC_FILE, dump_spec(scheduler_spec.model_copy(update=ports)))
     with LocalCluster.update(state_dir) as recorded:
         recorded.address, recorded.dashboard = info["address"], info["dashboard"]
     for index in range(slots):  # the scheduler's scaler starts workers from these as soon as they exist
@@ -188,10 +236,10 @@ def _bring_up(
             worker_port=0, name=name, nthreads=1, expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
         )
         write_node_dir(nodes / name, spec, ca, certs[name])
-    _wait_until_registered(info["address"], scheduler, state_dir, min(scaling.min_workers, slots), smoke and slots > 0)
+    _wait_until_registered(info["address"], state_dir, min(scaling.min_workers, slots), smoke and slots > 0)
 
 
-def _wait_until_registered(address: str, scheduler: NodeProcess, state_dir: Path, workers: int, smoke: bool) -> None:
+def _wait_until_registered(address: str, state_dir: Path, workers: int, smoke: bool) -> None:
     from distributed import Client  # noqa: PLC0415  (imported only when a cluster starts)
 
     security = client_security(client_material(state_dir), LOCAL_CLUSTER)
@@ -199,8 +247,7 @@ def _wait_until_registered(address: str, scheduler: NodeProcess, state_dir: Path
         verify_scheduler_identity(client, LOCAL_CLUSTER)
         deadline = time.monotonic() + START_TIMEOUT_S
         while len(client.scheduler_info(n_workers=-1)["workers"]) < workers:
-            if scheduler.process() is None:
-                raise DaskfleetError(f"the scheduler exited; last lines of {scheduler.log}:\n{_tail(scheduler.log)}", ExitCode.LOCAL_FAILURE)
+            check_alive(state_dir, SCHEDULER)
             if time.monotonic() > deadline:
                 logs = "\n".join(f"{path.name}: {_tail(str(path), 2)}" for path in sorted((state_dir / "logs").glob("worker-*.log")))
                 raise DaskfleetError(
@@ -223,18 +270,23 @@ def _stop(cluster: LocalCluster) -> list[str]:
     stuck: list[str] = []
     for phase in (("worker",), ("scheduler",)):
         live = [(node, proc) for node in cluster.nodes if node.role in phase and (proc := node.process()) is not None]
-        for _, proc in live:
-            signal_group(proc, signal.SIGTERM)
-        alive = wait_gone([proc for _, proc in live], STOP_TIMEOUT_S)
-        for proc in alive:
-            signal_group(proc, signal.SIGKILL)
-        survivors = wait_gone(alive, 5)
+        survivors = end_processes([proc for _, proc in live])
         stuck += [node.name for node, proc in live if proc in survivors]
     return stuck
 
 
+def end_processes(procs: list[psutil.Process], timeout: float = STOP_TIMEOUT_S) -> list[psutil.Process]:
+    """SIGTERM each one's process group, SIGKILL what outlives ``timeout``; returns those that survived both."""
+    for proc in procs:
+        signal_group(proc, signal.SIGTERM)
+    alive = wait_gone(procs, timeout)
+    for proc in alive:
+        signal_group(proc, signal.SIGKILL)
+    return wait_gone(alive, 5)
+
+
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until each process has ended (a zombie counts: the scheduler that started a worker reaps it later)."""
+    """Wait until each process has ended (a zombie counts: its parent, the supervisor, reaps it later)."""
     deadline = time.monotonic() + timeout
     alive = list(procs)
     while alive:
@@ -264,15 +316,23 @@ def signal_group(proc: psutil.Process, sig: int) -> None:
 
 
 def down(state_dir: Path) -> LocalCluster | None:
-    """Stop everything ``up`` and the scheduler's scaler started from ``state_dir``; None when nothing was started."""
+    """Stop the supervisor and every node it started from ``state_dir``; None when nothing was started."""
     with LocalCluster.update(state_dir) as cluster:
         if cluster is None:
             return None
-        cluster.stopping = True  # from now on the scaler starts nothing
-    stuck = _stop(cluster)
+        cluster.stopping = True  # from now on the scaler asks for nothing and the supervisor restarts nothing
+    stuck = _stop_supervisor(cluster)
     latest = LocalCluster.load(state_dir) or cluster
-    stuck += _stop(latest)  # any worker the scaler started while the first pass ran
+    stuck += _stop(latest)  # whatever a supervisor that died (or was killed) left running
     if stuck:
         raise DaskfleetError(f"could not stop: {', '.join(sorted(set(stuck)))}", ExitCode.LOCAL_FAILURE)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return latest
+
+
+def _stop_supervisor(cluster: LocalCluster) -> list[str]:
+    """The supervisor stops its nodes (workers first) and exits; it is ended if it takes longer than that may."""
+    proc = cluster.supervisor.process() if cluster.supervisor is not None else None
+    if proc is None:
+        return []
+    return ["supervisor"] if end_processes([proc], 2 * (STOP_TIMEOUT_S + 5) + 5) else []

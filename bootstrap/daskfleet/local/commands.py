@@ -103,7 +103,7 @@ def local_up(
 @local.command("status")
 @_state_dir_option
 def local_status(state_dir: Path | None) -> None:
-    """Show what the local cluster runs, including the workers its scheduler started."""
+    """Show what the local cluster runs: each node's state, and the last line of one that stopped or gave up."""
     from . import state as local_state
 
     cluster = local_state.LocalCluster.load((state_dir or local_state.default_state_dir()).resolve())
@@ -112,9 +112,37 @@ def local_status(state_dir: Path | None) -> None:
         return
     cap = f", cap {cluster.cap}" if cluster.cap else ""
     click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}\nworkers:   {cluster.adapt} (min:max){cap}")
+    supervisor = cluster.supervisor
+    if supervisor is not None and supervisor.process() is not None:
+        click.echo(f"supervisor: pid {supervisor.pid}, restarts nodes that fail (log {supervisor.log})")
+    else:
+        click.echo("supervisor: NOT RUNNING, so no node is restarted; `daskfleet local down` then `local up`")
     for record in cluster.nodes:
-        state = "running" if record.process() is not None else "stopped"
-        click.echo(f"  {record.name:<12} pid {record.pid:<8} {state}")
+        click.echo(_node_line(record))
+
+
+def _node_line(record) -> str:
+    """One node: its state, restarts, and the line of its last exit when that matters."""
+    alive = record.process() is not None
+    state = "running" if alive and record.state in ("running", "starting") else record.state
+    if not alive and state in ("running", "starting") and record.pid:
+        state = "ended"  # the supervisor has not seen it yet, or is gone
+    pid = f"pid {record.pid}" if alive else "-"
+    line = f"  {record.name:<12} {pid:<10} {state}"
+    if record.restarts:
+        line += f" (restarted {record.restarts}x)"
+    if record.last_line and state not in ("running", "starting"):
+        line += f": exit {record.exit_code}: {record.last_line}"
+    return line
+
+
+@local.command("supervise", hidden=True)
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def local_supervise(state_dir: Path) -> None:
+    """The cluster's supervisor process (started by `local up`, stopped by `local down`)."""
+    from .supervisor import run_local_supervisor
+
+    run_local_supervisor(state_dir.resolve())
 
 
 @local.command("down")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import json
-import sys
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,6 +25,10 @@ from ..security.tls import TlsMaterial
 
 LOCAL_CLUSTER = "local"
 STATE_FILE = "cluster.json"
+#: The scheduler's node name (its node directory, log and record).
+SCHEDULER = "scheduler"
+#: Under the state directory: each node's run history (its backoff and give-up window).
+SUPERVISION_DIR = "supervision"
 #: In the state directory: a link to the environment (a conda prefix) the cluster's nodes run in, once one
 #: was published to it; without it they run in the launcher's own environment.
 ENV_LINK = "env"
@@ -45,14 +49,27 @@ def default_state_dir(cluster: str = LOCAL_CLUSTER) -> Path:
 
 @dataclass
 class NodeProcess:
+    """A node (or the supervisor) of the local cluster: its process, and what its supervisor knows of it."""
+
     name: str
     role: str
     pid: int
     create_time: float
     log: str
+    #: The supervisor keeps it running (the scaler sets and clears this for workers).
+    wanted: bool = True
+    #: starting, running, restarting, stopped (on request), failed (configuration-class), gave up.
+    state: str = "starting"
+    exit_code: int | None = None
+    exit_time: float = 0.0
+    #: The line of its last exit (``error: …`` for a failure).
+    last_line: str = ""
+    restarts: int = 0
 
     def process(self) -> psutil.Process | None:
         """The live process, or None when it ended (or its pid now belongs to another)."""
+        if self.pid <= 0:
+            return None
         try:
             proc = psutil.Process(self.pid)
             if abs(proc.create_time() - self.create_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
@@ -76,6 +93,8 @@ class LocalCluster:
     cap: str = ""
     #: Set by ``local down`` first, so the scaler starts no worker while everything stops.
     stopping: bool = False
+    #: The supervisor process (``daskfleet local supervise``), which starts and restarts every node.
+    supervisor: NodeProcess | None = None
 
     @classmethod
     def load(cls, state_dir: Path) -> LocalCluster | None:
@@ -84,6 +103,8 @@ class LocalCluster:
             return None
         doc = json.loads(path.read_text())
         doc["nodes"] = [NodeProcess(**node) for node in doc.get("nodes", [])]
+        if doc.get("supervisor"):
+            doc["supervisor"] = NodeProcess(**doc["supervisor"])
         return cls(**doc)
 
     def save(self) -> None:
@@ -91,7 +112,12 @@ class LocalCluster:
         pki.write_private(path, json.dumps(asdict(self), indent=2))
 
     def running(self) -> list[NodeProcess]:
-        return [node for node in self.nodes if node.process() is not None]
+        """Live processes: the supervisor and the nodes."""
+        supervisor = [self.supervisor] if self.supervisor is not None else []
+        return [node for node in supervisor + self.nodes if node.process() is not None]
+
+    def node(self, name: str) -> NodeProcess | None:
+        return next((node for node in self.nodes if node.name == name), None)
 
     @classmethod
     @contextmanager

@@ -1,36 +1,39 @@
-"""The local cluster's worker backend: the scheduler starts workers through the agent and lets retired ones go.
+"""The local cluster's worker backend: the scheduler asks the cluster's supervisor for workers and lets retired ones go.
 
 It runs inside the local scheduler's process (``daskfleet node scheduler --worker-backend
 local:STATE_DIR``). Workers start from worker slots that ``local up`` pre-issued (a node
 directory each, certificate included: the local CA's key is never stored, so nothing can be
-issued later), as ``daskfleet node worker --source dir:<slot>``, and are recorded in the state
-directory's ``cluster.json`` under its lock, so ``local status`` shows them and ``local down``
-stops them.
+issued later). The backend marks a slot wanted (or no longer wanted) in the state directory's
+``cluster.json`` under its lock; the supervisor (``daskfleet.local.supervisor``) starts, restarts
+and stops the processes, so ``local status`` shows them and ``local down`` stops them. A slot
+whose worker failed for good is not used again until the next ``local up``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import signal
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..node.sources import SPEC_FILE
-from .cluster import STOP_TIMEOUT_S, WORKER_SLOT_PREFIX, signal_group, start_node, wait_gone
-from .state import LocalCluster
+from ..scaling.core import BootFailure, LaunchFailures
+from .cluster import WORKER_SLOT_PREFIX, node_log
+from .state import LocalCluster, NodeProcess
 
 logger = logging.getLogger("daskfleet.scaling")
-#: How long a launch waits for a leaving worker's process to exit and free its slot.
-SLOT_WAIT_S = 2.0
+
+#: Every local worker starts from the same slots and environment: one launch version.
+LOCAL_VERSION = "the local worker slots"
+#: Node states after which a slot is not used again.
+FAILED_STATES = frozenset({"failed", "gave up"})
 
 
 class LocalWorkerProcesses:
-    """WorkerBackend for ``daskfleet local``: one agent process per worker slot."""
+    """WorkerBackend for ``daskfleet local``: one supervised agent process per worker slot."""
 
-    #: A local worker that leaves to switch environments is started again from its slot by this backend.
-    restarts_switching_workers = False
+    #: A local worker that leaves to switch environments is restarted at once by the supervisor (exit 13).
+    restarts_switching_workers = True
 
     def __init__(self, state_dir: Path):
         self.state_dir = Path(state_dir)
@@ -44,50 +47,49 @@ class LocalWorkerProcesses:
         found = [path.name for path in nodes.glob(f"{WORKER_SLOT_PREFIX}*") if (path / SPEC_FILE).exists()]
         return sorted(found, key=lambda name: int(re.sub(r"\D", "", name) or 0))
 
-    def _free_slots(self) -> int:
-        cluster = LocalCluster.load(self.state_dir)
-        busy = {node.name for node in cluster.running() if node.role == "worker"} if cluster else set()
-        return sum(1 for slot in self.slots() if slot not in busy)
-
     def outstanding(self) -> int:
-        """Worker processes already running (they will register)."""
+        """Workers the supervisor runs or is about to start (they will register)."""
         cluster = LocalCluster.load(self.state_dir)
-        return sum(1 for node in cluster.running() if node.role == "worker") if cluster else 0
+        return sum(1 for node in cluster.nodes if node.role == "worker" and node.wanted) if cluster else 0
 
     def launch(self, count: int) -> int:
-        """Start up to ``count`` workers in free slots; none while the cluster is stopping.
-
-        A worker that just left (retired, or switching environments) frees its slot when its process
-        exits, a moment after it unregistered: wait that moment rather than a whole decision interval.
-        """
-        deadline = time.monotonic() + SLOT_WAIT_S
-        while self._free_slots() < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """Ask the supervisor for up to ``count`` workers in free slots; none while the cluster is stopping."""
         with LocalCluster.update(self.state_dir) as cluster:
             if cluster is None or cluster.stopping:
                 return 0
-            busy = {node.name for node in cluster.running() if node.role == "worker"}
-            free = [slot for slot in self.slots() if slot not in busy][:count]
-            for slot in free:
-                cluster.nodes = [node for node in cluster.nodes if node.name != slot]
-                cluster.nodes.append(start_node(self.state_dir, slot, "worker"))
-        if len(free) < count:
-            logger.warning("asked for %d local workers, started %d: no free worker slot", count, len(free))
-        return len(free)
+            records = {node.name: node for node in cluster.nodes}
+            free = [slot for slot in self.slots()
+                    if slot not in records or not (records[slot].wanted or records[slot].state in FAILED_STATES)]
+            for slot in free[:count]:
+                record = records.get(slot)
+                if record is None:
+                    record = NodeProcess(slot, "worker", 0, 0.0, str(node_log(self.state_dir, slot)))
+                    cluster.nodes.append(record)
+                record.wanted, record.state = True, "starting"
+        started = len(free[:count])
+        if started < count:
+            logger.warning("asked for %d local workers, started %d: no free worker slot", count, started)
+        return started
 
     def remove(self, names: Sequence[str]) -> None:
-        """Retired workers stop by themselves; any still running after the stop timeout is ended. Records go."""
-        cluster = LocalCluster.load(self.state_dir)
-        if cluster is None:
-            return
-        procs = [proc for node in cluster.nodes if node.name in names and (proc := node.process()) is not None]
-        for proc in wait_gone(procs, STOP_TIMEOUT_S):
-            logger.warning("retired worker process %d did not exit; ending it", proc.pid)
-            signal_group(proc, signal.SIGTERM)
-        with LocalCluster.update(self.state_dir) as latest:
-            if latest is not None:
-                latest.nodes = [node for node in latest.nodes if node.name not in names or node.process() is not None]
+        """Retired workers stop by themselves; the supervisor restarts none of them, and ends any that lingers."""
+        with LocalCluster.update(self.state_dir) as cluster:
+            for node in cluster.nodes if cluster is not None else ():
+                if node.name in names:
+                    node.wanted = False
 
     def stop_scheduler(self) -> str | None:
         """The local scheduler stays up when idle: it costs nothing, and new work brings workers back."""
         return None
+
+    def launch_failures(self, since: float) -> LaunchFailures:
+        """Worker slots whose worker failed for good (configuration-class exit, or it gave up) since ``since``."""
+        cluster = LocalCluster.load(self.state_dir)
+        failed = [node for node in cluster.nodes if node.role == "worker" and node.state in FAILED_STATES
+                  and node.exit_time >= since] if cluster else []
+        return LaunchFailures(LOCAL_VERSION, tuple(
+            BootFailure(node.name, LOCAL_VERSION, node.exit_time, node.exit_code or 0, node.last_line) for node in failed
+        ))
+
+    def withdraw(self, count: int) -> None:
+        """Nothing to take back: the supervisor never restarts a worker that failed for good."""

@@ -1,8 +1,10 @@
 """The node agent: fetch spec and TLS material, check them, and run a TLS-only scheduler or worker.
 
 The same code path runs on an instance (``--source aws:<cluster>``, supervised by systemd)
-and for the local cluster (``--source dir:<node directory>``). Every failure class ends
-the process with one line on stderr and its documented exit code (errors.ExitCode).
+and for the local cluster (``--source dir:<node directory>``, supervised by the launcher). Every
+run ends with one line on stderr and its documented exit code (errors.ExitCode): a failure class,
+or a requested exit (restart, retirement, drain, lost scheduler) its supervisor acts on
+(``daskfleet.node.supervision``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from time import monotonic
+from time import monotonic, sleep, time
 
 import dask
 from distributed import Scheduler, Security, Worker
@@ -40,8 +42,10 @@ from ..security.peers import Peer
 from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
+from .restarts import CloseReasons, announce_closes
 from .sources import SCHEDULER_INFO_FILE, NodeSource
 from .spec import NodeSpec, parse_spec
+from .supervision import BACKOFF, Backoff, Outcome, RunHistory, before_start
 
 logger = logging.getLogger("daskfleet.agent")
 
@@ -120,7 +124,7 @@ def _install_signal_handlers(on_signal) -> None:
 
 async def run_scheduler(
     node: PreparedNode, source: NodeSource, worker_backend: Callable[[], WorkerBackend] | None = None
-) -> ExitCode:
+) -> Outcome:
     spec = node.spec
     gatekeeper = Gatekeeper(
         cluster=spec.cluster,
@@ -139,6 +143,8 @@ async def run_scheduler(
         dashboard_address=f"{spec.listen_host}:{spec.dashboard_port}",
         contact_address=f"tls://{spec.contact_host}:{spec.scheduler_port}" if spec.contact_host else None,
     )
+    restarting: list[Callable[[int], None]] = []
+    announce_closes(scheduler, lambda count: [hear(count) for hear in restarting])
     guard = SchedulerGuard(gatekeeper, audit)
     guard.install(scheduler)
     accounting = usage.install(
@@ -149,6 +155,7 @@ async def run_scheduler(
     scaler = install_scaling(scheduler, spec.scaling, worker_backend, audit, ceiling=accounting.worker_ceiling)
     if scaler is not None:
         scaler.observers.append(lambda decision: accounting.set_desired_workers(decision.desired))
+        restarting.append(scaler.core.expect)  # restarted workers come back: no replacements meanwhile
         guard.add_handler(conventions.SCALING_STATE_HANDLER, scaler.state)
     rollout = install_rollout(
         scheduler, guard, audit, source.published_environment, platform=conventions.conda_platform(),
@@ -175,9 +182,10 @@ async def run_scheduler(
     if forward is not None:
         await asyncio.to_thread(forward.close)
     if rollout.restarting:
-        logger.warning("restarting into the newly published environment")
-        return ExitCode.ENVIRONMENT_SWITCH
-    return ExitCode.OK
+        return Outcome(ExitCode.ENVIRONMENT_SWITCH, "restarting into the newly published environment")
+    if scaler is not None and scaler.stopping:
+        return Outcome(ExitCode.RETIRED, "the cluster went idle and its scheduler's capacity is 0: stopped")
+    return Outcome(ExitCode.OK, "the scheduler stopped on request")
 
 
 async def wait_for_scheduler(address: str, security: Security, timeout: float, cluster: str) -> None:
@@ -220,8 +228,8 @@ def spill_directory(runtime_dir: Path) -> str:
     return os.environ.get("CACHE_DIRECTORY") or str(runtime_dir / "work")
 
 
-async def drain_when_leaving(source: NodeSource, worker: Worker, interval: float = LEAVING_POLL_SECONDS) -> bool:
-    """Poll the source; when the platform takes the node away, retire the worker (its data moves) and say so."""
+async def drain_when_leaving(source: NodeSource, worker: Worker, interval: float = LEAVING_POLL_SECONDS) -> str | None:
+    """Poll the source; when the platform takes the node away, retire the worker (its data moves) and say why."""
     while worker.status.name in ("init", "running", "paused"):
         reason = await asyncio.to_thread(source.leaving)
         if reason:
@@ -235,12 +243,15 @@ async def drain_when_leaving(source: NodeSource, worker: Worker, interval: float
                 await asyncio.to_thread(source.left)
             except DaskfleetError as exc:  # drained already; the platform's own timeout lets the node go
                 logger.warning("drained, but could not say so: %s", exc)
-            return True
-        await asyncio.sleep(interval)
-    return False
+            return reason
+        try:  # the next poll, or at once when the worker has stopped
+            await asyncio.wait_for(worker.finished(), interval)
+        except TimeoutError:
+            pass
+    return None
 
 
-async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
+async def run_worker(node: PreparedNode, source: NodeSource) -> Outcome:
     spec = node.spec
     security = node_security()
     await wait_for_scheduler(spec.scheduler_address, security, spec.connect_timeout_s, spec.cluster)
@@ -266,6 +277,7 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
     )
     switching = _serve_environment_switch(worker)
     WorkerGuard(WorkerGatekeeper(spec.cluster)).install(worker)
+    reasons = CloseReasons(worker)
     try:
         await worker
     except RuntimeError as exc:
@@ -279,7 +291,6 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
             ExitCode.SCHEDULER_UNREACHABLE,
         ) from None
     stopping = asyncio.Event()
-    retired = _note_retirement(worker)
 
     def on_signal() -> None:
         stopping.set()
@@ -290,20 +301,13 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> ExitCode:
     await worker.finished()
     if switching.is_set():
         drain.cancel()
-        logger.info("left to run the newly published environment: its data moved; restarting into it")
-        return ExitCode.ENVIRONMENT_SWITCH
-    if stopping.is_set() or retired.is_set():
+        return Outcome(ExitCode.ENVIRONMENT_SWITCH, "left to run the newly published environment: its data moved; "
+                       "restarting into it")
+    if stopping.is_set() or reasons.restart.is_set() or reasons.retired.is_set():
         drain.cancel()
-        if retired.is_set():
-            logger.info("retired by the scheduler: its data moved; stopping")
-        return ExitCode.OK
-    if await drain:
-        return ExitCode.OK
-    raise DaskfleetError(f"lost the scheduler {spec.scheduler_address}", ExitCode.SCHEDULER_UNREACHABLE)
-
-
-#: Close reasons the scheduler sends a worker it retires or removes (not its own shutdown, "scheduler-close").
-RETIREMENT_CLOSE_REASONS = frozenset({"scheduler-close-worker", "scheduler-remove-worker"})
+    elif drained := await drain:
+        return Outcome(ExitCode.DRAINED, f"drained: {drained}; its data moved; stopping")
+    return worker_exit(stopping.is_set(), reasons, spec.scheduler_address)
 
 
 def _serve_environment_switch(worker: Worker) -> asyncio.Event:
@@ -319,18 +323,15 @@ def _serve_environment_switch(worker: Worker) -> asyncio.Event:
     return switching
 
 
-def _note_retirement(worker: Worker) -> asyncio.Event:
-    """An event set when the scheduler closes this worker because it retired it (the node should stay down)."""
-    retired = asyncio.Event()
-    close = worker.stream_handlers["close"]
-
-    async def close_from_scheduler(*args, reason: str = "", **kwargs):
-        if reason in RETIREMENT_CLOSE_REASONS:
-            retired.set()
-        return await close(*args, reason=reason, **kwargs)
-
-    worker.stream_handlers["close"] = close_from_scheduler
-    return retired
+def worker_exit(stopping: bool, reasons: CloseReasons, scheduler: str) -> Outcome:
+    """Why a worker that had joined has stopped, as its exit code and line."""
+    if stopping:
+        return Outcome(ExitCode.OK, "the worker stopped on request (its data moved first)")
+    if reasons.restart.is_set():
+        return Outcome(ExitCode.RESTART_REQUESTED, "the scheduler restarts this worker (client.restart()): restarting")
+    if reasons.retired.is_set():
+        return Outcome(ExitCode.RETIRED, "retired by the scheduler: its data moved; stopping")
+    return Outcome(ExitCode.SCHEDULER_LOST, f"lost the scheduler {scheduler}: restarting to rejoin it")
 
 
 def _registration_refusal(exc: BaseException | None) -> str | None:
@@ -350,8 +351,8 @@ def run_node(
     source: NodeSource,
     runtime_dir: Path | None = None,
     worker_backend: Callable[[], WorkerBackend] | None = None,
-) -> ExitCode:
-    """Prepare and run one node until it is stopped; DaskfleetError carries the exit code.
+) -> Outcome:
+    """Prepare and run one node until it stops; DaskfleetError carries a failure's exit code.
 
     ``worker_backend`` makes what a scheduler scales its workers with; the caller picks it for the platform.
     """
@@ -359,3 +360,41 @@ def run_node(
     if role == "scheduler":
         return asyncio.run(run_scheduler(node, source, worker_backend))
     return asyncio.run(run_worker(node, source))
+
+
+def run_supervised(
+    role: str, source: NodeSource, history: RunHistory | None, run: Callable[[], Outcome], backoff: Backoff = BACKOFF,
+) -> Outcome:
+    """``run`` under the supervision semantics: wait out the backoff or give up first, record how the run ended,
+    and let the platform know when the node stops for good (``NodeSource.stopped``).
+
+    Without a ``history`` (a node run by hand) there is no backoff and no give-up.
+    """
+    verdict = before_start(history.runs(), time(), backoff) if history else None
+    if verdict is not None and verdict.gave_up:
+        outcome = Outcome(ExitCode.GAVE_UP, f"error: {verdict.gave_up}")
+    else:
+        if verdict is not None and verdict.wait_s:
+            logger.warning("starting after %d failure(s) in a row (the last: %s): waiting %.1fs first",
+                           verdict.failures, verdict.last, verdict.wait_s)
+            sleep(verdict.wait_s)
+        outcome = _run_recorded(history, run)
+    if outcome.for_good:
+        source.stopped(role, outcome)
+    return outcome
+
+
+def _run_recorded(history: RunHistory | None, run: Callable[[], Outcome]) -> Outcome:
+    if history is not None:
+        history.started(time())
+    try:
+        outcome = run()
+    except DaskfleetError as error:
+        outcome = Outcome(error.exit_code, f"error: {error.message}")
+    except Exception as exc:  # a bug: recorded as a failure, then its traceback
+        if history is not None:
+            history.ended(Outcome(1, f"error: crashed: {type(exc).__name__}: {exc}"), time())
+        raise
+    if history is not None:
+        history.ended(outcome, time())
+    return outcome

@@ -17,6 +17,7 @@ from ..environments.published import PublishedEnvironment, parse_published
 from ..security.tls import TlsMaterial
 from ..usage.policy import LOCAL_INSTANCE_TYPE
 from .spec import load_spec_document
+from .supervision import Outcome
 
 SPEC_FILE = "spec.json"
 TLS_DIR = "tls"
@@ -54,6 +55,9 @@ class NodeSource(Protocol):
 
     def left(self) -> None:
         """Tell the platform the node has drained and may go."""
+
+    def stopped(self, role: str, outcome: Outcome) -> None:
+        """The node stops for good (configuration-class failure, or gave up): tell the platform, never raise."""
 
     def audit_forwarder(self) -> AuditForwarder | None:
         """Where the scheduler's audit lines go besides its local file (e.g. the cluster's log group)."""
@@ -111,6 +115,9 @@ class DirectorySource:
 
     def left(self) -> None:
         """Nothing to tell."""
+
+    def stopped(self, role: str, outcome: Outcome) -> None:
+        """The local supervisor sees the exit code and shows the line in ``daskfleet local status``."""
 
     def audit_forwarder(self) -> AuditForwarder | None:
         """The local audit file is the whole trail."""

@@ -8,10 +8,8 @@ resources still held by one being deleted, and turns "already gone" into ``Gone`
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -20,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from botocore.parsers import ResponseParserError
 
-from ..aws.calls import Caller, aws_failure, error_code
+from ..aws.calls import THROTTLING_CODES, Backoff, Caller, aws_failure, error_code
 from ..errors import DaskfleetError, ExitCode
 
 OPERATOR = Caller(
@@ -32,11 +30,6 @@ OPERATOR = Caller(
 OPS_BOTO_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=30, user_agent_appid="daskfleet-ops",
 )
-THROTTLING_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled", "RequestThrottledException",
-    "TooManyRequestsException", "RequestLimitExceeded", "SlowDown", "PriorRequestNotComplete",
-    "ProvisionedThroughputExceededException",
-})
 #: A dependency is still being released (instances terminating, a NAT gateway deleting): worth waiting for.
 STILL_IN_USE_CODES = frozenset({
     "DependencyViolation", "ResourceInUse", "ResourceInUseException", "ScalingActivityInProgress",
@@ -50,20 +43,6 @@ GONE_CODES = frozenset({
 
 class Gone(Exception):
     """The resource no longer exists: deleting it has nothing left to do."""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter: attempt n waits up to min(cap, base * 2**n) seconds."""
-
-    attempts: int = 6
-    base: float = 1.0
-    cap: float = 20.0
-    #: Waiting for a dependency to go takes longer than a throttle: attempts for STILL_IN_USE_CODES.
-    in_use_attempts: int = 8
-
-    def delay(self, attempt: int, jitter: Callable[[float, float], float] = random.uniform) -> float:
-        return jitter(0, min(self.cap, self.base * 2**attempt))
 
 
 def open_session(region: str | None, profile: str | None) -> Any:

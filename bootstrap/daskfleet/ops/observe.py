@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +23,11 @@ from ..errors import DaskfleetError, ExitCode
 from ..security.gatekeeper import FINGERPRINT_KEY
 from ..security.peers import Peer
 from ..security.tls import client_security
-from .awsapi import Gone, OpsApi, open_session
-from .status import ClusterView, Part, count_group, unavailable, workers_seen
+from .awsapi import OPERATOR, Gone, OpsApi, open_session
+from .status import ClusterView, FailureGroup, Part, count_group, group_failures, unavailable, workers_seen
+
+#: How far back ``daskfleet status`` looks for nodes that could not start.
+FAILURE_WINDOW_S = 24 * 3600.0
 
 
 def observe_cluster(
@@ -49,6 +53,7 @@ def observe_cluster(
     view.expected_fingerprint = _part(lambda: _expected_fingerprint(api, cluster))
     view.spend = _part(lambda: _spend(api, cluster, today or dt.datetime.now(dt.timezone.utc).date()))
     view.budget = _part(lambda: _budget(api, cluster))
+    view.boot_failures = _part(lambda: _boot_failures(api, cluster, time.time() - FAILURE_WINDOW_S))
     scheduler = groups["scheduler"]
     if scheduler.available and scheduler.value[0].desired == 0 and address is None:
         asleep = unavailable("the scheduler is asleep (its group wants 0 instances)")
@@ -109,6 +114,15 @@ def _spend(api: OpsApi, cluster: str, today: dt.date) -> dict[str, Any]:
         raise DaskfleetError(f"Cost Explorer has no data for {conventions.TAG_CLUSTER}={cluster} (the tag must be an "
                              "activated cost-allocation tag; spend appears about a day later)", ExitCode.SOURCE_UNAVAILABLE)
     return {"amount": sum(float(a["Amount"]) for a in amounts), "unit": amounts[0]["Unit"], "since": start.isoformat()}
+
+
+def _boot_failures(api: OpsApi, cluster: str, since: float) -> list[FailureGroup]:
+    """Nodes that stopped for good (their own report in the log group), by role and launch template version."""
+    from ..aws.nodefailures import launch_versions, read_failures  # noqa: PLC0415
+
+    failures = read_failures(api.client("logs"), cluster, since, OPERATOR)
+    versions = launch_versions(api.client("ec2"), [failure.instance for failure in failures], OPERATOR)
+    return group_failures(failures, versions)
 
 
 def _budget(api: OpsApi, cluster: str) -> dict[str, Any]:

@@ -60,6 +60,34 @@ class ClusterView:
     spend: Part = field(default_factory=lambda: unavailable("not checked"))
     budget: Part = field(default_factory=lambda: unavailable("not checked"))
     expires: Part = field(default_factory=lambda: unavailable("not checked"))
+    boot_failures: Part = field(default_factory=lambda: unavailable("not checked"))
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Nodes of one role and launch template version that stopped for good (could not start) in the window."""
+
+    role: str
+    version: str
+    count: int
+    last_instance: str
+    last_code: int
+    last_line: str
+
+    @property
+    def repeated(self) -> bool:
+        return self.count > 1
+
+
+def group_failures(failures: Iterable[Any], versions: Mapping[str, str]) -> list[FailureGroup]:
+    """Failures (``aws.nodefailures.NodeFailure``, oldest first) by role and version, most failures first."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for failure in failures:
+        key = (failure.role, versions.get(failure.instance, "an unknown launch template version"))
+        groups.setdefault(key, []).append(failure)
+    summary = [FailureGroup(role, version, len(items), items[-1].instance, items[-1].code, items[-1].line)
+               for (role, version), items in groups.items()]
+    return sorted(summary, key=lambda group: (-group.count, group.role, group.version))
 
 
 def count_group(desired: int, lifecycle_states: Iterable[str]) -> GroupCounts:
@@ -122,7 +150,21 @@ def render_text(view: ClusterView) -> str:
     lines.append(f"spend:       {_text(view.spend, _spend_text)}")
     lines.append(f"budget:      {_text(view.budget, _budget_text)}")
     lines.append(f"expires:     {_text(view.expires)}")
+    lines += _failure_lines(view.boot_failures)
     return "\n".join(lines)
+
+
+def _failure_lines(part: Part) -> list[str]:
+    if not part.available:
+        return [f"failures:    not available: {part.reason}"]
+    if not part.value:
+        return ["failures:    no node stopped for good in the last 24 hours"]
+    lines = ["failures:    nodes that could not start, in the last 24 hours:"]
+    for group in part.value:
+        mark = "  REPEATED: its group keeps replacing them" if group.repeated else ""
+        lines.append(f"  {group.role} {group.version}: {group.count} instance(s){mark}")
+        lines.append(f"    last: {group.last_instance} exit {group.last_code}: {group.last_line}")
+    return lines
 
 
 def render_json(view: ClusterView) -> str:
@@ -142,7 +184,7 @@ def render_json(view: ClusterView) -> str:
         "cluster": view.cluster, "region": view.region,
         "groups": {role: part(p) for role, p in view.groups.items()},
         **{name: part(getattr(view, name)) for name in
-           ("scheduler", "expected_fingerprint", "workers", "idle", "spend", "budget", "expires")},
+           ("scheduler", "expected_fingerprint", "workers", "idle", "spend", "budget", "expires", "boot_failures")},
     }
     return json.dumps(document, indent=2, sort_keys=True, default=str)
 
@@ -152,6 +194,8 @@ def _scaling_text(state: dict) -> str:
     head = state.get("state", "unknown")
     if state.get("idle_reason"):
         head += f": {state['idle_reason']}"
+    if state.get("held"):
+        head += f"; launches held: {state['held']}"
     detail = f"{state.get('workers', '?')} workers"
     if state.get("desired") is not None:
         detail += f" (desired {state['desired']}: {state.get('reason')})"

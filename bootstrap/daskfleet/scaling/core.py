@@ -6,6 +6,8 @@ coming until they register or time out, so nothing is requested twice; scale-dow
 largest recent target, waits out a cooldown and for pending launches, retires only workers the
 scheduler calls cheap to close, and at most ``max_step_down`` at a time. Hard limits (idle, the
 cluster cap, a ceiling such as the budget stop) skip the smoothing, since they must hold now.
+New workers are not asked for while those of the current launch version keep failing to start
+(``launch_hold``): the requests still pending are taken back, so the platform stops replacing them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Snapshot:
     ceiling: int | None = None
     #: Why the cluster is idle (it must go to zero workers), or None.
     idle: str | None = None
+    #: Why no worker may be asked for now (new ones keep failing to start: ``launch_hold``), or None.
+    held: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,41 @@ class Decision:
     coming: int = 0
     #: Whether a hard limit (idle, cap, ceiling) decided rather than the adaptive target.
     forced: bool = False
+    #: Requested workers taken back: they will not come (their launches keep failing).
+    withdraw: int = 0
+
+
+@dataclass(frozen=True)
+class BootFailure:
+    """A worker that stopped for good while starting: a configuration-class exit, or its agent gave up."""
+
+    worker: str
+    #: What it was launched from, e.g. ``launch template lt-0abc version 3`` (local: ``local worker slots``).
+    version: str
+    #: Epoch seconds.
+    at: float
+    code: int
+    line: str
+
+
+@dataclass(frozen=True)
+class LaunchFailures:
+    """What new workers start from now (``current``), and the recent boot failures of every version."""
+
+    current: str
+    failures: tuple[BootFailure, ...] = ()
+
+
+def launch_hold(seen: LaunchFailures, now: float, *, limit: int, window_s: float) -> str | None:
+    """Why no more workers may be asked for: ``limit`` boot failures of the current version within the window."""
+    if limit <= 0:
+        return None
+    recent = [failure for failure in seen.failures if failure.version == seen.current and failure.at >= now - window_s]
+    if len(recent) < limit:
+        return None
+    last = max(recent, key=lambda failure: failure.at)
+    return (f"{len(recent)} workers from {seen.current} failed to start within {window_s:g}s (the last, {last.worker}: "
+            f"exit {last.code}: {last.line}); none is asked for until another version is deployed or they age out")
 
 
 class ScalingCore:
@@ -94,6 +133,10 @@ class ScalingCore:
             return self._enforce(snapshot, limit, limit_reason, now, notes)
         if limit is not None and want > limit:
             want, clamp_note = limit, f"{clamp_note}; held to {limit} by the {limit_reason}"
+        if snapshot.held and (want > have or coming):
+            withdrawn = coming
+            self._requests.clear()
+            return Decision(have, withdraw=withdrawn, reason=notes + f"not asking for more workers: {snapshot.held}")
         if want > have + coming:
             launch = want - have - coming
             self._requests.append([now, launch])

@@ -12,6 +12,8 @@ DEFAULT_SCALE_DOWN_TARGETS = 6
 DEFAULT_LAUNCH_TIMEOUT_S = 600.0
 DEFAULT_IDLE_TIMEOUT_S = 1200.0
 DEFAULT_NO_CLIENT_TIMEOUT_S = 300.0
+DEFAULT_BOOT_FAILURE_LIMIT = 3
+DEFAULT_BOOT_FAILURE_WINDOW_S = 1800.0
 
 
 class ScalingSpec(BaseModel):
@@ -45,6 +47,16 @@ class ScalingSpec(BaseModel):
     no_client_timeout_s: float = Field(
         default=DEFAULT_NO_CLIENT_TIMEOUT_S, ge=0, le=30 * 86_400,
         description="idle after this long without work and without a connected client; 0: never",
+    )
+
+    boot_failure_limit: int = Field(
+        default=DEFAULT_BOOT_FAILURE_LIMIT, ge=0, le=1000,
+        description="no more workers are asked for once this many from the current launch version failed to start; "
+                    "0: never hold",
+    )
+    boot_failure_window_s: float = Field(
+        default=DEFAULT_BOOT_FAILURE_WINDOW_S, gt=0, le=7 * 86_400,
+        description="boot failures older than this no longer hold launches",
     )
 
     @model_validator(mode="after")

@@ -5,7 +5,9 @@ reads ``adaptive_target()``, ``workers_to_close()``, the registered and leaving 
 connected clients and the ceiling, and applies the decision: the backend requests workers;
 chosen workers retire through the scheduler (their data moves) before the backend lets their
 process or instance go. When idle with no worker left, the backend may stop the scheduler's own
-capacity (AWS); then the scheduler closes. Each action is audited.
+capacity (AWS); then the scheduler closes. Each action is audited. The backend also reports workers
+that failed to start for good; while those of the current launch version keep failing, the plugin
+asks for no more (``core.launch_hold``) and takes pending requests back.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ..errors import DaskfleetError
 from ..security.audit import AuditLog
-from .core import Decision, ScalingCore, Snapshot
+from .core import Decision, LaunchFailures, ScalingCore, Snapshot, launch_hold
 from .idle import IdlePolicy
 from .policy import ScalingSpec
 
@@ -36,6 +38,8 @@ WORK_STATES = ("waiting", "queued", "no-worker", "processing")
 FIRE_AND_FORGET_CLIENT = "fire-and-forget"
 #: After a failed attempt to stop the scheduler's capacity, wait this long before the next.
 STOP_RETRY_S = 60.0
+#: Boot failures are read at most this often (and at most every six decisions): they cost an API call on AWS.
+FAILURE_CHECK_S = 30.0
 
 
 class WorkerBackend(Protocol):
@@ -59,6 +63,12 @@ class WorkerBackend(Protocol):
 
     def stop_scheduler(self) -> str | None:
         """Idle with no worker left: stop paying for the scheduler and say what was done (then it closes), or None."""
+
+    def launch_failures(self, since: float) -> LaunchFailures:
+        """What new workers start from now, and the workers that failed to start for good since ``since`` (epoch)."""
+
+    def withdraw(self, count: int) -> None:
+        """Take back ``count`` requested workers that will not come (so the platform stops replacing them)."""
 
 
 class ScalingPlugin(SchedulerPlugin):
@@ -94,6 +104,10 @@ class ScalingPlugin(SchedulerPlugin):
         #: Decide at once when a graph arrives (a backlog asks for workers without waiting out the interval).
         self.decide_on_submit = True
         self.stopping = False
+        #: Why no worker is asked for now (``core.launch_hold``), and the boot failures seen so far.
+        self.held: str | None = None
+        self._failures_seen: set[tuple[str, float]] = set()
+        self._failures_checked: float | None = None
 
     # --- scheduler plugin hooks ----------------------------------------------------------------
 
@@ -161,15 +175,19 @@ class ScalingPlugin(SchedulerPlugin):
             leaving=len(leaving),
             ceiling=self.ceiling() if self.ceiling is not None else None,
             idle=self.idle.observe(busy=has_work(scheduler), clients=clients),
+            held=self.held,
         )
 
     async def step(self) -> Decision:
         """One decision, applied: request, retire (in the background), or stop when idle with no worker left."""
+        await self._check_boot_failures()
         snapshot = self.snapshot()
         decision = self.core.decide(snapshot)
         self._report(snapshot, decision)
         if decision.launch:
             await self._launch(decision)
+        if decision.withdraw:
+            await self._withdraw(decision)
         if decision.retire:
             self._retiring |= set(decision.retire)
             task = asyncio.create_task(self._retire(decision))
@@ -192,7 +210,36 @@ class ScalingPlugin(SchedulerPlugin):
             "max_workers": self.policy.max_workers,
             "idle_timeout_s": self.policy.idle_timeout_s,
             "no_client_timeout_s": self.policy.no_client_timeout_s,
+            "held": self.held,
+            "boot_failures": len(self._failures_seen),
         }
+
+    async def _check_boot_failures(self) -> None:
+        """Read the backend's boot failures (not more often than FAILURE_CHECK_S); audit new ones and hold changes."""
+        now = self.clock()
+        every = min(FAILURE_CHECK_S, 6 * self.policy.interval_s)
+        if self.policy.boot_failure_limit == 0 or (
+                self._failures_checked is not None and now - self._failures_checked < every):
+            return
+        self._failures_checked = now
+        since = time() - self.policy.boot_failure_window_s
+        try:
+            seen = await asyncio.to_thread(self.backend.launch_failures, since)
+        except DaskfleetError as exc:
+            logger.warning("scaling: cannot read boot failures from %s: %s", self.backend.describe(), exc)
+            return
+        for failure in seen.failures:
+            if (failure.worker, failure.at) not in self._failures_seen:
+                self._failures_seen.add((failure.worker, failure.at))
+                self.audit.record("worker-boot-failed", worker=failure.worker, version=failure.version,
+                                  code=failure.code, line=failure.line)
+        held = launch_hold(seen, time(), limit=self.policy.boot_failure_limit, window_s=self.policy.boot_failure_window_s)
+        if held and not self.held:
+            logger.warning("scaling: %s", held)
+            self.audit.record("worker-launches-held", version=seen.current, reason=held)
+        elif self.held and not held:
+            self.audit.record("worker-launches-resumed", version=seen.current)
+        self.held = held
 
     def _report(self, snapshot: Snapshot, decision: Decision) -> None:
         previous = self.last_decision
@@ -216,6 +263,14 @@ class ScalingPlugin(SchedulerPlugin):
         if not requested:
             return
         self.audit.record("workers-requested", count=requested, desired=decision.desired, reason=decision.reason)
+
+    async def _withdraw(self, decision: Decision) -> None:
+        try:
+            await asyncio.to_thread(self.backend.withdraw, decision.withdraw)
+        except DaskfleetError as exc:
+            self._failed("withdraw", exc, count=decision.withdraw)
+            return
+        self.audit.record("workers-withdrawn", count=decision.withdraw, reason=decision.reason)
 
     async def _retire(self, decision: Decision) -> None:
         """Retire the chosen workers (their data moves), then let the backend end their processes or instances."""

@@ -1,8 +1,9 @@
 """Who may change an auto scaling group: named groups only, a cluster's workers by its scheduler's role alone.
 
 A cluster's scheduler sizes its own worker group and may set its own group's desired capacity
-to 0 when idle; users may set that capacity to wake it. A grant of group-changing actions on
-``*`` (or on every group) would let one cluster's role resize or terminate another's.
+to 0 when idle; users may set that capacity to wake it. Each node's role may mark an instance of
+its own group unhealthy (a node that cannot start does so for itself). A grant of group-changing
+actions on ``*`` (or on every group) would let one cluster's role resize or terminate another's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ GROUP_CHANGING_ACTIONS = frozenset(
 )
 #: What may be granted on a cluster's scheduler group: its desired capacity (0 when idle, 1 to wake).
 SCHEDULER_GROUP_ACTIONS = frozenset({"setdesiredcapacity"})
+#: What a node's own role may do on its own group: mark an instance unhealthy (its own, when it cannot start).
+NODE_SELF_ACTIONS = frozenset({"setinstancehealth"})
 _GROUP_ARN = re.compile(r"^arn:[a-z-]+:autoscaling:[^:]*:[^:]*:autoScalingGroup:[^:]*:autoScalingGroupName/(?P<name>.+)$")
 _NODE_GROUP = re.compile(r"^daskfleet-(?P<cluster>[a-z0-9-]+)-(?P<role>scheduler|worker)$")
 
@@ -104,16 +107,20 @@ def foreign_group_changes(resources: Iterable[StackResource]) -> list[tuple[str,
             granted = _granted(statement)
             for group in _node_groups(statement):
                 cluster, role = group["cluster"], group["role"]
-                if role == "worker" and granted and not is_unknown(holder) and holder != f"daskfleet-{cluster}-scheduler":
+                own = set(NODE_SELF_ACTIONS) if holder == f"daskfleet-{cluster}-{role}" else set()
+                foreign = granted - own
+                if role == "worker" and foreign and not is_unknown(holder) and holder != f"daskfleet-{cluster}-scheduler":
                     reported.append((resource.urn, (
-                        f"{label} allows {', '.join(sorted(granted))} on worker group {group.string}: only the role "
-                        f"daskfleet-{cluster}-scheduler may change its cluster's workers"
+                        f"{label} allows {', '.join(sorted(foreign))} on worker group {group.string}: only the role "
+                        f"daskfleet-{cluster}-scheduler may change its cluster's workers (its worker role may only "
+                        "mark an instance unhealthy)"
                     )))
-                beyond = granted - SCHEDULER_GROUP_ACTIONS
+                beyond = granted - SCHEDULER_GROUP_ACTIONS - own
                 if role == "scheduler" and beyond:
                     reported.append((resource.urn, (
                         f"{label} allows {', '.join(sorted(beyond))} on scheduler group {group.string}: only its "
-                        "desired capacity may be set (0 when idle, 1 to wake)"
+                        "desired capacity may be set (0 when idle, 1 to wake), and its instances marked unhealthy by "
+                        "its own role"
                     )))
     return reported
 
