@@ -45,13 +45,21 @@ PROJECTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "beta": (("2.0",), ()),
     "gamma": (("0.1",), ()),
 }
+#: Metadata alone, at a version no real package has: a lock with it changes a core package's reported version
+#: (distributed reads versions from metadata) while the real module keeps working, through the tooling environment.
+METADATA_ONLY = {"toolz": "0.0.1"}
 
 
-def make_wheel(directory: Path, name: str, version: str, depends: Iterable[str] = (), payload: bytes = b"") -> Path:
-    """A minimal, valid pure-Python wheel with one module that knows its version (and ``payload``, for weight)."""
+def make_wheel(
+    directory: Path, name: str, version: str, depends: Iterable[str] = (), payload: bytes = b"", module: bool = True,
+) -> Path:
+    """A minimal, valid pure-Python wheel with one module that knows its version (and ``payload``, for weight).
+
+    ``module=False`` gives metadata alone: a distribution that says it is installed at ``version``.
+    """
     dist_info = f"{name}-{version}.dist-info"
     files: dict[str, bytes] = {
-        f"{name}/__init__.py": f"__version__ = {version!r}\n".encode(),
+        **({f"{name}/__init__.py": f"__version__ = {version!r}\n".encode()} if module else {}),
         f"{dist_info}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
                                   + "".join(f"Requires-Dist: {dependency}\n" for dependency in depends)).encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: daskfleet-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
@@ -137,6 +145,8 @@ def build_channel(root: Path) -> Path:
     for name, (versions, depends) in PROJECTS.items():
         for version in versions:
             convert(make_wheel(root.parent / "wheels", name, version, depends), noarch)
+    for name, version in METADATA_ONLY.items():
+        convert(make_wheel(root.parent / "wheels", name, version, module=False), noarch)
     reindex(root)
     return root
 

@@ -102,3 +102,49 @@ def test_publishing_to_no_running_cluster_is_one_clear_error(home, channel, tmp_
                        "--state-dir", tmp_path / "nothing")
     assert result.returncode == ExitCode.CONFIG
     assert "no local cluster runs from" in last_line(result.stderr) and "Traceback" not in result.stderr
+
+
+def test_a_change_of_core_packages_restarts_the_scheduler_into_it_and_old_clients_are_told_the_fix(
+    running, channel, tmp_path, daskfleet_wheel
+):
+    """The published lock carries another toolz (a core package): the scheduler announces it, restarts into it on the
+    same address, the workers follow, and a client still on the old environment is refused with the fix command."""
+    state = running
+    version = daskfleet_wheel_version(daskfleet_wheel)
+    first = locked(tmp_path, channel, "first", ["alpha ==1.0"])
+    core = locked(tmp_path, channel, "core", ["alpha ==1.0", "toolz ==0.0.1"])
+    first_fp, core_fp = read_lock(first).fingerprint("linux-64", version), read_lock(core).fingerprint("linux-64", version)
+    ok(daskfleet("local", "env", "publish", "--lock", first, "--wheel", daskfleet_wheel, "--state-dir", state))
+    _wait_for_roll(state, first_fp)
+    address = json.loads((state / "cluster.json").read_text())["address"]
+
+    python = str(state / "env" / "bin" / "python")  # a client in the cluster's current environment
+    watcher = subprocess.Popen([python, "-c", (
+        "import daskfleet, time, warnings\n"
+        f"client = daskfleet.connect('local', state_dir={str(state)!r}, timeout=30)\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    deadline = time.monotonic() + 120\n"
+        "    while not any('restarts now' in str(w.message) for w in seen) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.1)\n"
+        "print([str(w.message) for w in seen])\n"
+    )], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the watcher is connected
+    published = ok(daskfleet("local", "env", "publish", "--lock", core, "--wheel", daskfleet_wheel, "--state-dir", state))
+    assert "core packages change (toolz)" in published
+    told, _ = watcher.communicate(timeout=180)
+    assert "the cluster's environment changes" in told and "restarts now" in told
+    status = _wait_for_roll(state, core_fp)
+    assert status["roll"]["scheduler"] == core_fp
+    assert json.loads((state / "cluster.json").read_text())["address"] == address  # same address after the restart
+    audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert any(entry["event"] == "scheduler-restart" and "toolz" in entry["reason"] for entry in audit)
+
+    code = (
+        "import daskfleet, sys\n"
+        "from daskfleet.errors import DaskfleetError\n"
+        f"try:\n    daskfleet.connect('local', state_dir={str(state)!r}, timeout=30)\n"
+        "except DaskfleetError as error:\n    print(error.message); sys.exit(3)\n"
+    )
+    old = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert old.returncode == 3 and "toolz" in old.stdout and "`daskfleet env sync local`" in old.stdout

@@ -80,7 +80,7 @@ class RolloutPlugin(SchedulerPlugin):
         self._loop = asyncio.create_task(self._run())
 
     async def before_close(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._loop is not asyncio.current_task():
             self._loop.cancel()
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
@@ -184,7 +184,8 @@ class RolloutPlugin(SchedulerPlugin):
         self.audit.record("scheduler-restart", reason=reason, fingerprint=self.core.target.fingerprint)
         logger.warning(text)
         await asyncio.sleep(1.0)  # let the announcement reach the clients
-        await self.scheduler.close(reason="daskfleet: environment switch")
+        # Closed from its own task: closing cancels this loop, which must not cancel the close.
+        self._closing = asyncio.ensure_future(self.scheduler.close(reason="daskfleet: environment switch"))
 
 
 def install(
