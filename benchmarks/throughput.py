@@ -30,16 +30,18 @@ USAGE = policy_from_entries(prices=["local=0.5"], user_max_workers=["*=100"], us
 from .common import HOST, BenchPki, agent, stop, summary, wait_for_file
 
 SCHEDULER_SCRIPT = """
-import sys
+import sys, types
 from pathlib import Path
 from daskfleet.node import agent
 from daskfleet.security import guards
 from daskfleet.node.sources import DirectorySource
 import daskfleet.usage
 if sys.argv[3] in ("none", "security"):
-    daskfleet.usage.install = lambda *args, **kwargs: None
+    daskfleet.usage.install = lambda *args, **kwargs: types.SimpleNamespace(
+        worker_ceiling=lambda: None, set_desired_workers=lambda count: None)
 if sys.argv[3] == "none":
     guards.SchedulerGuard.install = lambda self, scheduler: None
+    agent.install_rollout = lambda *args, **kwargs: types.SimpleNamespace(restarting=False)
 source = DirectorySource(sys.argv[1])
 sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2])).code))
 """
