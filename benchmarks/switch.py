@@ -33,7 +33,7 @@ CHANNEL_BYTES_PER_S = 50e6
 #: The default environment's weight: about 60 packages, some 480 MB of archives.
 PACKAGES = 60
 PACKAGE_BYTES = 8 * 1024 * 1024
-ROUNDS = 2
+ROUNDS = 3
 
 
 def _daskfleet(*args: object, home: Path) -> str:

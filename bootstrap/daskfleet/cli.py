@@ -69,6 +69,10 @@ def node(
         lambda: run_node(role, source, runtime_dir, backend),
     )
     click.echo(f"daskfleet: {outcome.line}", err=True)
+    if outcome.code == ExitCode.ENVIRONMENT_SWITCH and (python := source.switch_interpreter()) is not None:
+        # The new environment is installed already (the local cluster): become the agent in it, same process.
+        sys.stderr.flush()
+        os.execv(python, [python, "-m", "daskfleet", *sys.argv[1:]])
     sys.exit(int(outcome.code))
 
 

@@ -302,6 +302,10 @@ class AwsSource:
             return None
         return status.get("error") or None
 
+    def switch_interpreter(self) -> str | None:
+        """Never: the unit's environment step (as root) installs the new environment before the agent restarts."""
+        return None
+
     def client(self, service: str) -> Any:
         """A boto3 client in the instance's region, credentials from the default chain (the instance role).
 

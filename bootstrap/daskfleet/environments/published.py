@@ -29,7 +29,7 @@ _FINGERPRINT = r"^sha256:[0-9a-f]{64}$"
 class PublishedWheel(BaseModel):
     """daskfleet's wheel, which nodes install after the lock (its version counts in the fingerprints)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     file_name: str = Field(pattern=r"^daskfleet-[^/]+\.whl$")
     sha256: str = Field(pattern=_HEX64)
@@ -37,9 +37,12 @@ class PublishedWheel(BaseModel):
 
 
 class PublishedEnvironment(BaseModel):
-    """The pointer's document: which lock the cluster runs, and the fingerprint of each node platform."""
+    """The pointer's document: which lock the cluster runs, and the fingerprint of each node platform.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Readers ignore keys they do not know: a newer daskfleet publishes, older nodes read.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     lock_sha256: str = Field(pattern=_HEX64)
     fingerprints: dict[str, str] = Field(min_length=1)
@@ -49,6 +52,8 @@ class PublishedEnvironment(BaseModel):
     #: Core packages the change touches (python, dask, distributed, …): the scheduler restarts into it.
     core_packages: list[str] = []
     env_name: str | None = None
+    #: The local cluster only: where the environment is installed, so a node re-executes itself in it.
+    prefix: str | None = None
     published_by: str = Field(min_length=1)
     published_at: str = Field(min_length=1)
 

@@ -48,7 +48,7 @@ LOCAL_INTERVAL_S = 1.0
 
 
 #: The local scheduler reads its published environment from a file: it may look often.
-LOCAL_ROLLOUT = RolloutPolicy(poll_s=0.5, switch_timeout_s=START_TIMEOUT_S * 2)
+LOCAL_ROLLOUT = RolloutPolicy(poll_s=0.2, switch_timeout_s=START_TIMEOUT_S * 2)
 
 
 def local_scaling(

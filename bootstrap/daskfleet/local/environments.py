@@ -107,7 +107,7 @@ def publish(state_dir: Path, lock_path: Path, *, cache: PackageCache, wheel: Pat
         wheel=PublishedWheel(file_name=wheel.name, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(),
                              version=wheel_version),
         replaces={platform: [before]} if before != fingerprint else {}, core_packages=core,
-        published_by=getpass.getuser(), published_at=now_iso(),
+        prefix=str(prefix), published_by=getpass.getuser(), published_at=now_iso(),
     )
     _switch(state_dir, prefix)
     _announce(state_dir, published)
@@ -136,7 +136,8 @@ def rollback(state_dir: Path) -> tuple[PublishedEnvironment, PublishedEnvironmen
             if not prefix.is_dir():
                 raise DaskfleetError(f"{prefix}: the earlier environment is no longer installed", ExitCode.ENVIRONMENT)
             restored = earlier.model_copy(update={
-                "replaces": {platform: [current.fingerprint_for(platform)]}, "published_by": getpass.getuser(),
+                "replaces": {platform: [current.fingerprint_for(platform)]}, "prefix": str(prefix),
+                "published_by": getpass.getuser(),
                 "published_at": now_iso(),
                 "core_packages": _core_changes(node_python(state_dir), str(prefix / "bin" / "python")),
             })

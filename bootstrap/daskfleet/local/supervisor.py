@@ -31,7 +31,7 @@ from .state import SCHEDULER, LocalCluster, NodeProcess, locked
 logger = logging.getLogger("daskfleet.supervisor")
 
 #: How often the supervisor reaps exits and reads what the scaler wants.
-POLL_S = 0.2
+POLL_S = 0.1
 SUPERVISOR_LOG = "supervisor.log"
 
 

@@ -77,6 +77,10 @@ class NodeSource(Protocol):
     def environment_error(self) -> str | None:
         """Why this node could not install the published environment before it started, or None."""
 
+    def switch_interpreter(self) -> str | None:
+        """The interpreter a node switching environments re-executes itself with, or None: then it exits (13)
+        and its supervisor starts it again in the new environment (on an instance, after installing it)."""
+
 
 class DirectorySource:
     """A node directory: ``spec.json`` and ``tls/{ca,cert,key}.pem``."""
@@ -145,3 +149,9 @@ class DirectorySource:
     def environment_error(self) -> str | None:
         """The local launcher installs published environments itself; a node never starts half-switched."""
         return None
+
+    def switch_interpreter(self) -> str | None:
+        """The published environment's interpreter: the local launcher installed it before publishing it."""
+        published = self.published_environment()
+        python = Path(published.prefix) / "bin" / "python" if published is not None and published.prefix else None
+        return str(python) if python is not None and python.exists() else None
