@@ -193,7 +193,7 @@ def test_usage_command_prints_the_table_live_and_from_the_records(usage_cluster,
     assert command("--since", "yesterday-ish").returncode != 0
 
 
-def test_the_budget_stop_refuses_graphs_and_drops_the_worker_ceiling_to_zero(tmp_path, cluster_ca):
+def test_the_budget_stop_refuses_graphs_and_scales_the_workers_to_zero(tmp_path, cluster_ca):
     # A dollar per local worker-second and a one-dollar budget: the stop comes within seconds of the cluster starting.
     policy = UsagePolicy.model_validate({**policy_from_entries(prices=["local=3600"]).model_dump(),
                                          "budget_monthly_usd": 1.0, "budget_stop_lead_s": 0.0})
@@ -204,5 +204,11 @@ def test_the_budget_stop_refuses_graphs_and_drops_the_worker_ceiling_to_zero(tmp
             with pytest.raises(PermissionError, match=r"stopped for its budget: the cluster's spend this month is \$"):
                 alice.submit(len, "x").result(timeout=30)
             assert worker_ceiling(alice) == 0
+            # The scaler obeys the ceiling: the one worker is retired and not started again.
+            wait_until("the workers retired", lambda: not alice.scheduler_info()["workers"])
+            time.sleep(3 * local.LOCAL_INTERVAL_S)
+            assert not alice.scheduler_info()["workers"]
+            assert any(e["event"] == "workers-retiring" and "ceiling 0" in e["reason"] for e in audit(cluster)), \
+                [e["event"] for e in audit(cluster)]
     finally:
         local.down(tmp_path / "state")
