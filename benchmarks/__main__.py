@@ -9,7 +9,6 @@ from . import boot, envs, scaling, switch, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
-    "throughput with plugins / without": (">=", 0.95),
     "delta install / cold full install": ("<=", 0.2),
     "environment switch / cold full install": ("<=", 0.25),
     "throughput all plugins / none": (">=", 0.95),
