@@ -39,7 +39,7 @@ PACKAGE_BYTES = 3 * 1024 * 1024
 #: The default env's shape, for the fingerprint: conda packages, files they install, pip wheels.
 DEFAULT_ENV_PACKAGES = 150
 DEFAULT_ENV_FILES = 45_000
-ROUNDS = 2
+ROUNDS = 5
 
 
 def _channel(root: Path, packages: int = PACKAGES, package_bytes: int = PACKAGE_BYTES) -> Path:
