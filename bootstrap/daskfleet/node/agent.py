@@ -45,7 +45,7 @@ from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_das
 from .restarts import CloseReasons, announce_closes
 from .sources import SCHEDULER_INFO_FILE, NodeSource
 from .spec import NodeSpec, parse_spec
-from .supervision import BACKOFF, Backoff, Outcome, RunHistory, before_start
+from .supervision import BACKOFF, Outcome, RestartBackoff, RunHistory, before_start
 
 logger = logging.getLogger("daskfleet.agent")
 
@@ -363,7 +363,8 @@ def run_node(
 
 
 def run_supervised(
-    role: str, source: NodeSource, history: RunHistory | None, run: Callable[[], Outcome], backoff: Backoff = BACKOFF,
+    role: str, source: NodeSource, history: RunHistory | None, run: Callable[[], Outcome],
+    backoff: RestartBackoff = BACKOFF,
 ) -> Outcome:
     """``run`` under the supervision semantics: wait out the backoff or give up first, record how the run ended,
     and let the platform know when the node stops for good (``NodeSource.stopped``).

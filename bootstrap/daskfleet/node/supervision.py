@@ -63,7 +63,7 @@ class RestartRule:
 
 
 @dataclass(frozen=True)
-class Backoff:
+class RestartBackoff:
     """The agent's wait before a start that follows failures, and when it stops trying."""
 
     first_s: float = 1.0
@@ -81,7 +81,7 @@ RULE = RestartRule(
     at_once=frozenset(RESTART_AT_ONCE), stay_down=frozenset(STAY_DOWN), never=frozenset(NEVER_RESTART),
     delay_ms=100, start_limit_burst=30, start_limit_interval_s=60,
 )
-BACKOFF = Backoff()
+BACKOFF = RestartBackoff()
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class Verdict:
     last: str = ""
 
 
-def before_start(runs: Sequence[Run], now: float, backoff: Backoff = BACKOFF) -> Verdict:
+def before_start(runs: Sequence[Run], now: float, backoff: RestartBackoff = BACKOFF) -> Verdict:
     """Give up after ``give_up_after`` failures within the window; else wait out the backoff of the current streak."""
     recent = [run for run in runs if run.failed and run.end >= now - backoff.window_s]
     if len(recent) >= backoff.give_up_after:
