@@ -189,6 +189,7 @@ def node_policy(
                 "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
             },
             {
+                # Idle to zero; and a scheduler that keeps failing to start stands its cluster down.
                 "Sid": "StopOwnSchedulerGroup",
                 "Effect": "Allow",
                 "Action": ["autoscaling:SetDesiredCapacity"],

@@ -168,6 +168,70 @@ def test_a_node_that_keeps_failing_gives_up_reports_and_is_marked_unhealthy(aws,
     assert not any(op == "GetParameter" for op, _ in proxy.log)  # it gave up before fetching anything
 
 
+@pytest.fixture
+def scheduler_instances(aws, imds):
+    """Three instances of the scheduler group's one launch template version (as three replacements would be),
+    the last of them this node's; and two workers running."""
+    aws.create_node_groups(CLUSTER, workers=2)
+    aws.client("logs").create_log_group(logGroupName=conventions.log_group_name(CLUSTER))
+    aws.client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName=conventions.node_group_name(CLUSTER, "scheduler"), MaxSize=3, DesiredCapacity=3)
+    ids = [instance["InstanceId"] for instance in aws.group(CLUSTER, "scheduler")["Instances"]]
+    aws.client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName=conventions.node_group_name(CLUSTER, "scheduler"), MaxSize=1)
+    imds.instance_id, imds.tags = ids[-1], {**imds.tags, conventions.TAG_ROLE: "scheduler"}
+    return ids
+
+
+SCHEDULER_FAILED = Outcome(ExitCode.CERT_UNREADABLE, "error: secret analytics-scheduler-tls: not found")
+
+
+def test_a_scheduler_failing_for_the_first_time_is_replaced(aws, scheduler_instances):
+    AwsSource(CLUSTER, deadline_s=30).stopped("scheduler", SCHEDULER_FAILED)
+    this = scheduler_instances[-1]
+    assert failure_lines(aws, this)[0]["role"] == "scheduler"
+    health = {item["InstanceId"]: item["HealthStatus"] for item in aws.group(CLUSTER, "scheduler")["Instances"]}
+    assert health[this] == "Unhealthy"
+    assert aws.group(CLUSTER, "worker")["DesiredCapacity"] == 2
+
+
+def test_a_scheduler_that_keeps_failing_stands_the_cluster_down_instead_of_being_replaced_in_a_loop(
+    aws, scheduler_instances, caplog,
+):
+    from daskfleet.aws.nodefailures import report_failure
+    from daskfleet.scaling.policy import DEFAULT_BOOT_FAILURE_LIMIT
+
+    assert len(scheduler_instances) == DEFAULT_BOOT_FAILURE_LIMIT
+    *earlier, this = scheduler_instances
+    for instance in earlier:  # the replacements before this one reported the same failure
+        report_failure(aws.client("logs"), CLUSTER, instance, "scheduler", SCHEDULER_FAILED, Deadline(30))
+    AwsSource(CLUSTER, deadline_s=30).stopped("scheduler", SCHEDULER_FAILED)
+    assert failure_lines(aws, this)[0]["line"] == SCHEDULER_FAILED.line  # reported like any failure
+    assert aws.group(CLUSTER, "scheduler")["DesiredCapacity"] == 0  # not replaced again: no cost but storage
+    workers = aws.group(CLUSTER, "worker")
+    assert workers["DesiredCapacity"] == 0
+    assert all(item["LifecycleState"].startswith("Terminat") for item in workers["Instances"])
+    assert all(item["HealthStatus"] != "Unhealthy" for item in aws.group(CLUSTER, "scheduler")["Instances"])
+    (said,) = [record.message for record in caplog.records if "not replacing it again" in record.message]
+    assert said.startswith(f"the scheduler failed to start {DEFAULT_BOOT_FAILURE_LIMIT} times from launch template ")
+    assert f"daskfleet.connect('{CLUSTER}') starts it" in said
+
+
+def test_only_failures_of_the_same_role_and_launch_version_within_the_window_count():
+    from daskfleet.aws.nodefailures import NodeFailure, repeated_failures
+
+    def failed(instance: str, role: str = "scheduler", at: float = 1000.0) -> NodeFailure:
+        return NodeFailure(instance, role, 66, "error: x", at)
+
+    this = failed("i-this", at=2000.0)
+    versions = {"i-this": "v2", "i-a": "v2", "i-b": "v2", "i-old": "v1", "i-w": "v2", "i-gone": "v2"}
+    earlier = [failed("i-a"), failed("i-b", at=1999.0), failed("i-old"), failed("i-w", role="worker"),
+               failed("i-gone", at=100.0), failed("i-this", at=1999.5)]  # its own line, already readable
+    counted = repeated_failures(earlier, versions, this, window_s=1800)
+    assert [failure.instance for failure in counted] == ["i-a", "i-b", "i-this"]
+    assert repeated_failures([], {}, this, window_s=1800) == [this]  # nothing readable yet: this one still counts
+
+
 def test_a_requested_exit_is_not_a_failure_and_a_failure_is_recorded_with_its_line(tmp_path):
     history = RunHistory(tmp_path / "restarts.json")
     history.started(100.0)

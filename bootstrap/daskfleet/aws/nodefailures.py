@@ -3,14 +3,16 @@
 A node that stops on a configuration-class exit code (or gives up) writes one JSON line to the
 stream ``failures/<instance id>`` before it marks its instance unhealthy. Readers map each
 instance to the launch template version it was started from (the instance's
-``aws:ec2launchtemplate:*`` tags), so repeated failures of one version can be seen and acted on.
+``aws:ec2launchtemplate:*`` tags), so repeated failures of one version can be seen and acted on:
+the worker group's scaler holds launches, and a scheduler that keeps failing stands its cluster
+down (``repeated_failures``) instead of being replaced in a loop.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,21 @@ class NodeFailure:
 def template_version(template_id: str, version: str | int) -> str:
     """How a launch template version is named in messages, the audit log and ``daskfleet status``."""
     return f"launch template {template_id} version {version}"
+
+
+def repeated_failures(
+    failures: Iterable[NodeFailure], versions: Mapping[str, str], this: NodeFailure, *, window_s: float,
+) -> list[NodeFailure]:
+    """``this`` failure and the earlier ones of its role from the same launch template version, within the window.
+
+    ``this`` counts even when the log group does not return it yet (its reads are eventually
+    consistent); an instance whose version is unknown is counted only when ``this``'s is unknown too.
+    """
+    version = versions.get(this.instance)
+    same = [failure for failure in failures
+            if failure.instance != this.instance and failure.role == this.role and failure.at >= this.at - window_s
+            and versions.get(failure.instance) == version]
+    return [*same, this]
 
 
 def report_failure(logs: Any, cluster: str, instance: str, role: str, outcome: Outcome, deadline: Deadline) -> None:

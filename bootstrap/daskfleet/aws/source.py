@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,11 +31,13 @@ from ..errors import DaskfleetError, ExitCode
 from ..environments.published import PublishedEnvironment
 from ..node.spec import load_spec_document
 from ..node.supervision import Outcome
+from ..scaling.policy import DEFAULT_BOOT_FAILURE_LIMIT, DEFAULT_BOOT_FAILURE_WINDOW_S
 from ..security.tls import TlsMaterial
 from .calls import BOTO_CONFIG, INSTANCE_ROLE, Deadline, call_aws, fetch_tls_secret
 from ..usage.records import STREAM_PREFIX
 from .cloudwatch import CloudWatchLines
-from .nodefailures import report_failure
+from .nodefailures import NodeFailure, launch_versions, read_failures, repeated_failures, report_failure
+from .workers import AutoScalingWorkers
 from .usagerecords import read_usage_lines
 
 log = logging.getLogger(__name__)
@@ -223,6 +226,8 @@ class AwsSource:
 
         The group replaces an unhealthy instance, so a node that cannot start is not billed doing nothing;
         the scheduler's scaler and ``daskfleet status`` read the line (``failures/<instance id>``).
+        A scheduler whose launch template version keeps failing is not replaced again: it stands the
+        cluster down (``_stand_down``), and the next user's ``daskfleet.connect`` starts it again.
         """
         deadline = Deadline(self.deadline_s)
         try:
@@ -231,10 +236,13 @@ class AwsSource:
         except DaskfleetError as exc:
             log.warning("stopping for good, but cannot tell which instance this is: %s", exc)
             return
+        this = NodeFailure(identity.instance_id, role, int(outcome.code), outcome.line, time.time())
         try:
             report_failure(self.client("logs"), self.cluster, identity.instance_id, role, outcome, deadline)
         except DaskfleetError as exc:
             log.warning("could not report the failure to the cluster's log group: %s", exc)
+        if role == "scheduler" and self._stand_down(this):
+            return
         try:
             call_aws(
                 self.client("autoscaling"), "SetInstanceHealth", f"instance {identity.instance_id}", INSTANCE_ROLE,
@@ -245,6 +253,33 @@ class AwsSource:
             log.warning("could not mark this instance unhealthy: %s", exc)
             return
         log.warning("marked instance %s unhealthy: its group replaces it", identity.instance_id)
+
+    def _stand_down(self, this: NodeFailure) -> bool:
+        """After repeated failures of this scheduler's launch version: both groups to 0 instead of a replacement.
+
+        The same limit and window as the worker group's launch hold (``scaling.policy``); the spec
+        that would set them may be what failed. Whatever cannot be read or done falls back to the
+        replacement, as for the first failures.
+        """
+        window, limit = DEFAULT_BOOT_FAILURE_WINDOW_S, DEFAULT_BOOT_FAILURE_LIMIT
+        try:
+            earlier = read_failures(self.client("logs"), self.cluster, this.at - window, INSTANCE_ROLE)
+            versions = launch_versions(self.client("ec2"), [*(f.instance for f in earlier), this.instance], INSTANCE_ROLE)
+        except DaskfleetError as exc:
+            log.warning("cannot read the cluster's earlier failures, so this instance is replaced: %s", exc)
+            return False
+        repeated = repeated_failures(earlier, versions, this, window_s=window)
+        if len(repeated) < limit:
+            return False
+        try:
+            done = AutoScalingWorkers(self.cluster, self.client).stop_scheduler()
+        except DaskfleetError as exc:
+            log.warning("could not stand the cluster down, so this instance is replaced: %s", exc)
+            return False
+        version = versions.get(this.instance, "an unknown launch template version")
+        log.warning("the scheduler failed to start %d times from %s within %gs: not replacing it again; %s. Fix the "
+                    "cause, then daskfleet.connect(%r) starts it", len(repeated), version, window, done, self.cluster)
+        return True
 
     def audit_forwarder(self) -> CloudWatchLines:
         """The cluster's log group, stream ``audit/<instance id>``: the trail outlives this instance."""
