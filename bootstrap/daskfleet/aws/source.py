@@ -263,7 +263,8 @@ class AwsSource:
         """
         window, limit = DEFAULT_BOOT_FAILURE_WINDOW_S, DEFAULT_BOOT_FAILURE_LIMIT
         try:
-            earlier = read_failures(self.client("logs"), self.cluster, this.at - window, INSTANCE_ROLE)
+            earlier = [failure for failure in read_failures(self.client("logs"), self.cluster, this.at - window,
+                                                            INSTANCE_ROLE) if failure.role == this.role]
             versions = launch_versions(self.client("ec2"), [*(f.instance for f in earlier), this.instance], INSTANCE_ROLE)
         except DaskfleetError as exc:
             log.warning("cannot read the cluster's earlier failures, so this instance is replaced: %s", exc)
