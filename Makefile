@@ -50,12 +50,11 @@ ENV ?= default
 ENVS_DIR ?= envs
 ENV_PREFIXES ?= .envs
 ENV_LOCK = $(ENVS_DIR)/$(ENV)/conda-lock.yml
-NODE_PLATFORMS := linux-64 linux-aarch64
 
 env: install
 	$(VENV)/bin/daskfleet env lock $(ENVS_DIR)/$(ENV)
 	$(VENV)/bin/daskfleet env install $(ENV_LOCK) --prefix $(ENV_PREFIXES)/$(ENV)
-	$(VENV)/bin/daskfleet env fingerprint --lock $(ENV_LOCK) $(foreach platform,$(NODE_PLATFORMS),--platform $(platform))
+	$(VENV)/bin/daskfleet env fingerprint --lock $(ENV_LOCK)  # every node platform (conventions.NODE_PLATFORMS)
 
 # Node images (images/daskfleet.pkr.hcl): `make image ENV=<env> REGION=<region> [IMAGE_PLATFORM=linux-aarch64]`
 # builds an AMI from envs/<ENV>/conda-lock.yml, tagged with its fingerprint. It needs Packer and AWS credentials.

@@ -1,10 +1,13 @@
 """Scheduler throughput (tiny tasks per second) with all the daskfleet scheduler plugins vs none.
 
 Three schedulers run the agent's own code path with the same TLS configuration and the same
-spec (prices and per-user limits set, so every graph passes the limit checks); they differ
-only in what is installed: everything (``SchedulerGuard.install``: role enforcement, audit,
-task attribution; and ``daskfleet.usage.install``: the ledger, limits, budget stop, metrics),
-security only, or nothing. Rounds alternate between them so drift on a shared machine hits all.
+spec (prices and per-user limits set, so every graph passes the limit checks; a scaling section
+holding the two workers); they differ only in what is installed: everything
+(``SchedulerGuard.install``: role enforcement, audit, task attribution; ``daskfleet.usage.install``:
+the ledger, limits, budget stop, metrics; and the scaling plugin, with a backend that starts no
+worker), security only, or nothing. The rollout plugin is left out of all three (its cost is one
+check per worker registration, none per task). Rounds alternate between them so drift on a shared
+machine hits all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from distributed import Client, Security
 
 from daskfleet.local.state import LOCAL_CLUSTER
 from daskfleet.node.spec import NodeSpec
+from daskfleet.scaling.policy import ScalingSpec
 from daskfleet.usage.policy import policy_from_entries
 
 #: Contender -> what the scheduler installs (the script's argument).
@@ -26,6 +30,8 @@ CONTENDERS = {"all plugins": "all", "security only": "security", "no plugins": "
 #: Limits every graph is checked against (and passes), and a price, so the accounting does its full work.
 USAGE = policy_from_entries(prices=["local=0.5"], user_max_workers=["*=100"], user_compute_hours_per_day=["*=1000"],
                             budget_monthly_usd=1_000_000.0)
+#: The two workers the benchmark starts, held by the scaler (it decides at each graph and every interval).
+SCALING = ScalingSpec(min_workers=2, max_workers=2, idle_timeout_s=0, no_client_timeout_s=0)
 
 from .common import HOST, BenchPki, agent, stop, summary, wait_for_file
 
@@ -35,15 +41,29 @@ from pathlib import Path
 from daskfleet.node import agent
 from daskfleet.security import guards
 from daskfleet.node.sources import DirectorySource
+from daskfleet.scaling.core import LaunchFailures
 import daskfleet.usage
+
+class NoWorkers:
+    # The scaler's backend: the benchmark starts the workers, so it starts none and lets none go.
+    restarts_switching_workers = False
+    def describe(self): return "no workers (benchmark)"
+    def outstanding(self): return 0
+    def launch(self, count): return 0
+    def remove(self, names): pass
+    def stop_scheduler(self): return None
+    def launch_failures(self, since): return LaunchFailures("benchmark")
+    def withdraw(self, count): pass
+
+agent.install_rollout = lambda *args, **kwargs: types.SimpleNamespace(restarting=False)
 if sys.argv[3] in ("none", "security"):
     daskfleet.usage.install = lambda *args, **kwargs: types.SimpleNamespace(
         worker_ceiling=lambda: None, set_desired_workers=lambda count: None)
+    agent.install_scaling = lambda *args, **kwargs: None
 if sys.argv[3] == "none":
     guards.SchedulerGuard.install = lambda self, scheduler: None
-    agent.install_rollout = lambda *args, **kwargs: types.SimpleNamespace(restarting=False)
 source = DirectorySource(sys.argv[1])
-sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2])).code))
+sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2]), worker_backend=NoWorkers).code))
 """
 
 
@@ -54,7 +74,7 @@ def _inc(x: int) -> int:
 def _cluster(bench: BenchPki, label: str, plugins: str) -> tuple[list[subprocess.Popen], str]:
     root = bench.root
     spec = NodeSpec(cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
-                    audit_log=str(root / f"audit-{label}.jsonl"), usage=USAGE)
+                    audit_log=str(root / f"audit-{label}.jsonl"), usage=USAGE, scaling=SCALING)
     node = bench.node_dir(f"scheduler-{label}", spec)
     run_dir = root / "run" / f"scheduler-{label}"
     scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER_SCRIPT, str(node), str(run_dir), plugins],

@@ -19,7 +19,7 @@ from daskfleet_infra.scheduler_dns import SchedulerDns, SchedulerDnsArgs
 from daskfleet_infra.security_groups import SecurityGroups, SecurityGroupsArgs
 from daskfleet_infra.specs import NodeSpecs, NodeSpecsArgs, scheduler_address
 from daskfleet_infra.storage import Storage, StorageArgs
-from daskfleet_infra.wake import Wake, WakeArgs
+from daskfleet_infra.wake import Wake, WakeArgs, principal_label
 
 # 1. Validate the configuration and look up the account, network and image: nothing real is declared before.
 config = read_stack_config()
@@ -75,8 +75,8 @@ specs = NodeSpecs("node-specs", NodeSpecsArgs(
     rollout=RolloutPolicy(max_fraction=config.environment_roll_fraction),
 ), with_aws)
 environments = PublishedEnvironments("environments", PublishedEnvironmentsArgs(
-    cluster=config.cluster, account=account, publishers=[(f"publisher-{index}", arn) for index, arn in enumerate(
-        config.publisher_arns)], readers=[(user.name, user.principal_arn) for user in users],
+    cluster=config.cluster, account=account, publishers=[(f"publisher-{principal_label(arn)}", arn) for arn in config.publisher_arns],
+    readers=[(user.name, user.principal_arn) for user in users],
     bucket_name=storage.bucket_name, key_arn=storage.key_arn, image_lock=image_lock,
 ), with_aws)
 scheduler_dns = SchedulerDns("scheduler-dns", SchedulerDnsArgs(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from daskfleet.errors import DaskfleetError, ExitCode
@@ -9,6 +12,8 @@ from daskfleet.node.spec import parse_spec
 from daskfleet.scaling.core import BootFailure, Decision, LaunchFailures, ScalingCore, Snapshot, launch_hold
 from daskfleet.scaling.idle import IdlePolicy
 from daskfleet.scaling.policy import ScalingSpec
+from daskfleet.scaling.runner import EARLY_DECISION_GAP_S, ScalingPlugin
+from daskfleet.security.audit import AuditLog
 
 
 class FakeClock:
@@ -254,6 +259,17 @@ def test_idle_after_the_no_client_timeout_counted_from_the_later_of_work_and_las
     assert idle.observe(busy=False, clients=0) is None
     clock.advance(1)
     assert "no client and no work for 300s" in idle.observe(busy=False, clients=0)
+    # A client connected past the last work: the timeout counts from when it was last seen, not from the work.
+    idle = IdlePolicy(1200, 300, clock)
+    assert idle.observe(busy=True, clients=1) is None  # the last work
+    clock.advance(200)
+    assert idle.observe(busy=False, clients=1) is None  # the client stays connected past it, then leaves
+    clock.advance(1)
+    assert idle.observe(busy=False, clients=0) is None
+    clock.advance(298)  # 499 s after the last work, 299 s after the client was last seen
+    assert idle.observe(busy=False, clients=0) is None
+    clock.advance(1)
+    assert "no client and no work for 300s" in idle.observe(busy=False, clients=0)
 
 
 def test_a_graph_update_or_a_client_resets_the_clocks_and_zero_turns_a_timeout_off():
@@ -266,6 +282,77 @@ def test_a_graph_update_or_a_client_resets_the_clocks_and_zero_turns_a_timeout_o
     off = IdlePolicy(0, 0, clock)
     clock.advance(10**6)
     assert off.observe(busy=False, clients=0) is None
+
+
+# --- the runner's pacing -----------------------------------------------------------------------
+
+
+class QuietScheduler:
+    """What ``ScalingPlugin.snapshot`` reads of a scheduler: no workers, no tasks, nobody connected."""
+
+    workers: dict = {}
+    clients: dict = {}
+    queued: tuple = ()
+    unrunnable: tuple = ()
+    task_groups: dict = {}
+
+    def adaptive_target(self) -> int:
+        return 0
+
+    def workers_to_close(self, attribute: str) -> list:
+        return []
+
+
+class NoBackend:
+    restarts_switching_workers = True
+
+    def describe(self) -> str:
+        return "no backend"
+
+    def outstanding(self) -> int:
+        return 0
+
+    def launch_failures(self, since: float) -> LaunchFailures:
+        return LaunchFailures("none")
+
+
+def test_a_burst_of_submissions_makes_a_bounded_number_of_decisions_and_the_last_one_is_decided(tmp_path):
+    spec = ScalingSpec(max_workers=4, interval_s=5, idle_timeout_s=0, no_client_timeout_s=0)
+    plugin = ScalingPlugin(spec, NoBackend(), AuditLog(tmp_path / "audit.jsonl"))
+    steps: list[float] = []
+    decide = plugin.step
+
+    async def counted_step() -> Decision:
+        steps.append(time.monotonic())
+        return await decide()
+
+    plugin.step = counted_step
+
+    async def burst() -> tuple[float, float, float]:
+        scheduler = QuietScheduler()
+        await plugin.start(scheduler)
+        await asyncio.sleep(0.5)  # the first decision, then quiet
+        first = time.monotonic()
+        submitted = 0
+        while time.monotonic() - first < 1.0:  # 3,000 separate submissions over a second, as client.submit in a loop
+            for _ in range(10):
+                plugin.update_graph(scheduler)
+                submitted += 1
+            await asyncio.sleep(0.003)
+        last = time.monotonic()
+        await asyncio.sleep(2 * EARLY_DECISION_GAP_S)
+        plugin.stopping = True
+        await plugin.before_close()
+        assert submitted >= 1000, submitted  # a burst the unthrottled loop answered with a decision each
+        return first, last, time.monotonic()
+
+    first, last, end = asyncio.run(burst())
+    during = [moment for moment in steps if first <= moment <= end]
+    assert len(steps) - len(during) == 1  # the decision at start; the interval (5 s) never elapsed
+    assert during and during[0] - first < 0.1  # the first submission after a quiet spell is decided at once
+    assert len(during) <= 2 + (last - first) / EARLY_DECISION_GAP_S  # then at most one per gap
+    assert all(later - earlier >= EARLY_DECISION_GAP_S * 0.9 for earlier, later in zip(steps, steps[1:]))
+    assert during[-1] >= last - 0.01  # and submissions at the end of the burst are decided, not dropped
 
 
 # --- the spec section --------------------------------------------------------------------------

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from types import SimpleNamespace
 
 import pytest
 
 from daskfleet.usage.budget import BudgetPolicy, BudgetStop
-from daskfleet.usage.ledger import Ledger, difference
+from daskfleet.usage.ledger import Ledger, difference, month_start, next_day_start, next_month_start
 from daskfleet.usage.limits import Limits
 from daskfleet.usage.policy import IDLE, InstancePrice, UsagePolicy, policy_from_entries
+from daskfleet.usage.plugin import UNKNOWN_OWNER, UsagePlugin
 from daskfleet.usage.records import carried, make_record, parse_lines, summarize
 
 #: 2026-11-20 12:00 UTC
@@ -121,6 +123,75 @@ def test_compute_hours_limit_refuses_until_the_next_utc_day(clock):
     assert ledger.compute_today_s("alice") == 0
 
 
+@pytest.mark.parametrize("moment, start, next_month, next_day", [
+    ("2026-11-20T12:00", "2026-11-01", "2026-12-01", "2026-11-21"),
+    ("2026-12-31T23:59:59", "2026-12-01", "2027-01-01", "2027-01-01"),
+    ("2028-02-29T00:00", "2028-02-01", "2028-03-01", "2028-03-01"),
+])
+def test_the_calendar_moments_are_utc_boundaries(moment, start, next_month, next_day):
+    now = dt.datetime.fromisoformat(moment).replace(tzinfo=dt.timezone.utc).timestamp()
+    utc = lambda day: dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc)  # noqa: E731
+    assert (month_start(now), next_month_start(now), next_day_start(now)) == (utc(start), utc(next_month), utc(next_day))
+
+
+class CountingTasks(dict):
+    """The scheduler's tasks, counting lookups."""
+
+    lookups = 0
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+
+def test_the_usage_plugin_looks_a_task_up_once_per_transition_and_only_when_its_owner_matters(clock):
+    class Owners:
+        def owner_of(self, ts):
+            return {"a1": "alice"}.get(ts.key) if ts is not None else None
+
+    worker = SimpleNamespace(address="w1")
+    tasks = CountingTasks(a1=SimpleNamespace(key="a1", processing_on=worker), x=SimpleNamespace(key="x", processing_on=None))
+    ledger = ledger_with_two_workers(clock)
+    plugin = UsagePlugin(SimpleNamespace(ledger=ledger, guard=SimpleNamespace(owners=Owners()),
+                                         scheduler=SimpleNamespace(tasks=tasks)))
+    plugin.transition("a1", "released", "waiting", stimulus_id="s")
+    assert ledger.users_with_work() == {"alice"} and tasks.lookups == 1
+    plugin.transition("a1", "waiting", "processing", stimulus_id="s")
+    assert ledger.workers_held("alice") == 1 and tasks.lookups == 2
+    clock.advance(10)
+    plugin.transition("a1", "processing", "memory", stimulus_id="s",
+                      startstops=[{"action": "compute", "start": 0.0, "stop": 9.0}])
+    assert ledger.users_with_work() == set() and tasks.lookups == 3
+    plugin.transition("a1", "memory", "forgotten", stimulus_id="s")  # nothing to charge: no lookup
+    assert tasks.lookups == 3
+    plugin.transition("x", "released", "waiting", stimulus_id="s")
+    assert ledger.users_with_work() == {UNKNOWN_OWNER}
+    ledger.tick()
+    alice = ledger.totals().users["alice"]
+    assert (alice.tasks, alice.compute_s, alice.worker_s) == (1, 9.0, pytest.approx(10))
+
+
+def test_a_tick_settles_the_ledger_once_also_when_it_writes_a_record(clock, tmp_path):
+    from daskfleet.security.audit import AuditLog
+    from daskfleet.usage.service import UsageAccounting
+
+    accounting = UsageAccounting(
+        SimpleNamespace(), SimpleNamespace(audit=AuditLog(tmp_path / "audit.jsonl")), UsagePolicy(record_interval_s=60.0),
+        records=AuditLog(tmp_path / "usage.jsonl", label="usage"), history=[], clock=clock,
+    )
+    settled = []
+    settle = accounting.ledger.tick
+    accounting.ledger.tick = lambda: (settled.append(clock()), settle())[-1]
+    clock.advance(30)
+    accounting.tick()
+    clock.advance(30)
+    accounting.tick()  # a record is due
+    assert settled == [NOON + 30, NOON + 60]
+    (record,) = accounting.records
+    assert (record["start_ts"], record["end_ts"]) == (NOON, NOON + 60)
+    assert accounting.write_record()["start_ts"] == NOON + 60 and len(settled) == 3
+
+
 def test_worker_limits_refuse_at_zero_and_clamp_to_the_sum_for_users_with_work():
     limits = Limits(policy_from_entries(user_max_workers=["alice=2", "bob=3", "carol=0"]))
     assert "user carol may hold at most 0 workers" in limits.check_workers("carol").reason
@@ -172,15 +243,28 @@ def test_records_add_up_across_schedulers_and_restore_the_month_and_the_day(cloc
     ledger.task_stopped("a1", compute_s=90)
     ledger.tick()
     first = make_record(difference(ledger.totals(), before), NOON, clock())
+    middle = ledger.totals()
+    ledger.task_started("a2", "alice", "w2")  # the next period (another scheduler's, say) has work of its own
     clock.advance(50)
+    ledger.task_stopped("a2", compute_s=40)
     ledger.tick()
-    second = make_record(difference(ledger.totals(), ledger.totals()), clock() - 50, clock())
+    second = make_record(difference(ledger.totals(), middle), clock() - 50, clock())
+    assert second["users"]["alice"]["tasks"] == 1 and second["users"]["alice"]["compute_s"] == 40
     summary = summarize([first, second, {"event": "other"}])
-    assert summary.users["alice"].tasks == 1 and summary.users["alice"].compute_s == 90
+    alice = summary.users["alice"]
+    assert (alice.tasks, alice.compute_s) == (2, 130)  # summed over the records, not the last one's
+    both = [first["users"]["alice"], second["users"]["alice"]]
+    assert alice.worker_s == pytest.approx(sum(u["worker_s"] for u in both))
+    assert alice.cost_usd == pytest.approx(sum(u["cost_usd"] for u in both))
+    assert summary.scheduler_cost_usd == pytest.approx(first["scheduler_cost_usd"] + second["scheduler_cost_usd"])
+    assert summary.idle_s == pytest.approx(first["idle_s"] + second["idle_s"])
+    assert summary.worker_s[("m7i.xlarge", "spot")] == pytest.approx(150)  # w2 through both periods
+    assert (summary.start, summary.end) == (NOON, clock())
     assert summarize([first], since=clock()).users == {}
     month_cost, day_compute = carried([first, second], clock())
-    assert month_cost == pytest.approx(first["scheduler_cost_usd"] + sum(u["cost_usd"] for u in first["users"].values()))
-    assert day_compute == {"alice": 90}
+    assert month_cost == pytest.approx(sum(record["scheduler_cost_usd"] + sum(u["cost_usd"] for u in record["users"].values())
+                                           for record in (first, second)))
+    assert day_compute == {"alice": 130}
     assert carried([first], clock() + 31 * 86400) == (0.0, {})
     import json
 

@@ -42,10 +42,6 @@ def cluster_cost_filter(cluster: str) -> str:
     return f"user:{conventions.TAG_CLUSTER}${cluster}"
 
 
-def worker_group_arn(account: Account, cluster: str) -> str:
-    return account.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{conventions.node_group_name(cluster, 'worker')}")
-
-
 def deny_scaling_policy(account: Account, cluster: str) -> dict[str, Any]:
     """The policy the Budgets action attaches to the scheduler's role: no raising its worker group's capacity."""
     return {
@@ -54,7 +50,7 @@ def deny_scaling_policy(account: Account, cluster: str) -> dict[str, Any]:
             "Sid": "BudgetStopDeniesScalingUp",
             "Effect": "Deny",
             "Action": list(DENIED_SCALING_ACTIONS),
-            "Resource": [worker_group_arn(account, cluster)],
+            "Resource": [account.group_arn(cluster, "worker")],
         }],
     }
 
@@ -74,7 +70,7 @@ def action_execution_trust(account: Account) -> dict[str, Any]:
 
 def action_execution_policy(account: Account, cluster: str, deny_policy_arn: str) -> dict[str, Any]:
     """The action's role may attach and detach exactly the deny policy, on exactly the scheduler's role."""
-    scheduler_role = f"arn:{account.partition}:iam::{account.account_id}:role/{conventions.iam_role_name(cluster, 'scheduler')}"
+    scheduler_role = account.arn("iam", f"role/{conventions.iam_role_name(cluster, 'scheduler')}", regional=False)
     return {
         "Version": "2012-10-17",
         "Statement": [{

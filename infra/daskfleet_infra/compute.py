@@ -135,8 +135,7 @@ class Compute(pulumi.ComponentResource):
             opts=child,
         )
         self.group_names = {"scheduler": scheduler.name, "worker": workers.name}
-        self.group_arns = {"scheduler": scheduler.arn, "worker": workers.arn}
-        self.register_outputs({"group_names": self.group_names, "group_arns": self.group_arns})
+        self.register_outputs({"group_names": self.group_names})
 
     def _launch_template(self, role: conventions.Role) -> aws.ec2.LaunchTemplate:
         args = self._args

@@ -157,8 +157,7 @@ def node_policy(
         "Sid": "MarkOwnGroupsInstanceUnhealthy",
         "Effect": "Allow",
         "Action": list(NODE_SELF_ACTIONS),
-        "Resource": [account.arn(
-            "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{conventions.node_group_name(cluster, role)}")],
+        "Resource": [account.group_arn(cluster, role)],
         "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
     })
     if role == "worker":
@@ -167,12 +166,10 @@ def node_policy(
             "Sid": "CompleteOwnGroupsDrainHook",
             "Effect": "Allow",
             "Action": ["autoscaling:CompleteLifecycleAction"],
-            "Resource": [account.arn(
-                "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{conventions.node_group_name(cluster, 'worker')}")],
+            "Resource": [account.group_arn(cluster, "worker")],
             "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
         })
     if role == "scheduler":
-        worker_group = conventions.node_group_name(cluster, "worker")
         statements += [
             {
                 # Usage records of earlier schedulers: a new scheduler restores this month's spend and today's use.
@@ -185,7 +182,7 @@ def node_policy(
                 "Sid": "ScaleOwnWorkerGroup",
                 "Effect": "Allow",
                 "Action": list(WORKER_GROUP_ACTIONS),
-                "Resource": [account.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{worker_group}")],
+                "Resource": [account.group_arn(cluster, "worker")],
                 "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
             },
             {
@@ -193,10 +190,7 @@ def node_policy(
                 "Sid": "StopOwnSchedulerGroup",
                 "Effect": "Allow",
                 "Action": ["autoscaling:SetDesiredCapacity"],
-                "Resource": [account.arn(
-                    "autoscaling",
-                    f"autoScalingGroup:*:autoScalingGroupName/{conventions.node_group_name(cluster, 'scheduler')}",
-                )],
+                "Resource": [account.group_arn(cluster, "scheduler")],
                 "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
             },
             {

@@ -35,6 +35,10 @@ class Account:
         account = self.account_id if in_account else ""
         return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
 
+    def group_arn(self, cluster: str, role: str) -> str:
+        """The ARN of one of the cluster's auto scaling groups (any group id), for policies scoped to it."""
+        return self.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{conventions.node_group_name(cluster, role)}")
+
     def service_name(self, service: str) -> str:
         """A regional VPC endpoint service name, e.g. com.amazonaws.eu-west-1.ssm."""
         return f"com.amazonaws.{self.region}.{service}"

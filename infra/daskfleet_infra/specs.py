@@ -40,7 +40,7 @@ def scheduler_address(scheduler_dns_name: str) -> str:
 
 def scheduler_spec(
     cluster: str, fingerprint: str, client_version_policy: conventions.ClientVersionPolicy, usage: UsagePolicy,
-    scaling: ScalingSpec, bucket: str | None = None, rollout: RolloutPolicy | None = None,
+    scaling: ScalingSpec, bucket: str, rollout: RolloutPolicy,
 ) -> NodeSpec:
     """The scheduler listens on its private address (SchedulerDns points its name there), sizes the workers and
     keeps the cluster's usage ledger against the stack's prices, per-user limits and budget."""
@@ -53,12 +53,12 @@ def scheduler_spec(
         client_version_policy=client_version_policy,
         usage=usage,
         scaling=scaling,
-        **({"bucket": bucket} if bucket else {}),
-        **({"rollout": rollout} if rollout else {}),
+        bucket=bucket,
+        rollout=rollout,
     )
 
 
-def worker_spec(cluster: str, fingerprint: str, dns_name: str, bucket: str | None = None) -> NodeSpec:
+def worker_spec(cluster: str, fingerprint: str, dns_name: str, bucket: str) -> NodeSpec:
     """Workers find the scheduler by its stable DNS name, and published environments' packages in the bucket."""
     return NodeSpec(
         cluster=cluster,
@@ -66,7 +66,7 @@ def worker_spec(cluster: str, fingerprint: str, dns_name: str, bucket: str | Non
         scheduler_address=scheduler_address(dns_name),
         worker_port=conventions.WORKER_PORT,
         expected_fingerprint=fingerprint,
-        **({"bucket": bucket} if bucket else {}),
+        bucket=bucket,
     )
 
 

@@ -39,7 +39,6 @@ class WakeArgs:
 
 def wake_policy(cluster: str, account: Account) -> dict[str, Any]:
     """Set the desired capacity of this cluster's scheduler group (its maximum is 1), and see it."""
-    group = conventions.node_group_name(cluster, "scheduler")
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -47,7 +46,7 @@ def wake_policy(cluster: str, account: Account) -> dict[str, Any]:
                 "Sid": "WakeOwnClustersScheduler",
                 "Effect": "Allow",
                 "Action": ["autoscaling:SetDesiredCapacity"],
-                "Resource": [account.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{group}")],
+                "Resource": [account.group_arn(cluster, "scheduler")],
                 "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{conventions.TAG_CLUSTER}": cluster}},
             },
             {
@@ -67,6 +66,15 @@ def attachable(principal_arn: str, account: Account) -> tuple[str, str] | None:
     if match is None or match["account"] != account.account_id or match["path"].startswith(SSO_ROLE_PATH):
         return None
     return match["kind"], match["name"]
+
+
+def principal_label(principal_arn: str) -> str:
+    """A principal's own name for the resources attaching a policy to it, e.g. ``role-data-alice``.
+
+    Named after the principal, not its place in a list, so adding one renames no attachment
+    (a renamed attachment is created, then the old one deleted, which detaches the policy).
+    """
+    return re.sub(r"[^A-Za-z0-9-]+", "-", principal_arn.split(":", 5)[-1]).strip("-")
 
 
 def attach_policy(

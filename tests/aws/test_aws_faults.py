@@ -199,7 +199,7 @@ def test_a_scheduler_that_keeps_failing_stands_the_cluster_down_instead_of_being
     aws, scheduler_instances, caplog,
 ):
     from daskfleet.aws.nodefailures import report_failure
-    from daskfleet.scaling.policy import DEFAULT_BOOT_FAILURE_LIMIT
+    from daskfleet.scaling.defaults import DEFAULT_BOOT_FAILURE_LIMIT
 
     assert len(scheduler_instances) == DEFAULT_BOOT_FAILURE_LIMIT
     *earlier, this = scheduler_instances

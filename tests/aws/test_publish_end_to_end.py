@@ -11,7 +11,6 @@ tests/envs/channel.py for what that emulates), and DNS is emulated as in test_en
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -217,8 +216,15 @@ def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucke
         assert len(nodes["worker"].exits) == 2  # told once, failed once, asked no more
 
         # Rollback: back to the previous environment, which the worker still runs.
+        ssm = boto3.client("ssm", region_name=region, endpoint_url=aws.endpoint)
+        pointed = lambda: json.loads(ssm.get_parameter(  # noqa: E731
+            Name=conventions.published_env_parameter_name(cluster))["Parameter"]["Value"])["fingerprints"]["linux-64"]
+        third_fp = read_lock(third).fingerprint("linux-64", version)
+        assert pointed() == third_fp
         rolled = _daskfleet("env", "rollback", cluster)
         assert rolled.returncode == 0, rolled.stderr
+        assert f"{cluster} (linux-64): {third_fp} -> {second_fp}" in rolled.stdout
+        assert pointed() == second_fp  # the pointer moved back; the worker already runs it
         with daskfleet.connect(cluster, address=forwarded, user=user, wake=False, timeout=30) as client:
             assert client.submit(sum, range(10)).result(timeout=60) == 45
             assert _worker_fingerprint(client) == second_fp
@@ -262,3 +268,61 @@ def test_an_interrupted_publish_leaves_the_cluster_on_its_previous_environment(
                            wheel_version=daskfleet_wheel_version(daskfleet_wheel), by="alice")
     assert publishing.read_published(target) is None  # the pointer never moved
     assert len(uploads) == 2
+
+
+class _NodeSource:
+    """What a node's environment step reads from its AwsSource: the cluster, its spec, and its clients."""
+
+    def __init__(self, cluster: str, spec: dict, region: str, endpoint: str):
+        self.cluster, self.spec, self.region, self.endpoint = cluster, spec, region, endpoint
+
+    def describe(self) -> str:
+        return f"aws:{self.cluster}"
+
+    def fetch_spec(self, role: str) -> dict:
+        return {**self.spec, "role": role}
+
+    def client(self, service: str):
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint)
+
+
+def test_a_node_installs_nothing_when_the_published_lock_is_not_the_pointers_fingerprint(
+    aws, home, channel, tmp_path, daskfleet_wheel, monkeypatch
+):
+    from daskfleet.aws import published as publishing
+    from daskfleet.aws.calls import Caller
+    from daskfleet.aws.follow import follow
+    from daskfleet.environments.cache import PackageCache
+    from daskfleet.environments.wheel import WHEELS_DIR
+    from daskfleet.errors import DaskfleetError
+
+    lock = locked(tmp_path, channel, "next", ["alpha ==1.1"])
+    spec = {"cluster": "analytics", "role": "worker", "scheduler_address": "tls://x:8786", "bucket": "daskfleet-analytics-0a1b2c3"}
+    ssm = boto3.client("ssm", region_name="eu-west-1", endpoint_url=aws.endpoint)
+    s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=aws.endpoint)
+    s3.create_bucket(Bucket=spec["bucket"], CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    ssm.put_parameter(Name=conventions.spec_parameter_name("analytics", "worker"), Type="String", Value=json.dumps(spec))
+    target = publishing.ClusterTarget.resolve(boto3.session.Session(region_name="eu-west-1"), "analytics",
+                                              Caller("the test", "", ExitCode.CONFIG))
+    done = publishing.publish(target, lock, cache=PackageCache(home / "pkgs"), wheel=daskfleet_wheel,
+                              wheel_version=daskfleet_wheel_version(daskfleet_wheel), by="alice")
+    installs = done.published.fingerprint_for("linux-64")
+    monkeypatch.setenv(conventions.NODE_ROOT_ENV, str(tmp_path / "node"))
+    source = _NodeSource("analytics", spec, "eu-west-1", aws.endpoint)
+
+    # A pointer whose fingerprint is not what its lock installs: refused before anything is fetched or installed.
+    other = "sha256:" + "f" * 64
+    wrong = done.published.model_copy(update={"fingerprints": {"linux-64": other}})
+    with pytest.raises(DaskfleetError, match=f"the published lock installs {installs}, but the pointer says {other}"):
+        follow(source, "worker", wrong)
+    envs = conventions.node_path(conventions.NODE_ENVS_DIR)
+    assert not conventions.node_path(conventions.node_env_prefix(other)).exists()
+    assert not envs.exists() or list(envs.iterdir()) == []  # no half-built prefix beside it either
+    assert not (conventions.node_path(conventions.NODE_PACKAGE_CACHE) / WHEELS_DIR).exists()  # nor the wheel fetched
+    assert not conventions.node_path(conventions.NODE_ENV_LINK).exists()
+
+    # The pointer as published: the same check passes, and the node installs and switches to it.
+    outcome = follow(source, "worker", done.published)
+    assert outcome.message.startswith(f"switched to {installs} (")
+    assert conventions.node_path(conventions.NODE_ENV_LINK).resolve() == conventions.node_path(
+        conventions.node_env_prefix(installs))

@@ -21,7 +21,9 @@ import yaml
 from support import REPO
 
 WORKFLOWS = REPO / ".github" / "workflows"
-SCRIPTS = [REPO / ".ci" / "run", *sorted((REPO / "ci").glob("*.sh"))]
+#: Every shell script of the repository (CI's, the image's provisioning, ...), and .ci/run.
+SCRIPTS = [REPO / ".ci" / "run", *sorted(path for path in REPO.rglob("*.sh")
+                                         if not {".venv", ".tools", ".git", ".envs"} & set(path.relative_to(REPO).parts))]
 TOOLS = Path(sys.executable).parent
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 #: The only permissions a workflow gets: read the code, and ask GitHub for an OIDC token.
@@ -73,7 +75,8 @@ def test_actionlint_would_catch_a_broken_workflow(tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: str(path.relative_to(REPO)))
 def test_every_shell_script_is_shellcheck_clean(script):
-    done = subprocess.run([tool("shellcheck"), "-x", str(script)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([tool("shellcheck"), "-x", "--severity=style", str(script)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stdout
 
 
@@ -148,6 +151,38 @@ def test_the_ephemeral_stack_is_created_with_an_expiry_and_always_destroyed_and_
     # always() runs it after failures, timeouts and cancellation; !cancelled() or success() would not.
     assert teardown["if"] == "always()"
     assert all_steps[destroy - 1]["if"] == "always()" and "configure-aws-credentials" in all_steps[destroy - 1]["uses"]
+
+
+def test_the_ephemeral_stacks_config_is_one_the_program_accepts():
+    """Every `set_config` of the create step, with the step's variables filled in, through the program's own validation."""
+    import shlex
+
+    from infra.evaluate import encode_config_value
+    from infra.program import INFRA_DIR
+
+    if str(INFRA_DIR) not in sys.path:
+        sys.path.insert(0, str(INFRA_DIR))
+    from daskfleet_infra.config import parse_stack_config
+
+    create = next(step for step in steps(workflow("ephemeral")) if "pulumi stack select --create" in step.get("run", ""))
+    variables = {"STACK": "ephemeral-123", "AWS_REGION": "us-east-1", "OWNER": "acme/daskfleet", "CI_USER": "ci",
+                 "ROLE_ARN": "arn:aws:iam::123456789012:role/daskfleet-ci", "BUDGET_EMAIL": "ci@example.com",
+                 "FINGERPRINT": "sha256:" + "5d" * 32}
+    config: dict = {}
+    lines = [line.strip() for line in create["run"].splitlines() if line.strip().startswith("set_config ")]
+    assert len(lines) > 10
+    for line in lines:
+        line = re.sub(r"\$\(date [^)]*\)", "2026-12-02", line)
+        args = [re.sub(r"\$(\w+)", lambda m: variables[m[1]], arg) for arg in shlex.split(line)[1:]]
+        path = args[0] == "--path"
+        key, value = args[1:] if path else args
+        listed = re.fullmatch(r"(\w+)\[(\d+)\]", key) if path else None
+        if listed:
+            config.setdefault(listed[1], []).insert(int(listed[2]), value)
+        else:
+            config[key] = value
+    parsed = parse_stack_config({key: encode_config_value(value) for key, value in config.items()})
+    assert parsed.ephemeral and parsed.expires
 
 
 def test_ephemeral_runs_are_serialized_per_stack_and_never_cancel_a_teardown():

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from types import SimpleNamespace
+
 import pytest
 
+from daskfleet.environments.policy import RolloutPolicy
+from daskfleet.environments.published import PublishedEnvironment
 from daskfleet.environments.roll import RollCore, RollTarget
+from daskfleet.environments.rollout import RolloutPlugin
+from daskfleet.security.audit import AuditLog
+from daskfleet.security.gatekeeper import FINGERPRINT_KEY, Gatekeeper
+from daskfleet.security.guards import SchedulerGuard
 
 OLD, NEW, OTHER = "sha256:" + "0" * 64, "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
@@ -98,3 +108,27 @@ def test_a_change_of_core_packages_restarts_the_scheduler_before_any_worker_swit
 def test_a_fraction_outside_0_to_1_is_refused(fraction):
     with pytest.raises(ValueError):
         RollCore(fraction, 10, Clock())
+
+
+def test_a_scheduler_that_could_not_install_a_core_change_skips_its_restart_and_audits_it_once(tmp_path):
+    published = PublishedEnvironment(
+        lock_sha256="a" * 64, fingerprints={"linux-64": NEW}, replaces={"linux-64": [OLD]},
+        core_packages=["dask", "distributed"], published_by="alice", published_at="2026-11-30T00:00:00+00:00",
+        wheel={"file_name": "daskfleet-0.1.0-py3-none-any.whl", "sha256": "b" * 64, "version": "0.1.0"},
+    )
+    audit_path = tmp_path / "audit.jsonl"
+    audit = AuditLog(audit_path)
+    guard = SchedulerGuard(Gatekeeper(cluster="analytics", expected_fingerprint=OLD, versions={}), audit)
+    plugin = RolloutPlugin(lambda: published, "linux-64", OLD, guard, audit, RolloutPolicy(),
+                           own_error="alpha 1.1: sha256 mismatch", clock=Clock())
+    plugin.scheduler = SimpleNamespace(workers={"tcp://w0": SimpleNamespace(name="w0", extra={FINGERPRINT_KEY: OLD})})
+
+    async def three_steps():
+        for _ in range(3):
+            await plugin.step()
+
+    asyncio.run(three_steps())
+    events = [json.loads(line)["event"] for line in audit_path.read_text().splitlines()]
+    assert events == ["environment-published", "scheduler-restart-skipped"]  # once, not at every poll
+    assert not plugin.restarting and "could not install it (alpha 1.1: sha256 mismatch)" in plugin.reason
+    assert guard.gatekeeper.expected_fingerprint == NEW and guard.gatekeeper.also_accepted == {OLD}

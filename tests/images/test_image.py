@@ -86,14 +86,6 @@ def test_the_build_runs_the_provisioning_with_the_fingerprint_it_is_tagged_with(
     assert "install-env.sh" in build_script and "amazon-cloudwatch-agent" in build_script
 
 
-def test_every_shell_script_passes_shellcheck():
-    scripts = sorted(path for path in REPO.rglob("*.sh") if ".venv" not in path.parts and ".tools" not in path.parts)
-    assert INSTALL_STEP in scripts
-    shellcheck = Path(sys.executable).with_name("shellcheck")
-    result = subprocess.run([str(shellcheck), "--severity=style", *map(str, scripts)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
-
-
 def _run_install_step(root: Path, lock: Path, wheel: Path, fingerprint: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ, "DASKFLEET_ROOT": str(root), "DASKFLEET_LOCK": str(lock), "DASKFLEET_WHEEL": str(wheel),
@@ -111,7 +103,6 @@ def test_the_install_step_builds_the_images_environment_for_real(home, channel, 
     short = conventions.short_fingerprint(fingerprint)
     base = root / "opt" / "daskfleet"
     assert os.readlink(base / "env") == f"envs/{short}"
-    assert Path(conventions.node_env_prefix(fingerprint)).name == short
     inside = subprocess.run([str(base / "env" / "bin" / "daskfleet"), "fingerprint"], capture_output=True, text=True, timeout=60)
     assert inside.stdout.strip() == fingerprint
     # The package cache stays on the image for later delta installs, daskfleet's wheel with it.
@@ -129,7 +120,7 @@ def test_the_install_step_stops_when_the_lock_is_not_the_environment_the_image_i
     result = _run_install_step(tmp_path / "root", lock, daskfleet_wheel, wrong)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
-        f"install-env: error: the lock's fingerprint for linux-64 is sha256:"
+        "install-env: error: the lock's fingerprint for linux-64 is sha256:"
     ) and wrong in result.stderr
     assert not (tmp_path / "root" / "opt" / "daskfleet" / "env").exists()
 

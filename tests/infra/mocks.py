@@ -324,9 +324,6 @@ class ProgramMocks(Mocks):
             resource_id = outputs["name"]
             kind = "role" if typ.endswith("Role") else "instance-profile"
             outputs.update(arn=self._arn("iam", f"{kind}/{resource_id}", regional=False), uniqueId="AROA" + _digest(typ, name).upper())
-        elif typ == "aws:iam/policy:Policy":
-            resource_id = self._arn("iam", f"policy/{outputs['name']}", regional=False)
-            outputs["arn"] = resource_id
         elif typ == "aws:iam/rolePolicy:RolePolicy":
             resource_id = f"{outputs['role']}:{outputs['name']}"
         elif typ == "aws:iam/policy:Policy":

@@ -53,6 +53,27 @@ def test_data_and_identities_are_named_and_roles_pass_only_to_ec2_and_lambda():
     assert flagged == BROAD_BY_NECESSITY
 
 
+def granting(action: str) -> list[dict]:
+    """Every statement whose actions (wildcards included) match ``action``."""
+    from fnmatch import fnmatchcase
+
+    return [statement for statement in POLICY["Statement"]
+            if any(fnmatchcase(action.lower(), pattern.lower()) for pattern in statement["Action"])]
+
+
+def test_no_statement_passes_roles_without_the_service_condition():
+    (passing,) = granting("iam:PassRole")
+    assert passing["Sid"] == "PassNodeRoles" and "iam:PassedToService" in passing["Condition"]["StringEquals"]
+
+
+@pytest.mark.parametrize("action", ["iam:CreatePolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions",
+                                    "iam:DeletePolicy", "iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"])
+def test_what_the_program_declares_in_iam_is_granted_on_daskfleet_names_only(action):
+    (statement,) = granting(action)
+    assert all(resource.rsplit(":", 1)[1].split("/", 1)[1] == f"{conventions.NAME_PREFIX}-*"
+               for resource in statement["Resource"])
+
+
 def test_the_program_declares_the_provider_and_the_role_under_mocks():
     from infra.program import evaluate_program
 

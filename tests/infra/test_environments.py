@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from infra.helpers import allowing, allows, statements
+from infra.helpers import allows, statements
 from infra.mocks import DEPLOYER_ROLE
 from infra.program import evaluate_program, example_config
 
@@ -75,6 +75,20 @@ def test_listed_publishers_replace_the_default_and_alone_move_the_pointer(tmp_pa
     read = record.one("aws:iam/policy:Policy", "environments-read")
     assert allows(read.inputs["policy"], "ssm:GetParameterHistory", pointer)
     assert not allows(read.inputs["policy"], "ssm:PutParameter", pointer)
+
+
+def test_a_new_publisher_renames_no_existing_attachment():
+    """Attachments are named after their principal: a renamed one would be created, then the old one deleted,
+    detaching the publish policy from a principal that keeps it."""
+    def attachments(publishers: list[str]) -> set[str]:
+        record = evaluate_program({**example_config(), "environmentPublishers": publishers})
+        publish = record.one("aws:iam/policy:Policy", "environments-publish")
+        return {a.name for a in record.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                if a.inputs["policyArn"] == publish.outputs["arn"]}
+
+    before = attachments([PUBLISHER])
+    after = attachments([f"arn:aws:iam::{ACCOUNT}:role/a-first-publisher", PUBLISHER])
+    assert before == {"environments-publish-publisher-role-env-publisher"} and before < after
 
 
 def test_nobody_may_write_resource_star(every_record):

@@ -58,7 +58,7 @@ def test_an_operator_sees_groups_tls_workers_fingerprints_budget_and_expiry(aws,
     assert view.groups["worker"].value.in_service == 2
     assert view.scheduler.value == f"answers over TLS at {local_cluster.address} as the scheduler of {CLUSTER}"
     assert len(view.workers.value) == 2 and all(w.matches and w.fingerprint == current_fingerprint() for w in view.workers.value)
-    assert f"workers:     2 registered" in text and "MISMATCH" not in text
+    assert "workers:     2 registered" in text and "MISMATCH" not in text
     assert view.budget.value["amount"] == 500.0 and "500.00 USD a month" in text
     assert view.expires.value == EXPIRES
     # The scaler's own view, from the scheduler (conventions.SCALING_STATE_HANDLER).

@@ -19,7 +19,7 @@ def follow(source_text: str, role: str) -> None:
     """
     from ..errors import DaskfleetError, ExitCode
     from .follow import follow as follow_published
-    from .follow import report_failure
+    from .follow import report_failure, wanted_fingerprint
     from .source import AwsSource
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -30,11 +30,8 @@ def follow(source_text: str, role: str) -> None:
     wanted = None
     try:
         published = source.published_environment()
-        if published is not None:
-            from .. import conventions
-
-            wanted = published.fingerprints.get(conventions.conda_platform())
-        outcome = follow_published(source, role)
+        wanted = wanted_fingerprint(published)
+        outcome = follow_published(source, role, published)
     except DaskfleetError as error:
         report_failure(source, error, wanted)
         raise DaskfleetError(f"{error.message}; the node keeps its current environment", ExitCode.ENVIRONMENT) from None

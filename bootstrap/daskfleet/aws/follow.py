@@ -27,7 +27,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import conventions
 from ..environments.cache import PackageCache
-from ..environments.install import install_lock
+from ..environments.install import daskfleet_wheel_version, install_lock
+from ..environments.published import PublishedEnvironment
 from ..environments.records import is_conda_prefix, prefix_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..node.spec import parse_spec
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FollowOutcome:
-    fingerprint: str | None
-    switched: bool
+    """What the step did, in one line for the unit's log."""
+
     message: str
 
 
@@ -73,23 +74,27 @@ def record_status(fingerprint: str | None, error: str | None) -> None:
     os.replace(temporary, path)
 
 
-def follow(source: AwsSource, role: str) -> FollowOutcome:
-    """Install and switch to the published environment when this node does not run it yet."""
-    published = source.published_environment()
-    if published is None:
+def wanted_fingerprint(published: PublishedEnvironment | None) -> str | None:
+    """The fingerprint this node's platform is published to, or None when nothing is published."""
+    return None if published is None else published.fingerprint_for(conventions.conda_platform())
+
+
+def follow(source: AwsSource, role: str, published: PublishedEnvironment | None) -> FollowOutcome:
+    """Install and switch to ``published`` (the pointer ``source`` read) when this node does not run it yet."""
+    wanted = wanted_fingerprint(published)
+    if wanted is None:
         record_status(None, None)
-        return FollowOutcome(None, False, "no environment is published to this cluster: the image's environment stays")
+        return FollowOutcome("no environment is published to this cluster: the image's environment stays")
     platform = conventions.conda_platform()
-    wanted = published.fingerprint_for(platform)
     link = conventions.node_path(conventions.NODE_ENV_LINK)
     if _current(link) == wanted:
         record_status(wanted, None)
-        return FollowOutcome(wanted, False, f"already runs the published environment {wanted}")
+        return FollowOutcome(f"already runs the published environment {wanted}")
     prefix = conventions.node_path(conventions.node_env_prefix(wanted))
     if is_conda_prefix(prefix) and prefix_fingerprint(prefix) == wanted:  # e.g. back to the image's environment
         switch_link(link, prefix)
         record_status(wanted, None)
-        return FollowOutcome(wanted, True, f"switched back to {wanted}, still installed at {prefix}")
+        return FollowOutcome(f"switched back to {wanted}, still installed at {prefix}")
     spec = parse_spec(source.fetch_spec(role), origin=f"node spec from {source.describe()}")
     if not spec.bucket:
         raise DaskfleetError(f"node spec from {source.describe()}: bucket: not set; redeploy the stack", ExitCode.SPEC_INVALID)
@@ -98,17 +103,24 @@ def follow(source: AwsSource, role: str) -> FollowOutcome:
     cache = PackageCache(conventions.node_path(conventions.NODE_PACKAGE_CACHE))
     with tempfile.TemporaryDirectory(prefix="daskfleet-follow-") as scratch:
         lock = published_lock(target, published, Path(scratch))
+        # Before anything is fetched or installed: the prefix is named by ``wanted``, its content must be it.
+        installs = lock.fingerprint(platform, published.wheel.version)
+        if installs != wanted:
+            raise DaskfleetError(
+                f"the published lock installs {installs}, but the pointer says {wanted}; keeping the current environment",
+                ExitCode.ENVIRONMENT,
+            )
         wheel = published_wheel(target, published, cache)
+        if daskfleet_wheel_version(wheel) != published.wheel.version:
+            raise DaskfleetError(
+                f"{wheel.name}: its version is not {published.wheel.version}, the pointer's; keeping the current environment",
+                ExitCode.ENVIRONMENT,
+            )
         report = install_lock(lock, prefix, platform, cache, wheel=wheel, fetcher=BucketFetcher(ClusterBucket(target)))
-    if report.fingerprint != wanted:
-        raise DaskfleetError(
-            f"the published lock installs {report.fingerprint}, but the pointer says {wanted}; keeping the current environment",
-            ExitCode.ENVIRONMENT,
-        )
     switch_link(link, prefix)
     record_status(wanted, None)
     fetched = f"{len(report.fetched)} package(s) from the bucket, {len(report.from_cache)} from the image's cache"
-    return FollowOutcome(wanted, True, f"switched to {wanted} ({fetched})")
+    return FollowOutcome(f"switched to {wanted} ({fetched})")
 
 
 def report_failure(source: AwsSource, error: DaskfleetError, wanted: str | None) -> None:

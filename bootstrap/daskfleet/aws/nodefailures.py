@@ -71,8 +71,8 @@ def report_failure(logs: Any, cluster: str, instance: str, role: str, outcome: O
              logEvents=[{"timestamp": int(time.time() * 1000), "message": message}])
 
 
-def read_failures(logs: Any, cluster: str, since: float, caller: Caller) -> list[NodeFailure]:
-    """Every node that stopped for good since ``since`` (epoch seconds), oldest first."""
+def read_failures(logs: Any, cluster: str, since: float, caller: Caller, role: str | None = None) -> list[NodeFailure]:
+    """Every node (of ``role``, if given) that stopped for good since ``since`` (epoch seconds), oldest first."""
     params: dict[str, Any] = {
         "logGroupName": conventions.log_group_name(cluster), "logStreamNamePrefix": conventions.FAILURE_STREAM_PREFIX,
         "startTime": int(since * 1000),
@@ -84,10 +84,12 @@ def read_failures(logs: Any, cluster: str, since: float, caller: Caller) -> list
         for event in page.get("events", []):
             try:
                 doc = json.loads(event["message"])
-                failures.append(NodeFailure(str(doc["instance"]), str(doc["role"]), int(doc["code"]),
-                                            str(doc["line"]), event["timestamp"] / 1000))
+                failure = NodeFailure(str(doc["instance"]), str(doc["role"]), int(doc["code"]), str(doc["line"]),
+                                      event["timestamp"] / 1000)
             except (ValueError, KeyError, TypeError):
                 continue  # not a failure line: nothing to count
+            if role is None or failure.role == role:
+                failures.append(failure)
         if not page.get("nextToken"):
             return sorted(failures, key=lambda failure: failure.at)
         params["nextToken"] = page["nextToken"]

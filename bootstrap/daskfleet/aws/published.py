@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import conventions
 from ..environments.cache import PackageCache, UrlFetcher
-from ..environments.install import InstallReport, current_platform, install_lock
+from ..environments.install import InstallReport, install_lock
 from ..environments.lockfile import Lock, LockedPackage, parse_lock
 from ..environments.published import (
     PackageChanges, PublishedEnvironment, PublishedWheel, core_packages_touched, now_iso, package_changes, parse_published,
@@ -177,7 +177,6 @@ def _point(target: ClusterTarget, published: PublishedEnvironment) -> int:
 class Rollback:
     current: PublishedEnvironment
     restored: PublishedEnvironment
-    restored_version: int
     pointer_version: int
 
 
@@ -185,10 +184,10 @@ def rollback(target: ClusterTarget, *, by: str, clock: Any = None) -> Rollback:
     """Point the cluster back at the newest earlier version whose environment differs from the current one."""
     history = published_history(target)
     current = history[-1][1]
-    for version, earlier in reversed(history[:-1]):
+    for _, earlier in reversed(history[:-1]):
         if earlier.fingerprints != current.fingerprints:
             restored = earlier.model_copy(update={"published_by": by, "published_at": now_iso(clock)})
-            return Rollback(current, earlier, version, _point(target, restored))
+            return Rollback(current, earlier, _point(target, restored))
     raise DaskfleetError(
         f"SSM parameter {target.pointer}: no earlier environment differs from the current one; nothing to roll back to",
         ExitCode.ENVIRONMENT,
@@ -252,6 +251,7 @@ def publish(
     lock = parse_lock(lock_path.read_text(), lock_path)
     platforms = _node_platforms(lock)
     previous = read_published(target)
+    wheel_sha256 = _sha256(wheel)
     image_lock = (
         _stored_lock(bucket, conventions.image_lock_object_key(target.image_fingerprint), "the images' lock")
         if target.image_fingerprint else None
@@ -260,7 +260,7 @@ def publish(
         before = _stored_lock(bucket, conventions.lock_object_key(previous.lock_sha256), "the published lock")
     else:
         before = image_lock
-        previous = _record_baseline(target, bucket, image_lock, wheel, wheel_version, by, clock)
+        previous = _record_baseline(target, bucket, image_lock, wheel, wheel_sha256, wheel_version, by, clock)
     packages = [package for platform in platforms for package in lock.for_platform(platform)]
     image_packages = [package for platform in platforms if image_lock and platform in image_lock.platforms
                       for package in image_lock.for_platform(platform)]
@@ -273,7 +273,6 @@ def publish(
         archive = cache.archive_path(package)
         bucket.upload(conventions.package_object_key(package.digest), archive, on_upload)
         uploaded_bytes += archive.stat().st_size
-    wheel_sha256 = _sha256(wheel)
     wheel_key = conventions.wheel_object_key(wheel_sha256, wheel.name)
     if not bucket.has(wheel_key):
         bucket.upload(wheel_key, wheel, on_upload)
@@ -307,8 +306,8 @@ def publish(
 
 
 def _record_baseline(
-    target: ClusterTarget, bucket: ClusterBucket, image_lock: Lock | None, wheel: Path, wheel_version: str, by: str,
-    clock: Any,
+    target: ClusterTarget, bucket: ClusterBucket, image_lock: Lock | None, wheel: Path, wheel_sha256: str,
+    wheel_version: str, by: str, clock: Any,
 ) -> PublishedEnvironment | None:
     """Before the first publication, the images' environment as the pointer's first version, so that
     ``rollback`` can return to it. Only when the images' lock is in the bucket and gives their fingerprint."""
@@ -327,7 +326,7 @@ def _record_baseline(
             bucket.upload(key, Path(copy.name))
     baseline = PublishedEnvironment(
         lock_sha256=lock_sha256, fingerprints={platform: target.image_fingerprint for platform in platforms},
-        wheel=PublishedWheel(file_name=wheel.name, sha256=_sha256(wheel), version=wheel_version),
+        wheel=PublishedWheel(file_name=wheel.name, sha256=wheel_sha256, version=wheel_version),
         env_name="image", published_by=by, published_at=now_iso(clock),
     )
     _point(target, baseline)
@@ -381,4 +380,4 @@ def sync(target: ClusterTarget, prefix: Path, cache: PackageCache, *, platform: 
     with tempfile.TemporaryDirectory(prefix="daskfleet-sync-") as scratch:
         lock = published_lock(target, published, Path(scratch))
         wheel = published_wheel(target, published, cache)
-        return install_lock(lock, prefix, platform or current_platform(), cache, wheel=wheel, on_bytes=on_bytes)
+        return install_lock(lock, prefix, platform or conventions.conda_platform(), cache, wheel=wheel, on_bytes=on_bytes)

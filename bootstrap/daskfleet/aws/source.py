@@ -31,7 +31,7 @@ from ..errors import DaskfleetError, ExitCode
 from ..environments.published import PublishedEnvironment
 from ..node.spec import load_spec_document
 from ..node.supervision import Outcome
-from ..scaling.policy import DEFAULT_BOOT_FAILURE_LIMIT, DEFAULT_BOOT_FAILURE_WINDOW_S
+from ..scaling.defaults import DEFAULT_BOOT_FAILURE_LIMIT, DEFAULT_BOOT_FAILURE_WINDOW_S
 from ..security.tls import TlsMaterial
 from .calls import BOTO_CONFIG, INSTANCE_ROLE, Deadline, call_aws, fetch_tls_secret
 from ..usage.records import STREAM_PREFIX
@@ -231,8 +231,7 @@ class AwsSource:
         """
         deadline = Deadline(self.deadline_s)
         try:
-            identity = self._identity or read_instance_identity(self.imds_endpoint, deadline)
-            self._identity = identity
+            identity = self._own_identity(deadline)
         except DaskfleetError as exc:
             log.warning("stopping for good, but cannot tell which instance this is: %s", exc)
             return
@@ -257,14 +256,13 @@ class AwsSource:
     def _stand_down(self, this: NodeFailure) -> bool:
         """After repeated failures of this scheduler's launch version: both groups to 0 instead of a replacement.
 
-        The same limit and window as the worker group's launch hold (``scaling.policy``); the spec
+        The same limit and window as the worker group's launch hold (``scaling.defaults``); the spec
         that would set them may be what failed. Whatever cannot be read or done falls back to the
         replacement, as for the first failures.
         """
         window, limit = DEFAULT_BOOT_FAILURE_WINDOW_S, DEFAULT_BOOT_FAILURE_LIMIT
         try:
-            earlier = [failure for failure in read_failures(self.client("logs"), self.cluster, this.at - window,
-                                                            INSTANCE_ROLE) if failure.role == this.role]
+            earlier = read_failures(self.client("logs"), self.cluster, this.at - window, INSTANCE_ROLE, role=this.role)
             versions = launch_versions(self.client("ec2"), [*(f.instance for f in earlier), this.instance], INSTANCE_ROLE)
         except DaskfleetError as exc:
             log.warning("cannot read the cluster's earlier failures, so this instance is replaced: %s", exc)
@@ -291,8 +289,7 @@ class AwsSource:
 
     def instance_kind(self) -> tuple[str, str]:
         """(instance type, purchase option) from instance metadata, for this node's price."""
-        identity = self._identity or read_instance_identity(self.imds_endpoint, Deadline(self.deadline_s))
-        self._identity = identity
+        identity = self._own_identity()
         return identity.instance_type, identity.purchase
 
     def usage_forwarder(self) -> CloudWatchLines:
@@ -311,22 +308,25 @@ class AwsSource:
         if role not in conventions.NODE_ROLES:
             accepted = ", ".join(conventions.NODE_ROLES)
             raise DaskfleetError(f"role {role!r}: expected one of {accepted}", ExitCode.CONFIG)
+        identity = self._own_identity(deadline)
+        check_tags(identity, cluster=self.cluster, role=role)
+        return identity
+
+    def _own_identity(self, deadline: Deadline | None = None) -> InstanceIdentity:
+        """This instance's identity and tags, read from instance metadata once."""
         if self._identity is None:
-            self._identity = read_instance_identity(self.imds_endpoint, deadline)
-        check_tags(self._identity, cluster=self.cluster, role=role)
+            self._identity = read_instance_identity(self.imds_endpoint, deadline or Deadline(self.deadline_s))
         return self._identity
 
     def instance_id(self) -> str:
-        if self._identity is None:
-            self._identity = read_instance_identity(self.imds_endpoint, Deadline(self.deadline_s))
-        return self._identity.instance_id
+        return self._own_identity().instance_id
 
     def published_environment(self) -> PublishedEnvironment | None:
         """The cluster's published-environment pointer, through the instance role."""
         from .pointer import read_pointer  # noqa: PLC0415  (schedulers poll it; workers read it once)
 
-        self.instance_id()
-        check_tags(self._identity, cluster=self.cluster, role=self._identity.tags.get(conventions.TAG_ROLE, ""))
+        identity = self._own_identity()
+        check_tags(identity, cluster=self.cluster, role=identity.tags.get(conventions.TAG_ROLE, ""))
         return read_pointer(self.client("ssm"), self.cluster, INSTANCE_ROLE)
 
     def environment_error(self) -> str | None:

@@ -34,7 +34,7 @@ def read_usage_lines(client: Any, cluster: str, since: float, caller: Caller) ->
 
 def recorded_usage_lines(cluster: str, since: float, *, profile: str | None = None, region: str | None = None) -> list[str]:
     """The records, read with the user's own AWS login (needs logs:FilterLogEvents on the cluster's log group)."""
-    from .user import YOUR_IDENTITY, _session  # noqa: PLC0415
+    from .user import YOUR_IDENTITY, user_session  # noqa: PLC0415
     from .calls import BOTO_CONFIG  # noqa: PLC0415
 
-    return read_usage_lines(_session(region, profile).client("logs", config=BOTO_CONFIG), cluster, since, YOUR_IDENTITY)
+    return read_usage_lines(user_session(region, profile).client("logs", config=BOTO_CONFIG), cluster, since, YOUR_IDENTITY)

@@ -94,7 +94,7 @@ class AutoScalingWorkers:
 
     def launch_failures(self, since: float) -> LaunchFailures:
         """Workers that stopped for good since ``since``, each with its launch template version, and the group's own."""
-        failures = [f for f in read_failures(self._client("logs"), self.cluster, since, INSTANCE_ROLE) if f.role == "worker"]
+        failures = read_failures(self._client("logs"), self.cluster, since, INSTANCE_ROLE, role="worker")
         versions = launch_versions(self._client("ec2"), [f.instance for f in failures], INSTANCE_ROLE)
         seen = tuple(BootFailure(f.instance, versions.get(f.instance, "an unknown launch template version"), f.at, f.code,
                                  f.line) for f in failures)

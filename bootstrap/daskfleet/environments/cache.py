@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -162,9 +161,6 @@ class PackageCache:
             return size
         finally:
             partial.unlink(missing_ok=True)
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def file_digests(path: Path) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..conventions import ENV_LOCK_FILE, ENV_SPEC_FILE, NODE_PLATFORMS, daskfleet_home
+from ..conventions import ENV_LOCK_FILE, ENV_SPEC_FILE, NODE_PLATFORMS, conda_platform, daskfleet_home
 from ..errors import DaskfleetError, ExitCode
 
 #: The package cache shared by every prefix this user installs.
@@ -85,13 +85,13 @@ def install(lock_path: Path, prefix: Path, platform: str | None, cache_dir: Path
     differs in one package fetches and extracts only that one. daskfleet's own wheel follows.
     """
     from .cache import PackageCache
-    from .install import current_platform, install_lock
+    from .install import install_lock
     from .lockfile import read_lock
     from .progress import byte_progress
     from .wheel import find_wheel, keep_wheel
 
     cache = PackageCache(cache_dir or default_cache())
-    platform = platform or current_platform()
+    platform = platform or conda_platform()
     the_lock = read_lock(lock_path)
     chosen = find_wheel(cache.root, wheel)
     with byte_progress(f"fetching {lock_path.name} ({platform})", enabled=not as_json) as on_bytes:

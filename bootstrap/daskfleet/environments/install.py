@@ -26,7 +26,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 from installer.utils import parse_wheel_filename
 
-from ..conventions import DASKFLEET_DISTRIBUTION, conda_platform, normalize_package_name
+from ..conventions import DASKFLEET_DISTRIBUTION, normalize_package_name
 from ..errors import DaskfleetError, ExitCode
 from .cache import Fetcher, PackageCache, UrlFetcher, file_digests
 from .lockfile import Lock, LockedPackage
@@ -97,7 +97,7 @@ def install_lock(
         report.linked = asyncio.run(_link_conda(packages, cache, target, prefix, platform))
         report.extracted = sorted(cache.extracted_packages() - unpacked_before)
         layout = PrefixLayout.for_prefix(target, prefix, platform, packages)
-        report.wheels = _install_wheels(packages, cache, layout, wheel)
+        report.wheels = _install_wheels(packages, cache, layout, wheel, wheel_sha256)
         found = prefix_fingerprint(target)
         if found != expected:
             raise DaskfleetError(
@@ -123,7 +123,7 @@ async def _link_conda(
     counter = _LinkCounter()
     try:
         await rattler.install(
-            records, target, cache_dir=cache.extracted, platform=rattler.Platform(platform), show_progress=False,
+            records, target, cache_dir=cache.extracted, platform=rattler.Subdir(platform), show_progress=False,
             reporter=counter, alternative_target_prefix=final if target != final else None,
             execute_link_scripts=False,
         )
@@ -180,8 +180,11 @@ class PrefixLayout:
                 "headers": str(self.target / "include")}
 
 
-def _install_wheels(packages: list[LockedPackage], cache: PackageCache, layout: PrefixLayout, wheel: Path) -> list[str]:
-    """The lock's pip entries from the cache, then daskfleet's wheel; wheels no longer locked are removed."""
+def _install_wheels(
+    packages: list[LockedPackage], cache: PackageCache, layout: PrefixLayout, wheel: Path, wheel_sha256: str
+) -> list[str]:
+    """The lock's pip entries from the cache, then daskfleet's ``wheel`` (whose sha256 the caller read once);
+    wheels no longer locked are removed."""
     layout.site_packages.mkdir(parents=True, exist_ok=True)
     wanted = {normalize_package_name(package.name) for package in packages if package.manager == "pip"}
     wanted.add(DASKFLEET_DISTRIBUTION)
@@ -192,8 +195,9 @@ def _install_wheels(packages: list[LockedPackage], cache: PackageCache, layout: 
         if package.manager == "pip":
             _install_wheel(cache.archive_path(package), layout, package.version, package.sha256)
             installed.append(package.describe())
-    _install_wheel(wheel, layout, daskfleet_wheel_version(wheel), file_digests(wheel)[0])
-    installed.append(f"{DASKFLEET_DISTRIBUTION} {daskfleet_wheel_version(wheel)} (wheel)")
+    version = daskfleet_wheel_version(wheel)
+    _install_wheel(wheel, layout, version, wheel_sha256)
+    installed.append(f"{DASKFLEET_DISTRIBUTION} {version} (wheel)")
     return installed
 
 
@@ -274,9 +278,4 @@ def daskfleet_wheel_version(wheel: Path) -> str:
     if not wheel.is_file():
         raise DaskfleetError(f"--wheel {wheel}: no such file", ExitCode.CONFIG)
     return parsed.version
-
-
-def current_platform() -> str:
-    """This machine's conda platform, e.g. linux-64."""
-    return conda_platform()
 

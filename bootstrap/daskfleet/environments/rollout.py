@@ -128,13 +128,13 @@ class RolloutPlugin(SchedulerPlugin):
         if published is not None:
             self._follow(published)
         plan = self.core.decide(self.own_fingerprint, self.workers())
-        self.reason = plan.reason
+        previous, self.reason = self.reason, plan.reason
         self._accept(plan.accepted)
         if plan.restart_scheduler and not self.restarting:
             if self.own_error:
-                if self.reason != plan.reason:
-                    self.audit.record("scheduler-restart-skipped", reason=self.own_error)
                 self.reason = f"{plan.reason}, but the scheduler could not install it ({self.own_error})"
+                if previous != self.reason:  # audited once, not at every poll
+                    self.audit.record("scheduler-restart-skipped", reason=self.own_error)
                 return
             await self._restart_scheduler(plan.reason)
             return

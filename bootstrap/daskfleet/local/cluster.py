@@ -29,13 +29,14 @@ from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
 from ..node.spec import NodeSpec, dump_spec
+from ..scaling.defaults import LOCAL_INTERVAL_S
 from ..scaling.policy import ScalingSpec
 from ..security import pki
 from ..security.tls import client_security, verify_scheduler_identity
 from ..usage.policy import UsagePolicy
 from .state import (
-    LOCAL_CLUSTER, SCHEDULER, STATE_FILE, SUPERVISION_DIR, LocalCluster, NodeProcess, client_dir, client_material,
-    locked, node_python,
+    LOCAL_CLUSTER, SCHEDULER, STATE_FILE, SUPERVISION_DIR, SUPERVISOR_LOG, LocalCluster, NodeProcess, client_dir,
+    client_material, locked, node_python,
 )
 
 HOST = "127.0.0.1"
@@ -43,8 +44,6 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 #: Worker slots are node directories nodes/worker-0, worker-1, ...: one per worker that may run at once.
 WORKER_SLOT_PREFIX = "worker-"
-#: The local scheduler decides every second (it costs nothing); local workers register within seconds.
-LOCAL_INTERVAL_S = 1.0
 
 
 #: The local scheduler reads its published environment from a file: it may look often.
@@ -99,7 +98,7 @@ def popen_node(state_dir: Path, name: str, role: str, *extra: str) -> subprocess
 
 def start_supervisor(state_dir: Path) -> NodeProcess:
     """The cluster's supervisor process (``daskfleet local supervise``), in this environment."""
-    log_path = node_log(state_dir, "supervisor")
+    log_path = pki.ensure_private_dir(state_dir / "logs") / SUPERVISOR_LOG
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "daskfleet", "local", "supervise", "--state-dir", str(state_dir)],
@@ -138,7 +137,7 @@ def check_alive(state_dir: Path, name: str) -> None:
             ExitCode.LOCAL_FAILURE,
         )
     if cluster is None or cluster.supervisor is None or cluster.supervisor.process() is None:
-        log = state_dir / "logs" / "supervisor.log"
+        log = state_dir / "logs" / SUPERVISOR_LOG
         raise DaskfleetError(f"the supervisor of {state_dir} exited; last lines of {log}:\n{_tail(str(log))}",
                              ExitCode.LOCAL_FAILURE)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..scaling.defaults import DEFAULT_COOLDOWN_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_NO_CLIENT_TIMEOUT_S, LOCAL_INTERVAL_S
+
 
 @click.group()
 def local() -> None:
@@ -34,13 +36,13 @@ def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--adapt", "adapt", metavar="MIN:MAX", callback=_adapt_range,
               help="Adaptive workers: the scheduler follows the load between MIN and MAX (instead of --workers).")
 @click.option("--worker-cap", type=click.IntRange(min=0), help="The most workers at once, whatever the load asks (cluster cap).")
-@click.option("--idle-timeout", type=_seconds, default=1200, show_default=True,
+@click.option("--idle-timeout", type=_seconds, default=DEFAULT_IDLE_TIMEOUT_S, show_default=True,
               help="Seconds without work after which workers retire to 0; 0: never.")
-@click.option("--no-client-timeout", type=_seconds, default=300, show_default=True,
+@click.option("--no-client-timeout", type=_seconds, default=DEFAULT_NO_CLIENT_TIMEOUT_S, show_default=True,
               help="Seconds without work and without a connected client after which workers retire to 0; 0: never.")
-@click.option("--adapt-interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+@click.option("--adapt-interval", type=click.FloatRange(min=0.1), default=LOCAL_INTERVAL_S, show_default=True,
               help="Seconds between the scheduler's scaling decisions.")
-@click.option("--adapt-cooldown", type=_seconds, default=60, show_default=True,
+@click.option("--adapt-cooldown", type=_seconds, default=DEFAULT_COOLDOWN_S, show_default=True,
               help="No scale-down this many seconds after the last scaling action.")
 @_state_dir_option
 @click.option("--user-max-workers", "max_workers", multiple=True, metavar="USER=N",

@@ -11,14 +11,13 @@ back at the previous publication, whose prefix is still on disk.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import conventions
-from ..environments.cache import PackageCache
+from ..environments.cache import PackageCache, file_digests
 from ..environments.install import InstallReport, install_lock
 from ..environments.lockfile import read_lock
 from ..environments.published import PublishedEnvironment, PublishedWheel, now_iso, parse_published
@@ -103,9 +102,8 @@ def publish(state_dir: Path, lock_path: Path, *, cache: PackageCache, wheel: Pat
     report = install_lock(lock, prefix, platform, cache, wheel=wheel)
     core = _core_changes(old_python, str(prefix / "bin" / "python")) if before != fingerprint else []
     published = PublishedEnvironment(
-        lock_sha256=hashlib.sha256(lock_path.read_bytes()).hexdigest(), fingerprints={platform: fingerprint},
-        wheel=PublishedWheel(file_name=wheel.name, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(),
-                             version=wheel_version),
+        lock_sha256=file_digests(lock_path)[0], fingerprints={platform: fingerprint},
+        wheel=PublishedWheel(file_name=wheel.name, sha256=file_digests(wheel)[0], version=wheel_version),
         replaces={platform: [before]} if before != fingerprint else {}, core_packages=core,
         prefix=str(prefix), published_by=getpass.getuser(), published_at=now_iso(),
     )

@@ -27,6 +27,8 @@ LOCAL_CLUSTER = "local"
 STATE_FILE = "cluster.json"
 #: The scheduler's node name (its node directory, log and record).
 SCHEDULER = "scheduler"
+#: The supervisor's log, under the state directory's ``logs`` with the nodes' logs.
+SUPERVISOR_LOG = "supervisor.log"
 #: Under the state directory: each node's run history (its backoff and give-up window).
 SUPERVISION_DIR = "supervision"
 #: In the state directory: a link to the environment (a conda prefix) the cluster's nodes run in, once one

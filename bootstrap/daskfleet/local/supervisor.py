@@ -32,7 +32,6 @@ logger = logging.getLogger("daskfleet.supervisor")
 
 #: How often the supervisor reaps exits and reads what the scaler wants.
 POLL_S = 0.1
-SUPERVISOR_LOG = "supervisor.log"
 
 
 @dataclass

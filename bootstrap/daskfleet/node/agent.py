@@ -45,7 +45,7 @@ from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_das
 from .restarts import CloseReasons, announce_closes
 from .sources import SCHEDULER_INFO_FILE, NodeSource
 from .spec import NodeSpec, parse_spec
-from .supervision import BACKOFF, Outcome, RestartBackoff, RunHistory, before_start
+from .supervision import BACKOFF, Outcome, RunHistory, before_start
 
 logger = logging.getLogger("daskfleet.agent")
 
@@ -61,7 +61,6 @@ class PreparedNode:
     tls: TlsFiles
     fingerprint: str
     runtime_dir: Path
-    published: PublishedEnvironment | None = None
 
 
 def accepted_fingerprints(expected: str | None, published: PublishedEnvironment | None, platform: str) -> set[str]:
@@ -96,7 +95,8 @@ def prepare_node(role: str, source: NodeSource, runtime_dir: Path) -> PreparedNo
         cluster=spec.cluster, role=role, origin=f"{role} certificate from {source.describe()}",
     )
     fingerprint = current_fingerprint()
-    published = source.published_environment()
+    # The published environment matters only where the spec names an expected one (an instance's image).
+    published = source.published_environment() if spec.expected_fingerprint else None
     allowed = accepted_fingerprints(spec.expected_fingerprint, published, conventions.conda_platform())
     if allowed and fingerprint not in allowed:
         raise DaskfleetError(
@@ -108,7 +108,7 @@ def prepare_node(role: str, source: NodeSource, runtime_dir: Path) -> PreparedNo
     config = render_dask_config(role, files)
     os.environ["DASK_CONFIG"] = str(write_dask_config(config, runtime_dir).parent)
     dask.config.update(dask.config.config, config, priority="new")
-    return PreparedNode(spec, files, fingerprint, runtime_dir, published)
+    return PreparedNode(spec, files, fingerprint, runtime_dir)
 
 
 def node_security() -> Security:
@@ -364,14 +364,13 @@ def run_node(
 
 def run_supervised(
     role: str, source: NodeSource, history: RunHistory | None, run: Callable[[], Outcome],
-    backoff: RestartBackoff = BACKOFF,
 ) -> Outcome:
     """``run`` under the supervision semantics: wait out the backoff or give up first, record how the run ended,
     and let the platform know when the node stops for good (``NodeSource.stopped``).
 
     Without a ``history`` (a node run by hand) there is no backoff and no give-up.
     """
-    verdict = before_start(history.runs(), time(), backoff) if history else None
+    verdict = before_start(history.runs(), time(), BACKOFF) if history else None
     if verdict is not None and verdict.gave_up:
         outcome = Outcome(ExitCode.GAVE_UP, f"error: {verdict.gave_up}")
     else:

@@ -29,8 +29,6 @@ class Snapshot:
     workers: frozenset[str]
     #: ``Scheduler.workers_to_close()``: names of workers that may leave at low cost, cheapest first.
     closable: tuple[str, ...] = ()
-    #: Workers leaving now (retired by us, or draining because the platform takes them).
-    leaving: int = 0
     #: A ceiling from outside (e.g. the budget stop), or None.
     ceiling: int | None = None
     #: Why the cluster is idle (it must go to zero workers), or None.

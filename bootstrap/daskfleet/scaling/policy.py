@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: Defaults, shared by the stack's keys and the local launcher's flags.
-DEFAULT_INTERVAL_S = 5.0
-DEFAULT_COOLDOWN_S = 60.0
-DEFAULT_MAX_STEP_DOWN = 10
-DEFAULT_SCALE_DOWN_TARGETS = 6
-DEFAULT_LAUNCH_TIMEOUT_S = 600.0
-DEFAULT_IDLE_TIMEOUT_S = 1200.0
-DEFAULT_NO_CLIENT_TIMEOUT_S = 300.0
-DEFAULT_BOOT_FAILURE_LIMIT = 3
-DEFAULT_BOOT_FAILURE_WINDOW_S = 1800.0
+from .defaults import (  # the stack's keys read the defaults here too
+    DEFAULT_BOOT_FAILURE_LIMIT,
+    DEFAULT_BOOT_FAILURE_WINDOW_S,
+    DEFAULT_COOLDOWN_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_LAUNCH_TIMEOUT_S,
+    DEFAULT_MAX_STEP_DOWN,
+    DEFAULT_NO_CLIENT_TIMEOUT_S,
+    DEFAULT_SCALE_DOWN_TARGETS,
+)
 
 
 class ScalingSpec(BaseModel):

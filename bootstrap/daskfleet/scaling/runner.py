@@ -22,6 +22,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ..errors import DaskfleetError
 from ..security.audit import AuditLog
+from ..security.gatekeeper import FIRE_AND_FORGET_CLIENT
 from .core import Decision, LaunchFailures, ScalingCore, Snapshot, launch_hold
 from .idle import IdlePolicy
 from .policy import ScalingSpec
@@ -32,10 +33,11 @@ PLUGIN_NAME = "daskfleet-scaling"
 #: A ceiling on the worker count from outside (the budget stop, per-user limits), consulted at every
 #: decision; None means no ceiling. Several compose by their minimum in the provider.
 Ceiling = Callable[[], "int | None"]
-#: Task states that mean the cluster has work.
-WORK_STATES = ("waiting", "queued", "no-worker", "processing")
-#: distributed's pseudo-client for fire_and_forget futures: not a person connected.
-FIRE_AND_FORGET_CLIENT = "fire-and-forget"
+#: Task states in which a task is work still to do: the cluster has work (and, for the usage ledger, so has its owner).
+WORK_STATES = frozenset({"waiting", "queued", "no-worker", "processing"})
+#: A decision asked for early (a graph arrived, a worker left) waits until this long (or the interval, if
+#: shorter) has passed since the last one: a burst of submissions makes a few decisions, not one each.
+EARLY_DECISION_GAP_S = 0.2
 #: After a failed attempt to stop the scheduler's capacity, wait this long before the next.
 STOP_RETRY_S = 60.0
 #: Boot failures are read at most this often (and at most every six decisions): they cost an API call on AWS.
@@ -101,7 +103,7 @@ class ScalingPlugin(SchedulerPlugin):
         self._idle_reason: str | None = None
         self._last_stop_attempt: float | None = None
         self._submitted = asyncio.Event()
-        #: Decide at once when a graph arrives (a backlog asks for workers without waiting out the interval).
+        #: Decide soon after a graph arrives (a backlog asks for workers without waiting out the interval).
         self.decide_on_submit = True
         self.stopping = False
         #: Why no worker is asked for now (``core.launch_hold``), and the boot failures seen so far.
@@ -149,30 +151,33 @@ class ScalingPlugin(SchedulerPlugin):
     # --- the loop ----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        """A decision every interval, and one as soon as a graph is submitted."""
+        """A decision every interval, and one as soon as a graph is submitted or a worker leaves, but not within
+        EARLY_DECISION_GAP_S (or the interval, if shorter) of the last: a burst of submissions is decided together."""
+        loop = asyncio.get_running_loop()
+        gap = min(self.policy.interval_s, EARLY_DECISION_GAP_S)
         while not self.stopping:
             self._submitted.clear()
             try:
                 await self.step()
             except Exception:  # a bug in one step must not end scaling for the scheduler's lifetime
                 logger.exception("scaling step failed")
+            last = loop.time()
             try:
                 await asyncio.wait_for(self._submitted.wait(), timeout=self.policy.interval_s)
             except TimeoutError:
-                pass
+                continue
+            await asyncio.sleep(max(last + gap - loop.time(), 0.0))
 
     def snapshot(self) -> Snapshot:
         """What the scheduler says now, in the core's terms (worker names; AWS names workers by instance id)."""
         scheduler = self.scheduler
         leaving = {str(ws.name) for ws in scheduler.workers.values() if ws.status.name == "closing_gracefully"}
-        leaving |= self._retiring
-        workers = frozenset(str(ws.name) for ws in scheduler.workers.values()) - leaving
+        workers = frozenset(str(ws.name) for ws in scheduler.workers.values()) - leaving - self._retiring
         clients = sum(1 for client in scheduler.clients if client != FIRE_AND_FORGET_CLIENT)
         return Snapshot(
             target=scheduler.adaptive_target(),
             workers=workers,
             closable=tuple(str(name) for name in scheduler.workers_to_close(attribute="name")),
-            leaving=len(leaving),
             ceiling=self.ceiling() if self.ceiling is not None else None,
             idle=self.idle.observe(busy=has_work(scheduler), clients=clients),
             held=self.held,

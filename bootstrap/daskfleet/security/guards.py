@@ -60,16 +60,6 @@ def _guarded(
 AdmissionCheck = Callable[[GraphOrigin, Mapping[str, Any]], Refusal | None]
 
 
-class _RegisteredWorkerHosts:
-    """The hosts of the scheduler's registered workers, read when asked (a task client must come from one)."""
-
-    def __init__(self, scheduler: Any):
-        self.scheduler = scheduler
-
-    def __contains__(self, host: object) -> bool:
-        return any(host_of(address) == host for address in list(self.scheduler.workers))
-
-
 class SchedulerGuard:
     """Binds a Gatekeeper and an AuditLog to a scheduler: call ``install`` before it starts.
 
@@ -90,7 +80,9 @@ class SchedulerGuard:
 
     def install(self, scheduler: Any) -> None:
         self.scheduler = scheduler
-        self._worker_hosts = _RegisteredWorkerHosts(scheduler)
+        # The hosts of the registered workers (a task client must come from one): distributed keeps them,
+        # keyed as ``host_of`` names them, and drops a host with its last worker.
+        self._worker_hosts = scheduler.host_info
         for op, handler in list(scheduler.handlers.items()):
             if op == "register-worker":
                 scheduler.handlers[op] = self._guard_worker_registration(handler)

@@ -3,7 +3,6 @@ adapters binding them to a scheduler (service, plugin, metrics). ``install`` is 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -31,11 +30,6 @@ class UsageSource(Protocol):
         """Usage record lines stored since ``since`` (epoch seconds), or None when the local file is the store."""
 
 
-def month_start(now: float) -> float:
-    day = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    return dt.datetime(day.year, day.month, 1, tzinfo=dt.timezone.utc).timestamp()
-
-
 def install(
     scheduler: Any,
     guard: SchedulerGuard,
@@ -49,10 +43,11 @@ def install(
     whose ``worker_ceiling`` is the scaler's ceiling provider."""
     from ..security.audit import AuditLog
     from . import metrics, records
+    from .ledger import month_start
     from .plugin import UsagePlugin
     from .service import UsageAccounting
 
-    since = month_start(clock())
+    since = month_start(clock()).timestamp()
     lines = source.usage_history(since)
     history = records.parse_lines(lines) if lines is not None else records.read_file(records_path, since)
     instance_type, purchase = source.instance_kind()

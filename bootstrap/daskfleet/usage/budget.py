@@ -8,18 +8,11 @@ cluster costs per second now. The stop comes when the spend so far, plus the cur
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from dataclasses import dataclass
 
+from .ledger import next_month_start
 from .policy import UsagePolicy
-
-
-def month_end(now: float) -> dt.datetime:
-    """The first instant of the next UTC month: when a month's spend resets."""
-    day = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    last = calendar.monthrange(day.year, day.month)[1]
-    return dt.datetime(day.year, day.month, last, tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -56,7 +49,7 @@ class BudgetPolicy:
         return self.monthly_usd * self.hard_stop_percent / 100.0
 
     def assess(self, spent_usd: float, rate_usd_per_s: float, now: float) -> BudgetState:
-        resets = month_end(now)
+        resets = next_month_start(now)
         remaining = max((resets - dt.datetime.fromtimestamp(now, dt.timezone.utc)).total_seconds(), 0.0)
         projected = spent_usd + rate_usd_per_s * remaining
         threshold = self.threshold_usd

@@ -30,8 +30,9 @@ def parse_since(text: str | None, now: float) -> float:
     """``--since``: a UTC date or date-time (ISO 8601), or a duration back from now (30m, 12h, 7d);
     unset: the start of this UTC month."""
     if text is None:
-        today = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-        return dt.datetime(today.year, today.month, 1, tzinfo=dt.timezone.utc).timestamp()
+        from .ledger import month_start  # noqa: PLC0415  (the CLI imports this module; the ledger only when asked)
+
+        return month_start(now).timestamp()
     match = _DURATION.match(text.strip())
     if match:
         return now - float(match["number"]) * _UNIT_SECONDS[match["unit"]]

@@ -73,16 +73,6 @@ class _Account:
         return UserUsage(self.tasks, self.compute_s, self.worker_s, self.cost_usd)
 
 
-def _next_day_start(now: float) -> float:
-    day = utc_day(now) + dt.timedelta(days=1)
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
-
-
-def _next_month_start(now: float) -> float:
-    year, month = utc_month(now)
-    return dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.timezone.utc).timestamp()
-
-
 def utc_day(now: float) -> dt.date:
     return dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
 
@@ -92,6 +82,23 @@ def utc_month(now: float) -> tuple[int, int]:
     return day.year, day.month
 
 
+def month_start(now: float) -> dt.datetime:
+    """The first instant of this UTC month: where this month's spend (and ``usage --since``'s default) begins."""
+    year, month = utc_month(now)
+    return dt.datetime(year, month, 1, tzinfo=dt.timezone.utc)
+
+
+def next_month_start(now: float) -> dt.datetime:
+    """The first instant of the next UTC month: when a month's spend (and the budget stop) resets."""
+    year, month = utc_month(now)
+    return dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.timezone.utc)
+
+
+def next_day_start(now: float) -> dt.datetime:
+    """The next UTC midnight: when a day's compute hours reset."""
+    return dt.datetime.combine(utc_day(now) + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+
+
 class Ledger:
     """Per-user usage and cost; every method reads the time from ``clock`` (seconds since the epoch)."""
 
@@ -99,7 +106,6 @@ class Ledger:
         self.prices = dict(prices)
         self.clock = clock
         self.scheduler_usd_per_s = scheduler_usd_per_s
-        self.unpriced: set[str] = set()
         self._users: dict[str, _Account] = {}
         self._worker_s: Counter = Counter()
         self._idle_s = 0.0
@@ -110,17 +116,15 @@ class Ledger:
         self._connected: Counter = Counter()                 # user -> connected clients
         self._seen: set[str] = set()                         # users connected during this interval
         self._last_tick = clock()
-        self._month_ends = _next_month_start(self._last_tick)
+        self._month_ends = next_month_start(self._last_tick).timestamp()
         self._month_cost = 0.0
-        self._day_ends = _next_day_start(self._last_tick)
+        self._day_ends = next_day_start(self._last_tick).timestamp()
         self._day_compute: Counter = Counter()
 
     # --- what happens -----------------------------------------------------------------------
 
     def worker_joined(self, worker: str, instance_type: str, purchase: str) -> None:
         price = self.prices.get(instance_type)
-        if price is None:
-            self.unpriced.add(instance_type)
         usd_per_s = price.per_second(purchase) if price else 0.0
         self._workers[worker] = _Worker(instance_type, purchase, usd_per_s, self.clock())
 
@@ -227,9 +231,6 @@ class Ledger:
         """Workers on which ``user`` has tasks processing now."""
         return sum(1 for state in self._workers.values() if state.running.get(user))
 
-    def workers(self) -> int:
-        return len(self._workers)
-
     # --- bookkeeping ------------------------------------------------------------------------
 
     def _payers(self) -> list[str]:
@@ -275,11 +276,11 @@ class Ledger:
 
     def _roll_month(self, now: float) -> None:
         if now >= self._month_ends:
-            self._month_ends, self._month_cost = _next_month_start(now), 0.0
+            self._month_ends, self._month_cost = next_month_start(now).timestamp(), 0.0
 
     def _roll_day(self, now: float) -> None:
         if now >= self._day_ends:
-            self._day_ends = _next_day_start(now)
+            self._day_ends = next_day_start(now).timestamp()
             self._day_compute.clear()
 
 

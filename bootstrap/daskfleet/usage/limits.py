@@ -10,12 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..security.peers import Refusal
+from .ledger import next_day_start
 from .policy import UsagePolicy, limit_for
-
-
-def next_utc_midnight(now: float) -> dt.datetime:
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
-    return dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
 
 
 def _when(moment: dt.datetime) -> str:
@@ -41,7 +37,7 @@ class Limits:
         if hours is not None and compute_today_s >= hours * 3600:
             return Refusal(
                 f"user {user} reached the limit of {hours:g} compute hours per day "
-                f"(used {compute_today_s / 3600:.2f} h today); it resets at {_when(next_utc_midnight(now))}"
+                f"(used {compute_today_s / 3600:.2f} h today); it resets at {_when(next_day_start(now))}"
             )
         return None
 

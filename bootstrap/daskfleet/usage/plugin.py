@@ -7,10 +7,9 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from ..scaling.runner import WORK_STATES
 from .policy import INSTANCE_KEY, LOCAL_INSTANCE_TYPE
 
-#: Task states in which a task is its user's work still to do (it keeps the user among those with work).
-ACTIVE_STATES = frozenset({"waiting", "queued", "no-worker", "processing"})
 #: Who owns a task whose graph the guard never saw (e.g. data scattered before a graph): charged as such.
 UNKNOWN_OWNER = "unknown"
 
@@ -33,18 +32,16 @@ class UsagePlugin(SchedulerPlugin):
         self.scheduler = accounting.scheduler
         self.users: dict[str, str] = {}  # client id -> user, for users' own clients (not task clients)
 
-    def _owner(self, key: Any) -> str:
-        return self.owners.owner_of(self.scheduler.tasks.get(key)) or UNKNOWN_OWNER
-
     def transition(self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any) -> None:
-        was, now = start in ACTIVE_STATES, finish in ACTIVE_STATES
-        if was != now:
-            (self.ledger.work_added if now else self.ledger.work_removed)(self._owner(key))
-        if finish == "processing":
+        was, now = start in WORK_STATES, finish in WORK_STATES
+        if was != now or finish == "processing":  # the owner is looked up once, and only when it is needed
             ts = self.scheduler.tasks.get(key)
-            if ts is not None and ts.processing_on is not None:
-                self.ledger.task_started(key, self._owner(key), ts.processing_on.address)
-        elif start == "processing":
+            owner = self.owners.owner_of(ts) or UNKNOWN_OWNER
+            if was != now:
+                (self.ledger.work_added if now else self.ledger.work_removed)(owner)
+            if finish == "processing" and ts is not None and ts.processing_on is not None:
+                self.ledger.task_started(key, owner, ts.processing_on.address)
+        if start == "processing":
             ran = finish in ("memory", "erred") and "startstops" in kwargs
             self.ledger.task_stopped(key, compute_seconds(kwargs["startstops"]) if ran else None)
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import conventions
 
-Purchase = Literal["on-demand", "spot"]
-PURCHASES: tuple[str, ...] = ("on-demand", "spot")
 #: Who idle worker time is charged to when no user's client was connected; no user may be called so.
 IDLE = conventions.IDLE_USER
 #: A limit entry for every user not named.

@@ -117,7 +117,7 @@ class UsageAccounting:
         if change:
             self._budget_changed(change)
         if now - self._last_record >= self.policy.record_interval_s:
-            self.write_record()
+            self._close_period(now)
 
     def _budget_changed(self, change: str) -> None:
         state = self.budget.state
@@ -137,7 +137,11 @@ class UsageAccounting:
     def write_record(self) -> dict[str, Any]:
         """Close the period since the last record: keep it, and write it to the records log."""
         self.ledger.tick()
-        now, totals = self.clock(), self.ledger.totals()
+        return self._close_period(self.clock())
+
+    def _close_period(self, now: float) -> dict[str, Any]:
+        """``write_record`` once the ledger is settled up to ``now``."""
+        totals = self.ledger.totals()
         record = make_record(difference(totals, self._last_totals), self._last_record, now)
         self._last_totals, self._last_record = totals, now
         self.records.append(record)
