@@ -56,8 +56,20 @@ def test_only_the_publishers_and_the_deployer_write_under_envs(example):
     assert sorted(allow["Principal"]["AWS"]) == users(example)  # publishers default to the configured users
 
 
-def test_listed_publishers_replace_the_default_and_alone_move_the_pointer(tmp_path):
-    record = evaluate_program({**example_config(), "environmentPublishers": [PUBLISHER]})
+@pytest.fixture(scope="module")
+def one_publisher():
+    """The example stack with one listed publisher."""
+    return evaluate_program({**example_config(), "environmentPublishers": [PUBLISHER]})
+
+
+def publish_attachments(record) -> set[str]:
+    publish = record.one("aws:iam/policy:Policy", "environments-publish")
+    return {a.name for a in record.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+            if a.inputs["policyArn"] == publish.outputs["arn"]}
+
+
+def test_listed_publishers_replace_the_default_and_alone_move_the_pointer(one_publisher):
+    record = one_publisher
     assert bucket_statements(record)["PublishersWriteEnvironments"]["Principal"]["AWS"] == [PUBLISHER]
     assert PUBLISHER in bucket_statements(record)["OnlyPublishersWriteEnvironments"]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
     assert key_statements(record)["PublishersEncryptEnvironmentsThroughS3"]["Principal"]["AWS"] == [PUBLISHER]
@@ -77,17 +89,12 @@ def test_listed_publishers_replace_the_default_and_alone_move_the_pointer(tmp_pa
     assert not allows(read.inputs["policy"], "ssm:PutParameter", pointer)
 
 
-def test_a_new_publisher_renames_no_existing_attachment():
+def test_a_new_publisher_renames_no_existing_attachment(one_publisher):
     """Attachments are named after their principal: a renamed one would be created, then the old one deleted,
     detaching the publish policy from a principal that keeps it."""
-    def attachments(publishers: list[str]) -> set[str]:
-        record = evaluate_program({**example_config(), "environmentPublishers": publishers})
-        publish = record.one("aws:iam/policy:Policy", "environments-publish")
-        return {a.name for a in record.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-                if a.inputs["policyArn"] == publish.outputs["arn"]}
-
-    before = attachments([PUBLISHER])
-    after = attachments([f"arn:aws:iam::{ACCOUNT}:role/a-first-publisher", PUBLISHER])
+    before = publish_attachments(one_publisher)
+    after = publish_attachments(evaluate_program(
+        {**example_config(), "environmentPublishers": [f"arn:aws:iam::{ACCOUNT}:role/a-first-publisher", PUBLISHER]}))
     assert before == {"environments-publish-publisher-role-env-publisher"} and before < after
 
 
