@@ -45,7 +45,7 @@ def _registered_at(client: Client, name: str, timeout: float = 60) -> float:
 
 
 def run(root: Path, rounds: int = 5) -> dict[str, float]:
-    from daskfleet.security import pki
+    from daskfleet.trust import pki
 
     bench = BenchPki(root, pki.create_ca(LOCAL_CLUSTER))
     scheduler_spec = NodeSpec(cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet.local.cluster import LOCAL_CLUSTER, write_node_dir
 from daskfleet.node.spec import NodeSpec
 from daskfleet.node.sources import CA_FILE, CERT_FILE, KEY_FILE

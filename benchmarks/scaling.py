@@ -27,8 +27,8 @@ from daskfleet.local.state import LocalCluster, client_material
 from daskfleet.scaling.core import LaunchFailures
 from daskfleet.scaling.policy import ScalingSpec
 from daskfleet.scaling.runner import ScalingPlugin
-from daskfleet.security.audit import AuditLog
-from daskfleet.security.tls import client_security
+from daskfleet.trust.audit import AuditLog
+from daskfleet.trust.tls import client_security
 
 from .common import summary
 

@@ -39,7 +39,7 @@ SCHEDULER_SCRIPT = """
 import sys, types
 from pathlib import Path
 from daskfleet.node import agent
-from daskfleet.security import guards
+from daskfleet.trust import guards
 from daskfleet.node.sources import DirectorySource
 from daskfleet.scaling.core import LaunchFailures
 import daskfleet.usage
@@ -99,7 +99,7 @@ def _measure(client: Client, tasks: int) -> float:
 
 
 def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
-    from daskfleet.security import pki
+    from daskfleet.trust import pki
 
     bench = BenchPki(root, pki.create_ca(LOCAL_CLUSTER))
     client_files = bench.client_files()

@@ -17,7 +17,7 @@ from envs.channel import ChannelServer, build_channel
 
 from daskfleet.environments.wheel import build_wheel
 from daskfleet.local import cluster as local
-from daskfleet.security import pki
+from daskfleet.trust import pki
 
 from support import REPO
 

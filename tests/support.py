@@ -12,7 +12,7 @@ from typing import Any
 
 from distributed import Security
 
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet.node.sources import CA_FILE, CERT_FILE, KEY_FILE, SPEC_FILE, TLS_DIR
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet.errors import ExitCode
 from daskfleet.local.state import LOCAL_CLUSTER
 

@@ -18,7 +18,7 @@ from distributed.comm import connect
 from distributed.core import rpc
 
 import daskfleet
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet.errors import DaskfleetError
 from daskfleet.local.state import LOCAL_CLUSTER
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daskfleet.security.gatekeeper import FINGERPRINT_KEY, Gatekeeper
-from daskfleet.security.peers import Peer
+from daskfleet.trust.gatekeeper import FINGERPRINT_KEY, Gatekeeper
+from daskfleet.trust.peers import Peer
 
 FP = "sha256:" + "a" * 64
 VERSIONS = {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0", "cloudpickle": "3", "msgpack": "1",
@@ -75,7 +75,7 @@ def test_a_task_client_registers_and_coordinates_only_from_a_registered_workers_
 
 
 def test_a_task_clients_graph_is_charged_to_the_owner_of_the_running_task_that_submits_it():
-    from daskfleet.security.gatekeeper import SubmittingTask
+    from daskfleet.trust.gatekeeper import SubmittingTask
 
     k, me = keeper(), worker_at("10.0.0.7")
     assert k.graph_owner(peer("client"), None) == ("alice", None)
@@ -129,7 +129,7 @@ def test_worker_operation_tables_match_the_installed_distributed():
 
     from distributed import Scheduler
 
-    from daskfleet.security.gatekeeper import STREAM_CONTROL_OPS, WORKER_OPS, WORKER_STREAM_OPS
+    from daskfleet.trust.gatekeeper import STREAM_CONTROL_OPS, WORKER_OPS, WORKER_STREAM_OPS
 
     async def tables():
         scheduler = Scheduler(dashboard=False)
@@ -147,7 +147,7 @@ def test_worker_operation_tables_match_the_installed_distributed():
 
 
 def test_a_worker_serves_clients_only_data_and_actors_and_runs_code_only_for_its_scheduler():
-    from daskfleet.security.gatekeeper import WorkerGatekeeper
+    from daskfleet.trust.gatekeeper import WorkerGatekeeper
 
     k = WorkerGatekeeper("analytics")
     client, scheduler, other_worker = peer("client"), peer("scheduler"), peer("worker")

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from daskfleet import conventions
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet.errors import DaskfleetError, ExitCode
 
 

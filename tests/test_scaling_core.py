@@ -13,7 +13,7 @@ from daskfleet.scaling.core import BootFailure, Decision, LaunchFailures, Scalin
 from daskfleet.scaling.idle import IdlePolicy
 from daskfleet.scaling.policy import ScalingSpec
 from daskfleet.scaling.runner import EARLY_DECISION_GAP_S, ScalingPlugin
-from daskfleet.security.audit import AuditLog
+from daskfleet.trust.audit import AuditLog
 
 
 class FakeClock:

@@ -172,7 +172,7 @@ def test_the_usage_plugin_looks_a_task_up_once_per_transition_and_only_when_its_
 
 
 def test_a_tick_settles_the_ledger_once_also_when_it_writes_a_record(clock, tmp_path):
-    from daskfleet.security.audit import AuditLog
+    from daskfleet.trust.audit import AuditLog
     from daskfleet.usage.service import UsageAccounting
 
     accounting = UsageAccounting(

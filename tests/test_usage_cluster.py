@@ -13,7 +13,7 @@ from distributed import Client
 
 from daskfleet.local import cluster as local
 from daskfleet.local.state import LOCAL_CLUSTER
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet.usage.policy import UsagePolicy, policy_from_entries
 from daskfleet.usage.records import USAGE_OP, summarize
 

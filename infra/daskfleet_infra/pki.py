@@ -19,7 +19,7 @@ import pulumi_aws as aws
 import pulumi_tls as tls
 
 from daskfleet import conventions
-from daskfleet.security.tls import TlsMaterial
+from daskfleet.trust.tls import TlsMaterial
 
 from .config import User
 

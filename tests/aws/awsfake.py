@@ -11,7 +11,7 @@ import pytest
 
 from daskfleet import conventions
 from daskfleet.errors import DaskfleetError, ExitCode
-from daskfleet.security.tls import TlsMaterial
+from daskfleet.trust.tls import TlsMaterial
 
 CLUSTER = "analytics"
 REGION = "us-east-1"

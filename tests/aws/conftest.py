@@ -9,9 +9,9 @@ from aws.awsfake import CLUSTER, PRIVATE_IPV4, REGION, Moto, post
 from aws.imds import ImdsServer
 
 from daskfleet import conventions
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet.aws.source import IMDS_ENDPOINT_ENV
-from daskfleet.security.tls import TlsMaterial
+from daskfleet.trust.tls import TlsMaterial
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from aws.awsfake import CLUSTER, PRIVATE_IPV4, REGION, SCHEDULER_ADDRESS, assert_fails, secret_texts
 
 from daskfleet import conventions
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet.aws.source import IMDS_ENDPOINT_ENV, AwsSource
 from daskfleet.errors import ExitCode
 from daskfleet.cli import make_source

@@ -134,7 +134,7 @@ def _worker_fingerprint(client) -> str | None:
 
 
 def conventions_fingerprint_key() -> str:
-    from daskfleet.security.gatekeeper import FINGERPRINT_KEY
+    from daskfleet.trust.gatekeeper import FINGERPRINT_KEY
 
     return FINGERPRINT_KEY
 

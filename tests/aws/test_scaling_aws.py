@@ -24,7 +24,7 @@ from daskfleet.aws.workers import AutoScalingWorkers
 from daskfleet.errors import ExitCode
 from daskfleet.scaling.policy import ScalingSpec
 from daskfleet.scaling.runner import ScalingPlugin
-from daskfleet.security.audit import AuditLog
+from daskfleet.trust.audit import AuditLog
 
 from support import start_agent, write_node_dir
 

@@ -9,7 +9,7 @@ from envs.test_lock_and_install import install, locked
 
 from daskfleet.errors import ExitCode
 from daskfleet.local.state import LOCAL_CLUSTER
-from daskfleet.security import pki
+from daskfleet.trust import pki
 
 from support import last_line, run_agent, start_agent, write_node_dir
 

@@ -12,9 +12,9 @@ from daskfleet.environments.policy import RolloutPolicy
 from daskfleet.environments.published import PublishedEnvironment
 from daskfleet.environments.roll import RollCore, RollTarget
 from daskfleet.environments.rollout import RolloutPlugin
-from daskfleet.security.audit import AuditLog
-from daskfleet.security.gatekeeper import FINGERPRINT_KEY, Gatekeeper
-from daskfleet.security.guards import SchedulerGuard
+from daskfleet.trust.audit import AuditLog
+from daskfleet.trust.gatekeeper import FINGERPRINT_KEY, Gatekeeper
+from daskfleet.trust.guards import SchedulerGuard
 
 OLD, NEW, OTHER = "sha256:" + "0" * 64, "sha256:" + "1" * 64, "sha256:" + "2" * 64
 

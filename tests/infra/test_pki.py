@@ -17,8 +17,8 @@ from infra.helpers import statements
 from infra.scenarios import OPERATOR
 
 from daskfleet import conventions
-from daskfleet.security import pki
-from daskfleet.security.tls import TlsMaterial
+from daskfleet.trust import pki
+from daskfleet.trust.tls import TlsMaterial
 
 DEPLOYER = "arn:aws:iam::123456789012:role/platform-deployer"
 

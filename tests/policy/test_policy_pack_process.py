@@ -18,7 +18,7 @@ from policy.conftest import POLICY_PACK_DIR
 from policy.harness import UNKNOWN
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from daskfleet.security import pki
+from daskfleet.trust import pki
 from daskfleet_policies import PACK_NAME, POLICIES
 
 STARTUP_SECONDS = 30

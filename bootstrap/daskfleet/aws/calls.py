@@ -34,7 +34,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ..errors import DaskfleetError, ExitCode
-from ..security.tls import TlsMaterial
+from ..trust.tls import TlsMaterial
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from ..environments.published import PublishedEnvironment
 from ..node.spec import load_spec_document
 from ..node.supervision import Outcome
 from ..scaling.defaults import DEFAULT_BOOT_FAILURE_LIMIT, DEFAULT_BOOT_FAILURE_WINDOW_S
-from ..security.tls import TlsMaterial
+from ..trust.tls import TlsMaterial
 from .calls import BOTO_CONFIG, INSTANCE_ROLE, Deadline, call_aws, fetch_tls_secret
 from ..usage.records import STREAM_PREFIX
 from .cloudwatch import CloudWatchLines

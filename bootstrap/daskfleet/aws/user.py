@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
-from ..security.tls import TlsMaterial
+from ..trust.tls import TlsMaterial
 from .calls import BOTO_CONFIG, Caller, call_aws, fetch_tls_secret
 
 LOGIN_HINT = (

@@ -14,7 +14,7 @@ from distributed import Client, Security
 
 from ..errors import DaskfleetError, ExitCode
 from ..local.state import LOCAL_CLUSTER, LocalCluster, client_material, default_state_dir
-from ..security.tls import client_security, verify_scheduler_identity
+from ..trust.tls import client_security, verify_scheduler_identity
 
 
 def is_local(cluster: str, state_dir: Path | None) -> bool:

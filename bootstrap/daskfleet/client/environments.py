@@ -18,7 +18,7 @@ from ..environments.published import describe_history
 from ..errors import DaskfleetError, ExitCode
 from ..local import environments as local_environments
 from ..local.state import LOCAL_CLUSTER, default_state_dir
-from ..security.peers import Peer
+from ..trust.peers import Peer
 from .connect import is_local, scheduler_address, security
 
 

@@ -23,9 +23,9 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from .. import conventions
 from ..errors import DaskfleetError
 from ..notices import tell_all_clients
-from ..security.audit import AuditLog
-from ..security.gatekeeper import FINGERPRINT_KEY
-from ..security.guards import SchedulerGuard
+from ..trust.audit import AuditLog
+from ..trust.gatekeeper import FINGERPRINT_KEY
+from ..trust.guards import SchedulerGuard
 from .policy import RolloutPolicy
 from .published import PublishedEnvironment
 from .roll import RollCore, RollTarget

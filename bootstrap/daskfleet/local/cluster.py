@@ -31,8 +31,8 @@ from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SP
 from ..node.spec import NodeSpec, dump_spec
 from ..scaling.defaults import LOCAL_INTERVAL_S
 from ..scaling.policy import ScalingSpec
-from ..security import pki
-from ..security.tls import client_security, verify_scheduler_identity
+from ..trust import pki
+from ..trust.tls import client_security, verify_scheduler_identity
 from ..usage.policy import UsagePolicy
 from .state import (
     LOCAL_CLUSTER, SCHEDULER, STATE_FILE, SUPERVISION_DIR, SUPERVISOR_LOG, LocalCluster, NodeProcess, client_dir,

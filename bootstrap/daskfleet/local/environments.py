@@ -24,7 +24,7 @@ from ..environments.published import PublishedEnvironment, PublishedWheel, now_i
 from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import PUBLISHED_FILE
-from ..security.pki import write_private
+from ..trust.pki import write_private
 from .state import ENV_LINK, LocalCluster, node_python
 
 ENVS_DIR = "envs"

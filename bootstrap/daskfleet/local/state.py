@@ -20,8 +20,8 @@ import psutil
 from ..conventions import daskfleet_home
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE
-from ..security import pki
-from ..security.tls import TlsMaterial
+from ..trust import pki
+from ..trust.tls import TlsMaterial
 
 LOCAL_CLUSTER = "local"
 STATE_FILE = "cluster.json"

@@ -34,11 +34,11 @@ from ..environments.rollout import install as install_rollout
 from ..errors import DaskfleetError, ExitCode
 from ..scaling.runner import WorkerBackend
 from ..scaling.runner import install as install_scaling
-from ..security import pki
-from ..security.audit import AuditLog
-from ..security.gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper, scheduler_versions
-from ..security.guards import SchedulerGuard, WorkerGuard
-from ..security.peers import Peer
+from ..trust import pki
+from ..trust.audit import AuditLog
+from ..trust.gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper, scheduler_versions
+from ..trust.guards import SchedulerGuard, WorkerGuard
+from ..trust.peers import Peer
 from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from ..security.pki import ensure_private_dir, write_private
-from ..security.tls import TlsMaterial
+from ..trust.pki import ensure_private_dir, write_private
+from ..trust.tls import TlsMaterial
 from .sources import CA_FILE, CERT_FILE, KEY_FILE
 
 #: HTTP routes of the scheduler: the defaults minus ``distributed.http.proxy``, which would

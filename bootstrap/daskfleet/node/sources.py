@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..errors import DaskfleetError, ExitCode
 from ..environments.published import PublishedEnvironment, parse_published
-from ..security.tls import TlsMaterial
+from ..trust.tls import TlsMaterial
 from ..usage.policy import LOCAL_INSTANCE_TYPE
 from .spec import load_spec_document
 from .supervision import Outcome

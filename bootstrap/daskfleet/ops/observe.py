@@ -20,9 +20,9 @@ from distributed.comm import connect
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
-from ..security.gatekeeper import FINGERPRINT_KEY
-from ..security.peers import Peer
-from ..security.tls import client_security
+from ..trust.gatekeeper import FINGERPRINT_KEY
+from ..trust.peers import Peer
+from ..trust.tls import client_security
 from .awsapi import OPERATOR, Gone, OpsApi, open_session
 from .status import ClusterView, FailureGroup, Part, count_group, group_failures, unavailable, workers_seen
 

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ..errors import DaskfleetError
-from ..security.audit import AuditLog
-from ..security.gatekeeper import FIRE_AND_FORGET_CLIENT
+from ..trust.audit import AuditLog
+from ..trust.gatekeeper import FIRE_AND_FORGET_CLIENT
 from .core import Decision, LaunchFailures, ScalingCore, Snapshot, launch_hold
 from .idle import IdlePolicy
 from .policy import ScalingSpec

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..security.guards import SchedulerGuard
+    from ..trust.guards import SchedulerGuard
     from .policy import UsagePolicy
     from .service import UsageAccounting
 
@@ -41,7 +41,7 @@ def install(
 ) -> UsageAccounting:
     """Account usage on ``scheduler`` (call after ``guard.install``, before it starts); returns the accounting,
     whose ``worker_ceiling`` is the scaler's ceiling provider."""
-    from ..security.audit import AuditLog
+    from ..trust.audit import AuditLog
     from . import metrics, records
     from .ledger import month_start
     from .plugin import UsagePlugin

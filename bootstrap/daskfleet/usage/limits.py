@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..security.peers import Refusal
+from ..trust.peers import Refusal
 from .ledger import next_day_start
 from .policy import UsagePolicy, limit_for
 

@@ -14,10 +14,10 @@ from typing import Any
 from tornado.ioloop import PeriodicCallback
 
 from ..notices import tell_client
-from ..security.attribution import GraphOrigin
-from ..security.audit import AuditLog
-from ..security.guards import SchedulerGuard
-from ..security.peers import Refusal
+from ..trust.attribution import GraphOrigin
+from ..trust.audit import AuditLog
+from ..trust.guards import SchedulerGuard
+from ..trust.peers import Refusal
 from .budget import BudgetPolicy, BudgetStop
 from .ledger import Ledger, Totals, difference
 from .limits import Limits

@@ -2,7 +2,7 @@
 
 distributed accepts any certificate from the cluster CA in any role and only warns on
 version mismatch. ``Gatekeeper`` decides for the scheduler (peer + request -> refusal or
-not), ``WorkerGatekeeper`` for a worker's own server; ``daskfleet.security.guards`` binds
+not), ``WorkerGatekeeper`` for a worker's own server; ``daskfleet.trust.guards`` binds
 them to running servers.
 """
 
