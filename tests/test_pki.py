@@ -41,7 +41,8 @@ def test_ca_is_a_path_limited_ca(ca):
 
 def test_role_uri_round_trips_and_rejects_strangers():
     assert conventions.parse_role_uri(conventions.role_uri("a-b", "worker")) == ("a-b", "worker")
-    assert conventions.parse_role_uri("spiffe://a/role/admin") is None
+    assert conventions.parse_role_uri(conventions.role_uri("a-b", "admin")) == ("a-b", "admin")
+    assert conventions.parse_role_uri("spiffe://a/role/root") is None
     assert conventions.parse_role_uri("https://a/role/worker") is None
 
 

@@ -18,9 +18,16 @@ from typing import Literal
 
 # --- roles and certificate identity -------------------------------------------------------
 
-Role = Literal["scheduler", "worker", "client"]
-ROLES: tuple[Role, ...] = ("scheduler", "worker", "client")
+Role = Literal["scheduler", "worker", "client", "admin", "metrics"]
+#: A member of a cluster holds a ``client`` certificate; an admin of it an ``admin`` one (a member who may also
+#: administer the cluster: restart it, run code on it, ...); ``metrics`` is a read-only scraper's (Prometheus).
+MEMBER_ROLE: Role = "client"
+ADMIN_ROLE: Role = "admin"
+METRICS_ROLE: Role = "metrics"
+ROLES: tuple[Role, ...] = ("scheduler", "worker", MEMBER_ROLE, ADMIN_ROLE, METRICS_ROLE)
 NODE_ROLES: tuple[Role, ...] = ("scheduler", "worker")
+#: The roles of people: their certificates name the user (CN) as well as the role.
+USER_ROLES: tuple[Role, ...] = (MEMBER_ROLE, ADMIN_ROLE)
 
 #: Certificates name their role in a SPIFFE-style SAN URI: spiffe://<cluster>/role/<role>.
 #: pulumi-tls can write SAN URIs (``uris=``) but not custom extended-key-usage OIDs, so the
@@ -60,8 +67,8 @@ def parse_role_uri(uri: str) -> tuple[str, str] | None:
 
 
 def common_name(cluster: str, role: Role, user: str | None = None) -> str:
-    """The certificate subject CN: the user for clients, ``<role>.<cluster>`` for nodes."""
-    if role == "client":
+    """The certificate subject CN: the user for members and admins, ``<role>.<cluster>`` for nodes and scrapers."""
+    if role in USER_ROLES:
         if not user:
             raise ValueError("a client certificate needs a user identity")
         return user
@@ -189,6 +196,16 @@ def bucket_name_prefix(cluster: str) -> str:
 
 
 # --- secret and parameter names ------------------------------------------------------------
+
+
+#: In a fleet's shared bucket, each cluster's own data lives under ``clusters/<cluster>/``; its node roles and
+#: its members reach that prefix (and what the cluster's ``data`` entry declares), nothing else of the bucket.
+CLUSTER_DATA_PREFIX = "clusters/"
+
+
+def cluster_data_prefix(cluster: str) -> str:
+    """``clusters/<cluster>/``: the bucket prefix holding one cluster's data."""
+    return f"{CLUSTER_DATA_PREFIX}{cluster}/"
 
 
 def spec_parameter_name(cluster: str, role: Role) -> str:
