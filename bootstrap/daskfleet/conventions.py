@@ -70,7 +70,7 @@ def common_name(cluster: str, role: Role, user: str | None = None) -> str:
     """The certificate subject CN: the user for members and admins, ``<role>.<cluster>`` for nodes and scrapers."""
     if role in USER_ROLES:
         if not user:
-            raise ValueError("a client certificate needs a user identity")
+            raise ValueError(f"a {role} certificate needs a user identity")
         return user
     return f"{role}.{cluster}"
 

@@ -40,7 +40,7 @@ def cluster_pki() -> dict[str, TlsMaterial]:
     """Real PEMs for the test cluster: one TlsMaterial per role (client issued to ``alice``)."""
     ca = pki.create_ca(CLUSTER)
     material = {}
-    for role in conventions.ROLES:
+    for role in (*conventions.NODE_ROLES, conventions.MEMBER_ROLE):
         issued = pki.issue_certificate(ca, CLUSTER, role, user="alice" if role == "client" else None)
         material[role] = TlsMaterial(ca_pem=ca.cert_pem, cert_pem=issued.cert_pem, key_pem=issued.key_pem)
     return material
