@@ -46,6 +46,10 @@ IDLE_USER = "idle"
 OTHER_PREFIX = "(other)"
 IDLE_PREFIX = "(idle)"
 UNRECORDED_PREFIX = "(not recorded)"
+#: How many task prefixes of each user the ledger keeps apart by default, and the most a policy may ask for
+#: (with every user at the bound, records and metrics stay small).
+DEFAULT_PREFIXES_PER_USER = 50
+MAX_PREFIXES_PER_USER = 500
 #: Users become certificate common names, secret names and audit identities.
 USER_NAME_PATTERN = r"^[a-z][a-z0-9._-]{0,62}$"
 

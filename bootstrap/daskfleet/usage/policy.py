@@ -21,10 +21,8 @@ EVERYONE = "*"
 #: The instance type a local node reports (prices for it are set with ``--price local=...``).
 LOCAL_INSTANCE_TYPE = "local"
 INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z0-9]+)?$"
-#: How many task prefixes (functions) of each user the ledger keeps apart unless the policy says otherwise.
-DEFAULT_PREFIXES_PER_USER = 50
-#: The most a policy may ask for: with every user at the bound, records and metrics stay small.
-MAX_PREFIXES_PER_USER = 500
+DEFAULT_PREFIXES_PER_USER = conventions.DEFAULT_PREFIXES_PER_USER
+MAX_PREFIXES_PER_USER = conventions.MAX_PREFIXES_PER_USER
 #: Key of a worker's startup information carrying [instance type, purchase option], for its price.
 INSTANCE_KEY = "daskfleet-instance"
 
