@@ -338,14 +338,14 @@ def test_worker_time_is_split_among_prefixes_and_a_users_prefixes_add_up_to_the_
 
 def test_past_the_bound_prefixes_count_as_other_and_a_million_names_add_one_entry(clock):
     ledger = prefix_ledger(clock, bound=2)
-    for index, prefix in enumerate(["first", "second", OTHER_PREFIX, *(f"name{n}" for n in range(20_000))]):
+    for index, prefix in enumerate(["first", "second", OTHER_PREFIX, IDLE_PREFIX, *(f"name{n}" for n in range(20_000))]):
         ledger.task_started(index, "alice", "w1", prefix)
         ledger.task_stopped(index, compute_s=1.0)
     ledger.task_started("again", "alice", "w1", "first")  # a prefix keeps its place
     ledger.task_stopped("again", compute_s=1.0)
     prefixes = ledger.totals().prefixes["alice"]
     assert set(prefixes) == {"first", "second", OTHER_PREFIX}  # a key named like a label is (other) too
-    assert (prefixes["first"].tasks, prefixes[OTHER_PREFIX].tasks) == (2, 20_001)
+    assert (prefixes["first"].tasks, prefixes[OTHER_PREFIX].tasks) == (2, 20_002)
     assert Ledger(PRICES, clock).totals().prefixes == {}  # without prefix accounting: per-user figures only
 
 

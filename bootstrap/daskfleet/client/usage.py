@@ -32,6 +32,8 @@ def stored_records(cluster: str, since: float, *, state_dir: Path | None = None,
 
 def prefix_profile(cluster: str, prefix: str, *, state_dir: Path | None = None, address: str | None = None,
                    profile: str | None = None, region: str | None = None) -> dict[str, Any]:
-    """``prefix``'s profile merged over the workers, with the window it covers (daskfleet.usage.profiles)."""
-    with connect(cluster, address=address, state_dir=state_dir, profile=profile, region=region) as client:
+    """``prefix``'s profile merged over the workers, with the window it covers (daskfleet.usage.profiles).
+
+    A cluster gone idle is not woken: its workers left, and their profiles with them."""
+    with connect(cluster, address=address, state_dir=state_dir, profile=profile, region=region, wake=False) as client:
         return client.sync(getattr(client.scheduler, PROFILE_OP), prefix=prefix)

@@ -20,7 +20,6 @@ from typing import Any
 
 import click
 
-from ..conventions import IDLE_PREFIX, OTHER_PREFIX
 from ..conventions import IDLE_USER as IDLE
 from ..errors import DaskfleetError, ExitCode
 
@@ -130,8 +129,7 @@ def render_prefix_table(report: dict[str, Any]) -> str:
 
     start = dt.datetime.fromtimestamp(report["since"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     basis = "the cost" if report["share_of"] == "cost_usd" else "the worker time (no prices are set)"
-    title = (f"usage by task prefix since {start}; share: of {basis} charged to users "
-             f"({OTHER_PREFIX}: prefixes past the per-user bound, {IDLE_PREFIX}: idle worker time charged to the user)")
+    title = f"usage by task prefix since {start} (share: of {basis} charged to users)"
     rule = "-" * len(line(header))
     return "\n".join([title, line(header), rule, *map(line, rows), rule, line(total)])
 
@@ -144,7 +142,8 @@ def usage_command(live: Reader, stored: Reader) -> click.Command:
     @click.option("--since", help="A UTC date/time (2026-11-01, 2026-11-01T08:00) or a duration back (30m, 12h, 7d); "
                                   "default: the start of this UTC month.")
     @click.option("--by", type=click.Choice(["user", "prefix"]), default="user", show_default=True,
-                  help="One row per user, or per task prefix (the function, e.g. read_parquet) and user.")
+                  help="One row per user, or per task prefix (the function, e.g. read_parquet) and user; (other): a "
+                       "user's prefixes past the per-user bound, (idle): idle worker time charged to the user.")
     @click.option("--user", help="With --by prefix: only this user's prefixes.")
     @click.option("--top", type=click.IntRange(min=0), help=f"With --by prefix: the N largest rows, the rest summed in one "
                                                             f"(default {DEFAULT_TOP}; 0: every row).")

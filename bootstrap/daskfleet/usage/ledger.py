@@ -222,7 +222,7 @@ class Ledger:
             return
         now = self.clock()
         self._advance(state, now)
-        account = self._prefix_account(user, prefix or OTHER_PREFIX) if self.prefixes_per_user else self._account(user)
+        account = self._book(user).account(prefix or OTHER_PREFIX) if self.prefixes_per_user else self._account(user)
         state.running[account] += 1
         state.total += 1
         self._running[key] = (worker, account, now)
@@ -345,7 +345,7 @@ class Ledger:
         who = payers or [IDLE]
         share = state.idle_pending / len(who)
         for user in who:
-            account = self._prefix_account(user, IDLE_PREFIX) if self.prefixes_per_user else self._account(user)
+            account = self._book(user).reserved(IDLE_PREFIX) if self.prefixes_per_user else self._account(user)
             self._charge(account, share, share * state.usd_per_s, state.since)
         state.idle_pending = 0.0
 
@@ -355,11 +355,11 @@ class Ledger:
             account = self._users[user] = _Account(user)
         return account
 
-    def _prefix_account(self, user: str, prefix: str) -> _Account:
+    def _book(self, user: str) -> _Prefixes:
         book = self._prefixes.get(user)
         if book is None:
             book = self._prefixes[user] = _Prefixes(self._account(user), self.prefixes_per_user)
-        return book.reserved(prefix) if prefix == IDLE_PREFIX else book.account(prefix)
+        return book
 
     def _charge(self, account: _Account, worker_s: float, cost_usd: float, now: float) -> None:
         account.charge(worker_s, cost_usd)
