@@ -85,7 +85,11 @@ def _cluster(bench: BenchPki, label: str, plugins: str, usage=USAGE) -> tuple[li
     run_dir = root / "run" / f"scheduler-{label}"
     scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER_SCRIPT, str(node), str(run_dir), plugins],
                                  stdout=open(root / f"scheduler-{label}.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    address = wait_for_file(run_dir / "scheduler.json", scheduler)["address"]
+    try:  # a loaded machine may take long to start a fourth scheduler; one that never listens is not left behind
+        address = wait_for_file(run_dir / "scheduler.json", scheduler, timeout=180)["address"]
+    except RuntimeError:
+        stop(scheduler)
+        raise
     procs = [scheduler]
     for index in range(2):
         name = f"w{index}-{label}"
@@ -102,6 +106,31 @@ def _measure(client: Client, tasks: int) -> float:
     elapsed = time.perf_counter() - start
     del futures
     return tasks / elapsed
+
+
+def _accounting_cost_us(prefixes_per_user: int, tasks: int = 20_000) -> float:
+    """Microseconds per task that the usage plugin and ledger take for a task's four transitions, in this process
+    (no scheduler: the cost the throughput rounds measure among the machine's noise)."""
+    from types import SimpleNamespace
+
+    from daskfleet.usage.ledger import Ledger
+    from daskfleet.usage.plugin import UsagePlugin
+
+    ledger = Ledger(USAGE.prices_usd_per_hour, time.time, prefixes_per_user=prefixes_per_user)
+    ledger.worker_joined("w", "local", "on-demand")
+    worker = SimpleNamespace(address="w")
+    states = {key: SimpleNamespace(key=key, processing_on=worker, prefix=SimpleNamespace(name=f"fn{key % 7}"))
+              for key in range(tasks)}
+    plugin = UsagePlugin(SimpleNamespace(ledger=ledger, guard=SimpleNamespace(owners=SimpleNamespace(owner_of=lambda ts: "bench")),
+                                         scheduler=SimpleNamespace(tasks=states, workers={})))
+    ran = [{"action": "compute", "start": 0.0, "stop": 0.001}]
+    start = time.perf_counter()
+    for key in states:
+        plugin.transition(key, "released", "waiting", stimulus_id="b")
+        plugin.transition(key, "waiting", "processing", stimulus_id="b")
+        plugin.transition(key, "processing", "memory", stimulus_id="b", startstops=ran)
+        plugin.transition(key, "memory", "forgotten", stimulus_id="b")
+    return (time.perf_counter() - start) / tasks * 1e6
 
 
 def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
@@ -131,6 +160,8 @@ def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
             stop(procs[0])
     for label, values in rates.items():
         print(f"  scheduler throughput, {label:<14} {summary(values)} tasks/s ({tasks} tasks)")
+    per_user, per_prefix = (statistics.median(_accounting_cost_us(bound) for _ in range(3)) for bound in (0, 50))
+    print(f"  usage plugin and ledger alone, per task: per user {per_user:.1f} µs, per prefix {per_prefix:.1f} µs")
     none = statistics.median(rates["no plugins"])
 
     def by_rounds(mine: str, theirs: str) -> float:

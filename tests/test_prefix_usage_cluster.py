@@ -204,7 +204,6 @@ def test_usage_by_prefix_table_live_and_from_the_records(prefix_cluster, workloa
     first, second = (row["cost_usd"] for row in report["rows"])
     assert first >= second >= report["more"]["cost_usd"] / report["more"]["rows"]  # largest first
     assert sum(row["share"] for row in report["rows"]) + report["more"]["share"] == pytest.approx(1.0)
-    assert daskfleet("usage", "local", "--state-dir", state, "--top", "3").returncode != 0  # --top goes with --by prefix
 
 
 def test_metrics_carry_each_users_prefixes_within_the_bound(prefix_cluster, workload):
@@ -300,7 +299,3 @@ def test_the_profile_page_of_a_prefix_opens_and_draws_its_flame_graph(prefix_clu
         shot = tmp_path / "profile-page.png"
         chromium.save_screenshot(str(shot))
         pytest.fail(f"{failure}\nscreenshot of the page: {shot}")
-    missing = daskfleet("profile", "local", "--state-dir", prefix_cluster.state_dir, "--prefix", "no_such_function",
-                        "--out", str(tmp_path / "none.html"))
-    assert missing.returncode != 0 and "no profile samples of task prefix 'no_such_function'" in missing.stderr
-    assert "load_rows" in missing.stderr and not (tmp_path / "none.html").exists()

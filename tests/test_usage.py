@@ -16,7 +16,7 @@ from daskfleet.usage.ledger import Ledger, difference, month_start, next_day_sta
 from daskfleet.usage.limits import Limits
 from daskfleet.usage.policy import IDLE, InstancePrice, UsagePolicy, policy_from_entries
 from daskfleet.usage.plugin import UNKNOWN_OWNER, UsagePlugin
-from daskfleet.usage.profiles import profile_window
+from daskfleet.usage.profiles import most_sampled, profile_window
 from daskfleet.usage.records import carried, make_record, parse_lines, summarize
 
 #: 2026-11-20 12:00 UTC
@@ -429,6 +429,8 @@ def test_a_profile_window_runs_from_the_oldest_cycle_a_worker_holds_to_now():
     assert window == {"start": NOON, "end": NOON + 10, "samples_from": NOON + 3, "samples_to": NOON + 7}
     # No cycle held yet: only the current one, at most a cycle long.
     assert profile_window([], [], NOON, 1.0) == {"start": NOON - 1, "end": NOON, "samples_from": None, "samples_to": None}
+    series = {"b": [[NOON, 3]], "a": [[NOON, 1], [NOON + 1, 2]], "idle": [[NOON, 0]], **{f"x{n}": [[NOON, 1]] for n in range(50)}}
+    assert most_sampled(series)[:3] == ["a", "b", "x0"] and len(most_sampled(series)) == 20  # a few, most first
 
 
 def test_prefixes_per_user_is_a_bounded_policy_key():
@@ -449,3 +451,23 @@ def test_the_prefix_metrics_name_each_users_prefixes_and_nothing_without_them(cl
     assert [(s.name, s.labels, s.value) for s in compute.samples] == [
         ("daskfleet_prefix_compute_seconds_total", {"user": "alice", "prefix": "load"}, 2.0)]
     assert list(prefix_families(Ledger(PRICES, clock).totals())) == []
+
+
+def test_the_commands_refuse_what_does_not_fit_and_write_no_page_for_a_prefix_without_samples(tmp_path):
+    from click.testing import CliRunner
+
+    from daskfleet.errors import DaskfleetError
+    from daskfleet.usage.commands import profile_command, usage_command
+
+    usage = usage_command(live=lambda *a, **k: [], stored=lambda *a, **k: [])
+    refused = CliRunner().invoke(usage, ["local", "--top", "3"])
+    assert refused.exit_code == 2 and "--user and --top go with --by prefix" in refused.output
+    nothing = {"prefix": "no_such_function", "profile": {}, "samples": 0, "start": NOON - 60, "end": NOON,
+               "sampled_prefixes": ["load_rows", "fit_model"]}
+    page = tmp_path / "none.html"
+    result = CliRunner().invoke(profile_command(fetch=lambda *a, **k: nothing),
+                                ["local", "--prefix", "no_such_function", "--out", str(page)])
+    assert isinstance(result.exception, DaskfleetError) and not page.exists()
+    assert str(result.exception) == ("no profile samples of task prefix 'no_such_function' on the workers in "
+                                     "2026-11-20 11:59:00 UTC – 2026-11-20 12:00:00 UTC (the prefixes with most samples: "
+                                     "load_rows, fit_model)")

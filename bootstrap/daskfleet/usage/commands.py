@@ -195,9 +195,9 @@ def profile_command(fetch: Callable[..., dict[str, Any]]) -> click.Command:
         target = out or Path(f"{re.sub(r'[^A-Za-z0-9._-]+', '_', prefix).strip('._') or 'prefix'}-profile.html")
         result = fetch(cluster, prefix, state_dir=state_dir, address=address, profile=profile, region=region)
         if not result["samples"]:
-            known = ", ".join(result["sampled_prefixes"][:20]) or "none"
+            known = ", ".join(result["sampled_prefixes"]) or "none"
             raise DaskfleetError(f"no profile samples of task prefix {prefix!r} on the workers in {window_text(result)} "
-                                 f"(prefixes with samples: {known})", ExitCode.CONFIG)
+                                 f"(the prefixes with most samples: {known})", ExitCode.CONFIG)
         page = render_page(result, cluster)
         try:
             target.write_text(page, encoding="utf-8")

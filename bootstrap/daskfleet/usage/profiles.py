@@ -63,9 +63,15 @@ async def prefix_profile(scheduler: Any, prefix: Any) -> dict[str, Any]:
     return {
         "prefix": prefix, "profile": state, "samples": state.get("count", 0), "interval_s": interval_s,
         "cycle_s": cycle_s, "kept_s": kept_s, "workers": len(scheduler.workers), "series": series,
-        "sampled_prefixes": sorted(name for name, points in metadata["keys"].items() if any(count for _, count in points)),
+        "sampled_prefixes": most_sampled(metadata["keys"]),
         **profile_window((moment for moment, _ in metadata["counts"]), series, now, cycle_s),
     }
+
+
+def most_sampled(series: dict[str, Sequence[Sequence[float]]], count: int = 20) -> list[str]:
+    """The ``count`` prefixes with the most samples, most first (to say what there is when a name has none)."""
+    totals = {name: sum(samples for _, samples in points) for name, points in series.items()}
+    return [name for name, total in sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:count] if total]
 
 
 def serve(scheduler: Any, guard: Any) -> None:
