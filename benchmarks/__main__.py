@@ -12,6 +12,7 @@ TARGETS = {
     "delta install / cold full install": ("<=", 0.2),
     "environment switch / cold full install": ("<=", 0.25),
     "throughput all plugins / none": (">=", 0.95),
+    "throughput per-prefix / per-user accounting": (">=", 0.98),
     "backlog to scale-up request (intervals, worst)": ("<=", 1.0),
     "idle waste / idle timeout": ("<=", 1.1),
 }

@@ -1,12 +1,15 @@
-"""Scheduler throughput (tiny tasks per second) with all the daskfleet scheduler plugins vs none.
+"""Scheduler throughput (tiny tasks per second) with all the daskfleet scheduler plugins vs none, and with
+usage kept per task prefix vs per user only.
 
-Three schedulers run the agent's own code path with the same TLS configuration and the same
+Four schedulers run the agent's own code path with the same TLS configuration and the same
 spec (prices and per-user limits set, so every graph passes the limit checks; a scaling section
 holding the two workers); they differ only in what is installed: everything
 (``SchedulerGuard.install``: role enforcement, audit, task attribution; ``daskfleet.usage.install``:
 the ledger, limits, budget stop, metrics; and the scaling plugin, with a backend that starts no
-worker), security only, or nothing. The rollout plugin is left out of all three (its cost is one
-check per worker registration, none per task). Rounds alternate between them so drift on a shared
+worker), security only, or nothing. "all plugins" keeps usage per task prefix (the policy's default
+``prefixes_per_user``); "per-user usage" is the same with ``prefixes_per_user: 0`` in its spec, the
+accounting as it was before prefixes. The rollout plugin is left out of all (its cost is one check
+per worker registration, none per task). Rounds alternate between them so drift on a shared
 machine hits all.
 """
 
@@ -25,11 +28,14 @@ from daskfleet.node.spec import NodeSpec
 from daskfleet.scaling.policy import ScalingSpec
 from daskfleet.usage.policy import policy_from_entries
 
-#: Contender -> what the scheduler installs (the script's argument).
-CONTENDERS = {"all plugins": "all", "security only": "security", "no plugins": "none"}
 #: Limits every graph is checked against (and passes), and a price, so the accounting does its full work.
 USAGE = policy_from_entries(prices=["local=0.5"], user_max_workers=["*=100"], user_compute_hours_per_day=["*=1000"],
                             budget_monthly_usd=1_000_000.0)
+#: The same, with usage kept per user only (no per-prefix figures).
+USAGE_PER_USER = USAGE.model_copy(update={"prefixes_per_user": 0})
+#: Contender -> (what the scheduler installs: the script's argument, its usage policy).
+CONTENDERS = {"all plugins": ("all", USAGE), "per-user usage": ("all", USAGE_PER_USER),
+              "security only": ("security", USAGE), "no plugins": ("none", USAGE)}
 #: The two workers the benchmark starts, held by the scaler (it decides at each graph and every interval).
 SCALING = ScalingSpec(min_workers=2, max_workers=2, idle_timeout_s=0, no_client_timeout_s=0)
 
@@ -71,15 +77,19 @@ def _inc(x: int) -> int:
     return x + 1
 
 
-def _cluster(bench: BenchPki, label: str, plugins: str) -> tuple[list[subprocess.Popen], str]:
+def _cluster(bench: BenchPki, label: str, plugins: str, usage=USAGE) -> tuple[list[subprocess.Popen], str]:
     root = bench.root
     spec = NodeSpec(cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
-                    audit_log=str(root / f"audit-{label}.jsonl"), usage=USAGE, scaling=SCALING)
+                    audit_log=str(root / f"audit-{label}.jsonl"), usage=usage, scaling=SCALING)
     node = bench.node_dir(f"scheduler-{label}", spec)
     run_dir = root / "run" / f"scheduler-{label}"
     scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER_SCRIPT, str(node), str(run_dir), plugins],
                                  stdout=open(root / f"scheduler-{label}.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    address = wait_for_file(run_dir / "scheduler.json", scheduler)["address"]
+    try:  # a loaded machine may take long to start a fourth scheduler; one that never listens is not left behind
+        address = wait_for_file(run_dir / "scheduler.json", scheduler, timeout=180)["address"]
+    except RuntimeError:
+        stop(scheduler)
+        raise
     procs = [scheduler]
     for index in range(2):
         name = f"w{index}-{label}"
@@ -98,6 +108,31 @@ def _measure(client: Client, tasks: int) -> float:
     return tasks / elapsed
 
 
+def _accounting_cost_us(prefixes_per_user: int, tasks: int = 20_000) -> float:
+    """Microseconds per task that the usage plugin and ledger take for a task's four transitions, in this process
+    (no scheduler: the cost the throughput rounds measure among the machine's noise)."""
+    from types import SimpleNamespace
+
+    from daskfleet.usage.ledger import Ledger
+    from daskfleet.usage.plugin import UsagePlugin
+
+    ledger = Ledger(USAGE.prices_usd_per_hour, time.time, prefixes_per_user=prefixes_per_user)
+    ledger.worker_joined("w", "local", "on-demand")
+    worker = SimpleNamespace(address="w")
+    states = {key: SimpleNamespace(key=key, processing_on=worker, prefix=SimpleNamespace(name=f"fn{key % 7}"))
+              for key in range(tasks)}
+    plugin = UsagePlugin(SimpleNamespace(ledger=ledger, guard=SimpleNamespace(owners=SimpleNamespace(owner_of=lambda ts: "bench")),
+                                         scheduler=SimpleNamespace(tasks=states, workers={})))
+    ran = [{"action": "compute", "start": 0.0, "stop": 0.001}]
+    start = time.perf_counter()
+    for key in states:
+        plugin.transition(key, "released", "waiting", stimulus_id="b")
+        plugin.transition(key, "waiting", "processing", stimulus_id="b")
+        plugin.transition(key, "processing", "memory", stimulus_id="b", startstops=ran)
+        plugin.transition(key, "memory", "forgotten", stimulus_id="b")
+    return (time.perf_counter() - start) / tasks * 1e6
+
+
 def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
     from daskfleet.trust import pki
 
@@ -108,8 +143,8 @@ def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
     rates: dict[str, list[float]] = {label: [] for label in CONTENDERS}
     clusters, clients = [], {}
     try:
-        for label, flag in CONTENDERS.items():
-            procs, address = _cluster(bench, flag, flag)
+        for index, (label, (flag, usage)) in enumerate(CONTENDERS.items()):
+            procs, address = _cluster(bench, f"{flag}{index}", flag, usage)
             clusters.append(procs)
             clients[label] = Client(address, security=security)
             clients[label].wait_for_workers(2, timeout=60)
@@ -125,11 +160,19 @@ def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
             stop(procs[0])
     for label, values in rates.items():
         print(f"  scheduler throughput, {label:<14} {summary(values)} tasks/s ({tasks} tasks)")
+    per_user, per_prefix = (statistics.median(_accounting_cost_us(bound) for _ in range(3)) for bound in (0, 50))
+    print(f"  usage plugin and ledger alone, per task: per user {per_user:.1f} µs, per prefix {per_prefix:.1f} µs")
     none = statistics.median(rates["no plugins"])
+
+    def by_rounds(mine: str, theirs: str) -> float:
+        # Each round runs the contenders back to back: a ratio within a round cancels the machine's slower minutes.
+        return statistics.median(a / b for a, b in zip(rates[mine], rates[theirs]))
+
     return {
         "throughput all plugins / none": statistics.median(rates["all plugins"]) / none,
         "throughput security only / none": statistics.median(rates["security only"]) / none,
-        # Each round runs the contenders back to back: a ratio within a round cancels the machine's slower minutes.
-        "  same, median of the rounds' own ratios": statistics.median(
-            plugins / bare for plugins, bare in zip(rates["all plugins"], rates["no plugins"])),
+        "  same, median of the rounds' own ratios": by_rounds("all plugins", "no plugins"),
+        "throughput per-prefix / per-user accounting": statistics.median(rates["all plugins"])
+        / statistics.median(rates["per-user usage"]),
+        "  per-prefix / per-user, median of the rounds' own": by_rounds("all plugins", "per-user usage"),
     }

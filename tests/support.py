@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distributed import Security
+from distributed import Client, Security
 
 from daskfleet.trust import pki
 from daskfleet.node.sources import CA_FILE, CERT_FILE, KEY_FILE, SPEC_FILE, TLS_DIR
@@ -60,6 +60,14 @@ def security_for(ca_pem: str, cert: pki.IssuedCert, role: str = "client") -> Sec
         require_encryption=True,
         **{f"tls_{role}_cert": cert.cert_pem, f"tls_{role}_key": cert.key_pem},
     )
+
+
+def user_client(cluster: Any, ca: pki.IssuedCert, user: str) -> Client:
+    """A client of the local ``cluster`` with a certificate for ``user``, signed by the cluster's CA."""
+    from daskfleet.local.state import LOCAL_CLUSTER  # noqa: PLC0415
+
+    cert = pki.issue_certificate(ca, LOCAL_CLUSTER, "client", user=user)
+    return Client(cluster.address, security=security_for(ca.cert_pem, cert), timeout=30)
 
 
 def venv_python(venv: Path) -> str:

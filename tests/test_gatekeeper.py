@@ -160,3 +160,18 @@ def test_a_worker_serves_clients_only_data_and_actors_and_runs_code_only_for_its
     assert k.check_operation("get_data", other_worker) is None
     assert "scheduler or worker required" in k.check_operation("connection_stream", client).reason
     assert "cluster 'other'" in k.check_operation("get_data", peer("client", "other")).reason
+
+
+def test_a_prefix_profile_is_for_users_and_only_the_scheduler_asks_the_workers_for_theirs():
+    # `daskfleet profile` calls one scheduler operation; the scheduler alone gathers the workers' profiles.
+    from daskfleet.trust.gatekeeper import WorkerGatekeeper
+    from daskfleet.usage.profiles import PROFILE_OP
+
+    k = keeper()
+    assert k.check_operation(PROFILE_OP, peer("client")) is None
+    task_client = worker_at("10.0.0.7")  # a task's get_client(), from a registered worker's host
+    assert "is reserved for users" in k.check_operation(PROFILE_OP, task_client, {}, {"10.0.0.7"}).reason
+    workers = WorkerGatekeeper("analytics")
+    for op in ("profile", "profile_metadata"):
+        assert workers.check_operation(op, peer("scheduler")) is None
+        assert "scheduler or worker required" in workers.check_operation(op, peer("client")).reason

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from types import SimpleNamespace
 
 import pytest
 
+from daskfleet.conventions import IDLE_PREFIX, OTHER_PREFIX, UNRECORDED_PREFIX
 from daskfleet.usage.budget import BudgetPolicy, BudgetStop
+from daskfleet.usage.commands import prefix_report, render_prefix_table
 from daskfleet.usage.ledger import Ledger, difference, month_start, next_day_start, next_month_start
 from daskfleet.usage.limits import Limits
 from daskfleet.usage.policy import IDLE, InstancePrice, UsagePolicy, policy_from_entries
 from daskfleet.usage.plugin import UNKNOWN_OWNER, UsagePlugin
+from daskfleet.usage.profiles import most_sampled, profile_window
 from daskfleet.usage.records import carried, make_record, parse_lines, summarize
 
 #: 2026-11-20 12:00 UTC
@@ -266,8 +270,6 @@ def test_records_add_up_across_schedulers_and_restore_the_month_and_the_day(cloc
                                            for record in (first, second)))
     assert day_compute == {"alice": 130}
     assert carried([first], clock() + 31 * 86400) == (0.0, {})
-    import json
-
     assert parse_lines([json.dumps(first), "not json", '{"event": "usage"}']) == [json.loads(json.dumps(first))]
 
 
@@ -301,3 +303,171 @@ def test_the_node_spec_carries_the_usage_policy_and_names_a_bad_key():
         parse_spec({"cluster": "analytics", "role": "scheduler", "usage": {"user_max_workers": {"alice": "two"}}})
     with pytest.raises(DaskfleetError, match=r"usage\.budget_hard_stopp_percent: unknown key"):
         parse_spec({"cluster": "analytics", "role": "scheduler", "usage": {"budget_hard_stopp_percent": 90}})
+
+
+# --- per task prefix ----------------------------------------------------------------------------------------
+
+
+def prefix_ledger(clock, bound=2):
+    ledger = Ledger(PRICES, clock, prefixes_per_user=bound)
+    ledger.worker_joined("w1", "m7i.xlarge", "on-demand")
+    return ledger
+
+
+def test_worker_time_is_split_among_prefixes_and_a_users_prefixes_add_up_to_the_user(clock):
+    ledger = prefix_ledger(clock)
+    ledger.client_connected("alice")
+    ledger.task_started("r1", "alice", "w1", "read_parquet")
+    ledger.task_started("g1", "alice", "w1", "groupby-agg")
+    ledger.task_started("b1", "bob", "w1", "read_parquet")
+    clock.advance(30)
+    for key, ran in (("r1", 29.0), ("g1", 9.0), ("b1", 19.0)):
+        ledger.task_stopped(key, compute_s=ran)
+    clock.advance(10)  # idle, alice connected: her (idle)
+    ledger.tick()
+    totals = ledger.totals()
+    alice, bob = totals.prefixes["alice"], totals.prefixes["bob"]
+    assert alice["read_parquet"].worker_s == pytest.approx(10) and alice["groupby-agg"].worker_s == pytest.approx(10)
+    assert alice[IDLE_PREFIX].worker_s == pytest.approx(10) and alice[IDLE_PREFIX].tasks == 0
+    assert (bob["read_parquet"].tasks, bob["read_parquet"].compute_s) == (1, 19.0) and IDLE_PREFIX not in bob
+    for user, prefixes in totals.prefixes.items():
+        for field in ("tasks", "compute_s", "worker_s", "cost_usd"):
+            assert sum(getattr(u, field) for u in prefixes.values()) == pytest.approx(getattr(totals.users[user], field))
+    assert totals.users["alice"].cost_usd == pytest.approx(30 * 0.001)
+
+
+def test_past_the_bound_prefixes_count_as_other_and_a_million_names_add_one_entry(clock):
+    ledger = prefix_ledger(clock, bound=2)
+    for index, prefix in enumerate(["first", "second", OTHER_PREFIX, IDLE_PREFIX, *(f"name{n}" for n in range(20_000))]):
+        ledger.task_started(index, "alice", "w1", prefix)
+        ledger.task_stopped(index, compute_s=1.0)
+    ledger.task_started("again", "alice", "w1", "first")  # a prefix keeps its place
+    ledger.task_stopped("again", compute_s=1.0)
+    prefixes = ledger.totals().prefixes["alice"]
+    assert set(prefixes) == {"first", "second", OTHER_PREFIX}  # a key named like a label is (other) too
+    assert (prefixes["first"].tasks, prefixes[OTHER_PREFIX].tasks) == (2, 20_002)
+    assert Ledger(PRICES, clock).totals().prefixes == {}  # without prefix accounting: per-user figures only
+
+
+def test_a_task_that_leaves_without_an_end_counts_what_it_ran_but_no_task(clock):
+    ledger = prefix_ledger(clock)
+    for key in ("cancelled", "lost", "queued"):
+        ledger.task_started(key, "alice", "w1", "slow")
+    clock.advance(20)
+    ledger.task_left("cancelled", ran_s=12.0)  # as its worker last reported (plus the time since)
+    ledger.task_left("lost", ran_s=None)       # its worker is gone: the whole time it was processing
+    ledger.task_left("queued", ran_s=0.0)
+    ledger.task_left("never-started", ran_s=5.0)
+    slow = ledger.totals().prefixes["alice"]["slow"]
+    assert (slow.tasks, slow.compute_s) == (0, pytest.approx(12 + 20)) and ledger.compute_today_s("alice") == 32
+    ledger.task_started("long", "alice", "w1", "slow")
+    clock.advance(1)
+    ledger.task_left("long", ran_s=50.0)  # never more than the time it was processing
+    assert ledger.totals().prefixes["alice"]["slow"].compute_s == pytest.approx(33)
+
+
+def test_the_plugin_passes_each_tasks_prefix_and_asks_the_worker_how_long_a_cancelled_task_ran(clock):
+    class Task:  # hashable, as the scheduler's TaskState (WorkerState.executing is keyed by it)
+        key, processing_on, prefix = "a1", SimpleNamespace(address="w1"), SimpleNamespace(name="load")
+
+    ts = Task()
+    ledger = prefix_ledger(clock)
+    scheduler = SimpleNamespace(tasks={"a1": ts}, workers={"w1": SimpleNamespace(executing={ts: 4.0}, last_seen=NOON + 8)})
+    plugin = UsagePlugin(SimpleNamespace(ledger=ledger, guard=SimpleNamespace(owners=SimpleNamespace(owner_of=lambda t: "alice")),
+                                         scheduler=scheduler))
+    plugin.transition("a1", "waiting", "processing", stimulus_id="s")
+    clock.advance(10)
+    plugin.transition("a1", "processing", "released", stimulus_id="cancel")
+    load = ledger.totals().prefixes["alice"]["load"]
+    assert (load.tasks, load.compute_s) == (0, pytest.approx(4.0 + 2.0))  # reported at NOON+8, cancelled at NOON+10
+
+
+def test_records_carry_prefixes_within_a_size_and_old_records_read_as_not_recorded(clock):
+    ledger = prefix_ledger(clock, bound=50)
+    before = ledger.totals()
+    for index in range(40):
+        ledger.task_started(index, "alice", "w1", f"step{index:02d}")
+        clock.advance(index + 1)
+        ledger.task_stopped(index, compute_s=index + 1)
+    ledger.tick()
+    period = difference(ledger.totals(), before)
+    record = make_record(period, NOON, clock())
+    assert len(record["prefixes"]["alice"]) == 40
+    small = make_record(period, NOON, clock(), prefix_chars=1500)
+    kept = small["prefixes"]["alice"]
+    assert len(json.dumps(small["prefixes"])) <= 1500 and "step39" in kept and "step00" not in kept
+    assert sum(f["cost_usd"] for f in kept.values()) == pytest.approx(record["users"]["alice"]["cost_usd"])
+    assert kept[OTHER_PREFIX]["tasks"] == 40 - (len(kept) - 1)
+    old = {key: value for key, value in record.items() if key != "prefixes"}  # before per-prefix figures
+    summary = summarize([old, json.loads(json.dumps(small))])
+    assert summary.prefixes["alice"][UNRECORDED_PREFIX] == summary.users["alice"].minus(
+        summarize([small]).users["alice"])
+    assert summary.prefixes["alice"]["step39"].tasks == 1
+
+
+def test_the_prefix_table_is_largest_first_with_shares_and_the_rest_in_one_line(clock):
+    ledger = prefix_ledger(clock, bound=50)
+    for key, (user, prefix, seconds) in enumerate([("alice", "small", 1), ("bob", "big", 6), ("alice", "mid", 3)]):
+        ledger.task_started(key, user, "w1", prefix)
+        clock.advance(seconds)
+        ledger.task_stopped(key, compute_s=seconds)
+    ledger.tick()
+    summary = summarize([make_record(ledger.totals(), NOON, clock())])
+    report = prefix_report(summary, NOON, user=None, top=2)
+    assert [(row["prefix"], row["user"]) for row in report["rows"]] == [("big", "bob"), ("mid", "alice")]
+    assert [round(row["share"], 3) for row in report["rows"]] == [0.6, 0.3] and report["share_of"] == "cost_usd"
+    assert report["more"]["rows"] == 1 and report["more"]["share"] == pytest.approx(0.1)
+    table = render_prefix_table(report).splitlines()
+    assert table[1].split() == ["prefix", "user", "tasks", "compute", "h", "worker", "h", "cost", "USD", "share"]
+    assert table[3].split() == ["big", "bob", "1", "0.002", "0.002", "0.01", "60.0%"]
+    assert table[5].split()[:2] == ["(1", "more)"] and table[-1].split()[-1] == "100.0%"
+    assert [row["prefix"] for row in prefix_report(summary, NOON, user="alice", top=0)["rows"]] == ["mid", "small"]
+
+
+def test_a_profile_window_runs_from_the_oldest_cycle_a_worker_holds_to_now():
+    window = profile_window([NOON + 5, NOON + 1, NOON + 9], [[NOON + 3, 0], [NOON + 4, 12], [NOON + 6, 3]], NOON + 10, 1.0)
+    assert window == {"start": NOON, "end": NOON + 10, "samples_from": NOON + 3, "samples_to": NOON + 7}
+    # No cycle held yet: only the current one, at most a cycle long.
+    assert profile_window([], [], NOON, 1.0) == {"start": NOON - 1, "end": NOON, "samples_from": None, "samples_to": None}
+    series = {"b": [[NOON, 3]], "a": [[NOON, 1], [NOON + 1, 2]], "idle": [[NOON, 0]], **{f"x{n}": [[NOON, 1]] for n in range(50)}}
+    assert most_sampled(series)[:3] == ["a", "b", "x0"] and len(most_sampled(series)) == 20  # a few, most first
+
+
+def test_prefixes_per_user_is_a_bounded_policy_key():
+    assert UsagePolicy().prefixes_per_user == 50 and policy_from_entries(prefixes_per_user=0).prefixes_per_user == 0
+    with pytest.raises(ValueError, match="prefixes_per_user"):
+        UsagePolicy(prefixes_per_user=100_000)
+
+
+def test_the_prefix_metrics_name_each_users_prefixes_and_nothing_without_them(clock):
+    from daskfleet.usage.metrics import prefix_families
+
+    ledger = prefix_ledger(clock)
+    ledger.task_started("a", "alice", "w1", "load")
+    clock.advance(2)
+    ledger.task_stopped("a", compute_s=2.0)
+    compute, cost = prefix_families(ledger.totals())
+    assert compute.name == "daskfleet_prefix_compute_seconds" and cost.name == "daskfleet_prefix_cost_usd"
+    assert [(s.name, s.labels, s.value) for s in compute.samples] == [
+        ("daskfleet_prefix_compute_seconds_total", {"user": "alice", "prefix": "load"}, 2.0)]
+    assert list(prefix_families(Ledger(PRICES, clock).totals())) == []
+
+
+def test_the_commands_refuse_what_does_not_fit_and_write_no_page_for_a_prefix_without_samples(tmp_path):
+    from click.testing import CliRunner
+
+    from daskfleet.errors import DaskfleetError
+    from daskfleet.usage.commands import profile_command, usage_command
+
+    usage = usage_command(live=lambda *a, **k: [], stored=lambda *a, **k: [])
+    refused = CliRunner().invoke(usage, ["local", "--top", "3"])
+    assert refused.exit_code == 2 and "--user and --top go with --by prefix" in refused.output
+    nothing = {"prefix": "no_such_function", "profile": {}, "samples": 0, "start": NOON - 60, "end": NOON,
+               "sampled_prefixes": ["load_rows", "fit_model"]}
+    page = tmp_path / "none.html"
+    result = CliRunner().invoke(profile_command(fetch=lambda *a, **k: nothing),
+                                ["local", "--prefix", "no_such_function", "--out", str(page)])
+    assert isinstance(result.exception, DaskfleetError) and not page.exists()
+    assert str(result.exception) == ("no profile samples of task prefix 'no_such_function' on the workers in "
+                                     "2026-11-20 11:59:00 UTC – 2026-11-20 12:00:00 UTC (the prefixes with most samples: "
+                                     "load_rows, fit_model)")

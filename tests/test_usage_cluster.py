@@ -17,7 +17,7 @@ from daskfleet.trust import pki
 from daskfleet.usage.policy import UsagePolicy, policy_from_entries
 from daskfleet.usage.records import USAGE_OP, summarize
 
-from support import security_for
+from support import security_for, user_client
 
 #: One local worker-second costs 1 cent: cost follows time exactly.
 PRICE = "local=36"
@@ -35,11 +35,6 @@ def usage_cluster(tmp_path_factory, cluster_ca):
     cluster = local.up(state, workers=2, ca=cluster_ca, usage=policy_from_entries(**POLICY))
     yield cluster
     local.down(state)
-
-
-def user_client(cluster, ca, user: str) -> Client:
-    cert = pki.issue_certificate(ca, LOCAL_CLUSTER, "client", user=user)
-    return Client(cluster.address, security=security_for(ca.cert_pem, cert), timeout=30)
 
 
 def audit(cluster) -> list[dict]:

@@ -111,6 +111,12 @@ def _stored_usage(cluster: str, since: float, **where):
     return stored_records(cluster, since, **where)
 
 
+def _prefix_profile(cluster: str, prefix: str, **where):
+    from .client.usage import prefix_profile
+
+    return prefix_profile(cluster, prefix, **where)
+
+
 def make_worker_backend(text: str | None, source_text: str, source):
     """What a scheduler scales its workers with, from ``--worker-backend`` (a factory, called only if the spec scales).
 
@@ -146,6 +152,7 @@ for command in (client_env_commands.publish, client_env_commands.status, client_
 cli.add_command(ops_commands.janitor)
 cli.add_command(ops_commands.status)
 cli.add_command(usage_commands.usage_command(live=_live_usage, stored=_stored_usage))
+cli.add_command(usage_commands.profile_command(fetch=_prefix_profile))
 
 
 def main() -> None:

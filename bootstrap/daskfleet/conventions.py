@@ -39,6 +39,17 @@ _ROLE_URI = re.compile(r"^spiffe://(?P<cluster>[a-z0-9-]+)/role/(?P<role>[a-z]+)
 CLUSTER_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$"
 #: Who is charged for idle worker time that no connected client kept up; no user may be called so.
 IDLE_USER = "idle"
+#: Task prefixes the ledger names itself. Parenthesised: distributed's ``key_split`` does not make them from
+#: a key, so they never stand for a real function. ``(other)``: a user's prefixes beyond the per-user bound;
+#: ``(idle)``: idle worker time charged to a user (no task ran); ``(not recorded)``: usage from records
+#: written without per-prefix figures (older records, or prefix accounting turned off).
+OTHER_PREFIX = "(other)"
+IDLE_PREFIX = "(idle)"
+UNRECORDED_PREFIX = "(not recorded)"
+#: How many task prefixes of each user the ledger keeps apart by default, and the most a policy may ask for
+#: (with every user at the bound, records and metrics stay small).
+DEFAULT_PREFIXES_PER_USER = 50
+MAX_PREFIXES_PER_USER = 500
 #: Users become certificate common names, secret names and audit identities.
 USER_NAME_PATTERN = r"^[a-z][a-z0-9._-]{0,62}$"
 

@@ -303,6 +303,12 @@ class StackConfig(BaseModel):
         description="Task compute hours a user may use per UTC day, USER=HOURS (* for every user not named); "
         "further graphs are refused until the next day",
     )
+    usage_prefixes_per_user: int = Field(
+        default=conventions.DEFAULT_PREFIXES_PER_USER, ge=0, le=conventions.MAX_PREFIXES_PER_USER,
+        description=f"Task prefixes (functions) whose usage the scheduler keeps apart per user, 0 to "
+        f"{conventions.MAX_PREFIXES_PER_USER}: the first ones each user runs; later ones count as (other); 0: per-user "
+        "usage only",
+    )
     dns_zone: str = Field(
         default="daskfleet.internal",
         pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]$",
@@ -392,7 +398,7 @@ class StackConfig(BaseModel):
             prices=self.instance_prices_usd_per_hour, user_max_workers=self.user_max_workers,
             user_compute_hours_per_day=self.user_compute_hours_per_day, budget_monthly_usd=float(self.budget_monthly_usd),
             budget_hard_stop_percent=self.budget_hard_stop_percent, budget_stop_lead_s=float(self.worker_drain_seconds),
-            keys={"prices": "instancePricesUsdPerHour", "user_max_workers": "userMaxWorkers",
+            prefixes_per_user=self.usage_prefixes_per_user, keys={"prices": "instancePricesUsdPerHour", "user_max_workers": "userMaxWorkers",
                   "user_compute_hours_per_day": "userComputeHoursPerDay"},
         )
 

@@ -71,6 +71,7 @@ def test_the_usage_keys_become_the_schedulers_usage_policy():
     assert policy.user_max_workers == {"*": 8, "alice": 2} and policy.user_compute_hours_per_day == {"bob": 40.0}
     assert policy.price("m7i.xlarge").spot == 0.09 and policy.price("m7i.large").spot is None
     assert (policy.budget_monthly_usd, policy.budget_hard_stop_percent, policy.budget_stop_lead_s) == (500.0, 90, 900.0)
+    assert policy.prefixes_per_user == 50 and parse(usagePrefixesPerUser=0).usage_policy().prefixes_per_user == 0
 
 
 def test_cost_allocation_tags_carry_expiry_only_when_ephemeral():
@@ -137,6 +138,7 @@ ERROR_CASES = [
     ("userComputeHoursPerDay[0]", {"userComputeHoursPerDay": ["idle=1"]}, "reserved for idle worker time"),
     ("userComputeHoursPerDay", {"userComputeHoursPerDay": ["alice=1", "alice=2"]}, "'alice' is given more than once"),
     ("budgetHardStopPercent", {"budgetHardStopPercent": 1001}, "(got 1001)"),
+    ("usagePrefixesPerUser", {"usagePrefixesPerUser": 501}, "(got 501)"),
     ("users", {"users": ["idle=arn:aws:iam::123456789012:role/idle"]}, "reserved for idle worker time"),
     ("workerMinSize", {"workerMinSize": 11}, "more than workerMaxSize (10)"),
     ("clusterWorkerCap", {"clusterWorkerCap": -1}, "(got -1)"),

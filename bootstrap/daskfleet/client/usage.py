@@ -1,5 +1,6 @@
 """Usage records for ``daskfleet usage``: asked of the live scheduler with the user's certificate, or read
-from where they are stored (the local cluster's file, the cluster's log group on AWS)."""
+from where they are stored (the local cluster's file, the cluster's log group on AWS); and a task prefix's
+profile for ``daskfleet profile``, asked of the scheduler the same way."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..local.state import default_state_dir
+from ..usage.profiles import PROFILE_OP
 from ..usage.records import RECORDS_FILE, USAGE_OP, parse_lines, read_file
 from .connect import is_local, connect
 
@@ -26,3 +28,12 @@ def stored_records(cluster: str, since: float, *, state_dir: Path | None = None,
     from ..aws.usagerecords import recorded_usage_lines  # noqa: PLC0415  (boto3 only for AWS clusters)
 
     return parse_lines(recorded_usage_lines(cluster, since, profile=profile, region=region))
+
+
+def prefix_profile(cluster: str, prefix: str, *, state_dir: Path | None = None, address: str | None = None,
+                   profile: str | None = None, region: str | None = None) -> dict[str, Any]:
+    """``prefix``'s profile merged over the workers, with the window it covers (daskfleet.usage.profiles).
+
+    A cluster gone idle is not woken: its workers left, and their profiles with them."""
+    with connect(cluster, address=address, state_dir=state_dir, profile=profile, region=region, wake=False) as client:
+        return client.sync(getattr(client.scheduler, PROFILE_OP), prefix=prefix)

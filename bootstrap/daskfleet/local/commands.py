@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..scaling.defaults import DEFAULT_COOLDOWN_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_NO_CLIENT_TIMEOUT_S, LOCAL_INTERVAL_S
+from ..conventions import DEFAULT_PREFIXES_PER_USER, MAX_PREFIXES_PER_USER
 
 
 @click.group()
@@ -54,11 +55,15 @@ def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--budget-monthly-usd", type=click.FloatRange(min=0, min_open=True), help="Monthly budget of the cluster.")
 @click.option("--budget-hard-stop-percent", default=100, show_default=True, type=click.IntRange(0, 1000),
               help="Percentage of the budget at which the scheduler stops the cluster (0: never).")
+@click.option("--prefixes-per-user", default=DEFAULT_PREFIXES_PER_USER, show_default=True,
+              type=click.IntRange(0, MAX_PREFIXES_PER_USER),
+              help="Task prefixes (functions) whose usage is kept apart per user; later ones count as '(other)'. "
+              "0: per-user usage only.")
 def local_up(
     workers: int | None, adapt: tuple[int, int] | None, worker_cap: int | None, idle_timeout: float,
     no_client_timeout: float, adapt_interval: float, adapt_cooldown: float, state_dir: Path | None,
     max_workers: tuple[str, ...], compute_hours: tuple[str, ...], prices: tuple[str, ...],
-    budget_monthly_usd: float | None, budget_hard_stop_percent: int,
+    budget_monthly_usd: float | None, budget_hard_stop_percent: int, prefixes_per_user: int,
 ) -> None:
     """Start a TLS-secured scheduler and workers on 127.0.0.1 and run a smoke computation."""
     from ..errors import DaskfleetError, ExitCode
@@ -72,7 +77,7 @@ def local_up(
         usage = policy_from_entries(
             prices=prices, user_max_workers=max_workers, user_compute_hours_per_day=compute_hours,
             budget_monthly_usd=budget_monthly_usd, budget_hard_stop_percent=budget_hard_stop_percent,
-            keys={"prices": "--price", "user_max_workers": "--user-max-workers",
+            prefixes_per_user=prefixes_per_user, keys={"prices": "--price", "user_max_workers": "--user-max-workers",
                   "user_compute_hours_per_day": "--user-compute-hours-per-day"},
         )
     except ValueError as exc:

@@ -42,7 +42,7 @@ def install(
     """Account usage on ``scheduler`` (call after ``guard.install``, before it starts); returns the accounting,
     whose ``worker_ceiling`` is the scaler's ceiling provider."""
     from ..trust.audit import AuditLog
-    from . import metrics, records
+    from . import metrics, profiles, records
     from .ledger import month_start
     from .plugin import UsagePlugin
     from .service import UsageAccounting
@@ -64,6 +64,7 @@ def install(
     month_cost, day_compute = records.carried(accounting.records, clock())
     accounting.ledger.restore(month_cost, day_compute)
     accounting.start()
+    profiles.serve(scheduler, guard)
     scheduler.add_plugin(UsagePlugin(accounting), name=UsagePlugin.name)
     metrics.serve(accounting)
     return accounting

@@ -1,7 +1,9 @@
 """The usage figures as Prometheus metrics, served with distributed's own on the scheduler's HTTPS /metrics.
 
 Base units (seconds, US dollars), counters end in ``_total``, labels are bounded: users (from
-certificates, plus ``idle`` and ``unknown``), instance types and purchase options.
+certificates, plus ``idle`` and ``unknown``), instance types and purchase options, and task prefixes
+(at most the policy's ``prefixes_per_user`` per user, plus ``(other)`` and ``(idle)``: a prefix keeps
+its series for the scheduler's life, so every series only grows).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class UsageCollector:
             for user, usage in sorted(totals.users.items()):
                 family.add_metric([user], getattr(usage, field))
             yield family
+        yield from prefix_families(totals)
         workers = CounterMetricFamily("daskfleet_worker_seconds", "Worker wall-clock time by instance type and purchase option",
                                       labels=["instance_type", "purchase"])
         for (instance_type, purchase), seconds in sorted(totals.worker_s.items()):
@@ -70,6 +73,22 @@ class UsageCollector:
                                         value=state.threshold_usd)
         yield GaugeMetricFamily("daskfleet_budget_stopped", "1 while the cluster is stopped for its budget",
                                 value=1 if accounting.budget.active else 0)
+
+
+def prefix_families(totals: Any) -> Iterator[Any]:
+    """Per user and task prefix: compute seconds and cost (only with prefix accounting)."""
+    if not totals.prefixes:
+        return
+    per_prefix = [
+        ("daskfleet_prefix_compute_seconds", "Task compute time per user and task prefix ((other): past the bound)", "compute_s"),
+        ("daskfleet_prefix_cost_usd", "Cost charged per user and task prefix in US dollars ((idle): idle time)", "cost_usd"),
+    ]
+    for name, doc, field in per_prefix:
+        family = CounterMetricFamily(name, doc, labels=["user", "prefix"])
+        for user, prefixes in sorted(totals.prefixes.items()):
+            for prefix, usage in sorted(prefixes.items()):
+                family.add_metric([user, prefix], getattr(usage, field))
+        yield family
 
 
 #: One collector per process (the default registry refuses a second with the same names); it follows

@@ -1,4 +1,11 @@
-"""The scheduler plugin feeding the ledger: task transitions, workers joining and leaving, users connecting."""
+"""The scheduler plugin feeding the ledger: task transitions, workers joining and leaving, users connecting.
+
+A task's prefix is distributed's ``TaskState.prefix.name`` (the worker's profiler keys its samples by
+the same name). A task that leaves processing without a result or an error of its own (cancelled,
+retried after an error, lost with its worker) still counts the compute it used: the run time its
+worker last reported in a heartbeat (``WorkerState.executing``) plus the time since, at most the
+time it was processing; the worker reports nothing more for it.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ class UsagePlugin(SchedulerPlugin):
         self.owners = accounting.guard.owners
         self.scheduler = accounting.scheduler
         self.users: dict[str, str] = {}  # client id -> user, for users' own clients (not task clients)
+        self.by_prefix = bool(self.ledger.prefixes_per_user)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any) -> None:
         was, now = start in WORK_STATES, finish in WORK_STATES
@@ -40,10 +48,24 @@ class UsagePlugin(SchedulerPlugin):
             if was != now:
                 (self.ledger.work_added if now else self.ledger.work_removed)(owner)
             if finish == "processing" and ts is not None and ts.processing_on is not None:
-                self.ledger.task_started(key, owner, ts.processing_on.address)
+                self.ledger.task_started(key, owner, ts.processing_on.address, ts.prefix.name if self.by_prefix else None)
         if start == "processing":
-            ran = finish in ("memory", "erred") and "startstops" in kwargs
-            self.ledger.task_stopped(key, compute_seconds(kwargs["startstops"]) if ran else None)
+            if finish in ("memory", "erred") and "startstops" in kwargs:
+                self.ledger.task_stopped(key, compute_seconds(kwargs["startstops"]))
+            else:
+                worker = self.ledger.worker_of(key)
+                if worker is not None:
+                    self.ledger.task_left(key, self._reported_run_s(key, worker))
+
+    def _reported_run_s(self, key: Any, worker: str) -> float | None:
+        """How long ``key`` had run on ``worker`` by its last heartbeat, plus the time since; None: the worker is gone."""
+        ws = self.scheduler.workers.get(worker)
+        if ws is None:
+            return None
+        for ts, seconds in ws.executing.items():
+            if ts.key == key:
+                return seconds + max(self.ledger.clock() - ws.last_seen, 0.0)
+        return 0.0  # not running when its worker last reported: queued there, or started since (under a heartbeat)
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
         ws = scheduler.workers.get(worker)

@@ -21,6 +21,8 @@ EVERYONE = "*"
 #: The instance type a local node reports (prices for it are set with ``--price local=...``).
 LOCAL_INSTANCE_TYPE = "local"
 INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z0-9]+)?$"
+DEFAULT_PREFIXES_PER_USER = conventions.DEFAULT_PREFIXES_PER_USER
+MAX_PREFIXES_PER_USER = conventions.MAX_PREFIXES_PER_USER
 #: Key of a worker's startup information carrying [instance type, purchase option], for its price.
 INSTANCE_KEY = "daskfleet-instance"
 
@@ -61,6 +63,11 @@ class UsagePolicy(BaseModel):
         description="the stop comes this many seconds of spend (at the current rate) before the threshold",
     )
     record_interval_s: float = Field(default=300.0, gt=0, le=86_400, description="seconds between usage records")
+    prefixes_per_user: int = Field(
+        default=DEFAULT_PREFIXES_PER_USER, ge=0, le=MAX_PREFIXES_PER_USER,
+        description="task prefixes (functions) whose usage is kept apart per user: the first ones a user runs in a "
+        "scheduler's life; later ones count as '(other)'. 0: per-user figures only",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> UsagePolicy:
@@ -141,7 +148,7 @@ def policy_from_entries(
     budget_monthly_usd: float | None = None,
     budget_hard_stop_percent: int = 100,
     keys: Mapping[str, str] | None = None,
-    **extra: float,
+    **extra: float | int,
 ) -> UsagePolicy:
     """A UsagePolicy from text entries (stack keys, local flags); ValueError names the key (``keys`` renames them)."""
     names = {"prices": "prices", "user_max_workers": "user_max_workers",

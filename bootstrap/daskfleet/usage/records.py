@@ -3,6 +3,10 @@
 Each record holds one period's differences, so records from several schedulers (restarts, a
 cluster woken from zero) add up. The same summary reads the live scheduler's records and the
 stored ones (a local file, or the cluster's CloudWatch log group on AWS).
+
+With prefix accounting a record also holds ``prefixes``: per user, per task prefix, the same four
+figures, adding up to the user's. A record without them (older ones, or accounting per user only)
+still reads: its users' figures count as the prefix ``(not recorded)``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..conventions import IDLE_PREFIX, OTHER_PREFIX, UNRECORDED_PREFIX
 from .ledger import Totals, UserUsage, utc_day, utc_month
 
 EVENT = "usage"
@@ -23,28 +28,58 @@ USAGE_OP = "daskfleet_usage"
 RECORDS_FILE = "usage.jsonl"
 #: The usage records' log stream prefix in the cluster's log group (``usage/<instance id>``).
 STREAM_PREFIX = "usage/"
+#: The most characters a record's per-prefix figures take (CloudWatch Logs takes events of up to 256 KiB):
+#: past it, the record's smallest prefixes count in their user's ``(other)`` (the sums stay the same).
+PREFIX_TABLE_CHARS = 128_000
 
 
 def iso(moment: float) -> str:
     return dt.datetime.fromtimestamp(moment, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def make_record(period: Totals, start: float, end: float) -> dict[str, Any]:
+def make_record(period: Totals, start: float, end: float, *, prefix_chars: int = PREFIX_TABLE_CHARS) -> dict[str, Any]:
     """One period's differences as a JSON-ready record."""
-    return {
+    record = {
         "event": EVENT, "start": iso(start), "end": iso(end), "start_ts": start, "end_ts": end,
         "users": {user: asdict(usage) for user, usage in sorted(period.users.items())},
         "workers": [{"instance_type": kind, "purchase": purchase, "seconds": seconds}
                     for (kind, purchase), seconds in sorted(period.worker_s.items())],
         "idle_s": period.idle_s, "scheduler_s": period.scheduler_s, "scheduler_cost_usd": period.scheduler_cost_usd,
     }
+    if period.prefixes:
+        record["prefixes"] = prefix_table(period.prefixes, prefix_chars)
+    return record
+
+
+def prefix_table(prefixes: Mapping[str, Mapping[str, UserUsage]], chars: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per user and prefix, the figures as JSON, in at most about ``chars`` characters: the smallest prefixes
+    (by cost, then worker and compute time) fold into their user's ``(other)`` until it fits."""
+    books = {user: dict(own) for user, own in prefixes.items()}
+
+    def size(prefix: str, usage: UserUsage) -> int:
+        return len(json.dumps(prefix)) + len(json.dumps(asdict(usage))) + 2
+
+    total = sum(size(prefix, usage) for own in books.values() for prefix, usage in own.items())
+    smallest = sorted((usage.cost_usd, usage.worker_s, usage.compute_s, user, prefix)
+                      for user, own in books.items() for prefix, usage in own.items()
+                      if prefix not in (OTHER_PREFIX, IDLE_PREFIX))
+    for *_, user, prefix in smallest:
+        if total <= chars:
+            break
+        own = books[user]
+        usage = own.pop(prefix)
+        total -= size(prefix, usage) + (size(OTHER_PREFIX, own[OTHER_PREFIX]) if OTHER_PREFIX in own else 0)
+        own[OTHER_PREFIX] = own.get(OTHER_PREFIX, UserUsage()).plus(usage)
+        total += size(OTHER_PREFIX, own[OTHER_PREFIX])
+    return {user: {prefix: asdict(usage) for prefix, usage in sorted(own.items())} for user, own in sorted(books.items())}
 
 
 @dataclass
 class Summary:
-    """Usage summed over records: per user, and the cluster's totals."""
+    """Usage summed over records: per user, per user and prefix, and the cluster's totals."""
 
     users: dict[str, UserUsage] = field(default_factory=dict)
+    prefixes: dict[str, dict[str, UserUsage]] = field(default_factory=dict)  # user -> prefix -> figures
     worker_s: dict[tuple[str, str], float] = field(default_factory=dict)
     idle_s: float = 0.0
     scheduler_cost_usd: float = 0.0
@@ -52,8 +87,14 @@ class Summary:
     end: float | None = None
 
     def add(self, record: Mapping[str, Any]) -> None:
+        split = record.get("prefixes") or {}
         for user, figures in record.get("users", {}).items():
-            self.users[user] = self.users.get(user, UserUsage()).plus(UserUsage(**figures))
+            usage = UserUsage(**figures)
+            self.users[user] = self.users.get(user, UserUsage()).plus(usage)
+            own = self.prefixes.setdefault(user, {})
+            for prefix, usage in ({name: UserUsage(**f) for name, f in split[user].items()} if split.get(user)
+                                  else {UNRECORDED_PREFIX: usage}).items():
+                own[prefix] = own.get(prefix, UserUsage()).plus(usage)
         for entry in record.get("workers", ()):
             kind = (entry["instance_type"], entry["purchase"])
             self.worker_s[kind] = self.worker_s.get(kind, 0.0) + entry["seconds"]

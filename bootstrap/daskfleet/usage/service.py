@@ -47,7 +47,8 @@ class UsageAccounting:
     ):
         self.scheduler, self.guard, self.policy, self.clock = scheduler, guard, policy, clock
         self.audit = guard.audit
-        self.ledger = Ledger(policy.prices_usd_per_hour, clock, scheduler_usd_per_s=scheduler_usd_per_s)
+        self.ledger = Ledger(policy.prices_usd_per_hour, clock, scheduler_usd_per_s=scheduler_usd_per_s,
+                             prefixes_per_user=policy.prefixes_per_user)
         self.limits = Limits(policy)
         self.budget = BudgetStop(BudgetPolicy.from_usage(policy))
         self.records_log = records
