@@ -1,7 +1,8 @@
 """Local clusters side by side, and members versus admins inside one: real processes, real TLS on 127.0.0.1.
 
 Two clusters: ``beta`` (started here with the command line, one worker, under its own $DASKFLEET_HOME) and
-the session's ``local`` cluster. The local user is each one's admin; ``bob`` is made a member of ``beta``.
+the session's ``local`` cluster. The local user is each one's admin; ``bob`` is made a member of ``beta`` (and
+of the session's cluster, for his ordinary work: its workers may have imported pandas already).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from distributed import Lock, worker_client
+from distributed import Client, Lock, worker_client
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 from distributed.protocol.serialize import ToPickle
 
@@ -113,6 +114,10 @@ def test_each_local_cluster_has_its_own_state_ca_trust_domain_and_ports(home, be
     assert bob.scheduler.address == beta.address
     status = daskfleet_cli(home, "local", "status", "--cluster", CLUSTER, timeout=60)
     assert beta.address in status.stdout and status.stdout.count("running") == 2
+    # Commands that name a cluster find beta by its name too.
+    environment = daskfleet_cli(home, "env", "status", CLUSTER, "--json", timeout=120)
+    assert environment.returncode == 0, environment.stderr
+    assert list(json.loads(environment.stdout)["roll"]["workers"]) == ["worker-0"]
 
 
 def test_a_certificate_of_one_local_cluster_is_refused_by_another(home, beta, local_cluster, cluster_ca):
@@ -121,18 +126,17 @@ def test_a_certificate_of_one_local_cluster_is_refused_by_another(home, beta, lo
     with pytest.raises(DaskfleetError) as refused:
         daskfleet.connect(CLUSTER, address=local_cluster.address, timeout=10)
     assert refused.value.exit_code == ExitCode.SCHEDULER_UNREACHABLE
-    assert str(refused.value.message) == (
+    assert refused.value.message == (
         f"the server at {local_cluster.address} is not the scheduler of 'beta': its certificate is not from that "
         "cluster's CA (another cluster's, or a wrong address?); TLS: self-signed certificate in certificate chain")
     # Even trusting the other cluster's CA, beta's admin certificate does not get in: that cluster refuses it.
     state = home / CLUSTER
     admin = pki.IssuedCert((state / "client" / "cert.pem").read_text(), (state / "client" / "key.pem").read_text())
     with pytest.raises((OSError, TimeoutError)):
-        from distributed import Client
-
         Client(local_cluster.address, security=security_for(cluster_ca.cert_pem, admin), timeout=10)
-    # Both reached the session cluster's scheduler, which audited its refusals.
+
     def refusals() -> str:
+        """What the session cluster's scheduler audited of the TLS handshakes it refused since the test began."""
         started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
         return " | ".join(e["reason"] for e in audit(local_cluster.state_dir) if e["event"] == "tls-refused" and e["time"] >= started)
 

@@ -16,7 +16,7 @@ from typing import Any
 from distributed import Client, Security
 
 from ..errors import DaskfleetError, ExitCode
-from ..local.state import LOCAL_CLUSTER, LocalCluster, client_material, cluster_name, command_flags, find_state_dir
+from ..local.state import LocalCluster, client_material, cluster_name, command_flags, find_state_dir
 from ..trust.tls import client_security, verify_scheduler_identity
 
 

@@ -73,7 +73,8 @@ FIRE_AND_FORGET_CLIENT = "fire-and-forget"
 #: Roles that may connect to the scheduler at all (its own certificate never does; a ``metrics`` scraper's
 #: neither, for now: it reads the dashboard's /metrics).
 PEER_ROLES = frozenset({"worker", *conventions.USER_ROLES})
-#: Who may call a worker's data and actor operations directly.
+#: People's roles (members and admins): they register clients, submit graphs, and call a worker's data and
+#: actor operations directly.
 USER_ROLES = frozenset(conventions.USER_ROLES)
 #: What a *task client* (a task's ``get_client()``/``worker_client()``: a client holding its worker's
 #: certificate, registered from a registered worker's own host) may call besides WORKER_OPS: submit
@@ -110,19 +111,20 @@ MEMBER_OPS: dict[str, str] = {
     **dict.fromkeys(("who_has", "has_what", "nbytes", "ncores", "ncores_running", "processing"),
                     "reads where data and work are"),
     "retry": "retries erred tasks (client.retry)",
-    **dict.fromkeys(("publish_put", "publish_get", "publish_list", "publish_delete"), "published datasets"),
+    **dict.fromkeys(("publish_put", "publish_get", "publish_list", "publish_delete"),
+                    "publishes, reads or removes a dataset (one namespace for the cluster)"),
     **dict.fromkeys(
         ("semaphore_register", "semaphore_acquire", "semaphore_release", "semaphore_refresh_leases",
          "semaphore_value", "semaphore_close", "multi_lock_acquire", "multi_lock_release", "queue_create",
          "queue_get", "queue_put", "queue_qsize", "variable_set", "variable_get", "event_wait", "event_set",
          "event_clear", "event_is_set"),
-        "a coordination primitive (Lock and Semaphore, MultiLock, Queue, Variable, Event)",
+        "coordinates work: Lock and Semaphore, MultiLock, Queue, Variable, Event",
     ),
     **dict.fromkeys(
         ("get_task_stream", "get_task_stream_index", "get_task_status", "get_task_prefix_states", "get_story",
-         "events", "logs", "get_logs", "worker_logs", "call_stack", "profile", "performance_report", "get_cluster_state",
-         "dump_state", "get_metadata", "get_runspec", "get_error_cause", "check_idle", "adaptive_target",
-         "workers_to_close", "subscribe_worker_status"),
+         "events", "logs", "get_logs", "worker_logs", "call_stack", "profile", "performance_report",
+         "get_cluster_state", "dump_state", "get_metadata", "get_runspec", "get_error_cause", "check_idle",
+         "adaptive_target", "workers_to_close", "subscribe_worker_status"),
         "reads the cluster's state, logs and profiles (the dashboard shows every member the same)",
     ),
     **dict.fromkeys(("set_metadata", "log_event", "start_task_metadata", "stop_task_metadata",

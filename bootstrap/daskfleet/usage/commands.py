@@ -86,7 +86,8 @@ def usage_command(live: Reader, stored: Reader) -> click.Command:
     @click.option("--region", help="AWS region (AWS clusters).")
     def usage(cluster: str, since: str | None, from_records: bool, as_json: bool, state_dir: Path | None,
               address: str | None, profile: str | None, region: str | None) -> None:
-        """Per-user usage of CLUSTER ('local' for the local cluster): tasks, compute and worker hours, cost."""
+        """Per-user usage of CLUSTER (a local cluster's name, e.g. 'local', or an AWS cluster's): tasks, compute and
+        worker hours, cost."""
         from .records import summarize
 
         start = parse_since(since, time.time())
