@@ -20,10 +20,6 @@ from ..local.state import LocalCluster, client_material, cluster_name, command_f
 from ..trust.tls import client_security, verify_scheduler_identity
 
 
-def is_local(cluster: str | None, state_dir: str | Path | None) -> bool:
-    return find_state_dir(cluster, state_dir) is not None
-
-
 def local_cluster(cluster: str | None, state_dir: str | Path | None) -> tuple[str, Path] | None:
     """(name, state directory) of the local cluster ``cluster`` (or ``state_dir``) means, None for an AWS cluster."""
     state = find_state_dir(cluster, state_dir)

@@ -243,7 +243,8 @@ def _bring_up(
             worker_port=0, name=name, nthreads=1, expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
         )
         write_node_dir(nodes / name, spec, ca, certs[name])
-    _wait_until_registered(info["address"], state_dir, min(scaling.min_workers, slots), smoke and slots > 0, cluster.cluster)
+    _wait_until_registered(
+        info["address"], state_dir, min(scaling.min_workers, slots), smoke and slots > 0, cluster.cluster)
 
 
 def _wait_until_registered(address: str, state_dir: Path, workers: int, smoke: bool, cluster: str) -> None:

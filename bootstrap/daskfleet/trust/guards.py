@@ -106,23 +106,21 @@ class SchedulerGuard:
             result = await listen(*args, **kwargs)
             listener = scheduler.listeners[-1]
             if hasattr(listener, "_prepare_stream"):
-                listener._prepare_stream = self._handshake_auditor(listener)
+                listener._prepare_stream = self._audited_handshake
             return result
 
         scheduler.listen = listen_audited
 
-    def _handshake_auditor(self, listener: Any) -> Callable:
-        async def prepare_stream(stream: Any, address: str) -> Any:
-            try:
-                await stream.wait_for_handshake()
-            except OSError as exc:
-                reason = str(getattr(exc, "real_error", None) or exc)
-                logger.warning("daskfleet refused a TLS connection from %s: %s", address, reason)
-                self.audit.record("tls-refused", peer=address, reason=reason)
-                return None
-            return stream
-
-        return prepare_stream
+    async def _audited_handshake(self, stream: Any, address: str) -> Any:
+        """distributed's ``TLSListener._prepare_stream``, auditing a refusal: the stream, or None."""
+        try:
+            await stream.wait_for_handshake()
+        except OSError as exc:
+            reason = str(getattr(exc, "real_error", None) or exc)
+            logger.warning("daskfleet refused a TLS connection from %s: %s", address, reason)
+            self.audit.record("tls-refused", peer=address, reason=reason)
+            return None
+        return stream
 
     def add_handler(self, op: str, handler: Callable) -> None:
         """Serve a further scheduler operation behind the same checks (added after ``install``, it would be open)."""
