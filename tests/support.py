@@ -62,11 +62,11 @@ def security_for(ca_pem: str, cert: pki.IssuedCert, role: str = "client") -> Sec
     )
 
 
-def user_client(cluster: Any, ca: pki.IssuedCert, user: str) -> Client:
-    """A client of the local ``cluster`` with a certificate for ``user``, signed by the cluster's CA."""
+def user_client(cluster: Any, ca: pki.IssuedCert, user: str, role: str = "client") -> Client:
+    """A client of the local ``cluster`` with a ``role`` certificate (member by default) for ``user``, signed by its CA."""
     from daskfleet.local.state import LOCAL_CLUSTER  # noqa: PLC0415
 
-    cert = pki.issue_certificate(ca, LOCAL_CLUSTER, "client", user=user)
+    cert = pki.issue_certificate(ca, LOCAL_CLUSTER, role, user=user)
     return Client(cluster.address, security=security_for(ca.cert_pem, cert), timeout=30)
 
 

@@ -162,7 +162,7 @@ def test_worker_certificate_cannot_call_client_operations(local_cluster, cluster
         async with rpc(local_cluster.address, connection_args=sec.get_connection_args("worker")) as scheduler:
             await scheduler.terminate()
 
-    with pytest.raises(PermissionError, match="operation .*role is 'worker'; client required"):
+    with pytest.raises(PermissionError, match="operation .*role is 'worker'; admin or client required"):
         asyncio.run(terminate())
     with daskfleet.connect(LOCAL_CLUSTER, state_dir=local_cluster.state_dir) as client:
         assert client.submit(len, "alive").result(timeout=30) == 5

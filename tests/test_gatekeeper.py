@@ -59,7 +59,7 @@ def test_workers_may_call_only_worker_operations_and_only_on_themselves():
     assert "only itself, not tls://10.0.0.9:8788" in k.check_operation(
         "retire_workers", me, {"workers": ["tls://10.0.0.7:8788", "tls://10.0.0.9:8788"]}).reason
     for op in ("run_function", "terminate", "restart", "register_scheduler_plugin", "broadcast", "who_has_not"):
-        assert "client required" in k.check_operation(op, me, {}).reason
+        assert "admin or client required" in k.check_operation(op, me, {}).reason
         assert "reserved for users" in k.check_operation(op, me, {}, worker_hosts={"10.0.0.7"}).reason
 
 
@@ -68,7 +68,7 @@ def test_a_task_client_registers_and_coordinates_only_from_a_registered_workers_
     refusal, _ = k.check_client(me, {"packages": VERSIONS}, worker_hosts={"10.0.0.9"})
     assert "only from a registered worker's host, not tls://10.0.0.7:40000" in refusal.reason
     assert k.check_client(me, {"packages": VERSIONS}, worker_hosts={"10.0.0.7"}) == (None, None)
-    assert "role is 'scheduler'; client required" in k.check_client(peer("scheduler"), {"packages": VERSIONS})[0].reason
+    assert "role is 'scheduler'; admin or client required" in k.check_client(peer("scheduler"), {"packages": VERSIONS})[0].reason
     for op in ("semaphore_acquire", "queue_put", "variable_set", "event_wait", "publish_put", "gather", "scatter"):
         assert k.check_operation(op, me, {}, worker_hosts={"10.0.0.7"}) is None
         assert "registered worker's host" in k.check_operation(op, me, {}, worker_hosts={"10.0.0.9"}).reason
@@ -93,11 +93,74 @@ def test_a_task_clients_graph_is_charged_to_the_owner_of_the_running_task_that_s
         assert owner is None and reason in refusal.reason
 
 
-def test_clients_may_call_anything_but_worker_registration():
+def test_admins_may_call_anything_but_worker_operations():
     k = keeper()
-    assert k.check_operation("run_function", peer("client")) is None
-    assert k.check_operation("retire_workers", peer("client"), {"workers": ["tls://10.0.0.9:8788"]}) is None
-    assert "worker required" in k.check_operation("heartbeat_worker", peer("client")).reason
+    for op in ("run_function", "restart", "register_worker_plugin", "terminate", "set_restrictions", "gather"):
+        assert k.check_operation(op, peer("admin")) is None
+    assert k.check_operation("retire_workers", peer("admin"), {"workers": ["tls://10.0.0.9:8788"]}) is None
+    assert k.check_operation("broadcast", peer("admin"), {"msg": {"op": "run"}}) is None
+    for op in ("heartbeat_worker", "shuffle_get_or_create", "register-worker"):
+        assert "worker required" in k.check_operation(op, peer("admin")).reason
+        assert "worker required" in k.check_operation(op, peer("client")).reason
+
+
+def test_members_compute_and_coordinate_but_do_not_administer():
+    k, member = keeper(), peer("client")
+    for op in ("gather", "scatter", "publish_put", "semaphore_acquire", "queue_get", "event_set", "who_has", "retry",
+               "get_task_stream", "daskfleet_usage", "daskfleet_env_roll", "daskfleet_scaling_state"):
+        assert k.check_operation(op, member) is None, op
+    for op in ("restart", "restart_workers", "retire_workers", "run_function", "feed", "register_scheduler_plugin",
+               "register_worker_plugin", "unregister_worker_plugin", "terminate", "rebalance", "replicate",
+               "set_restrictions", "set_resources", "benchmark_hardware", "dump_cluster_state_to_url"):
+        refusal = k.check_operation(op, member, {"workers": ["tls://10.0.0.9:8788"]})
+        assert f"{op!r} is for the cluster's admins" in refusal.reason and "certificate role is 'client'" in refusal.reason
+    assert "(it restarts every worker, losing everyone's work" in k.check_operation("restart", member).reason
+    # An operation nobody classified (a later distributed's) is for admins until someone does.
+    assert "is not classified for members" in k.check_operation("reshape_cluster", member).reason
+    assert k.check_operation("reshape_cluster", peer("admin")) is None
+
+
+def test_members_broadcast_only_queries_and_only_ask_the_memory_manager_whether_it_runs():
+    k, member = keeper(), peer("client")
+    for op in ("broadcast", "proxy"):
+        assert k.check_operation(op, member, {"msg": {"op": "versions"}}) is None
+        for worker_op in ("run", "run_coroutine", "upload_file", "plugin-add", "terminate", "benchmark_disk", None):
+            refusal = k.check_operation(op, member, {"msg": {"op": worker_op}})
+            assert f"{op!r} of worker operation {worker_op!r} is for the cluster's admins" in refusal.reason
+    assert "is for the cluster's admins" in k.check_operation("broadcast", member, {"msg": "run"}).reason
+    assert k.check_operation("amm_handler", member, {"method": "running"}) is None
+    assert "method 'start' is for the cluster's admins" in k.check_operation("amm_handler", member, {"method": "start"}).reason
+
+
+def test_a_metrics_certificate_is_refused_everywhere_for_now():
+    from daskfleet.trust.gatekeeper import WorkerGatekeeper
+
+    scraper = peer("metrics")
+    assert "role is 'metrics'" in keeper().check_operation("identity", scraper).reason
+    assert "role is 'metrics'" in keeper().check_client(scraper, {"packages": VERSIONS})[0].reason
+    assert "role is 'metrics'" in WorkerGatekeeper("analytics").check_operation("get_data", scraper).reason
+
+
+def test_every_scheduler_operation_is_classified_once_with_a_reason():
+    # A distributed upgrade that adds a handler fails here until the handler is classified for members or admins.
+    import asyncio
+
+    from distributed import Scheduler
+
+    from daskfleet import conventions
+    from daskfleet.trust.gatekeeper import (
+        ADMIN_OPS, DENIED_OPS, MEMBER_OPS, TASK_CLIENT_OPS, WORKER_ONLY_OPS, WORKER_OPS,
+    )
+
+    async def handlers():
+        return set(Scheduler(dashboard=False).handlers)
+
+    served = asyncio.run(handlers()) | set(conventions.DASKFLEET_SCHEDULER_OPS)
+    tables = [set(MEMBER_OPS), set(ADMIN_OPS), WORKER_ONLY_OPS, DENIED_OPS]
+    assert set().union(*tables) == served
+    assert sum(map(len, tables)) == len(served), "an operation is in two tables"
+    assert all(reason.strip() for reason in [*MEMBER_OPS.values(), *ADMIN_OPS.values()])
+    assert TASK_CLIENT_OPS - WORKER_OPS <= set(MEMBER_OPS)  # a task client does no more than a member
 
 
 def test_nobody_may_open_a_raw_stream_or_act_without_a_role():
@@ -153,6 +216,9 @@ def test_a_worker_serves_clients_only_data_and_actors_and_runs_code_only_for_its
     client, scheduler, other_worker = peer("client"), peer("scheduler"), peer("worker")
     for op in ("get_data", "update_data", "actor_execute"):
         assert k.check_operation(op, client) is None
+        assert k.check_operation(op, peer("admin")) is None
+    # An admin runs code on workers through the scheduler (audited there), never directly.
+    assert "scheduler required" in k.check_operation("run", peer("admin")).reason
     for op in ("run", "run_coroutine", "plugin-add", "terminate", "upload_file"):
         assert k.check_operation(op, scheduler) is None
         assert "scheduler required" in k.check_operation(op, client).reason

@@ -62,7 +62,8 @@ def test_up_status_down_leaves_no_process(tmp_path):
     assert "no local cluster is running" in daskfleet("local", "status", "--state-dir", str(state)).stdout
 
 
-@pytest.mark.parametrize("args", [[], ["node"], ["local"], ["local", "up"], ["local", "status"], ["local", "down"], ["fingerprint"]])
+@pytest.mark.parametrize("args", [[], ["node"], ["local"], ["local", "up"], ["local", "status"], ["local", "down"],
+                                  ["local", "issue"], ["fingerprint"]])
 def test_every_command_has_help(args):
     result = daskfleet(*args, "--help", timeout=60)
     assert result.returncode == 0 and "Usage:" in result.stdout

@@ -18,6 +18,7 @@ import pytest
 from daskfleet.conventions import IDLE_PREFIX, OTHER_PREFIX
 from daskfleet.local import cluster as local
 from daskfleet.usage.policy import policy_from_entries
+from daskfleet.conventions import ADMIN_ROLE
 from daskfleet.usage.records import USAGE_OP, summarize
 
 from support import user_client, wait_until
@@ -151,13 +152,14 @@ def test_errors_cancellations_shared_keys_and_worker_client_are_charged_honestly
             return sum(client.gather(client.map(inner_step, [0.2] * count, range(count))))
 
     start = time.time()
-    with user_client(prefix_cluster, cluster_ca, "carol") as carol:
+    with user_client(prefix_cluster, cluster_ca, "carol") as carol, \
+            user_client(prefix_cluster, cluster_ca, "ops", ADMIN_ROLE) as ops:  # run_on_scheduler is for admins
         with pytest.raises(ValueError, match="failed after its work"):
             carol.submit(slow_failure, 0.3).result(timeout=60)
         stop = Event("prefix-test-stop", client=carol)
         submitted = time.time()
         waiting = carol.submit(wait_for_stop, "prefix-test-stop")
-        wait_until(lambda: carol.run_on_scheduler(lambda dask_scheduler: any(
+        wait_until(lambda: ops.run_on_scheduler(lambda dask_scheduler: any(
             ts.key == waiting.key for ws in dask_scheduler.workers.values() for ts in ws.executing)), 60,
             "the scheduler to see the task executing")
         waiting.cancel()

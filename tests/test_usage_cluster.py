@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
+from daskfleet.conventions import ADMIN_ROLE, MEMBER_ROLE
 from daskfleet.local import cluster as local
 from daskfleet.local.state import LOCAL_CLUSTER
 from daskfleet.trust import pki
@@ -46,7 +47,7 @@ def live(client: Client, since: float | None = None) -> list[dict]:
 
 
 def worker_ceiling(client: Client) -> int | None:
-    """What the scaler would be told: the scheduler's ceiling provider, asked on the scheduler."""
+    """What the scaler would be told: the scheduler's ceiling provider, asked on the scheduler (by an admin)."""
     return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.extensions["daskfleet-usage"].worker_ceiling())
 
 
@@ -155,11 +156,11 @@ def test_limits_refuse_with_the_limit_the_usage_and_when_it_resets(usage_cluster
 
 def test_a_worker_limit_clamps_the_cluster_and_tells_the_user(usage_cluster, cluster_ca):
     told: list[str] = []
-    with user_client(usage_cluster, cluster_ca, "erin") as erin:
+    with user_client(usage_cluster, cluster_ca, "erin") as erin, user_client(usage_cluster, cluster_ca, "ops", ADMIN_ROLE) as ops:
         erin.subscribe_topic("warn", lambda event: told.append(__import__("pickle").loads(event[1]["message"])))
         futures = erin.map(slow, [1.0] * 4, range(4))
         # erin alone has work, and may hold one worker (the graph reaches the scheduler on its own stream)
-        wait_until("a ceiling of 1", lambda: worker_ceiling(erin) == 1)
+        wait_until("a ceiling of 1", lambda: worker_ceiling(ops) == 1)
         erin.gather(futures)
         wait_until("clamp notice", lambda: told)
     assert "user erin may hold at most 1 worker(s) at once" in told[0] and "lifts when your work is done" in told[0]
@@ -194,11 +195,11 @@ def test_the_budget_stop_refuses_graphs_and_scales_the_workers_to_zero(tmp_path,
                                          "budget_monthly_usd": 1.0, "budget_stop_lead_s": 0.0})
     cluster = local.up(tmp_path / "state", workers=1, ca=cluster_ca, usage=policy, smoke=False)
     try:
-        with user_client(cluster, cluster_ca, "alice") as alice:
+        with user_client(cluster, cluster_ca, "alice") as alice, user_client(cluster, cluster_ca, "ops", ADMIN_ROLE) as ops:
             wait_until("the budget stop", lambda: any(e["event"] == "budget-stopped" for e in audit(cluster)))
             with pytest.raises(PermissionError, match=r"stopped for its budget: the cluster's spend this month is \$"):
                 alice.submit(len, "x").result(timeout=30)
-            assert worker_ceiling(alice) == 0
+            assert worker_ceiling(ops) == 0
             # The scaler obeys the ceiling: the one worker is retired and not started again.
             wait_until("the workers retired", lambda: not alice.scheduler_info()["workers"])
             time.sleep(3 * local.LOCAL_INTERVAL_S)

@@ -1,7 +1,8 @@
 """daskfleet: secured, reproducible Dask clusters.
 
-``daskfleet.connect("local")`` returns a connected ``distributed.Client``;
-``daskfleet.security("local")`` the ``distributed.Security`` behind it.
+``daskfleet.connect("local")`` returns a connected ``distributed.Client`` (any local cluster's or AWS
+cluster's name; ``user=`` for another user's certificate); ``daskfleet.security("local")`` the
+``distributed.Security`` behind it.
 """
 
 from __future__ import annotations

@@ -157,8 +157,14 @@ def node_group_name(cluster: str, role: Role) -> str:
 #: registers it on the scheduler (before the guards are installed, so clients may call it) and answers a
 #: dict: ``state`` (e.g. "active", "idle", "asleep") plus whatever detail it keeps (``idle_since``...).
 SCALING_STATE_HANDLER = "daskfleet_scaling_state"
+#: The scheduler operation that answers the usage records (``daskfleet usage``).
+USAGE_OP = "daskfleet_usage"
+#: The scheduler operation that answers a task prefix's merged profile and its window (``daskfleet profile``).
+PROFILE_OP = "daskfleet_profile"
 #: The scheduler operation that tells what each worker runs and how far a roll onto a published environment got.
 ENV_ROLL_HANDLER = "daskfleet_env_roll"
+#: Every scheduler operation daskfleet adds to distributed's (the gatekeeper classifies each, a test holds them together).
+DASKFLEET_SCHEDULER_OPS: tuple[str, ...] = (SCALING_STATE_HANDLER, USAGE_OP, PROFILE_OP, ENV_ROLL_HANDLER)
 #: The worker operation its scheduler calls to make it switch to the published environment.
 ENV_SWITCH_OP = "daskfleet_switch_environment"
 

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from distributed import Client
 from distributed.comm.core import CommClosedError
 from aws.awsfake import Moto, post
 from aws.e2e import Instance, TcpRelay, exec_start, free_port, load_into_moto, node_environment, point_dns_at, restart_rule_of
@@ -29,6 +30,8 @@ from daskfleet.environments.records import current_fingerprint
 from daskfleet.errors import ExitCode
 from daskfleet.local.supervisor import Exit, Supervisor, last_line
 from daskfleet.node.sources import SCHEDULER_INFO_FILE
+from daskfleet.trust import pki
+from daskfleet.trust.tls import TlsMaterial, client_security
 
 from support import wait_until
 
@@ -115,6 +118,15 @@ class Cluster:
     def connect(self):
         return daskfleet.connect(self.name, address=self.relay.address, user=self.user, wake=False, timeout=30)
 
+    def connect_as_admin(self) -> Client:
+        """A client with an admin certificate (only admins restart a cluster): the example stack names no admin,
+        so one is signed here with the stack's CA."""
+        (ca,) = {pki.IssuedCert(r.inputs["caCertPem"], r.inputs["caPrivateKeyPem"]) for r in self.stack.resources
+                 if r.type == "tls:index/locallySignedCert:LocallySignedCert"}
+        admin = pki.issue_certificate(ca, self.name, conventions.ADMIN_ROLE, user=self.user)
+        material = TlsMaterial(ca.cert_pem, admin.cert_pem, admin.key_pem)
+        return Client(self.relay.address, security=client_security(material, self.name), timeout=30)
+
     def close(self) -> None:
         self.nodes.close()
         self.relay.close()
@@ -185,7 +197,7 @@ def test_the_nodes_boot_through_throttling_resets_server_errors_and_slow_answers
 
 
 def test_client_restart_returns_within_its_timeout_with_every_worker_back(cluster):
-    with cluster.connect() as client:
+    with cluster.connect_as_admin() as client:
         client.wait_for_workers(1, timeout=RECOVERY_S)
         before = set(client.scheduler_info()["workers"])
         started = time.monotonic()

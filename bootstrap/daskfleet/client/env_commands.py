@@ -98,13 +98,13 @@ def status(cluster: str, state_dir: Path | None, address: str | None, user: str 
 @_aws_options
 def rollback(cluster: str, state_dir: Path | None, profile: str | None, region: str | None) -> None:
     """Point the cluster back at its previous environment (the nodes roll back onto it)."""
-    from .connect import is_local
+    from .connect import local_cluster
 
-    if is_local(cluster, state_dir):
+    local = local_cluster(cluster, state_dir)
+    if local is not None:
         from ..local.environments import rollback as local_rollback
-        from ..local.state import default_state_dir
 
-        current, restored = local_rollback((state_dir or default_state_dir()).resolve())
+        current, restored = local_rollback(local[1].resolve())
     else:
         from ..aws.published import ClusterTarget, rollback as aws_rollback
         from ..aws.user import YOUR_IDENTITY, caller_arn, user_session
@@ -126,16 +126,17 @@ def rollback(cluster: str, state_dir: Path | None, profile: str | None, region: 
 def sync(cluster: str, prefix: Path | None, state_dir: Path | None, profile: str | None, region: str | None) -> None:
     """Install the cluster's published environment for this laptop, from the conda channels; print its fingerprint."""
     from ..conventions import daskfleet_home
-    from .connect import is_local
+    from .connect import local_cluster
 
-    if is_local(cluster, state_dir):
-        from ..local.state import ENV_LINK, default_state_dir
+    local = local_cluster(cluster, state_dir)
+    if local is not None:
+        from ..local.state import ENV_LINK
 
-        link = (state_dir or default_state_dir()).resolve() / ENV_LINK
+        link = local[1].resolve() / ENV_LINK
         if not link.exists():
-            click.echo("the local cluster runs in daskfleet's own environment: run your client from it")
+            click.echo(f"local cluster {local[0]!r} runs in daskfleet's own environment: run your client from it")
             return
-        click.echo(f"the local cluster runs {link.resolve()}: run your client with {link}/bin/python")
+        click.echo(f"local cluster {local[0]!r} runs {link.resolve()}: run your client with {link}/bin/python")
         return
     from ..aws.published import ClusterTarget, sync as sync_environment
     from ..aws.user import YOUR_IDENTITY, user_session

@@ -1,14 +1,13 @@
 """A user's view of a cluster's published environment: the pointer, its history, and the roll in progress.
 
-``local`` (or a state directory) is the cluster on this machine; any other name an AWS cluster
-read with the user's own login. The roll's progress comes from the scheduler itself, asked over
+A local cluster's name (``local``, one started with ``daskfleet local up --cluster NAME``, or a state
+directory) is a cluster on this machine; any other name an AWS cluster read with the user's own login. The roll's progress comes from the scheduler itself, asked over
 mutual TLS with the user's client certificate (``conventions.ENV_ROLL_HANDLER``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from distributed.comm import connect
@@ -17,9 +16,8 @@ from .. import conventions
 from ..environments.published import describe_history
 from ..errors import DaskfleetError, ExitCode
 from ..local import environments as local_environments
-from ..local.state import LOCAL_CLUSTER, default_state_dir
 from ..trust.peers import Peer
-from .connect import is_local, scheduler_address, security
+from .connect import local_cluster, scheduler_address, security
 
 
 async def _call(address: str, sec: Any, cluster: str, op: str) -> Any:
@@ -36,7 +34,8 @@ async def _call(address: str, sec: Any, cluster: str, op: str) -> Any:
 
 def ask_scheduler(cluster: str, op: str, *, timeout: float = 20.0, **where: Any) -> Any:
     """Call one daskfleet operation on ``cluster``'s scheduler as a client certificate that does not register."""
-    name = LOCAL_CLUSTER if is_local(cluster, where.get("state_dir")) else cluster
+    local = local_cluster(cluster, where.get("state_dir"))
+    name = local[0] if local is not None else cluster
     sec = security(cluster, **{key: where.get(key) for key in ("state_dir", "user", "profile", "region")})
     address = where.get("address") or scheduler_address(
         cluster, **{key: where.get(key) for key in ("state_dir", "profile", "region")})
@@ -49,9 +48,10 @@ def ask_scheduler(cluster: str, op: str, *, timeout: float = 20.0, **where: Any)
 
 def env_status(cluster: str, **where: Any) -> dict[str, Any]:
     """The published environment, its history, and what each worker runs (or why that cannot be seen now)."""
-    platform = conventions.conda_platform() if is_local(cluster, where.get("state_dir")) else None
-    if is_local(cluster, where.get("state_dir")):
-        state = Path(where.get("state_dir") or default_state_dir())
+    local = local_cluster(cluster, where.get("state_dir"))
+    if local is not None:
+        platform = conventions.conda_platform()
+        state = local[1]
         published = local_environments.current_publication(state)
         entries = list(enumerate(local_environments.history(state), start=1))
     else:

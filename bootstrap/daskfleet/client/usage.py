@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..local.state import default_state_dir
 from ..usage.profiles import PROFILE_OP
 from ..usage.records import RECORDS_FILE, USAGE_OP, parse_lines, read_file
-from .connect import is_local, connect
+from .connect import connect, local_cluster
 
 
 def live_records(cluster: str, since: float, *, state_dir: Path | None = None, address: str | None = None,
@@ -23,8 +22,9 @@ def live_records(cluster: str, since: float, *, state_dir: Path | None = None, a
 def stored_records(cluster: str, since: float, *, state_dir: Path | None = None, address: str | None = None,
                    profile: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
     """Records as stored: they outlive the scheduler (and a cluster scaled to zero)."""
-    if is_local(cluster, state_dir):
-        return read_file(Path(state_dir or default_state_dir(cluster)) / RECORDS_FILE, since)
+    local = local_cluster(cluster, state_dir)
+    if local is not None:
+        return read_file(local[1] / RECORDS_FILE, since)
     from ..aws.usagerecords import recorded_usage_lines  # noqa: PLC0415  (boto3 only for AWS clusters)
 
     return parse_lines(recorded_usage_lines(cluster, since, profile=profile, region=region))

@@ -5,7 +5,9 @@ Nodes run through the same node-agent code path the instances use (``daskfleet n
 (``daskfleet.local.supervisor``), which restarts them as systemd does on instances. The scheduler
 sizes its workers itself (``daskfleet.local.workers``), from worker slots issued here:
 ``--workers N`` keeps N while the cluster is in use, ``--adapt MIN:MAX`` follows the load. The
-scheduler keeps the address of its first start, so a restarted one is found where it was.
+scheduler keeps the address of its first start, so a restarted one is found where it was. Several
+local clusters run side by side (``--cluster NAME``), each with its own state directory, CA (kept
+there), certificates naming it, and ports; the local user holds an admin certificate of each.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from ..conventions import ADMIN_ROLE
 from ..environments.policy import RolloutPolicy
 from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
@@ -36,7 +39,7 @@ from ..trust.tls import client_security, verify_scheduler_identity
 from ..usage.policy import UsagePolicy
 from .state import (
     LOCAL_CLUSTER, SCHEDULER, STATE_FILE, SUPERVISION_DIR, SUPERVISOR_LOG, LocalCluster, NodeProcess, client_dir,
-    client_material, locked, node_python,
+    client_material, command_flags, load_ca, locked, node_python, save_ca,
 )
 
 HOST = "127.0.0.1"
@@ -143,14 +146,16 @@ def check_alive(state_dir: Path, name: str) -> None:
 
 
 def issue_local_pki(
-    state_dir: Path, workers: int, user: str, ca: pki.IssuedCert | None = None
+    state_dir: Path, workers: int, user: str, ca: pki.IssuedCert | None = None, cluster: str = LOCAL_CLUSTER,
 ) -> tuple[pki.IssuedCert, dict[str, pki.IssuedCert]]:
-    """One certificate per node and for the user, from ``ca`` or a fresh CA whose key is never stored."""
-    ca = ca or pki.create_ca(LOCAL_CLUSTER)
-    certs = {"scheduler": pki.issue_certificate(ca, LOCAL_CLUSTER, "scheduler", dns_names=("localhost",), ip_addresses=(HOST,))}
+    """One certificate per node and an admin's for the user, from ``ca``, else the CA kept in ``state_dir``, else a
+    fresh one; the CA is kept there (``local issue`` makes member certificates with it)."""
+    ca = ca or load_ca(state_dir) or pki.create_ca(cluster)
+    save_ca(state_dir, ca)
+    certs = {"scheduler": pki.issue_certificate(ca, cluster, "scheduler", dns_names=("localhost",), ip_addresses=(HOST,))}
     for index in range(workers):
-        certs[f"{WORKER_SLOT_PREFIX}{index}"] = pki.issue_certificate(ca, LOCAL_CLUSTER, "worker", ip_addresses=(HOST,))
-    client = pki.issue_certificate(ca, LOCAL_CLUSTER, "client", user=user)
+        certs[f"{WORKER_SLOT_PREFIX}{index}"] = pki.issue_certificate(ca, cluster, "worker", ip_addresses=(HOST,))
+    client = pki.issue_certificate(ca, cluster, ADMIN_ROLE, user=user)
     directory = client_dir(state_dir)
     pki.write_private(directory / CA_FILE, ca.cert_pem)
     pki.write_private(directory / CERT_FILE, client.cert_pem)
@@ -167,8 +172,10 @@ def up(
     client_version_policy: str = "refuse",
     ca: pki.IssuedCert | None = None,
     usage: UsagePolicy | None = None,
+    cluster: str = LOCAL_CLUSTER,
 ) -> LocalCluster:
-    """Start a scheduler that keeps ``workers`` workers (or follows ``scaling``); on any failure stop what was started."""
+    """Start cluster ``cluster``'s scheduler that keeps ``workers`` workers (or follows ``scaling``); on any failure stop
+    what was started."""
     if workers < 0:
         raise DaskfleetError(f"--workers: must be 0 or more, got {workers}", ExitCode.CONFIG)
     scaling = scaling or local_scaling(workers, workers)
@@ -176,21 +183,22 @@ def up(
     existing = LocalCluster.load(state_dir)
     if existing and existing.running():
         raise DaskfleetError(
-            f"a local cluster already runs from {state_dir} at {existing.address}; `daskfleet local down` stops it",
+            f"local cluster {existing.cluster!r} already runs from {state_dir} at {existing.address}; "
+            f"`daskfleet local down{command_flags(state_dir, existing.cluster)}` stops it",
             ExitCode.LOCAL_FAILURE,
         )
     user = getpass.getuser()
     cap = "" if scaling.cluster_cap is None else str(scaling.cluster_cap)
-    cluster = LocalCluster(
-        state_dir=str(state_dir), user=user, adapt=f"{scaling.min_workers}:{scaling.max_workers}", cap=cap,
+    record = LocalCluster(
+        state_dir=str(state_dir), cluster=cluster, user=user, adapt=f"{scaling.min_workers}:{scaling.max_workers}", cap=cap,
     )
     try:
-        _bring_up(cluster, state_dir, scaling, user, smoke, client_version_policy, ca, usage or UsagePolicy())
+        _bring_up(record, state_dir, scaling, user, smoke, client_version_policy, ca, usage or UsagePolicy())
     except BaseException:
         with contextlib.suppress(DaskfleetError):
             down(state_dir)
         raise
-    return LocalCluster.load(state_dir) or cluster
+    return LocalCluster.load(state_dir) or record
 
 
 def _bring_up(
@@ -198,10 +206,10 @@ def _bring_up(
     ca: pki.IssuedCert | None, usage: UsagePolicy,
 ) -> None:
     slots = scaling.hard_cap
-    ca, certs = issue_local_pki(state_dir, slots, user, ca)
+    ca, certs = issue_local_pki(state_dir, slots, user, ca, cluster.cluster)
     fingerprint = current_fingerprint()
     scheduler_spec = NodeSpec(
-        cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
+        cluster=cluster.cluster, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
         expected_fingerprint=fingerprint, audit_log=str(state_dir / "audit.jsonl"), client_version_policy=policy,
         usage=usage,
         scaling=scaling,
@@ -231,19 +239,20 @@ def _bring_up(
     for index in range(slots):  # the scheduler's scaler starts workers from these as soon as they exist
         name = f"{WORKER_SLOT_PREFIX}{index}"
         spec = NodeSpec(
-            cluster=LOCAL_CLUSTER, role="worker", scheduler_address=info["address"], listen_host=HOST,
+            cluster=cluster.cluster, role="worker", scheduler_address=info["address"], listen_host=HOST,
             worker_port=0, name=name, nthreads=1, expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
         )
         write_node_dir(nodes / name, spec, ca, certs[name])
-    _wait_until_registered(info["address"], state_dir, min(scaling.min_workers, slots), smoke and slots > 0)
+    _wait_until_registered(
+        info["address"], state_dir, min(scaling.min_workers, slots), smoke and slots > 0, cluster.cluster)
 
 
-def _wait_until_registered(address: str, state_dir: Path, workers: int, smoke: bool) -> None:
+def _wait_until_registered(address: str, state_dir: Path, workers: int, smoke: bool, cluster: str) -> None:
     from distributed import Client  # noqa: PLC0415  (imported only when a cluster starts)
 
-    security = client_security(client_material(state_dir), LOCAL_CLUSTER)
+    security = client_security(client_material(state_dir), cluster)
     with Client(address, security=security, timeout=START_TIMEOUT_S) as client:
-        verify_scheduler_identity(client, LOCAL_CLUSTER)
+        verify_scheduler_identity(client, cluster)
         deadline = time.monotonic() + START_TIMEOUT_S
         while len(client.scheduler_info(n_workers=-1)["workers"]) < workers:
             check_alive(state_dir, SCHEDULER)

@@ -1,4 +1,4 @@
-"""``daskfleet local …``: start, show and stop the cluster on this machine."""
+"""``daskfleet local …``: start, show and stop clusters on this machine, and make member certificates for them."""
 
 from __future__ import annotations
 
@@ -18,9 +18,41 @@ def local() -> None:
 
 _state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False, path_type=Path),
-    help="Where certificates, logs and process records live (default: $DASKFLEET_HOME/local or ~/.daskfleet/local).",
+    help="Where certificates, logs and process records live (default: $DASKFLEET_HOME/CLUSTER or ~/.daskfleet/CLUSTER).",
 )
 _seconds = click.FloatRange(min=0)
+
+
+def _cluster_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from ..conventions import CLUSTER_NAME_PATTERN
+    from ..errors import DaskfleetError, ExitCode
+
+    if value is not None and not re.fullmatch(CLUSTER_NAME_PATTERN, value):
+        raise DaskfleetError(f"--cluster: {value!r} does not match {CLUSTER_NAME_PATTERN}", ExitCode.CONFIG)
+    return value
+
+
+_cluster_option = click.option(
+    "--cluster", "name", callback=_cluster_name, metavar="NAME",
+    help="Which local cluster: its name, which its certificates carry and its state directory is named after "
+    "[default: local]. Several run side by side.",
+)
+
+
+def _state_of(cluster: str | None, state_dir: Path | None) -> Path:
+    """The state directory of local cluster ``cluster``: ``--state-dir``, else $DASKFLEET_HOME/CLUSTER."""
+    from .state import LOCAL_CLUSTER, default_state_dir
+
+    return (state_dir or default_state_dir(cluster or LOCAL_CLUSTER)).resolve()
+
+
+def _name_of(cluster: str | None, state_dir: Path | None) -> str:
+    """``--cluster``, else the name of the cluster made in ``--state-dir``, else ``local``."""
+    from .state import LOCAL_CLUSTER, cluster_name
+
+    if cluster is None and state_dir is not None:
+        return cluster_name(state_dir.resolve())
+    return cluster or LOCAL_CLUSTER
 
 
 def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -45,6 +77,7 @@ def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Seconds between the scheduler's scaling decisions.")
 @click.option("--adapt-cooldown", type=_seconds, default=DEFAULT_COOLDOWN_S, show_default=True,
               help="No scale-down this many seconds after the last scaling action.")
+@_cluster_option
 @_state_dir_option
 @click.option("--user-max-workers", "max_workers", multiple=True, metavar="USER=N",
               help="Most workers a user's work may hold at once ('*' for everyone not named); repeatable.")
@@ -61,15 +94,15 @@ def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) 
               "0: per-user usage only.")
 def local_up(
     workers: int | None, adapt: tuple[int, int] | None, worker_cap: int | None, idle_timeout: float,
-    no_client_timeout: float, adapt_interval: float, adapt_cooldown: float, state_dir: Path | None,
+    no_client_timeout: float, adapt_interval: float, adapt_cooldown: float, name: str | None, state_dir: Path | None,
     max_workers: tuple[str, ...], compute_hours: tuple[str, ...], prices: tuple[str, ...],
     budget_monthly_usd: float | None, budget_hard_stop_percent: int, prefixes_per_user: int,
 ) -> None:
-    """Start a TLS-secured scheduler and workers on 127.0.0.1 and run a smoke computation."""
+    """Start a TLS-secured scheduler and workers on 127.0.0.1 and run a smoke computation; you are its admin."""
     from ..errors import DaskfleetError, ExitCode
     from ..usage.policy import policy_from_entries
     from . import cluster as local_cluster
-    from .state import default_state_dir
+    from .state import LOCAL_CLUSTER, command_flags
 
     if workers is not None and adapt is not None:
         raise DaskfleetError("--workers and --adapt: give one (a fixed count, or MIN:MAX)", ExitCode.CONFIG)
@@ -87,33 +120,37 @@ def local_up(
         low, high, cap=worker_cap, interval_s=adapt_interval, cooldown_s=adapt_cooldown,
         idle_timeout_s=idle_timeout, no_client_timeout_s=no_client_timeout,
     )
-    state = state_dir or default_state_dir()
-    cluster = local_cluster.up(state.resolve(), scaling=scaling, usage=usage)
-    via = "" if state_dir is None else f", state_dir={str(state.resolve())!r}"
+    name = name or LOCAL_CLUSTER
+    state = _state_of(name, state_dir)
+    started = local_cluster.up(state, scaling=scaling, usage=usage, cluster=name)
+    via = "" if state_dir is None else f", state_dir={str(state)!r}"
+    flags = command_flags(state, name)
     sizing = f"adaptive {low}..{high} worker(s)" if adapt else f"{high} worker(s)"
     if worker_cap is not None:
         sizing += f", at most {worker_cap}"
     click.echo(
-        f"daskfleet local cluster is up: {sizing}, smoke computation passed.\n"
-        f"  scheduler: {cluster.address}\n"
-        f"  dashboard: {cluster.dashboard}   (HTTPS with the cluster's own CA)\n"
+        f"daskfleet local cluster {name!r} is up: {sizing}, smoke computation passed.\n"
+        f"  scheduler: {started.address}\n"
+        f"  dashboard: {started.dashboard}   (HTTPS with the cluster's own CA)\n"
         f"  audit log: {state / 'audit.jsonl'}\n"
         f"  idle:      workers retire to 0 after {idle_timeout:g}s without work, {no_client_timeout:g}s without a client "
         f"(0: never); new work brings them back\n"
-        f"Connect from Python:\n"
+        f"Connect from Python (you are its admin):\n"
         f"  import daskfleet\n"
-        f"  client = daskfleet.connect(\"local\"{via})\n"
-        f"Stop it with: daskfleet local down"
+        f"  client = daskfleet.connect(\"{name}\"{via})\n"
+        f"A member's certificate, for tests and demos: daskfleet local issue --user NAME{flags}\n"
+        f"Stop it with: daskfleet local down{flags}"
     )
 
 
 @local.command("status")
+@_cluster_option
 @_state_dir_option
-def local_status(state_dir: Path | None) -> None:
+def local_status(name: str | None, state_dir: Path | None) -> None:
     """Show what the local cluster runs: each node's state, and the last line of one that stopped or gave up."""
     from . import state as local_state
 
-    cluster = local_state.LocalCluster.load((state_dir or local_state.default_state_dir()).resolve())
+    cluster = local_state.LocalCluster.load(_state_of(name, state_dir))
     if cluster is None:
         click.echo("no local cluster is running")
         return
@@ -153,13 +190,13 @@ def local_supervise(state_dir: Path) -> None:
 
 
 @local.command("down")
+@_cluster_option
 @_state_dir_option
-def local_down(state_dir: Path | None) -> None:
+def local_down(name: str | None, state_dir: Path | None) -> None:
     """Stop every process `local up` and the scheduler's scaler started."""
     from . import cluster as local_cluster
-    from .state import default_state_dir
 
-    cluster = local_cluster.down((state_dir or default_state_dir()).resolve())
+    cluster = local_cluster.down(_state_of(name, state_dir))
     if cluster is None:
         click.echo("no local cluster to stop")
     else:
@@ -175,8 +212,9 @@ def local_env() -> None:
 @click.option("--lock", "lock_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A conda-lock file.")
 @click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path),
               help="daskfleet's wheel to install with it (default: built from this checkout).")
+@_cluster_option
 @_state_dir_option
-def local_env_publish(lock_path: Path, wheel: Path | None, state_dir: Path | None) -> None:
+def local_env_publish(lock_path: Path, wheel: Path | None, name: str | None, state_dir: Path | None) -> None:
     """Install LOCK beside the running local cluster and roll its workers onto it without stopping it."""
     from ..environments.cache import PackageCache
     from ..environments.commands import default_cache
@@ -184,11 +222,10 @@ def local_env_publish(lock_path: Path, wheel: Path | None, state_dir: Path | Non
     from ..environments.progress import byte_progress
     from ..environments.wheel import find_wheel
     from .environments import publish
-    from .state import default_state_dir
 
     cache = PackageCache(default_cache())
     chosen = find_wheel(cache.root, wheel)
-    state = (state_dir or default_state_dir()).resolve()
+    state = _state_of(name, state_dir)
     with byte_progress(f"installing {lock_path.name}"):
         done = publish(state, lock_path, cache=cache, wheel=chosen, wheel_version=daskfleet_wheel_version(chosen))
     (platform, fingerprint), = done.published.fingerprints.items()
@@ -196,5 +233,26 @@ def local_env_publish(lock_path: Path, wheel: Path | None, state_dir: Path | Non
                f"fetched {len(done.report.fetched)} package(s), {len(done.report.from_cache)} from the cache")
     if done.published.core_packages:
         click.echo(f"core packages change ({', '.join(done.published.core_packages)}): the scheduler restarts into it")
-    click.echo("the workers switch a few at a time; watch them with: daskfleet env status local"
+    click.echo(f"the workers switch a few at a time; watch them with: daskfleet env status {_name_of(name, state_dir)}"
                + (f" --state-dir {state}" if state_dir else ""))
+
+
+@local.command("issue")
+@click.option("--user", required=True, help="The member's user name (their certificate's common name).")
+@_cluster_option
+@_state_dir_option
+def local_issue(user: str, name: str | None, state_dir: Path | None) -> None:
+    """Make a member certificate for USER, for tests and demos: a member may compute but not administer.
+
+    It is written under the cluster's state directory (users/USER/); connect with it from Python with
+    daskfleet.connect(CLUSTER, user=USER).
+    """
+    from .members import issue_member
+
+    name = _name_of(name, state_dir)
+    state = _state_of(name, state_dir)
+    directory = issue_member(state, user, name)
+    via = "" if state_dir is None else f", state_dir={str(state)!r}"
+    click.echo(f"{user} is a member of local cluster {name!r} (certificate in {directory}): they may compute, "
+               f"but only admins (you) restart it, retire workers, run code on it, register plugins or upload files.\n"
+               f"Connect as {user}:  daskfleet.connect(\"{name}\"{via}, user=\"{user}\")")

@@ -1,7 +1,8 @@
-"""Where the local cluster keeps its state, and what ``local up`` recorded there.
+"""Where a local cluster keeps its state, and what ``local up`` recorded there.
 
-The user's client (``daskfleet.client``) reads this to connect; the launcher
-(``daskfleet.local.cluster``) writes it.
+Each local cluster has its own state directory, ``$DASKFLEET_HOME/<cluster>`` by default, holding its CA
+(certificate and key), its admin's and members' client certificates, its nodes and its records. The user's
+client (``daskfleet.client``) reads it to connect; the launcher (``daskfleet.local.cluster``) writes it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE
 from ..trust import pki
 from ..trust.tls import TlsMaterial
 
+#: The local cluster's name when none is given (``daskfleet local up``, ``daskfleet.connect()``).
 LOCAL_CLUSTER = "local"
 STATE_FILE = "cluster.json"
 #: The scheduler's node name (its node directory, log and record).
@@ -36,7 +38,14 @@ SUPERVISION_DIR = "supervision"
 ENV_LINK = "env"
 #: Held while ``cluster.json`` is read and rewritten: the launcher and the scheduler's scaler both record workers.
 LOCK_FILE = "cluster.lock"
+#: The local user's (the cluster's admin's) client certificate, with the CA certificate.
 CLIENT_DIR = "client"
+#: The cluster CA's certificate and key (``ca.pem``, ``ca-key.pem``; 0600 in a 0700 directory), kept so that
+#: ``daskfleet local issue`` can make member certificates once the cluster is up.
+CA_DIR = "ca"
+CA_KEY_FILE = "ca-key.pem"
+#: ``users/<user>/``: a member's client certificate made by ``daskfleet local issue --user <user>``.
+USERS_DIR = "users"
 
 
 def node_python(state_dir: Path) -> str:
@@ -47,6 +56,13 @@ def node_python(state_dir: Path) -> str:
 
 def default_state_dir(cluster: str = LOCAL_CLUSTER) -> Path:
     return daskfleet_home() / cluster
+
+
+def command_flags(state_dir: Path, cluster: str) -> str:
+    """What ``daskfleet local …`` needs to find this cluster again: `` --cluster NAME``, `` --state-dir DIR``, or nothing."""
+    if Path(state_dir).resolve() != default_state_dir(cluster).resolve():
+        return f" --state-dir {state_dir}"
+    return "" if cluster == LOCAL_CLUSTER else f" --cluster {cluster}"
 
 
 @dataclass
@@ -86,6 +102,8 @@ class LocalCluster:
     """What ``local up`` started, persisted in ``<state>/cluster.json``."""
 
     state_dir: str
+    #: The cluster's name: its certificates' trust domain (spiffe://<cluster>/...).
+    cluster: str = LOCAL_CLUSTER
     address: str = ""
     dashboard: str = ""
     user: str = ""
@@ -148,12 +166,68 @@ def client_dir(state_dir: Path) -> Path:
     return state_dir / CLIENT_DIR
 
 
-def client_material(state_dir: Path) -> TlsMaterial:
-    """The local cluster's CA and this user's client certificate and key."""
+def user_dir(state_dir: Path, user: str) -> Path:
+    return state_dir / USERS_DIR / user
+
+
+def find_state_dir(cluster: str | None, state_dir: str | Path | None = None) -> Path | None:
+    """The state directory of the local cluster ``cluster`` names, or None when the name is an AWS cluster's.
+
+    A name is local when ``state_dir`` is given, when it is ``local`` (or None), or when $DASKFLEET_HOME holds
+    a local cluster of that name (``local up --cluster NAME`` made its state directory, with its certificates;
+    ``local down`` keeps it): a local cluster you made wins over an AWS cluster of the same name, until its
+    state directory is removed.
+    """
+    if state_dir is not None:
+        return Path(state_dir)
+    name = cluster or LOCAL_CLUSTER
+    default = default_state_dir(name)
+    return default if name == LOCAL_CLUSTER or (client_dir(default) / CERT_FILE).exists() else None
+
+
+def cluster_name(state_dir: Path) -> str:
+    """The name of the local cluster in ``state_dir``: the trust domain of its admin's certificate."""
+    material = client_material(state_dir)
+    name = pki.identity_of(material.cert_pem).cluster
+    if name is None:
+        raise DaskfleetError(f"{client_dir(state_dir) / CERT_FILE}: carries no daskfleet role URI", ExitCode.CONFIG)
+    return name
+
+
+def client_material(state_dir: Path, user: str | None = None) -> TlsMaterial:
+    """The local cluster's CA and a client certificate and key: the admin's (the local user's), or ``user``'s.
+
+    ``user`` names a member whose certificate ``daskfleet local issue`` made; the admin's own name gives the
+    admin's certificate.
+    """
     directory = client_dir(state_dir)
+    if user is not None and (user_dir(state_dir, user) / CERT_FILE).exists():
+        directory = user_dir(state_dir, user)
     try:
-        return TlsMaterial(*((directory / name).read_text() for name in (CA_FILE, CERT_FILE, KEY_FILE)))
+        material = TlsMaterial(*((directory / name).read_text() for name in (CA_FILE, CERT_FILE, KEY_FILE)))
     except FileNotFoundError:
         raise DaskfleetError(
             f"no client certificate in {directory}: start the cluster with `daskfleet local up`", ExitCode.CONFIG
         ) from None
+    if user is not None and pki.identity_of(material.cert_pem).common_name != user:
+        name = pki.identity_of(material.cert_pem).cluster or LOCAL_CLUSTER
+        raise DaskfleetError(
+            f"local cluster {name!r} has no certificate for user {user!r}: "
+            f"`daskfleet local issue --user {user} --cluster {name}` makes one", ExitCode.CONFIG,
+        )
+    return material
+
+
+def save_ca(state_dir: Path, ca: pki.IssuedCert) -> None:
+    directory = state_dir / CA_DIR
+    pki.write_private(directory / CA_FILE, ca.cert_pem)
+    pki.write_private(directory / CA_KEY_FILE, ca.key_pem)
+
+
+def load_ca(state_dir: Path) -> pki.IssuedCert | None:
+    """The cluster CA kept in ``state_dir``, or None when none is (no ``local up`` yet)."""
+    directory = state_dir / CA_DIR
+    try:
+        return pki.IssuedCert((directory / CA_FILE).read_text(), (directory / CA_KEY_FILE).read_text())
+    except FileNotFoundError:
+        return None

@@ -2,8 +2,7 @@
 
 It runs inside the local scheduler's process (``daskfleet node scheduler --worker-backend
 local:STATE_DIR``). Workers start from worker slots that ``local up`` pre-issued (a node
-directory each, certificate included: the local CA's key is never stored, so nothing can be
-issued later). The backend marks a slot wanted (or no longer wanted) in the state directory's
+directory each, certificate included), so the scheduler never needs the CA's key. The backend marks a slot wanted (or no longer wanted) in the state directory's
 ``cluster.json`` under its lock; the supervisor (``daskfleet.local.supervisor``) starts, restarts
 and stops the processes, so ``local status`` shows them and ``local down`` stops them. A slot
 whose worker failed for good is not used again until the next ``local up``.

@@ -35,8 +35,12 @@ WORKER_OPS = frozenset(
         "shuffle_get_or_create",
     }
 )
-#: Of those, only workers may call these (a client may retire workers or ask who has what).
-WORKER_ONLY_OPS = frozenset({"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys"})
+#: Of those, only workers may call these: registration and heartbeats, and the P2P shuffle's coordination
+#: (a worker's shuffle plugin calls it over its own connection; no client does).
+WORKER_ONLY_OPS = frozenset(
+    {"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys", "shuffle_barrier",
+     "shuffle_restrict_task", "shuffle_get", "shuffle_get_or_create"}
+)
 #: Worker operations that name workers: the key that names them. A worker acts only on its own host.
 WORKER_SELF_SCOPED = {"retire_workers": "workers", "set_resources": "worker", "unregister": "address",
                       "heartbeat_worker": "address"}
@@ -65,8 +69,12 @@ NODE_PEER_ROLES = frozenset({"scheduler", "worker"})
 STREAM_CONTROL_OPS = frozenset({"close-stream"})
 #: The client id distributed's ``fire_and_forget`` uses on behalf of every client.
 FIRE_AND_FORGET_CLIENT = "fire-and-forget"
-#: Roles that may connect to the scheduler at all (its own certificate never does).
-PEER_ROLES = frozenset({"worker", "client"})
+#: Roles that may connect to the scheduler at all (its own certificate never does; a ``metrics`` scraper's
+#: neither, for now: it reads the dashboard's /metrics).
+PEER_ROLES = frozenset({"worker", *conventions.USER_ROLES})
+#: People's roles (members and admins): they register clients, submit graphs, and call a worker's data and
+#: actor operations directly.
+USER_ROLES = frozenset(conventions.USER_ROLES)
 #: What a *task client* (a task's ``get_client()``/``worker_client()``: a client holding its worker's
 #: certificate, registered from a registered worker's own host) may call besides WORKER_OPS: submit
 #: (on its stream), scatter and gather, read where data is, and the coordination primitives (Lock and
@@ -81,6 +89,106 @@ TASK_CLIENT_OPS = frozenset(
         "publish_put", "publish_get", "publish_list", "publish_delete",
     }
 )
+
+
+# --- members and admins -----------------------------------------------------------------------
+#
+# Every operation a user's certificate may reach on the scheduler (distributed 2026.8's handler table plus
+# daskfleet's own), and who of the cluster's people may call it: members (``client`` certificates) or only
+# admins (``admin`` certificates, who may call everything a member may). Each entry says why. This keeps
+# members from disturbing each other by mistake (Bob restarting the cluster under Alice's work); it is no
+# security boundary: distributed unpickles what members submit, so a member's pickled object runs inside
+# the scheduler whatever is refused here (README, "Security model"). An operation in neither table (a
+# later distributed's) is for admins until classified; tests/test_gatekeeper.py fails until it is.
+
+#: Operations open to members, with what they do.
+MEMBER_OPS: dict[str, str] = {
+    "register-client": "connects a client (checked first by check_client: certificate and package versions)",
+    **dict.fromkeys(("identity", "versions", "echo"), "describes the scheduler"),
+    **dict.fromkeys(("gather", "scatter", "update_data"),
+                    "moves a member's data in and out (update_data records a direct scatter)"),
+    **dict.fromkeys(("who_has", "has_what", "nbytes", "ncores", "ncores_running", "processing"),
+                    "reads where data and work are"),
+    "retry": "retries erred tasks (client.retry)",
+    **dict.fromkeys(("publish_put", "publish_get", "publish_list", "publish_delete"),
+                    "publishes, reads or removes a dataset (one namespace for the cluster)"),
+    **dict.fromkeys(
+        ("semaphore_register", "semaphore_acquire", "semaphore_release", "semaphore_refresh_leases",
+         "semaphore_value", "semaphore_close", "multi_lock_acquire", "multi_lock_release", "queue_create",
+         "queue_get", "queue_put", "queue_qsize", "variable_set", "variable_get", "event_wait", "event_set",
+         "event_clear", "event_is_set"),
+        "coordinates work: Lock and Semaphore, MultiLock, Queue, Variable, Event",
+    ),
+    **dict.fromkeys(
+        ("get_task_stream", "get_task_stream_index", "get_task_status", "get_task_prefix_states", "get_story",
+         "events", "logs", "get_logs", "worker_logs", "call_stack", "profile", "performance_report",
+         "get_cluster_state", "dump_state", "get_metadata", "get_runspec", "get_error_cause", "check_idle",
+         "adaptive_target", "workers_to_close", "subscribe_worker_status"),
+        "reads the cluster's state, logs and profiles (the dashboard shows every member the same)",
+    ),
+    **dict.fromkeys(("set_metadata", "log_event", "start_task_metadata", "stop_task_metadata",
+                     "memory_sampler_start", "memory_sampler_stop"),
+                    "records diagnostics of a member's own work"),
+    "broadcast": "asks every worker one of MEMBER_WORKER_QUERIES (client.get_versions); other worker "
+                 "operations (run, upload_file, ...) are for admins",
+    "proxy": "asks one worker one of MEMBER_WORKER_QUERIES; other worker operations are for admins",
+    "amm_handler": "asks whether the active memory manager runs; starting, stopping or running it is for admins",
+    conventions.SCALING_STATE_HANDLER: "reads the scaler's state (daskfleet status)",
+    conventions.ENV_ROLL_HANDLER: "reads the environment roll's progress (daskfleet env status)",
+    conventions.USAGE_OP: "reads the usage records (daskfleet usage)",
+    conventions.PROFILE_OP: "reads a task prefix's merged profile (daskfleet profile)",
+}
+#: Operations only admins may call, with what they do to the other members.
+ADMIN_OPS: dict[str, str] = {
+    "restart": "restarts every worker, losing everyone's work in progress and results",
+    "restart_workers": "restarts workers, losing the work and results on them",
+    "retire_workers": "retires workers (and so changes the cluster's size), moving everyone's data; a worker "
+                      "retiring itself needs no admin",
+    "terminate": "stops the scheduler, and with it everyone's work",
+    "run_function": "runs code on the scheduler (client.run_on_scheduler)",
+    "feed": "runs code on the scheduler, repeatedly",
+    "register_scheduler_plugin": "runs a plugin's code inside the scheduler",
+    "register_worker_plugin": "runs a plugin's code on every worker (client.upload_file is one)",
+    "register_nanny_plugin": "runs a plugin's code on every worker's nanny",
+    **dict.fromkeys(("unregister_scheduler_plugin", "unregister_worker_plugin", "unregister_nanny_plugin"),
+                    "removes a plugin others may rely on"),
+    "rebalance": "moves everyone's data between workers",
+    "replicate": "copies data onto many workers, taking memory from everyone's work",
+    "set_restrictions": "pins anyone's tasks to chosen workers",
+    "set_resources": "changes the resources a worker offers, and so where everyone's tasks run; a worker "
+                     "setting its own needs no admin",
+    "benchmark_hardware": "loads every worker's disk, memory and network, slowing everyone's work",
+    "dump_cluster_state_to_url": "writes a file wherever the scheduler may write, with its credentials",
+}
+#: Worker operations a member may ``broadcast`` or ``proxy`` through the scheduler: they read and change
+#: nothing. Every other one runs as the scheduler, which a worker obeys (run, upload_file, plugin-add...).
+MEMBER_WORKER_QUERIES = frozenset(
+    {"versions", "identity", "get_story", "call_stack", "profile", "profile_metadata", "get_logs",
+     "get_monitor_info", "keys", "ping", "echo", "dump_state"}
+)
+#: ``amm_handler`` methods a member may call.
+MEMBER_AMM_METHODS = frozenset({"running"})
+
+
+def member_refusal(op: str, msg: Mapping[str, Any]) -> Refusal | None:
+    """Why a member may not call ``op`` with ``msg`` (None: they may): see MEMBER_OPS and ADMIN_OPS."""
+    if op in ("broadcast", "proxy"):
+        inner = msg.get("msg")
+        worker_op = inner.get("op") if isinstance(inner, Mapping) else None
+        if worker_op not in MEMBER_WORKER_QUERIES:
+            return _for_admins(f"{op!r} of worker operation {worker_op!r}",
+                               "runs as the scheduler on workers, which do what it says")
+        return None
+    if op == "amm_handler" and msg.get("method") not in MEMBER_AMM_METHODS:
+        return _for_admins(f"'amm_handler' method {msg.get('method')!r}", "changes memory management for everyone")
+    if op in MEMBER_OPS:
+        return None
+    return _for_admins(repr(op), ADMIN_OPS.get(op, "is not classified for members (see MEMBER_OPS)"))
+
+
+def _for_admins(what: str, does: str) -> Refusal:
+    return Refusal(f"{what} is for the cluster's admins (it {does}); certificate role is "
+                   f"{conventions.MEMBER_ROLE!r} (a member)")
 
 
 @dataclass(frozen=True)
@@ -101,7 +209,7 @@ class WorkerGatekeeper:
 
     def check_operation(self, op: str, peer: Peer) -> Refusal | None:
         if op in CLIENT_WORKER_OPS:
-            return role_refusal(self.cluster, peer, NODE_PEER_ROLES | {"client"})
+            return role_refusal(self.cluster, peer, NODE_PEER_ROLES | USER_ROLES)
         if op in SCHEDULER_ONLY_WORKER_OPS:
             return role_refusal(self.cluster, peer, "scheduler")
         return role_refusal(self.cluster, peer, NODE_PEER_ROLES)
@@ -127,18 +235,20 @@ class Gatekeeper:
         self, op: str, peer: Peer, msg: Mapping[str, Any] | None = None, worker_hosts: Container[str] = (),
     ) -> Refusal | None:
         """Workers may call only WORKER_OPS, on themselves, and TASK_CLIENT_OPS from a registered worker's
-        host (``worker_hosts``); clients anything but WORKER_ONLY_OPS."""
+        host (``worker_hosts``); admins anything but WORKER_ONLY_OPS; members what ``member_refusal`` lets through."""
         if op in DENIED_OPS:
             return Refusal(f"operation {op!r} is not served by the scheduler")
         refusal = self._role_refusal(peer, PEER_ROLES)
         if refusal is not None:
             return refusal
-        if peer.role == "client":
-            return self._role_refusal(peer, "worker") if op in WORKER_ONLY_OPS else None
+        if peer.role in USER_ROLES:
+            if op in WORKER_ONLY_OPS:
+                return self._role_refusal(peer, "worker")
+            return None if peer.role == conventions.ADMIN_ROLE else member_refusal(op, msg or {})
         if op in TASK_CLIENT_OPS and op not in WORKER_OPS:
             return self._task_client_host_refusal(peer, worker_hosts)
         if op not in WORKER_OPS:
-            return Refusal(f"certificate role is 'worker'; client required: {op!r} is reserved for users")
+            return Refusal(f"certificate role is 'worker'; admin or client required: {op!r} is reserved for users")
         return self._worker_scope_refusal(op, peer, msg or {})
 
     def _task_client_host_refusal(self, peer: Peer, worker_hosts: Container[str]) -> Refusal | None:
@@ -154,7 +264,7 @@ class Gatekeeper:
         and where it runs), never from what the worker says: the task must be processing on a worker on
         the task client's own host.
         """
-        if peer.role == "client":
+        if peer.role in USER_ROLES:
             return peer.identity, None
         if submitting is None or submitting.key is None:
             return None, Refusal("a task client's graph must come from a running task, and names none")
@@ -231,7 +341,7 @@ class Gatekeeper:
         if peer.role == "worker":
             refusal = self._role_refusal(peer, "worker") or self._task_client_host_refusal(peer, worker_hosts)
         else:
-            refusal = self._role_refusal(peer, "client")
+            refusal = self._role_refusal(peer, USER_ROLES)
         if refusal:
             return refusal, None
         differences = self.version_differences(client_versions)

@@ -83,6 +83,7 @@ class SchedulerGuard:
         # The hosts of the registered workers (a task client must come from one): distributed keeps them,
         # keyed as ``host_of`` names them, and drops a host with its last worker.
         self._worker_hosts = scheduler.host_info
+        self._audit_handshakes(scheduler)
         for op, handler in list(scheduler.handlers.items()):
             if op == "register-worker":
                 scheduler.handlers[op] = self._guard_worker_registration(handler)
@@ -92,6 +93,34 @@ class SchedulerGuard:
                 scheduler.handlers[op] = self._guard_operation(op, handler)
         scheduler.stream_handlers["update-graph"] = self._guard_graphs(scheduler.stream_handlers["update-graph"])
         scheduler.add_plugin(AuditPlugin(self.audit, self.identities, self.origins, self.owners), name=AuditPlugin.name)
+
+    def _audit_handshakes(self, scheduler: Any) -> None:
+        """Audit each TLS handshake a listener of the scheduler refuses (a certificate from another CA, none...).
+
+        distributed only logs these (``TLSListener._prepare_stream``); each listener's is replaced as it is
+        created, before the event loop can hand it a connection.
+        """
+        listen = scheduler.listen
+
+        async def listen_audited(*args: Any, **kwargs: Any) -> Any:
+            result = await listen(*args, **kwargs)
+            listener = scheduler.listeners[-1]
+            if hasattr(listener, "_prepare_stream"):
+                listener._prepare_stream = self._audited_handshake
+            return result
+
+        scheduler.listen = listen_audited
+
+    async def _audited_handshake(self, stream: Any, address: str) -> Any:
+        """distributed's ``TLSListener._prepare_stream``, auditing a refusal: the stream, or None."""
+        try:
+            await stream.wait_for_handshake()
+        except OSError as exc:
+            reason = str(getattr(exc, "real_error", None) or exc)
+            logger.warning("daskfleet refused a TLS connection from %s: %s", address, reason)
+            self.audit.record("tls-refused", peer=address, reason=reason)
+            return None
+        return stream
 
     def add_handler(self, op: str, handler: Callable) -> None:
         """Serve a further scheduler operation behind the same checks (added after ``install``, it would be open)."""
@@ -143,7 +172,7 @@ class SchedulerGuard:
                 self.audit.record("client-version-warning", identity=peer.identity, client=client, detail=warning)
             self.identities[client] = peer
             event = "task-client-connect" if peer.role == "worker" else "client-connect"
-            self.audit.record(event, identity=peer.identity, client=client, peer=peer.address)
+            self.audit.record(event, identity=peer.identity, role=peer.role, client=client, peer=peer.address)
             self._restrict_stream(comm, peer, "client", client)
             return await handler(comm, client=client, versions=versions, **msg)
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import conventions
 from ..errors import DaskfleetError, ExitCode
 from .peers import Peer
 from .pki import identity_of
@@ -39,9 +40,10 @@ class TlsMaterial:
 
 
 def client_security(material: TlsMaterial, cluster: str) -> Security:
-    """A ``distributed.Security`` presenting ``material``, which must be a client certificate of ``cluster``."""
+    """A ``distributed.Security`` presenting ``material``, which must be a user's (member's or admin's)
+    certificate of ``cluster``."""
     identity = identity_of(material.cert_pem)
-    if (identity.cluster, identity.role) != (cluster, "client"):
+    if identity.cluster != cluster or identity.role not in conventions.USER_ROLES:
         found = f"a {identity.role} certificate for cluster {identity.cluster!r}" if identity.role else "no daskfleet role"
         raise DaskfleetError(f"your certificate for {cluster!r} is {found}, not a client certificate", ExitCode.CONFIG)
     from distributed import Security  # noqa: PLC0415

@@ -153,8 +153,8 @@ def usage_command(live: Reader, stored: Reader) -> click.Command:
     @_where
     def usage(cluster: str, since: str | None, by: str, user: str | None, top: int | None, from_records: bool,
               as_json: bool, state_dir: Path | None, address: str | None, profile: str | None, region: str | None) -> None:
-        """Per-user usage of CLUSTER ('local' for the local cluster): tasks, compute and worker hours, cost;
-        with --by prefix, per task prefix and user."""
+        """Per-user usage of CLUSTER (a local cluster's name, e.g. 'local', or an AWS cluster's): tasks, compute and
+        worker hours, cost; with --by prefix, per task prefix and user."""
         from .records import summarize
 
         if by == "user" and (user is not None or top is not None):

@@ -14,6 +14,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from ..conventions import USER_ROLES
 from ..scaling.runner import WORK_STATES
 from .policy import INSTANCE_KEY, LOCAL_INSTANCE_TYPE
 
@@ -78,7 +79,7 @@ class UsagePlugin(SchedulerPlugin):
 
     def add_client(self, scheduler: Any, client: str) -> None:
         peer = self.accounting.guard.identities.get(client)
-        if peer is not None and peer.role == "client":
+        if peer is not None and peer.role in USER_ROLES:
             self.users[client] = peer.identity
             self.ledger.client_connected(peer.identity)
 

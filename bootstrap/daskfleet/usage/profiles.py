@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-#: The scheduler operation answering with a prefix's merged profile and its window (any user certificate).
-PROFILE_OP = "daskfleet_profile"
+from ..conventions import PROFILE_OP  # noqa: F401  (re-exported: the scheduler operation, any user certificate)
+
 #: The name of the flame graph's data source in the page (one rectangle per row).
 FLAME_SOURCE = "daskfleet-flame"
 

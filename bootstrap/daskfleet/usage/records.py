@@ -18,12 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..conventions import IDLE_PREFIX, OTHER_PREFIX, UNRECORDED_PREFIX
+from ..conventions import IDLE_PREFIX, OTHER_PREFIX, UNRECORDED_PREFIX, USAGE_OP  # noqa: F401  (USAGE_OP: re-exported)
 from .ledger import Totals, UserUsage, utc_day, utc_month
 
 EVENT = "usage"
-#: The scheduler operation that answers with the live scheduler's records (``since``: epoch seconds).
-USAGE_OP = "daskfleet_usage"
 #: The scheduler's local copy of its usage records, next to its audit log (the local cluster's only store).
 RECORDS_FILE = "usage.jsonl"
 #: The usage records' log stream prefix in the cluster's log group (``usage/<instance id>``).

@@ -13,6 +13,7 @@ from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 
+from ..conventions import USER_ROLES
 from ..notices import tell_client
 from ..trust.attribution import GraphOrigin
 from ..trust.audit import AuditLog
@@ -132,7 +133,7 @@ class UsageAccounting:
         self.audit.record(f"budget-{change}", spent_usd=round(state.spent_usd, 4), projected_usd=round(state.projected_usd, 4),
                           threshold_usd=state.threshold_usd, resets=state.resets.isoformat())
         for client, peer in list(self.guard.identities.items()):
-            if peer.role == "client":
+            if peer.role in USER_ROLES:
                 self.tell(client, text)
 
     def write_record(self) -> dict[str, Any]:
