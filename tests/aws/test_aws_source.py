@@ -137,6 +137,15 @@ def test_one_session_token_serves_every_read_of_a_source(stored_worker, imds):
     assert methods.count("PUT") == 1 and methods.count("GET") >= 10
 
 
+def test_a_token_the_service_no_longer_accepts_is_replaced(imds):
+    source = make_source(f"aws:{CLUSTER}")
+    assert source.leaving() is None
+    imds._tokens.clear()  # as after the token's lifetime
+    imds.extra[LIFECYCLE_STATE] = "Terminated"
+    assert source.leaving() == "its auto scaling group is terminating it"
+    assert [method for method, _, _ in imds.requests].count("PUT") == 2
+
+
 def test_a_burst_of_unavailable_answers_is_retried(stored_worker, imds):
     imds.unavailable_for = 2  # two 503s to the token's PUT; its third attempt succeeds
     spec = make_source(f"aws:{CLUSTER}").fetch_spec("worker")

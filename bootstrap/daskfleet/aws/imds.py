@@ -58,8 +58,14 @@ class ImdsClient:
         return text
 
     def read_optional(self, path: str) -> str | None:
-        """The text at ``path``, or None where instance metadata has nothing there (HTTP 404)."""
+        """The text at ``path``, or None where instance metadata has nothing there (HTTP 404).
+
+        A token the service no longer accepts (HTTP 401) is replaced once.
+        """
         response = self._request("GET", path, headers={TOKEN_HEADER: self._session_token()}, timeout=READ_TIMEOUT)
+        if response.status == 401:
+            self._forget_token()
+            response = self._request("GET", path, headers={TOKEN_HEADER: self._session_token()}, timeout=READ_TIMEOUT)
         if response.status == 404:
             return None
         if response.status != 200:
@@ -86,6 +92,10 @@ class ImdsClient:
                 self._token = response.data.decode("utf-8")
                 self._token_expires = now + TOKEN_TTL_SECONDS - TOKEN_RENEW_MARGIN_SECONDS
             return self._token
+
+    def _forget_token(self) -> None:
+        with self._lock:
+            self._token = None
 
     def _request(self, method: str, path: str, *, headers: dict[str, str], timeout: urllib3.Timeout):
         try:
