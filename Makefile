@@ -9,7 +9,7 @@ VENV := .venv
 STAMP := $(VENV)/.daskfleet-installed
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install local local-down local-status test bench env image preview up down clean lock
+.PHONY: install local local-down local-status test bench env image preview up down clean lock conda-forge-names
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ ENV ?= default
 ENVS_DIR ?= envs
 ENV_PREFIXES ?= .envs
 ENV_LOCK = $(ENVS_DIR)/$(ENV)/conda-lock.yml
+
+# The conda-forge package names a spec may use (envs/conda-forge-names.txt, checked by the tests): the
+# complete list from conda-forge/feedstock-outputs. It needs network access to GitHub, not `make install`.
+conda-forge-names:
+	$(PYTHON) envs/conda_forge_names.py --out envs/conda-forge-names.txt
 
 env: install
 	$(VENV)/bin/daskfleet env lock $(ENVS_DIR)/$(ENV)

@@ -6,9 +6,11 @@
 # Run it through `make image ENV=<env> REGION=<region>` (see images/README.md): the Makefile builds
 # daskfleet's wheel and computes the fingerprint from envs/<env>/conda-lock.yml.
 #
-# The build instance is private: Packer reaches it only through Session Manager, its temporary
-# security group admits nothing from the network, IMDSv2 is required, and its volume and the AMI
-# are encrypted.
+# The build instance admits no connection from any network: Packer reaches it only through Session
+# Manager, and its temporary security group admits nothing. It is not hidden, though: in the default
+# VPC it gets a public address, its only way out to Session Manager, the conda channels and PyPI
+# (default subnets route out through an internet gateway, never a NAT); in a given subnet_id it gets
+# whatever that subnet assigns. IMDSv2 is required, and its volume and the AMI are encrypted.
 
 packer {
   required_version = ">= 1.10.0"
@@ -124,11 +126,14 @@ source "amazon-ebs" "node" {
 
   # Session Manager only: no SSH port is reachable from any network. Packer's temporary security
   # group must name a source; 127.0.0.1/32 admits nothing, since the tunnel ends on the instance.
+  # A public address only in the default VPC, whose subnets reach Session Manager and the package
+  # channels through an internet gateway alone; a given subnet keeps its own setting (a private one
+  # routes out through a NAT gateway). The security group admits nothing either way.
   communicator                          = "ssh"
   ssh_username                          = "ec2-user"
   ssh_interface                         = "session_manager"
   temporary_security_group_source_cidrs = ["127.0.0.1/32"]
-  associate_public_ip_address           = true
+  associate_public_ip_address           = var.subnet_id == "" ? true : null
   temporary_iam_instance_profile_policy_document {
     Version = "2012-10-17"
     Statement {
@@ -182,8 +187,13 @@ build {
     destination = "${local.staging}/"
   }
 
+  # As root, with the variables below: Packer hands environment_vars to a script only through
+  # {{ .Vars }} (KEY='value' pairs; its default execute_command is "chmod +x {{ .Path }}; {{ .Vars }}
+  # {{ .Path }}"), and sudo starts its command with an environment of its own, so `env` sets them
+  # under sudo. https://developer.hashicorp.com/packer/docs/provisioners/shell (execute_command,
+  # environment_vars, env_var_format). tests/images/test_provisioning.py runs this the same way.
   provisioner "shell" {
-    execute_command = "sudo -E bash '{{ .Path }}'"
+    execute_command = "sudo -E env {{ .Vars }} bash '{{ .Path }}'"
     environment_vars = [
       "DASKFLEET_LOCK=${local.staging}/conda-lock.yml",
       "DASKFLEET_WHEEL=${local.staging}/${basename(var.wheel_file)}",

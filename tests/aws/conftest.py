@@ -37,11 +37,11 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
 
 @pytest.fixture(scope="session")
 def cluster_pki() -> dict[str, TlsMaterial]:
-    """Real PEMs for the test cluster: one TlsMaterial per role (client issued to ``alice``)."""
+    """Real PEMs for the test cluster: one TlsMaterial per role (member and admin issued to ``alice``)."""
     ca = pki.create_ca(CLUSTER)
     material = {}
-    for role in (*conventions.NODE_ROLES, conventions.MEMBER_ROLE):
-        issued = pki.issue_certificate(ca, CLUSTER, role, user="alice" if role == "client" else None)
+    for role in conventions.ROLES:
+        issued = pki.issue_certificate(ca, CLUSTER, role, user="alice" if role in conventions.USER_ROLES else None)
         material[role] = TlsMaterial(ca_pem=ca.cert_pem, cert_pem=issued.cert_pem, key_pem=issued.key_pem)
     return material
 

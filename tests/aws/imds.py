@@ -7,8 +7,9 @@ tags (``meta-data/tags/instance/``) and user data. Reusable by any test that boo
 through ``daskfleet.aws.source``: point ``DASKFLEET_IMDS_ENDPOINT`` at ``server.url``.
 
 Fault switches: ``issue_tokens=False`` is an IMDSv1-only endpoint (token PUT refused),
-``tags_enabled=False`` is a launch template without ``instance_metadata_tags``, and
-``delay_s`` slows every response. ``requests`` records (method, path, had_valid_token).
+``tags_enabled=False`` is a launch template without ``instance_metadata_tags``,
+``delay_s`` slows every response, and ``unavailable_for`` answers that many next requests
+with HTTP 503. ``requests`` records (method, path, had_valid_token).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ImdsServer:
         self.issue_tokens = issue_tokens
         self.tags_enabled = tags_enabled
         self.delay_s = delay_s
+        self.unavailable_for = 0
         #: Further metadata paths (below /latest/), e.g. "meta-data/autoscaling/target-lifecycle-state".
         self.extra: dict[str, str] = {}
         self.requests: list[tuple[str, str, bool]] = []
@@ -150,6 +152,8 @@ def _handler_for(imds: ImdsServer) -> type[BaseHTTPRequestHandler]:
             self._pause()
             path = unquote(self.path)
             imds.requests.append(("PUT", path, False))
+            if self._unavailable():
+                return self._reply(503, b"")
             if path != "/latest/api/token":
                 return self._reply(404, b"")
             self._reply(*imds.issue_token(self.headers.get(TOKEN_TTL_HEADER)))
@@ -159,11 +163,20 @@ def _handler_for(imds: ImdsServer) -> type[BaseHTTPRequestHandler]:
             path = unquote(self.path)
             valid = imds.token_is_valid(self.headers.get(TOKEN_HEADER))
             imds.requests.append(("GET", path, valid))
+            if self._unavailable():
+                return self._reply(503, b"")
             if not valid:
                 return self._reply(401, b"")
             if not path.startswith("/latest/"):
                 return self._reply(404, b"")
             self._reply(*imds.read(path.removeprefix("/latest/")))
+
+        def _unavailable(self) -> bool:
+            with imds._lock:
+                if imds.unavailable_for <= 0:
+                    return False
+                imds.unavailable_for -= 1
+                return True
 
         def _pause(self) -> None:
             if imds.delay_s:

@@ -128,6 +128,37 @@ def test_an_imdsv1_only_endpoint_is_refused_without_falling_back(stored_worker, 
     assert [method for method, _, _ in imds.requests] and all(method == "PUT" for method, _, _ in imds.requests)
 
 
+def test_one_session_token_serves_every_read_of_a_source(stored_worker, imds):
+    source = make_source(f"aws:{CLUSTER}")
+    source.fetch_spec("worker")
+    source.fetch_tls("worker")
+    assert source.leaving() is None and source.leaving() is None
+    methods = [method for method, _, _ in imds.requests]
+    assert methods.count("PUT") == 1 and methods.count("GET") >= 10
+
+
+def test_a_token_the_service_no_longer_accepts_is_replaced(imds):
+    source = make_source(f"aws:{CLUSTER}")
+    assert source.leaving() is None
+    imds._tokens.clear()  # as after the token's lifetime
+    imds.extra[LIFECYCLE_STATE] = "Terminated"
+    assert source.leaving() == "its auto scaling group is terminating it"
+    assert [method for method, _, _ in imds.requests].count("PUT") == 2
+
+
+def test_a_burst_of_unavailable_answers_is_retried(stored_worker, imds):
+    imds.unavailable_for = 2  # two 503s to the token's PUT; its third attempt succeeds
+    spec = make_source(f"aws:{CLUSTER}").fetch_spec("worker")
+    assert spec["scheduler_address"] == SCHEDULER_ADDRESS
+
+
+def test_retries_are_bounded_and_the_last_answer_is_named(stored_worker, imds):
+    imds.unavailable_for = 100
+    assert_fails(lambda: make_source(f"aws:{CLUSTER}").fetch_spec("worker"),
+                 ExitCode.SOURCE_UNAVAILABLE, "IMDSv2", "token", "HTTP 503")
+    assert [method for method, _, _ in imds.requests] == ["PUT"] * 4  # one attempt and three retries
+
+
 def test_a_slow_metadata_endpoint_runs_into_the_deadline(stored_worker, imds):
     imds.delay_s = 0.15
     source = AwsSource(CLUSTER, deadline_s=0.3)

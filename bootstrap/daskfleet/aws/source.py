@@ -12,6 +12,7 @@ for tests only; when it is set the agent logs a warning.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -23,8 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import urllib3
-from ec2_metadata import EC2Metadata
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
@@ -36,6 +35,7 @@ from ..trust.tls import TlsMaterial
 from .calls import BOTO_CONFIG, INSTANCE_ROLE, Deadline, call_aws, fetch_tls_secret
 from ..usage.records import STREAM_PREFIX
 from .cloudwatch import CloudWatchLines
+from .imds import ImdsClient, ImdsError
 from .nodefailures import NodeFailure, launch_versions, read_failures, repeated_failures, report_failure
 from .workers import AutoScalingWorkers
 from .usagerecords import read_usage_lines
@@ -46,10 +46,6 @@ log = logging.getLogger(__name__)
 IMDS_ENDPOINT_ENV = "DASKFLEET_IMDS_ENDPOINT"
 DEFAULT_IMDS_ENDPOINT = "http://169.254.169.254"
 
-#: IMDS requests: ec2-metadata times out after 5 s (token) or 1 s (reads); retry 3 times, jittered.
-IMDS_RETRIES = urllib3.Retry(
-    total=3, backoff_factor=0.2, backoff_jitter=0.2, status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False
-)
 #: No new remote call starts once one fetch (spec, TLS, DNS record) has taken this long.
 DEADLINE_SECONDS = 120.0
 
@@ -68,71 +64,59 @@ class InstanceIdentity:
     purchase: str = "on-demand"
 
 
-def metadata_client(endpoint: str) -> EC2Metadata:
-    """An ec2-metadata client (IMDSv2 only, bounded retries) pointed at ``endpoint``.
-
-    ec2-metadata 3.0 takes no URL argument: its constructor derives four public URL
-    attributes from the link-local address, so all four are set here.
-    """
-    client = EC2Metadata(pool_manager=urllib3.PoolManager(retries=IMDS_RETRIES))
-    base = f"{endpoint.rstrip('/')}/latest/"
-    client.service_url = base
-    client.dynamic_url = f"{base}dynamic/"
-    client.metadata_url = f"{base}meta-data/"
-    client.userdata_url = f"{base}user-data/"
-    return client
-
-
-def read_instance_identity(endpoint: str, deadline: Deadline) -> InstanceIdentity:
+def read_instance_identity(metadata: ImdsClient, deadline: Deadline) -> InstanceIdentity:
     """Instance id, region, private IPv4 and tags through IMDSv2; never falls back to IMDSv1."""
-    metadata = metadata_client(endpoint)
-    with _imds_step(endpoint, "the instance id", deadline):
-        instance_id = metadata.instance_id
-    with _imds_step(endpoint, "the instance identity document", deadline):
-        region = metadata.region
-    with _imds_step(endpoint, "the private IPv4 address", deadline):
-        private_ipv4 = metadata.private_ipv4
-    with _imds_step(endpoint, "instance tags (the launch template must enable instance_metadata_tags)", deadline):
-        tags = {key: metadata.tags[key] for key in (conventions.TAG_CLUSTER, conventions.TAG_ROLE)
-                if key in metadata.tags}
-    with _imds_step(endpoint, "the instance type and life cycle", deadline):
-        instance_type, purchase = metadata.instance_type, metadata.instance_life_cycle
+    with _imds_step(metadata, "the instance id", deadline):
+        instance_id = metadata.read("meta-data/instance-id")
+    with _imds_step(metadata, "the instance identity document", deadline):
+        region = json.loads(metadata.read("dynamic/instance-identity/document"))["region"]
+    with _imds_step(metadata, "the private IPv4 address", deadline):
+        private_ipv4 = metadata.read("meta-data/local-ipv4")
+    with _imds_step(metadata, "instance tags (the launch template must enable instance_metadata_tags)", deadline):
+        keys = metadata.tag_keys()
+        tags = {key: value for key in (conventions.TAG_CLUSTER, conventions.TAG_ROLE)
+                if key in keys and (value := metadata.tag(key)) is not None}
+    with _imds_step(metadata, "the instance type and life cycle", deadline):
+        instance_type = metadata.read("meta-data/instance-type")
+        purchase = metadata.read("meta-data/instance-life-cycle")
     return InstanceIdentity(
         instance_id=instance_id, region=region, private_ipv4=private_ipv4, tags=tags,
         instance_type=instance_type, purchase="spot" if purchase == "spot" else "on-demand",
     )
 
 
+def read_leaving_notice(metadata: ImdsClient) -> tuple[bool, str | None]:
+    """(terminating, spot notice): the group's lifecycle state is ``Terminated``; a spot interruption notice."""
+    terminating = metadata.read_optional("meta-data/autoscaling/target-lifecycle-state") == "Terminated"
+    if terminating:
+        return True, None
+    text = metadata.read_optional("meta-data/spot/instance-action")
+    if text is None:
+        return False, None
+    try:
+        notice = json.loads(text)
+        at = dt.datetime.fromisoformat(notice["time"].replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+        return False, f"{notice['action']} at {at:%H:%M:%S} UTC"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False, "unreadable notice"
+
+
 @contextmanager
-def _imds_step(endpoint: str, what: str, deadline: Deadline) -> Iterator[None]:
+def _imds_step(metadata: ImdsClient, what: str, deadline: Deadline) -> Iterator[None]:
     """Turns one IMDS read's failure into a one-line SOURCE_UNAVAILABLE naming what was read."""
     deadline.check(f"reading {what} from instance metadata")
     try:
         yield
-    except urllib3.exceptions.HTTPError as exc:
-        reason = _short_reason(exc)
-    except (ValueError, KeyError) as exc:  # a malformed identity document
+    except ImdsError as exc:
+        reason = exc.reason
+    except (ValueError, KeyError, TypeError) as exc:  # a malformed identity document
         reason = f"unexpected response ({type(exc).__name__})"
     else:
         return
+    endpoint = metadata.base.removesuffix("/latest/")
     raise DaskfleetError(
         f"instance metadata (IMDSv2) at {endpoint}: cannot read {what}: {reason}", ExitCode.SOURCE_UNAVAILABLE
     )
-
-
-def _short_reason(exc: urllib3.exceptions.HTTPError) -> str:
-    """One line for a urllib3 failure: the socket error if there is one, else the message."""
-    chain: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and cause not in chain:
-        chain.append(cause)
-        cause = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
-    for link in chain:
-        if isinstance(link, OSError) and link.strerror:
-            return link.strerror
-    if any(isinstance(link, (TimeoutError, urllib3.exceptions.TimeoutError)) for link in chain):
-        return "timed out"
-    return str(exc).splitlines()[0]
 
 
 # --- the source ---------------------------------------------------------------------------------
@@ -152,6 +136,7 @@ class AwsSource:
         if imds_endpoint is None and override:
             log.warning("instance metadata endpoint overridden by %s=%s (tests only)", IMDS_ENDPOINT_ENV, override)
         self.imds_endpoint = imds_endpoint or override or DEFAULT_IMDS_ENDPOINT
+        self.metadata = ImdsClient(self.imds_endpoint)
         self.deadline_s = deadline_s
         self._identity: InstanceIdentity | None = None
         self._clients: dict[str, Any] = {}
@@ -192,17 +177,16 @@ class AwsSource:
 
         A metadata read that fails is not a notice: it is logged and the next poll asks again.
         """
-        metadata = metadata_client(self.imds_endpoint)
         try:
-            if metadata.autoscaling_target_lifecycle_state == "Terminated":
-                self._terminating = True
-                return "its auto scaling group is terminating it"
-            notice = metadata.spot_instance_action
-        except urllib3.exceptions.HTTPError as exc:
-            log.warning("instance metadata: cannot read the lifecycle state: %s", _short_reason(exc))
+            terminating, spot_notice = read_leaving_notice(self.metadata)
+        except ImdsError as exc:
+            log.warning("instance metadata: cannot read the lifecycle state: %s", exc.reason)
             return None
-        if notice is not None:
-            return f"spot interruption notice ({notice.action} at {notice.time:%H:%M:%S} UTC)"
+        if terminating:
+            self._terminating = True
+            return "its auto scaling group is terminating it"
+        if spot_notice is not None:
+            return f"spot interruption notice ({spot_notice})"
         return None
 
     def left(self) -> None:
@@ -315,7 +299,7 @@ class AwsSource:
     def _own_identity(self, deadline: Deadline | None = None) -> InstanceIdentity:
         """This instance's identity and tags, read from instance metadata once."""
         if self._identity is None:
-            self._identity = read_instance_identity(self.imds_endpoint, deadline or Deadline(self.deadline_s))
+            self._identity = read_instance_identity(self.metadata, deadline or Deadline(self.deadline_s))
         return self._identity
 
     def instance_id(self) -> str:

@@ -29,6 +29,11 @@ CLUSTER_VARIABLE = "DASKFLEET_CLUSTER"
 #: The CloudWatch agent (installed by the image) and the configuration user data gives it.
 CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
 CLOUDWATCH_AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/daskfleet.json"
+#: The CloudWatch agent reads the journal (``logs.logs_collected.journald.collect_list``) from this
+#: version: journald collection was merged in aws/amazon-cloudwatch-agent#2121 (2026-05-13), so
+#: 1.300070.0 (release notes #2171, 2026-06-19, all of main since 1.300069.0) has it. The image
+#: build refuses an older agent (images/provision/build-image.sh; a test holds the two together).
+CLOUDWATCH_AGENT_JOURNALD_MIN_VERSION = "1.300070.0"
 #: Where the agent keeps its restart history (backoff and give-up window): under the unit's StateDirectory.
 STATE_DIRECTORY_NAME = "daskfleet"
 

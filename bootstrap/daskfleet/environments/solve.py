@@ -97,11 +97,16 @@ def _read_spec(spec_path: Path) -> dict[str, Any]:
 
 
 def content_hashes(spec_path: Path, platforms: Sequence[str]) -> dict[str, str]:
-    """conda-lock's content hash of the spec for each platform (what says "the spec changed")."""
+    """conda-lock's content hash of the spec for each platform (what says "the spec changed").
+
+    The virtual packages count in it, as in ``conda-lock --virtual-package-spec
+    virtual-packages.yml``, so each platform has its own hash. (``FakeRepoData`` is not bound by
+    ``with``: its ``__enter__`` only clears conda's override variables and returns None.)
+    """
     _read_spec(spec_path)
     lock_spec = _lock_spec(spec_path, platforms)
-    with virtual_package_repo_from_specification(VIRTUAL_PACKAGES_FILE) as repo:
-        return dict(compute_content_hashes(lock_spec, repo))
+    virtual_package_repo = virtual_package_repo_from_specification(VIRTUAL_PACKAGES_FILE)
+    return dict(compute_content_hashes(lock_spec, virtual_package_repo))
 
 
 def _lock_spec(spec_path: Path, platforms: Sequence[str]) -> LockSpecification:
