@@ -150,6 +150,10 @@ SCALING_STATE_HANDLER = "daskfleet_scaling_state"
 ENV_ROLL_HANDLER = "daskfleet_env_roll"
 #: The worker operation its scheduler calls to make it switch to the published environment.
 ENV_SWITCH_OP = "daskfleet_switch_environment"
+#: The scheduler operation by which whoever ends a worker for exceeding its memory limit (the local supervisor,
+#: or the agent's memory watcher on an instance), speaking with that worker's certificate, tells the scheduler
+#: first: it audits and counts the kill, and a KilledWorker for the worker's task names the limit.
+MEMORY_KILL_OP = "daskfleet_worker_memory_exceeded"
 
 #: The worker group's TERMINATING lifecycle hook; the scheduler completes it once a worker has drained.
 DRAIN_HOOK_NAME = f"{NAME_PREFIX}-drain"

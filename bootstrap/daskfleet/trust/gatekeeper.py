@@ -35,11 +35,15 @@ WORKER_OPS = frozenset(
         "shuffle_get_or_create",
     }
 )
+#: daskfleet's own scheduler operations for worker certificates: the report of a worker ended for exceeding its
+#: memory limit, made with that worker's certificate by whoever ends it (``daskfleet.memory``).
+DASKFLEET_WORKER_OPS = frozenset({conventions.MEMORY_KILL_OP})
 #: Of those, only workers may call these (a client may retire workers or ask who has what).
-WORKER_ONLY_OPS = frozenset({"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys"})
+WORKER_ONLY_OPS = frozenset(
+    {"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys"}) | DASKFLEET_WORKER_OPS
 #: Worker operations that name workers: the key that names them. A worker acts only on its own host.
 WORKER_SELF_SCOPED = {"retire_workers": "workers", "set_resources": "worker", "unregister": "address",
-                      "heartbeat_worker": "address"}
+                      "heartbeat_worker": "address", conventions.MEMORY_KILL_OP: "worker"}
 #: Nobody may call these on the scheduler: ``connection_stream`` (a worker-to-worker stream) would
 #: feed any message, under any client or worker id, into the scheduler's stream handlers.
 DENIED_OPS = frozenset({"connection_stream"})
@@ -137,7 +141,7 @@ class Gatekeeper:
             return self._role_refusal(peer, "worker") if op in WORKER_ONLY_OPS else None
         if op in TASK_CLIENT_OPS and op not in WORKER_OPS:
             return self._task_client_host_refusal(peer, worker_hosts)
-        if op not in WORKER_OPS:
+        if op not in WORKER_OPS and op not in DASKFLEET_WORKER_OPS:
             return Refusal(f"certificate role is 'worker'; client required: {op!r} is reserved for users")
         return self._worker_scope_refusal(op, peer, msg or {})
 

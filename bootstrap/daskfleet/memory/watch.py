@@ -1,0 +1,249 @@
+"""Ending a worker above its memory limit from outside its process, as distributed's nanny would.
+
+The local cluster's supervisor watches each of its workers (``daskfleet.local.supervisor``); on an instance,
+where systemd supervises, a worker's agent starts this module as its own watcher process, the first line
+before the unit's cgroup limits. Both read the record the agent writes once its worker has registered
+(``worker.json`` in its runtime directory: the pid, the limit in bytes the worker itself uses, and the
+terminate fraction and interval as the worker read them from Dask's configuration), read the worker's RSS
+at that interval with psutil (one read of /proc), and end it at once when it is above the fraction:
+
+1. SIGSTOP: its memory stops growing and its connections stay open, so the scheduler has not seen it die;
+2. tell the scheduler with the worker's certificate (``conventions.MEMORY_KILL_OP``), within a bounded time;
+3. record the run's end in the worker's run history (exit 80 and its line), and say the line;
+4. SIGKILL. The nanny's SIGTERM ends its worker process at once (that process installs no handler); the
+   agent's SIGTERM would retire the worker gracefully, moving its data while it is over its limit.
+
+This module must start in milliseconds: it imports distributed only to tell the scheduler (the watcher
+process loads it in the background while it watches).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from .. import conventions
+from ..errors import ExitCode
+from ..node.supervision import Outcome, RunHistory
+from .policy import MemoryKill, exceeds
+
+logger = logging.getLogger("daskfleet.memory")
+
+#: Written into a worker's runtime directory by its agent once the worker has registered: a ``WatchedWorker``.
+WORKER_RECORD_FILE = "worker.json"
+#: The longest a watcher waits for the scheduler before it ends the frozen worker anyway.
+TELL_TIMEOUT_S = 2.0
+#: How often the agent's watcher looks for its worker's record before the worker has registered.
+IDLE_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class WatchedWorker:
+    """What a watcher needs of a running worker, as its agent wrote it."""
+
+    pid: int
+    name: str
+    address: str
+    scheduler_address: str
+    #: The worker's own memory limit in bytes (None: none) and distributed's terminate fraction (None: never).
+    memory_limit: int | None
+    terminate: float | None
+    interval_s: float
+    #: The worker's CA, certificate and key files: the watcher speaks for the worker to the scheduler.
+    tls: tuple[str, str, str]
+    #: The agent's run history, where the killed run's end is recorded.
+    history: str | None = None
+
+    @property
+    def enforced(self) -> bool:
+        """The nanny watches only a worker with a limit and a terminate fraction."""
+        return bool(self.memory_limit) and self.terminate is not None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def read(cls, path: Path) -> WatchedWorker | None:
+        try:
+            doc = json.loads(path.read_text())
+            return cls(**{**doc, "tls": tuple(doc["tls"])})
+        except FileNotFoundError:
+            return None
+
+
+class MemoryWatch:
+    """One worker's RSS against its threshold, measured as the nanny does: the worker's process alone."""
+
+    def __init__(self, target: WatchedWorker, now: float):
+        self.target = target
+        self.process = psutil.Process(target.pid)
+        self.due = now
+
+    def check(self, now: float) -> MemoryKill | None:
+        """A kill when due and above the threshold; one read of /proc per interval."""
+        if now < self.due:
+            return None
+        self.due = now + self.target.interval_s
+        try:
+            rss = self.process.memory_info().rss
+        except psutil.Error:  # gone, or a zombie its supervisor has not reaped
+            return None
+        target = self.target
+        assert target.memory_limit and target.terminate is not None
+        if not exceeds(rss, target.memory_limit, target.terminate):
+            return None
+        return MemoryKill(target.pid, rss, target.memory_limit, target.terminate)
+
+
+class MemoryWatches:
+    """The workers a supervisor runs, each followed through the record its agent wrote (read again when it changes)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._watches: dict[str, tuple[tuple[int, int, int], MemoryWatch | None]] = {}
+
+    def check(self, workers: Mapping[str, tuple[int, Path]]) -> list[tuple[str, WatchedWorker, MemoryKill]]:
+        """``workers``: name -> (pid, record path). The workers found above their threshold, to be ended now."""
+        now = self.clock()
+        for name in self._watches.keys() - workers.keys():
+            del self._watches[name]
+        found = []
+        for name, (pid, record) in workers.items():
+            watch = self._watch(name, pid, record, now)
+            kill = watch.check(now) if watch is not None else None
+            if watch is not None and kill is not None:
+                found.append((name, watch.target, kill))
+                self._watches[name] = (self._watches[name][0], None)  # ended: its next run writes a new record
+        return found
+
+    def wait_s(self) -> float | None:
+        """Seconds until the next check is due; None while no worker is watched."""
+        dues = [watch.due for _, watch in self._watches.values() if watch is not None]
+        return max(0.0, min(dues) - self.clock()) if dues else None
+
+    def _watch(self, name: str, pid: int, record: Path, now: float) -> MemoryWatch | None:
+        try:
+            stat = record.stat()
+        except OSError:  # not registered yet
+            self._watches.pop(name, None)
+            return None
+        key = (pid, stat.st_ino, stat.st_mtime_ns)
+        known = self._watches.get(name)
+        if known is not None and known[0] == key:
+            return known[1]
+        target = WatchedWorker.read(record)
+        watch = None
+        if target is not None and target.pid == pid and target.enforced:
+            try:
+                watch = MemoryWatch(target, now)
+            except psutil.NoSuchProcess:
+                watch = None
+        self._watches[name] = (key, watch)
+        return watch
+
+
+def tell_scheduler(target: WatchedWorker, kill: MemoryKill, timeout: float = TELL_TIMEOUT_S) -> str | None:
+    """Report the kill to the worker's scheduler before it happens; None once it has it, else why not."""
+    import asyncio  # noqa: PLC0415
+
+    from distributed.core import rpc  # noqa: PLC0415  (see the module's docstring)
+    from distributed.security import Security  # noqa: PLC0415
+
+    ca, cert, key = target.tls
+    security = Security(tls_ca_file=ca, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
+
+    async def report() -> object:
+        async with rpc(target.scheduler_address, timeout=timeout,
+                       connection_args=security.get_connection_args("worker")) as scheduler:
+            return await getattr(scheduler, conventions.MEMORY_KILL_OP)(
+                worker=target.address, pid=kill.pid, rss=kill.rss, memory_limit=kill.limit, terminate=kill.fraction,
+            )
+
+    try:
+        answer = asyncio.run(asyncio.wait_for(report(), timeout))
+    except Exception as exc:  # noqa: BLE001  whatever stops the report, the worker is ended all the same; the reason is logged
+        return f"{type(exc).__name__}: {exc}"
+    return None if answer == "OK" else f"it answered {answer!r}"
+
+
+def end_worker(
+    target: WatchedWorker, kill: MemoryKill, *, by: str, say: Callable[[Outcome], None], end: Callable[[], None],
+) -> Outcome:
+    """Freeze the worker, tell its scheduler, record and say its line, then ``end`` it (SIGKILL)."""
+    try:
+        os.kill(target.pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass  # it ended meanwhile; ``end`` finds nothing to end either
+    outcome = Outcome(ExitCode.MEMORY_EXCEEDED, f"error: {kill.describe()}; ended by {by}")
+    try:
+        problem = tell_scheduler(target, kill)
+        if problem is not None:
+            logger.warning("%s: could not tell the scheduler %s it is ending (%s); ending it anyway",
+                           target.name, target.scheduler_address, problem)
+        if target.history:
+            try:
+                RunHistory(Path(target.history)).ended(outcome, time.time())
+            except OSError as exc:
+                logger.warning("%s: could not record its end in %s: %s", target.name, target.history, exc)
+        say(outcome)
+    finally:
+        end()
+    return outcome
+
+
+def start_watcher(runtime_dir: Path) -> subprocess.Popen:
+    """The agent's own watcher for the worker in this process (on an instance: nobody else watches it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "daskfleet.memory.watch", str(runtime_dir / WORKER_RECORD_FILE), str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def stop_watcher(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _say(outcome: Outcome) -> None:
+    """The line the agent would have written as it exited: the unit's journal gets it from here."""
+    print(f"daskfleet: {outcome.line}", file=sys.stderr, flush=True)
+
+
+def _load_distributed() -> None:
+    import distributed.core  # noqa: F401, PLC0415
+    import distributed.security  # noqa: F401, PLC0415
+
+
+def run_watcher(record: Path, agent: int) -> int:
+    """Watch the worker in process ``agent`` until that process ends; end it once if it exceeds its limit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the agent, which stops its watcher
+    threading.Thread(target=_load_distributed, name="load distributed", daemon=True).start()
+    watches = MemoryWatches()
+    while os.getppid() == agent:
+        for _, target, kill in watches.check({"worker": (agent, record)}):
+            end_worker(target, kill, by=f"its memory watcher (pid {os.getpid()})", say=_say,
+                       end=lambda: os.kill(agent, signal.SIGKILL))
+            return 0
+        wait = watches.wait_s()
+        time.sleep(IDLE_POLL_S if wait is None else wait)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    sys.exit(run_watcher(Path(sys.argv[1]), int(sys.argv[2])))
