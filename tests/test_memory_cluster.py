@@ -114,7 +114,8 @@ class MemoryCluster:
 def cluster(tmp_path_factory):
     ca = pki.create_ca(LOCAL_CLUSTER)
     state = tmp_path_factory.mktemp("memory-cluster")
-    scaling = local.local_scaling(2, 2, idle_timeout_s=0, no_client_timeout_s=0)
+    # No scale-down meanwhile: the worker started by hand must not make the scaler retire one of the two.
+    scaling = local.local_scaling(2, 2, idle_timeout_s=0, no_client_timeout_s=0, cooldown_s=3600)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")  # the supervisor's nodes inherit it
         running = local.up(state, scaling=scaling, ca=ca, memory_limit=LIMIT)

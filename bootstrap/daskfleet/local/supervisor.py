@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from ..errors import ExitCode
-from ..memory.watch import WORKER_RECORD_FILE, MemoryWatches, end_worker
+from ..memory.watch import WORKER_RECORD_FILE, MemoryWatches, end_worker, preload
 from ..node.supervision import NEVER_RESTART, RULE, RestartRule, Outcome
 from .cluster import STOP_TIMEOUT_S, end_processes, node_log, node_runtime_dir, popen_node, signal_group
 from .state import SCHEDULER, LocalCluster, NodeProcess, locked
@@ -194,9 +194,11 @@ class LocalSupervisor:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         logger.info("supervising the local cluster in %s", self.state_dir)
+        preload()  # for the first memory kill
         while not stopping:
             stopping = not self.step()
-            time.sleep(min(POLL_S, self.memory.wait_s() or POLL_S))
+            due = self.memory.wait_s()  # a worker's memory check, at its own interval
+            time.sleep(POLL_S if due is None else min(POLL_S, due))
         self.stop_all()
 
     def step(self) -> bool:

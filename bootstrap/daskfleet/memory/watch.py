@@ -224,15 +224,20 @@ def _say(outcome: Outcome) -> None:
     print(f"daskfleet: {outcome.line}", file=sys.stderr, flush=True)
 
 
-def _load_distributed() -> None:
-    import distributed.core  # noqa: F401, PLC0415
-    import distributed.security  # noqa: F401, PLC0415
+def preload() -> None:
+    """Import what telling the scheduler needs in the background, so that a kill does not wait for it."""
+
+    def load() -> None:
+        import distributed.core  # noqa: F401, PLC0415
+        import distributed.security  # noqa: F401, PLC0415
+
+    threading.Thread(target=load, name="load distributed", daemon=True).start()
 
 
 def run_watcher(record: Path, agent: int) -> int:
     """Watch the worker in process ``agent`` until that process ends; end it once if it exceeds its limit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the agent, which stops its watcher
-    threading.Thread(target=_load_distributed, name="load distributed", daemon=True).start()
+    preload()
     watches = MemoryWatches()
     while os.getppid() == agent:
         for _, target, kill in watches.check({"worker": (agent, record)}):

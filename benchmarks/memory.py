@@ -1,0 +1,209 @@
+"""Memory limits without a nanny: what the watch costs, and how fast it ends a worker over its limit.
+
+Throughput: two local clusters (``local.up``, 2 workers × 1 thread each), one whose supervisor watches its
+workers' memory and one where nothing does (``distributed.worker.memory.terminate: false`` in the nodes'
+environment, so the agents write no threshold to watch), in alternating rounds of tiny tasks.
+
+Kill latency: workers limited to 1 GiB run a task that allocates 20 MB steps with 10 ms pauses. The benchmark
+samples the worker's RSS from outside every millisecond (psutil) to see when it first is above ``terminate`` of
+the limit, and holds a pidfd on the worker process to see when it ended. Once per worker: under the local
+supervisor (its workers), and under the agent's own watcher process, as on an instance (workers started by
+hand against the same scheduler, whose scaler's cooldown keeps it from retiring the extra workers). The figure
+is that time divided by ``distributed.worker.memory.monitor-interval``, the watchers' interval.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import dask
+import psutil
+from dask.utils import parse_timedelta
+from distributed import Client
+
+import daskfleet
+from daskfleet.local import cluster as local
+from daskfleet.local.state import LOCAL_CLUSTER
+from daskfleet.node.spec import NodeSpec
+from daskfleet.trust import pki
+
+from .common import summary
+
+#: Workers the latency is measured on, per path.
+KILLS = 3
+
+
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def _hog(step: int = 20_000_000, pause: float = 0.01, steps: int = 200) -> int:
+    """Grow by ``step`` bytes at a time (written, so resident), up to 4 GB."""
+    import time
+
+    held = []
+    for _ in range(steps):
+        held.append(b"x" * step)
+        time.sleep(pause)
+    return len(held)
+
+
+@contextmanager
+def _cluster(state: Path, env: dict[str, str], workers: int = 2, **up):
+    previous = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the supervisor and its nodes inherit it
+    scaling = local.local_scaling(workers, workers, idle_timeout_s=0, no_client_timeout_s=0, cooldown_s=3600)
+    try:
+        running = local.up(state, scaling=scaling, **up)
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        yield running
+    finally:
+        local.down(state)
+
+
+def _rate(client: Client, tasks: int) -> float:
+    start = time.perf_counter()
+    client.gather(client.map(_inc, range(tasks), pure=False))
+    return tasks / (time.perf_counter() - start)
+
+
+def throughput(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
+    contenders = {"memory watched": {}, "not watched": {"DASK_DISTRIBUTED__WORKER__MEMORY__TERMINATE": "False"}}
+    rates: dict[str, list[float]] = {label: [] for label in contenders}
+    with _cluster(root / "watched", contenders["memory watched"]), _cluster(root / "unwatched", contenders["not watched"]):
+        clients = {label: daskfleet.connect(LOCAL_CLUSTER, state_dir=str(root / directory))
+                   for label, directory in zip(contenders, ("watched", "unwatched"))}
+        try:
+            for client in clients.values():
+                _rate(client, 500)  # warm-up
+            for _ in range(rounds):
+                for label, client in clients.items():
+                    rates[label].append(_rate(client, tasks))
+        finally:
+            for client in clients.values():
+                client.close()
+    for label, values in rates.items():
+        print(f"  local cluster throughput, {label:<15} {summary(values)} tasks/s ({tasks} tasks)")
+    return {
+        "throughput memory watched / not watched": statistics.median(rates["memory watched"]) / statistics.median(rates["not watched"]),
+        "  same, median of the rounds' own ratios": statistics.median(
+            watched / bare for watched, bare in zip(rates["memory watched"], rates["not watched"])),
+    }
+
+
+def _kill_latency(client: Client, name: str, pid: int, threshold: float) -> tuple[float, float]:
+    """Seconds from the worker's RSS first seen above ``threshold`` to its process frozen, and to it ended."""
+    process = psutil.Process(pid)
+    seen: dict[str, float] = {}
+
+    def sample() -> None:
+        while "frozen" not in seen:
+            try:
+                if "crossed" not in seen and process.memory_info().rss > threshold:
+                    seen["crossed"] = time.time()
+                if "crossed" in seen and process.status() == psutil.STATUS_STOPPED:
+                    seen["frozen"] = time.time()
+            except psutil.Error:
+                return
+            time.sleep(0.001)
+
+    fd = os.pidfd_open(pid)  # from before the task starts: the pid cannot be reused meanwhile
+    try:
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        client.submit(_hog, workers=[name], pure=False)
+        ready, _, _ = select.select([fd], [], [], 120)
+        ended = time.time()
+        if not ready:
+            raise RuntimeError(f"{name} was not ended within 120s")
+    finally:
+        os.close(fd)
+    sampler.join(10)
+    if "crossed" not in seen:
+        raise RuntimeError(f"{name} ended before its RSS was seen above the threshold")
+    return seen.get("frozen", ended) - seen["crossed"], ended - seen["crossed"]
+
+
+def _workers(client: Client) -> dict[str, int]:
+    """Worker name -> pid, from the workers themselves."""
+    pids = client.run(os.getpid)
+    return {info["name"]: pids[address] for address, info in client.scheduler_info(n_workers=-1)["workers"].items()}
+
+
+def latency(root: Path, kills: int = KILLS) -> dict[str, float]:
+    interval = parse_timedelta(dask.config.get("distributed.worker.memory.monitor-interval"), default=False)
+    threshold = 2**30 * dask.config.get("distributed.worker.memory.terminate")  # the nodes read the same configuration
+    ca = pki.create_ca(LOCAL_CLUSTER)
+    env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    seconds: dict[str, list[tuple[float, float]]] = {"local supervisor": [], "agent's own watcher": []}
+    with _cluster(root / "latency", env, workers=kills, ca=ca, memory_limit="1GiB") as running:
+        agents = _agents_by_hand(root, running.address, ca, kills)
+        try:
+            with daskfleet.connect(LOCAL_CLUSTER, state_dir=str(root / "latency")) as client:
+                client.wait_for_workers(2 * kills, timeout=120)
+                time.sleep(3)  # the watcher processes load distributed in the background
+                for name, pid in sorted(_workers(client).items()):
+                    path = "agent's own watcher" if name.startswith("by-hand") else "local supervisor"
+                    try:
+                        seconds[path].append(_kill_latency(client, name, pid, threshold))
+                    except Exception as exc:  # noqa: BLE001  a failed kill is a result: it is printed
+                        print(f"  {name}: {type(exc).__name__}: {exc}")
+        finally:
+            for agent in agents:
+                agent.kill()
+                agent.wait()
+    ratios = {}
+    for path, values in seconds.items():
+        if not values:
+            continue
+        frozen, ended = zip(*values)
+        print(f"  RSS above terminate to worker frozen, {path:<20} {summary(list(frozen))} s")
+        print(f"  RSS above terminate to worker ended,  {path:<20} {summary(list(ended))} s "
+              f"(interval {interval * 1000:g} ms, {len(values)} workers)")
+        ratios[f"kill latency / interval, {path} (worst)"] = max(ended) / interval
+    return ratios
+
+
+def _agents_by_hand(root: Path, address: str, ca: pki.IssuedCert, count: int) -> list[subprocess.Popen]:
+    """Workers run as an instance's unit runs them: no supervisor, the agent's own watcher process."""
+    agents = []
+    for index in range(count):
+        name = f"by-hand-{index}"
+        cert = pki.issue_certificate(ca, LOCAL_CLUSTER, "worker", ip_addresses=(local.HOST,))
+        spec = NodeSpec(cluster=LOCAL_CLUSTER, role="worker", scheduler_address=address, listen_host=local.HOST,
+                        worker_port=0, name=name, nthreads=1, memory_limit="1GiB")
+        local.write_node_dir(root / "nodes" / name, spec, ca, cert)
+        agents.append(subprocess.Popen(
+            [sys.executable, "-m", "daskfleet", "node", "worker", "--source", f"dir:{root / 'nodes' / name}",
+             "--runtime-dir", str(root / "run" / name)],
+            stdout=open(root / f"{name}.log", "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
+        ))
+    return agents
+
+
+def run(root: Path) -> dict[str, float]:
+    ratios = throughput(root / "throughput")
+    ratios.update(latency(root / "latency"))
+    return ratios
+
+
+if __name__ == "__main__":  # python -m benchmarks.memory: this benchmark alone
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="daskfleet-bench-memory-") as directory:
+        for label, value in run(Path(directory)).items():
+            print(f"  {label:<56} {value:.3f}")
