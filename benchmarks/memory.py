@@ -5,11 +5,13 @@ workers' memory and one where nothing does (``distributed.worker.memory.terminat
 environment, so the agents write no threshold to watch), in alternating rounds of tiny tasks.
 
 Kill latency: workers limited to 1 GiB run a task that allocates 20 MB steps with 10 ms pauses. The benchmark
-samples the worker's RSS from outside every millisecond (psutil) to see when it first is above ``terminate`` of
-the limit, and holds a pidfd on the worker process to see when it ended. Once per worker: under the local
-supervisor (its workers), and under the agent's own watcher process, as on an instance (workers started by
-hand against the same scheduler, whose scaler's cooldown keeps it from retiring the extra workers). The figure
-is that time divided by ``distributed.worker.memory.monitor-interval``, the watchers' interval.
+samples the worker's RSS and state from outside every millisecond (psutil) to see when it is first above
+``terminate`` of the limit and when it is frozen, reads the time the watcher ended it (recorded in the worker's
+run history just before its SIGKILL), and holds a pidfd on the process to see when it is gone (the kernel has
+freed its memory). Once per worker: under the local supervisor (its workers), and under the agent's own watcher
+process, as on an instance (workers started by hand against the same scheduler, whose scaler's cooldown keeps
+it from retiring the extra workers). The figures are divided by ``distributed.worker.memory.monitor-interval``,
+the watchers' interval; the target is on the watcher's own part, up to the SIGKILL.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from distributed import Client
 
 import daskfleet
 from daskfleet.local import cluster as local
-from daskfleet.local.state import LOCAL_CLUSTER
+from daskfleet.errors import ExitCode
+from daskfleet.local.state import LOCAL_CLUSTER, SUPERVISION_DIR
 from daskfleet.node.spec import NodeSpec
+from daskfleet.node.supervision import RunHistory
 from daskfleet.trust import pki
 
 from .common import summary
@@ -105,8 +109,9 @@ def throughput(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, floa
     }
 
 
-def _kill_latency(client: Client, name: str, pid: int, threshold: float) -> tuple[float, float]:
-    """Seconds from the worker's RSS first seen above ``threshold`` to its process frozen, and to it ended."""
+def _kill_latency(client: Client, name: str, pid: int, threshold: float, history: Path) -> dict[str, float]:
+    """Seconds from the worker's RSS first seen above ``threshold`` to its process frozen, to the watcher's kill
+    (the time it recorded in the worker's run history just before SIGKILL) and to the process gone."""
     process = psutil.Process(pid)
     seen: dict[str, float] = {}
 
@@ -127,15 +132,18 @@ def _kill_latency(client: Client, name: str, pid: int, threshold: float) -> tupl
         sampler.start()
         client.submit(_hog, workers=[name], pure=False)
         ready, _, _ = select.select([fd], [], [], 120)
-        ended = time.time()
+        gone = time.time()
         if not ready:
             raise RuntimeError(f"{name} was not ended within 120s")
     finally:
         os.close(fd)
     sampler.join(10)
-    if "crossed" not in seen:
-        raise RuntimeError(f"{name} ended before its RSS was seen above the threshold")
-    return seen.get("frozen", ended) - seen["crossed"], ended - seen["crossed"]
+    if "crossed" not in seen or "frozen" not in seen:
+        raise RuntimeError(f"{name} ended before its RSS was seen above the threshold and frozen: {seen}")
+    killed = [run.end for run in RunHistory(history).runs() if run.code == ExitCode.MEMORY_EXCEEDED]
+    if not killed:
+        raise RuntimeError(f"{name}'s run history records no memory kill")
+    return {"frozen": seen["frozen"] - seen["crossed"], "killed": killed[-1] - seen["crossed"], "gone": gone - seen["crossed"]}
 
 
 def _workers(client: Client) -> dict[str, int]:
@@ -149,17 +157,19 @@ def latency(root: Path, kills: int = KILLS) -> dict[str, float]:
     threshold = 2**30 * dask.config.get("distributed.worker.memory.terminate")  # the nodes read the same configuration
     ca = pki.create_ca(LOCAL_CLUSTER)
     env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
-    seconds: dict[str, list[tuple[float, float]]] = {"local supervisor": [], "agent's own watcher": []}
+    seconds: dict[str, list[dict[str, float]]] = {"local supervisor": [], "agent's own watcher": []}
     with _cluster(root / "latency", env, workers=kills, ca=ca, memory_limit="1GiB") as running:
         agents = _agents_by_hand(root, running.address, ca, kills)
         try:
             with daskfleet.connect(LOCAL_CLUSTER, state_dir=str(root / "latency")) as client:
                 client.wait_for_workers(2 * kills, timeout=120)
-                time.sleep(3)  # the watcher processes load distributed in the background
+                time.sleep(10)  # the agents' watcher processes load distributed in the background
                 for name, pid in sorted(_workers(client).items()):
-                    path = "agent's own watcher" if name.startswith("by-hand") else "local supervisor"
+                    by_hand = name.startswith("by-hand")
+                    path = "agent's own watcher" if by_hand else "local supervisor"
+                    history = root / "history" / f"{name}.json" if by_hand else root / "latency" / SUPERVISION_DIR / f"{name}.json"
                     try:
-                        seconds[path].append(_kill_latency(client, name, pid, threshold))
+                        seconds[path].append(_kill_latency(client, name, pid, threshold, history))
                     except Exception as exc:  # noqa: BLE001  a failed kill is a result: it is printed
                         print(f"  {name}: {type(exc).__name__}: {exc}")
         finally:
@@ -170,11 +180,12 @@ def latency(root: Path, kills: int = KILLS) -> dict[str, float]:
     for path, values in seconds.items():
         if not values:
             continue
-        frozen, ended = zip(*values)
-        print(f"  RSS above terminate to worker frozen, {path:<20} {summary(list(frozen))} s")
-        print(f"  RSS above terminate to worker ended,  {path:<20} {summary(list(ended))} s "
-              f"(interval {interval * 1000:g} ms, {len(values)} workers)")
-        ratios[f"kill latency / interval, {path} (worst)"] = max(ended) / interval
+        print(f"  {path} ({len(values)} workers, interval {interval * 1000:g} ms), from RSS above terminate:")
+        for stage, what in (("frozen", "to the worker frozen (SIGSTOP)"), ("killed", "to the worker ended (SIGKILL)"),
+                            ("gone", "to its process gone (the kernel has freed its memory)")):
+            print(f"    {what:<54} {summary([value[stage] for value in values])} s")
+        ratios[f"kill latency / interval, {path} (worst)"] = max(value["killed"] for value in values) / interval
+        ratios[f"  to the process gone, {path} (worst)"] = max(value["gone"] for value in values) / interval
     return ratios
 
 
@@ -189,7 +200,7 @@ def _agents_by_hand(root: Path, address: str, ca: pki.IssuedCert, count: int) ->
         local.write_node_dir(root / "nodes" / name, spec, ca, cert)
         agents.append(subprocess.Popen(
             [sys.executable, "-m", "daskfleet", "node", "worker", "--source", f"dir:{root / 'nodes' / name}",
-             "--runtime-dir", str(root / "run" / name)],
+             "--runtime-dir", str(root / "run" / name), "--restart-history", str(root / "history" / f"{name}.json")],
             stdout=open(root / f"{name}.log", "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
         ))
     return agents

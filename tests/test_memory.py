@@ -209,3 +209,10 @@ def test_local_status_shows_a_worker_ended_for_memory_after_its_restart():
     assert shown.endswith("; ended 1x for memory, the last: exceeded its memory limit: 1.02 GiB of process memory "
                           "(RSS) above 95% of its 1.00 GiB limit (distributed.worker.memory.terminate); ended by the "
                           "local supervisor")
+
+
+def test_a_record_that_is_not_one_leaves_its_worker_unwatched_with_a_warning(tmp_path, caplog):
+    record = tmp_path / "worker.json"
+    record.write_text('{"pid": 1')
+    assert MemoryWatches(Clock()).check({"worker-0": (os.getpid(), record)}) == []
+    assert "is not a worker's record (JSONDecodeError" in caplog.text

@@ -75,10 +75,14 @@ class WatchedWorker:
 
     @classmethod
     def read(cls, path: Path) -> WatchedWorker | None:
+        """The record at ``path``; None while there is none (or, with a warning, when it is not one)."""
         try:
             doc = json.loads(path.read_text())
             return cls(**{**doc, "tls": tuple(doc["tls"])})
         except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError) as exc:  # written atomically by the agent: only a foreign file
+            logger.warning("%s is not a worker's record (%s: %s): its worker is not watched", path, type(exc).__name__, exc)
             return None
 
 
