@@ -14,7 +14,7 @@ from envs.test_lock_and_install import locked
 from hcl2.utils import SerializationOptions
 
 from daskfleet import conventions
-from daskfleet.aws.userdata import UNIT_PATH, render_unit
+from daskfleet.aws.userdata import UNIT_PATH, render_unit, unit_files
 from daskfleet.environments.lockfile import read_lock
 
 from support import REPO
@@ -109,6 +109,8 @@ def test_the_install_step_builds_the_images_environment_for_real(home, channel, 
     assert len(list((base / "pkgs" / "archives").glob("*/*.tar.bz2"))) == 3
     assert list((base / "pkgs" / "wheels").glob("daskfleet-*.whl"))
     assert (base / "locks" / f"{short}.yml").read_text() == lock.read_text()
+    for path, text in unit_files().items():  # the template and the worker's memory drop-in
+        assert (root / path.lstrip("/")).read_text() == text, path
     assert (root / UNIT_PATH.lstrip("/")).read_text() == render_unit()
 
 
