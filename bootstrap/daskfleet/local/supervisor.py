@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from ..errors import ExitCode
-from ..memory.watch import WORKER_RECORD_FILE, MemoryWatches, end_worker, preload
+from ..memory.watch import WORKER_RECORD_FILE, MemoryWatches, end_worker
 from ..node.supervision import NEVER_RESTART, RULE, RestartRule, Outcome
 from .cluster import STOP_TIMEOUT_S, end_processes, node_log, node_runtime_dir, popen_node, signal_group
 from .state import SCHEDULER, LocalCluster, NodeProcess, locked
@@ -194,7 +194,6 @@ class LocalSupervisor:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         logger.info("supervising the local cluster in %s", self.state_dir)
-        preload()  # for the first memory kill
         while not stopping:
             stopping = not self.step()
             due = self.memory.wait_s()  # a worker's memory check, at its own interval

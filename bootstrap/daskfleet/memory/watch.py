@@ -153,6 +153,7 @@ class MemoryWatches:
                 watch = MemoryWatch(target, now)
             except psutil.NoSuchProcess:
                 watch = None
+            preload()
         self._watches[name] = (key, watch)
         return watch
 
@@ -228,20 +229,25 @@ def _say(outcome: Outcome) -> None:
     print(f"daskfleet: {outcome.line}", file=sys.stderr, flush=True)
 
 
+_preloading = threading.Lock()
+
+
 def preload() -> None:
-    """Import what telling the scheduler needs in the background, so that a kill does not wait for it."""
+    """Import what telling the scheduler needs, in the background and once, so that a kill does not wait for it.
+
+    Called as the first worker is watched: not while workers boot, nor where none ever registers."""
 
     def load() -> None:
         import distributed.core  # noqa: F401, PLC0415
         import distributed.security  # noqa: F401, PLC0415
 
-    threading.Thread(target=load, name="load distributed", daemon=True).start()
+    if _preloading.acquire(blocking=False):  # never released: once per process
+        threading.Thread(target=load, name="load distributed", daemon=True).start()
 
 
 def run_watcher(record: Path, agent: int) -> int:
     """Watch the worker in process ``agent`` until that process ends; end it once if it exceeds its limit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the agent, which stops its watcher
-    preload()
     watches = MemoryWatches()
     while os.getppid() == agent:
         for _, target, kill in watches.check({"worker": (agent, record)}):
