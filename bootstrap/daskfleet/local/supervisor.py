@@ -27,7 +27,7 @@ import psutil
 
 from ..errors import ExitCode
 from ..memory.watch import WORKER_RECORD_FILE, MemoryWatches, end_worker
-from ..node.supervision import NEVER_RESTART, RULE, RestartRule, Outcome
+from ..node.supervision import NEVER_RESTART, RULE, Outcome, RestartRule
 from .cluster import STOP_TIMEOUT_S, end_processes, node_log, node_runtime_dir, popen_node, signal_group
 from .state import SCHEDULER, LocalCluster, NodeProcess, locked
 
@@ -98,7 +98,9 @@ class Supervisor:
         exits = []
         for child in list(self.children.values()):
             if child.proc is not None and (code := child.proc.poll()) is not None:
-                child.proc, code, child.exit_as = None, code if child.exit_as is None else child.exit_as, None
+                if child.exit_as is not None:  # ended by ``end``: recorded with the code it was given
+                    code, child.exit_as = child.exit_as, None
+                child.proc = None
                 exits.append(self._ended(child, code, now))
             if child.proc is None and child.restart_at is not None and now >= child.restart_at:
                 child.restart_at = None

@@ -257,12 +257,10 @@ async def drain_when_leaving(source: NodeSource, worker: Worker, interval: float
 
 @dataclass(frozen=True)
 class WorkerMemory:
-    """A worker's memory limit in bytes (one figure for the worker and its watcher), and who watches it."""
+    """A worker's memory limit in bytes (one figure for the worker and its watcher), and distributed's terminate rule."""
 
     limit: int | None
     policy: TerminatePolicy
-    #: The agent starts its own watcher process (on an instance); False where its supervisor watches (locally).
-    own_watcher: bool = True
     #: The agent's run history, where a watcher records a run it ended.
     history: Path | None = None
 
@@ -277,11 +275,11 @@ class WorkerMemory:
 
 
 async def run_worker(node: PreparedNode, source: NodeSource, own_watcher: bool = True, history: Path | None = None) -> Outcome:
-    """Run the worker; unless its supervisor watches its memory, under the agent's own watcher process."""
+    """Run the worker; unless its supervisor watches its memory (``own_watcher`` False), under the agent's own watcher."""
     spec = node.spec
     nthreads = spec.nthreads or os.cpu_count() or 1
     memory = WorkerMemory(worker_memory_limit(spec.memory_limit, nthreads, cgroup_memory_limit()),
-                          TerminatePolicy.from_config(), own_watcher, history)
+                          TerminatePolicy.from_config(), history)
     watched = own_watcher and bool(memory.limit) and memory.policy.fraction is not None
     watcher = start_watcher(node.runtime_dir) if watched else None
     prefer_for_oom_kill()  # after the watcher started: it keeps the unit's own, low score
