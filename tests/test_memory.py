@@ -25,8 +25,10 @@ from daskfleet.memory.policy import (
     MemoryKill, TerminatePolicy, cgroup_memory_limit, exceeds, worker_memory_limit,
 )
 from daskfleet.memory.scheduler import MemoryKilledWorker, _explained
-from daskfleet.memory.watch import WatchedWorker, MemoryWatches, end_worker
+from daskfleet.memory.watch import MemoryWatch, MemoryWatches, WatchedWorker, end_worker
 from daskfleet.node.supervision import BACKOFF, RULE, Run, RunHistory, before_start
+
+from support import wait_until
 
 GiB = 2**30
 
@@ -115,8 +117,8 @@ def test_a_watch_reads_one_processs_rss_at_the_workers_interval_and_finds_it_ove
     rss = psutil.Process(pid).memory_info().rss
     watches = MemoryWatches(clock)
     over = _record(tmp_path, pid, 10**6)
-    [(name, target, kill)] = watches.check({"worker-0": (pid, over)})
-    assert (name, target.pid) == ("worker-0", pid)
+    [(name, watch, kill)] = watches.check({"worker-0": (pid, over)})
+    assert (name, watch.target.pid) == ("worker-0", pid)
     assert kill.limit == 10**6 and kill.fraction == 0.5 and kill.rss >= rss / 2
     assert watches.check({"worker-0": (pid, over)}) == []  # ended: not again until its next run writes a record
     under = _record(tmp_path, pid, 10**12)
@@ -146,17 +148,19 @@ def test_a_worker_is_frozen_then_recorded_and_said_then_ended_even_when_its_sche
         history = RunHistory(tmp_path / "history.json")
         history.started(time.time())
         target = WatchedWorker.read(_record(tmp_path, proc.pid, GiB, terminate=0.95, history=str(history.path)))
+        watch = MemoryWatch(target, time.monotonic())  # its line to the scheduler cannot open: no such files
         said = []
 
-        def say(outcome) -> None:
-            said.append((outcome, psutil.Process(proc.pid).status()))
+        def say(outcome) -> None:  # the signal is delivered as the process is next scheduled: wait for it
+            frozen = wait_until(lambda: psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED, 30, "SIGSTOP")
+            said.append((outcome, frozen, proc.poll()))
 
-        outcome = end_worker(target, MemoryKill(proc.pid, 1090 * 2**20, GiB, 0.95), by="a test", say=say,
+        outcome = end_worker(watch, MemoryKill(proc.pid, 1090 * 2**20, GiB, 0.95), by="a test", say=say,
                              end=lambda: proc.send_signal(signal.SIGKILL))
         assert proc.wait(10) == -signal.SIGKILL
     finally:
         proc.kill()
-    assert said == [(outcome, psutil.STATUS_STOPPED)]  # frozen while it is told, recorded and said
+    assert said == [(outcome, True, None)]  # frozen, not ended, while it is told, recorded and said
     assert outcome.code == ExitCode.MEMORY_EXCEEDED
     assert outcome.line == ("error: exceeded its memory limit: 1.06 GiB of process memory (RSS) above 95% of "
                             "its 1.00 GiB limit (distributed.worker.memory.terminate); ended by a test")
@@ -216,3 +220,38 @@ def test_a_record_that_is_not_one_leaves_its_worker_unwatched_with_a_warning(tmp
     record.write_text('{"pid": 1')
     assert MemoryWatches(Clock()).check({"worker-0": (os.getpid(), record)}) == []
     assert "is not a worker's record (JSONDecodeError" in caplog.text
+
+
+def test_a_line_to_the_scheduler_that_broke_since_its_watch_began_is_opened_anew_to_tell_the_kill(tmp_path, monkeypatch):
+    """The line opens as the watch begins; a scheduler restarted meanwhile has closed it: one more connection."""
+    from distributed.comm.core import CommClosedError
+
+    from daskfleet.memory.watch import SchedulerLine
+
+    class Comm:
+        def __init__(self, broken: bool):
+            self.broken, self.sent, self.aborted = broken, [], False
+
+        async def write(self, message):
+            if self.broken:
+                raise CommClosedError("the scheduler restarted")
+            self.sent.append(message)
+
+        async def read(self):
+            return "OK"
+
+        def abort(self):
+            self.aborted = True
+
+    old, new = Comm(broken=True), Comm(broken=False)
+    opened = iter([old, new])
+
+    async def connect(self):
+        return next(opened)
+
+    monkeypatch.setattr(SchedulerLine, "_connect", connect)
+    line = SchedulerLine(WatchedWorker.read(_record(tmp_path, 4242, GiB, terminate=0.95)))
+    assert line.tell(MemoryKill(4242, 2 * GiB, GiB, 0.95)) is None
+    assert new.sent == [{"op": "daskfleet_worker_memory_exceeded", "reply": True, "worker": "tls://127.0.0.1:1",
+                         "pid": 4242, "rss": 2 * GiB, "memory_limit": GiB, "terminate": 0.95}]
+    assert new.aborted  # the worker is ended next: nothing more to say on it

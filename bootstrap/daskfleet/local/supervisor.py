@@ -235,8 +235,8 @@ class LocalSupervisor:
         """End each worker whose RSS is above ``terminate`` of its memory limit, at distributed's interval."""
         workers = {name: (child.proc.pid, node_runtime_dir(self.state_dir, name) / WORKER_RECORD_FILE)
                    for name, child in self.supervisor.children.items() if name != SCHEDULER and child.proc is not None}
-        for name, target, kill in self.memory.check(workers):
-            end_worker(target, kill, by="the local supervisor", say=lambda outcome, name=name: self._say(name, outcome),
+        for name, watch, kill in self.memory.check(workers):
+            end_worker(watch, kill, by="the local supervisor", say=lambda outcome, name=name: self._say(name, outcome),
                        end=lambda name=name: self.supervisor.end(name, ExitCode.MEMORY_EXCEEDED))
 
     def _say(self, name: str, outcome: Outcome) -> None:

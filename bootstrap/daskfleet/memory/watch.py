@@ -8,17 +8,19 @@ terminate fraction and interval as the worker read them from Dask's configuratio
 at that interval with psutil (one read of /proc), and end it at once when it is above the fraction:
 
 1. SIGSTOP: its memory stops growing and its connections stay open, so the scheduler has not seen it die;
-2. tell the scheduler with the worker's certificate (``conventions.MEMORY_KILL_OP``), within a bounded time;
+2. tell the scheduler with the worker's certificate (``conventions.MEMORY_KILL_OP``), within a bounded time,
+   on a connection opened as the worker's watch began (``SchedulerLine``): one round trip, no handshake;
 3. record the run's end in the worker's run history (exit 80 and its line), and say the line;
 4. SIGKILL. The nanny's SIGTERM ends its worker process at once (that process installs no handler); the
    agent's SIGTERM would retire the worker gracefully, moving its data while it is over its limit.
 
-This module must start in milliseconds: it imports distributed only to tell the scheduler (the watcher
-process loads it in the background while it watches).
+This module must start in milliseconds: it imports distributed only to tell the scheduler, on a background
+event loop, once a worker is watched (not while workers boot, nor where none ever registers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -27,9 +29,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -86,13 +90,81 @@ class WatchedWorker:
             return None
 
 
+class _Loop:
+    """One event loop per process, on a daemon thread, for the scheduler lines; started on first use."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def submit(cls, coroutine: Coroutine) -> Future:
+        with cls._lock:
+            if cls._loop is None:
+                cls._loop = asyncio.new_event_loop()
+                threading.Thread(target=cls._loop.run_forever, name="scheduler lines", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(coroutine, cls._loop)
+
+
+class SchedulerLine:
+    """A connection to a worker's scheduler with that worker's certificate, opened as its watch begins, so that
+    telling a kill is one round trip; one that could not open, or broke since (a restarted scheduler), is opened anew."""
+
+    def __init__(self, target: WatchedWorker):
+        self.target = target
+        self._comm = _Loop.submit(self._connect())
+
+    async def _connect(self) -> Any:
+        from distributed.comm import connect  # noqa: PLC0415  (see the module's docstring)
+        from distributed.security import Security  # noqa: PLC0415
+
+        ca, cert, key = self.target.tls
+        security = Security(tls_ca_file=ca, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
+        return await connect(self.target.scheduler_address, timeout=TELL_TIMEOUT_S,
+                             **security.get_connection_args("worker"))
+
+    def tell(self, kill: MemoryKill, timeout: float = TELL_TIMEOUT_S) -> str | None:
+        """Report the kill before it happens; None once the scheduler has it, else why not (the kill goes ahead)."""
+        try:
+            answer = _Loop.submit(asyncio.wait_for(self._report(kill), timeout)).result(timeout + 1)
+        except Exception as exc:  # noqa: BLE001  whatever stops the report, the worker is ended all the same; logged
+            return f"{type(exc).__name__}: {exc}"
+        return None if answer == "OK" else f"it answered {answer!r}"
+
+    async def _report(self, kill: MemoryKill) -> Any:
+        message = {"op": conventions.MEMORY_KILL_OP, "reply": True, "worker": self.target.address, "pid": kill.pid,
+                   "rss": kill.rss, "memory_limit": kill.limit, "terminate": kill.fraction}
+        try:
+            comm = await asyncio.wrap_future(self._comm)
+            await comm.write(message)
+        except OSError:  # not opened, or closed since (distributed's CommClosedError is an OSError)
+            comm = await self._connect()
+            await comm.write(message)
+        try:
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def close(self) -> None:
+        """Close the connection of a watch that ends without a kill."""
+        _Loop.submit(self._close())
+
+    async def _close(self) -> None:
+        try:
+            comm = await asyncio.wrap_future(self._comm)
+        except Exception:  # noqa: BLE001  it never opened: nothing to close
+            return
+        comm.abort()
+
+
 class MemoryWatch:
-    """One worker's RSS against its threshold, measured as the nanny does: the worker's process alone."""
+    """One worker's RSS against its threshold, measured as the nanny does (the worker's process alone), and the
+    line to its scheduler."""
 
     def __init__(self, target: WatchedWorker, now: float):
         self.target = target
         self.process = psutil.Process(target.pid)
         self.due = now
+        self.line = SchedulerLine(target)
 
     def check(self, now: float) -> MemoryKill | None:
         """A kill when due and above the threshold; one read of /proc per interval."""
@@ -117,17 +189,17 @@ class MemoryWatches:
         self.clock = clock
         self._watches: dict[str, tuple[tuple[int, int, int], MemoryWatch | None]] = {}
 
-    def check(self, workers: Mapping[str, tuple[int, Path]]) -> list[tuple[str, WatchedWorker, MemoryKill]]:
+    def check(self, workers: Mapping[str, tuple[int, Path]]) -> list[tuple[str, MemoryWatch, MemoryKill]]:
         """``workers``: name -> (pid, record path). The workers found above their threshold, to be ended now."""
         now = self.clock()
         for name in self._watches.keys() - workers.keys():
-            del self._watches[name]
+            self._drop(name)
         found = []
         for name, (pid, record) in workers.items():
             watch = self._watch(name, pid, record, now)
             kill = watch.check(now) if watch is not None else None
             if watch is not None and kill is not None:
-                found.append((name, watch.target, kill))
+                found.append((name, watch, kill))
                 self._watches[name] = (self._watches[name][0], None)  # ended: its next run writes a new record
         return found
 
@@ -140,12 +212,13 @@ class MemoryWatches:
         try:
             stat = record.stat()
         except OSError:  # not registered yet
-            self._watches.pop(name, None)
+            self._drop(name)
             return None
         key = (pid, stat.st_ino, stat.st_mtime_ns)
         known = self._watches.get(name)
         if known is not None and known[0] == key:
             return known[1]
+        self._drop(name)
         target = WatchedWorker.read(record)
         watch = None
         if target is not None and target.pid == pid and target.enforced:
@@ -153,46 +226,27 @@ class MemoryWatches:
                 watch = MemoryWatch(target, now)
             except psutil.NoSuchProcess:
                 watch = None
-            preload()
         self._watches[name] = (key, watch)
         return watch
 
-
-def tell_scheduler(target: WatchedWorker, kill: MemoryKill, timeout: float = TELL_TIMEOUT_S) -> str | None:
-    """Report the kill to the worker's scheduler before it happens; None once it has it, else why not."""
-    import asyncio  # noqa: PLC0415
-
-    from distributed.core import rpc  # noqa: PLC0415  (see the module's docstring)
-    from distributed.security import Security  # noqa: PLC0415
-
-    ca, cert, key = target.tls
-    security = Security(tls_ca_file=ca, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
-
-    async def report() -> object:
-        async with rpc(target.scheduler_address, timeout=timeout,
-                       connection_args=security.get_connection_args("worker")) as scheduler:
-            return await getattr(scheduler, conventions.MEMORY_KILL_OP)(
-                worker=target.address, pid=kill.pid, rss=kill.rss, memory_limit=kill.limit, terminate=kill.fraction,
-            )
-
-    try:
-        answer = asyncio.run(asyncio.wait_for(report(), timeout))
-    except Exception as exc:  # noqa: BLE001  whatever stops the report, the worker is ended all the same; the reason is logged
-        return f"{type(exc).__name__}: {exc}"
-    return None if answer == "OK" else f"it answered {answer!r}"
+    def _drop(self, name: str) -> None:
+        _, watch = self._watches.pop(name, (None, None))
+        if watch is not None:
+            watch.line.close()
 
 
 def end_worker(
-    target: WatchedWorker, kill: MemoryKill, *, by: str, say: Callable[[Outcome], None], end: Callable[[], None],
+    watch: MemoryWatch, kill: MemoryKill, *, by: str, say: Callable[[Outcome], None], end: Callable[[], None],
 ) -> Outcome:
     """Freeze the worker, tell its scheduler, record and say its line, then ``end`` it (SIGKILL)."""
+    target = watch.target
     try:
         os.kill(target.pid, signal.SIGSTOP)
     except ProcessLookupError:
         pass  # it ended meanwhile; ``end`` finds nothing to end either
     outcome = Outcome(ExitCode.MEMORY_EXCEEDED, f"error: {kill.describe()}; ended by {by}")
     try:
-        problem = tell_scheduler(target, kill)
+        problem = watch.line.tell(kill)
         if problem is not None:
             logger.warning("%s: could not tell the scheduler %s it is ending (%s); ending it anyway",
                            target.name, target.scheduler_address, problem)
@@ -229,29 +283,13 @@ def _say(outcome: Outcome) -> None:
     print(f"daskfleet: {outcome.line}", file=sys.stderr, flush=True)
 
 
-_preloading = threading.Lock()
-
-
-def preload() -> None:
-    """Import what telling the scheduler needs, in the background and once, so that a kill does not wait for it.
-
-    Called as the first worker is watched: not while workers boot, nor where none ever registers."""
-
-    def load() -> None:
-        import distributed.core  # noqa: F401, PLC0415
-        import distributed.security  # noqa: F401, PLC0415
-
-    if _preloading.acquire(blocking=False):  # never released: once per process
-        threading.Thread(target=load, name="load distributed", daemon=True).start()
-
-
 def run_watcher(record: Path, agent: int) -> int:
     """Watch the worker in process ``agent`` until that process ends; end it once if it exceeds its limit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the agent, which stops its watcher
     watches = MemoryWatches()
     while os.getppid() == agent:
-        for _, target, kill in watches.check({"worker": (agent, record)}):
-            end_worker(target, kill, by=f"its memory watcher (pid {os.getpid()})", say=_say,
+        for _, watch, kill in watches.check({"worker": (agent, record)}):
+            end_worker(watch, kill, by=f"its memory watcher (pid {os.getpid()})", say=_say,
                        end=lambda: os.kill(agent, signal.SIGKILL))
             return 0
         wait = watches.wait_s()
