@@ -35,7 +35,7 @@ import daskfleet
 from daskfleet.local import cluster as local
 from daskfleet.errors import ExitCode
 from daskfleet.memory.watch import MemoryWatch, WatchedWorker
-from daskfleet.local.state import LOCAL_CLUSTER, SUPERVISION_DIR
+from daskfleet.local.state import LOCAL_CLUSTER, SUPERVISION_DIR, LocalCluster
 from daskfleet.node.spec import NodeSpec
 from daskfleet.node.supervision import RunHistory
 from daskfleet.trust import pki
@@ -90,19 +90,26 @@ def throughput(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, floa
     contenders = {"memory watched": {}, "not watched": {"DASK_DISTRIBUTED__WORKER__MEMORY__TERMINATE": "False"}}
     rates: dict[str, list[float]] = {label: [] for label in contenders}
     with _cluster(root / "watched", contenders["memory watched"]), _cluster(root / "unwatched", contenders["not watched"]):
+        directories = dict(zip(contenders, ("watched", "unwatched")))
         clients = {label: daskfleet.connect(LOCAL_CLUSTER, state_dir=str(root / directory))
-                   for label, directory in zip(contenders, ("watched", "unwatched"))}
+                   for label, directory in directories.items()}
+        supervisors = {label: psutil.Process(LocalCluster.load(root / directory).supervisor.pid)
+                       for label, directory in directories.items()}
         try:
             for client in clients.values():
                 _rate(client, 500)  # warm-up
+            started, cpu = time.monotonic(), {label: sum(proc.cpu_times()[:2]) for label, proc in supervisors.items()}
             for _ in range(rounds):
                 for label, client in clients.items():
                     rates[label].append(_rate(client, tasks))
+            minutes = (time.monotonic() - started) / 60
+            cpu = {label: (sum(proc.cpu_times()[:2]) - cpu[label]) / minutes for label, proc in supervisors.items()}
         finally:
             for client in clients.values():
                 client.close()
     for label, values in rates.items():
-        print(f"  local cluster throughput, {label:<15} {summary(values)} tasks/s ({tasks} tasks)")
+        print(f"  local cluster throughput, {label:<15} {summary(values)} tasks/s ({tasks} tasks); "
+              f"its supervisor used {cpu[label]:.2f} CPU s per minute")
     return {
         "throughput memory watched / not watched": statistics.median(rates["memory watched"]) / statistics.median(rates["not watched"]),
         "  same, median of the rounds' own ratios": statistics.median(
@@ -215,10 +222,10 @@ def check_cost(root: Path, checks: int = 20_000) -> None:
     interval = parse_timedelta(dask.config.get("distributed.worker.memory.monitor-interval"), default=False)
     record = WatchedWorker(pid=os.getpid(), name="bench", address="tls://127.0.0.1:1", scheduler_address="tls://127.0.0.1:1",
                            memory_limit=2**50, terminate=0.95, interval_s=interval, tls=("-", "-", "-"))
-    watch = MemoryWatch(record, 0.0)  # its line to no scheduler fails in the background, untimed
+    watch = MemoryWatch(record)  # its line to no scheduler fails in the background, untimed
     start = time.perf_counter()
-    for index in range(checks):
-        watch.check(index * interval)
+    for _ in range(checks):
+        watch.check()
     seconds = (time.perf_counter() - start) / checks
     print(f"  one check (one read of /proc/<pid>/statm): {seconds * 1e6:.1f} us; at the {interval * 1000:g} ms interval "
           f"{seconds / interval:.4%} of a core per watched worker")

@@ -110,22 +110,25 @@ def _record(tmp_path: Path, pid: int, limit: int | None, terminate: float | None
     return path
 
 
-def test_a_watch_reads_one_processs_rss_at_the_workers_interval_and_finds_it_over_its_threshold(tmp_path):
-    """This test process stands for the worker: its RSS is far above half of 1 MB, and far below half of 1 TB."""
+def test_watches_read_one_processs_rss_each_at_the_workers_interval_and_find_it_over_its_threshold(tmp_path):
+    """This test process stands for the workers: its RSS is far above half of 1 MB, and far below half of 1 TB."""
     clock = Clock()
     pid = os.getpid()
     rss = psutil.Process(pid).memory_info().rss
     watches = MemoryWatches(clock)
-    over = _record(tmp_path, pid, 10**6)
-    [(name, watch, kill)] = watches.check({"worker-0": (pid, over)})
+    over, under = _record(tmp_path, pid, 10**6), _record(tmp_path, pid, 10**12)
+    [(name, watch, kill)] = watches.check({"worker-0": (pid, over), "worker-1": (pid, under)})
     assert (name, watch.target.pid) == ("worker-0", pid)
     assert kill.limit == 10**6 and kill.fraction == 0.5 and kill.rss >= rss / 2
-    assert watches.check({"worker-0": (pid, over)}) == []  # ended: not again until its next run writes a record
-    under = _record(tmp_path, pid, 10**12)
-    assert watches.check({"worker-0": (pid, under)}) == []
-    assert watches.wait_s() == pytest.approx(0.1)  # the interval the worker read from its configuration
+    assert watches.wait_s() == pytest.approx(0.1)  # the interval the workers read from their configuration
     clock.now += 0.05
     assert watches.wait_s() == pytest.approx(0.05)
+    assert watches.check({"worker-0": (pid, over), "worker-1": (pid, under)}) == []  # not due: nothing read
+    clock.now += 0.05
+    assert watches.check({"worker-0": (pid, over), "worker-1": (pid, under)}) == []  # worker-0 ended: not again
+    assert watches.wait_s() == pytest.approx(0.1)  # worker-1 is still watched, at one cadence for all
+    clock.now += 0.1
+    assert watches.check({"worker-0": (pid, _record(tmp_path, pid, 10**6))}) != []  # its next run is watched anew
 
 
 @pytest.mark.parametrize("why", ["terminate false", "no limit", "another process", "not registered yet"])
@@ -148,7 +151,7 @@ def test_a_worker_is_frozen_then_recorded_and_said_then_ended_even_when_its_sche
         history = RunHistory(tmp_path / "history.json")
         history.started(time.time())
         target = WatchedWorker.read(_record(tmp_path, proc.pid, GiB, terminate=0.95, history=str(history.path)))
-        watch = MemoryWatch(target, time.monotonic())  # its line to the scheduler cannot open: no such files
+        watch = MemoryWatch(target)  # its line to the scheduler cannot open: no such files
         said = []
 
         def say(outcome) -> None:  # the signal is delivered as the process is next scheduled: wait for it

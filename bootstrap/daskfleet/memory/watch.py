@@ -160,17 +160,13 @@ class MemoryWatch:
     """One worker's RSS against its threshold, measured as the nanny does (the worker's process alone), and the
     line to its scheduler."""
 
-    def __init__(self, target: WatchedWorker, now: float):
+    def __init__(self, target: WatchedWorker):
         self.target = target
         self.process = psutil.Process(target.pid)
-        self.due = now
         self.line = SchedulerLine(target)
 
-    def check(self, now: float) -> MemoryKill | None:
-        """A kill when due and above the threshold; one read of /proc per interval."""
-        if now < self.due:
-            return None
-        self.due = now + self.target.interval_s
+    def check(self) -> MemoryKill | None:
+        """A kill when above the threshold: one read of /proc."""
         try:
             rss = self.process.memory_info().rss
         except psutil.Error:  # gone, or a zombie its supervisor has not reaped
@@ -183,32 +179,37 @@ class MemoryWatch:
 
 
 class MemoryWatches:
-    """The workers a supervisor runs, each followed through the record its agent wrote (read again when it changes)."""
+    """The workers a supervisor runs, each followed through the record its agent wrote (read again when it changes),
+    all checked together at the workers' interval (the shortest, should they differ): one wake-up per interval."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self._watches: dict[str, tuple[tuple[int, int, int], MemoryWatch | None]] = {}
+        self._due: float | None = None
 
     def check(self, workers: Mapping[str, tuple[int, Path]]) -> list[tuple[str, MemoryWatch, MemoryKill]]:
-        """``workers``: name -> (pid, record path). The workers found above their threshold, to be ended now."""
+        """``workers``: name -> (pid, record path). When due, the workers above their threshold, to be ended now."""
         now = self.clock()
+        if self._due is not None and now < self._due:
+            return []
         for name in self._watches.keys() - workers.keys():
             self._drop(name)
         found = []
         for name, (pid, record) in workers.items():
-            watch = self._watch(name, pid, record, now)
-            kill = watch.check(now) if watch is not None else None
+            watch = self._watch(name, pid, record)
+            kill = watch.check() if watch is not None else None
             if watch is not None and kill is not None:
                 found.append((name, watch, kill))
                 self._watches[name] = (self._watches[name][0], None)  # ended: its next run writes a new record
+        intervals = [watch.target.interval_s for _, watch in self._watches.values() if watch is not None]
+        self._due = now + min(intervals) if intervals else None  # none watched yet: look again at the next round
         return found
 
     def wait_s(self) -> float | None:
         """Seconds until the next check is due; None while no worker is watched."""
-        dues = [watch.due for _, watch in self._watches.values() if watch is not None]
-        return max(0.0, min(dues) - self.clock()) if dues else None
+        return None if self._due is None else max(0.0, self._due - self.clock())
 
-    def _watch(self, name: str, pid: int, record: Path, now: float) -> MemoryWatch | None:
+    def _watch(self, name: str, pid: int, record: Path) -> MemoryWatch | None:
         try:
             stat = record.stat()
         except OSError:  # not registered yet
@@ -223,7 +224,7 @@ class MemoryWatches:
         watch = None
         if target is not None and target.pid == pid and target.enforced:
             try:
-                watch = MemoryWatch(target, now)
+                watch = MemoryWatch(target)
             except psutil.NoSuchProcess:
                 watch = None
         self._watches[name] = (key, watch)
