@@ -180,7 +180,8 @@ def test_the_supervisor_ends_the_worker_long_before_the_kernel_could(kill, clust
     [event] = cluster.kills("worker-0")
     assert event["memory_limit"] == GiB and event["terminate"] == 0.95
     # Ended at its threshold, at most a few 100 MB steps past it: nowhere near the machine's memory.
-    assert 0.95 * GiB < event["rss"] < 1.5 * GiB < psutil.virtual_memory().total / 8
+    assert 0.95 * GiB < event["rss"] < 1.5 * GiB
+    assert event["rss"] < psutil.virtual_memory().total / 4
     record = cluster.record("worker-0")
     assert (record.exit_code, record.memory_kills, record.restarts) == (80, 1, 1)
     assert record.memory_line.endswith("above 95% of its 1.00 GiB limit (distributed.worker.memory.terminate); "
