@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, scaling, switch, throughput
+from . import boot, envs, memory, scaling, switch, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
@@ -15,6 +15,9 @@ TARGETS = {
     "throughput per-prefix / per-user accounting": (">=", 0.98),
     "backlog to scale-up request (intervals, worst)": ("<=", 1.0),
     "idle waste / idle timeout": ("<=", 1.1),
+    "throughput memory watched / not watched": (">=", 0.99),
+    "kill latency / interval, local supervisor (worst)": ("<=", 2.0),
+    "kill latency / interval, agent's own watcher (worst)": ("<=", 2.0),
 }
 
 
@@ -30,6 +33,8 @@ def main() -> None:
         print("Environment switch of a running local cluster (see benchmarks/switch.py):")
         ratios.update(switch.run(Path(root) / "switch"))
         ratios.update(scaling.run(Path(root) / "scaling"))
+        print("Memory limits without a nanny (see benchmarks/memory.py):")
+        ratios.update(memory.run(Path(root) / "memory"))
     print("\nRatios:")
     for name, value in ratios.items():
         target = TARGETS.get(name)

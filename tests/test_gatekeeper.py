@@ -52,6 +52,16 @@ def worker_at(host):
     return Peer("analytics", "worker", "worker.analytics", f"tls://{host}:40000")
 
 
+def test_only_a_worker_certificate_on_the_workers_own_host_reports_its_memory_kill():
+    from daskfleet.conventions import MEMORY_KILL_OP
+
+    k, me = keeper(), worker_at("10.0.0.7")
+    assert k.check_operation(MEMORY_KILL_OP, me, {"worker": "tls://10.0.0.7:8788"}) is None
+    assert "only itself, not tls://10.0.0.9:8788" in k.check_operation(
+        MEMORY_KILL_OP, me, {"worker": "tls://10.0.0.9:8788"}).reason
+    assert "role is 'client'; worker required" in k.check_operation(MEMORY_KILL_OP, peer("client"), {"worker": "tls://10.0.0.7:8788"}).reason
+
+
 def test_workers_may_call_only_worker_operations_and_only_on_themselves():
     k, me = keeper(), worker_at("10.0.0.7")
     assert k.check_operation("heartbeat_worker", me, {"address": "tls://10.0.0.7:8788"}) is None

@@ -44,10 +44,12 @@ def cli() -> None:
 @click.option("--restart-history", type=click.Path(dir_okay=False, path_type=Path),
               help="The node's run history, for its backoff after failures and its give-up window (default: "
               "$STATE_DIRECTORY/restarts-ROLE.json under systemd; none: no backoff, no give-up).")
+@click.option("--no-memory-watcher", "memory_watcher", flag_value=False, default=True,
+              help="A worker's supervisor follows its memory itself (the local cluster's does): start no watcher process.")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def node(
     role: str, source_text: str, runtime_dir: Path | None, backend_text: str | None, restart_history: Path | None,
-    log_level: str,
+    memory_watcher: bool, log_level: str,
 ) -> None:
     """Run this machine's scheduler or worker (the node agent).
 
@@ -55,7 +57,11 @@ def node(
     14 restart requested by the scheduler, 15 retired, 16 drained, 17 lost the scheduler; failures:
     65 bad spec, 66 unreadable certificate, 69 source unavailable, 70 certificate expired or not yet
     valid, 71 certificate role mismatch, 72 environment mismatch, 75 scheduler unreachable, 76 refused
-    by the scheduler, 78 configuration, 79 gave up after repeated failures.
+    by the scheduler, 78 configuration, 79 gave up after repeated failures, 80 a worker ended for exceeding
+    its memory limit (recorded by its memory watcher or supervisor, which killed it).
+
+    A worker is ended once its RSS is above distributed.worker.memory.terminate of its memory limit, as a
+    nanny would: by this agent's own watcher process, or by its supervisor (--no-memory-watcher).
     """
     from .node.agent import run_node, run_supervised
     from .node.supervision import RunHistory
@@ -66,7 +72,7 @@ def node(
     backend = make_worker_backend(backend_text, source_text, source) if role == "scheduler" else None
     outcome = run_supervised(
         role, source, RunHistory(history_path) if history_path else None,
-        lambda: run_node(role, source, runtime_dir, backend),
+        lambda: run_node(role, source, runtime_dir, backend, memory_watcher=memory_watcher, history=history_path),
     )
     click.echo(f"daskfleet: {outcome.line}", err=True)
     if outcome.code == ExitCode.ENVIRONMENT_SWITCH and (python := source.switch_interpreter()) is not None:

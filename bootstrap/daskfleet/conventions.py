@@ -163,10 +163,14 @@ USAGE_OP = "daskfleet_usage"
 PROFILE_OP = "daskfleet_profile"
 #: The scheduler operation that tells what each worker runs and how far a roll onto a published environment got.
 ENV_ROLL_HANDLER = "daskfleet_env_roll"
-#: Every scheduler operation daskfleet adds to distributed's (the gatekeeper classifies each, a test holds them together).
-DASKFLEET_SCHEDULER_OPS: tuple[str, ...] = (SCALING_STATE_HANDLER, USAGE_OP, PROFILE_OP, ENV_ROLL_HANDLER)
 #: The worker operation its scheduler calls to make it switch to the published environment.
 ENV_SWITCH_OP = "daskfleet_switch_environment"
+#: The scheduler operation by which whoever ends a worker for exceeding its memory limit (the local supervisor,
+#: or the agent's memory watcher on an instance), speaking with that worker's certificate, tells the scheduler
+#: first: it audits and counts the kill, and a KilledWorker for the worker's task names the limit.
+MEMORY_KILL_OP = "daskfleet_worker_memory_exceeded"
+#: Every scheduler operation daskfleet adds to distributed's (the gatekeeper classifies each, a test holds them together).
+DASKFLEET_SCHEDULER_OPS: tuple[str, ...] = (SCALING_STATE_HANDLER, USAGE_OP, PROFILE_OP, ENV_ROLL_HANDLER, MEMORY_KILL_OP)
 
 #: The worker group's TERMINATING lifecycle hook; the scheduler completes it once a worker has drained.
 DRAIN_HOOK_NAME = f"{NAME_PREFIX}-drain"

@@ -9,8 +9,9 @@ class ExitCode(IntEnum):
     """Exit codes of ``daskfleet node``; one per failure class (documented in docs/agent.md).
 
     Codes 64-79 follow sysexits.h where one fits, so supervisors can tell a configuration
-    error (do not restart) from a transient one (restart). Codes 13-17 are requested exits, not
-    failures: what the supervisor does with each is ``daskfleet.node.supervision``.
+    error (do not restart) from a transient one (restart); 80 (memory) has no sysexits.h match.
+    Codes 13-17 are requested exits, not failures: what the supervisor does with each is
+    ``daskfleet.node.supervision``.
     """
 
     #: Stopped on request (SIGTERM from the supervisor or an operator): stays down.
@@ -53,6 +54,10 @@ class ExitCode(IntEnum):
     CONFIG = 78
     #: The node failed too often within the supervision window: its supervisor stops restarting it.
     GAVE_UP = 79
+    #: The worker exceeded its memory limit (``distributed.worker.memory.terminate`` of it) and was ended from
+    #: outside (the local supervisor, or the agent's memory watcher on an instance), which records this code and
+    #: the line for it: the process itself was killed. Restarted after the backoff, like a transient failure.
+    MEMORY_EXCEEDED = 80
 
 
 class DaskfleetError(Exception):

@@ -45,10 +45,16 @@ ln -sfn "envs/$short" "$base/env"
 actual="$("$base/env/bin/daskfleet" fingerprint)"
 [[ "$actual" == "$expected" ]] || die "the image's environment reports fingerprint $actual, not $expected"
 
-# The agent's unit, rendered by the agent the image carries.
-install -d -m 0755 "$root/etc/systemd/system"
-"$base/env/bin/python" -c 'from daskfleet.aws.userdata import render_unit; print(render_unit(), end="")' \
-  > "$root/etc/systemd/system/daskfleet-node@.service"
-chmod 0644 "$root/etc/systemd/system/daskfleet-node@.service"
+# The agent's unit and the worker's drop-in, rendered by the agent the image carries.
+"$base/env/bin/python" - "$root/" <<'PY'
+import sys
+from pathlib import Path
+from daskfleet.aws.userdata import unit_files
+for path, text in unit_files().items():
+    target = Path(sys.argv[1]) / path.lstrip("/")
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    target.write_text(text)
+    target.chmod(0o644)
+PY
 
 echo "install-env: $prefix holds $expected ($platform); $base/env links to it"

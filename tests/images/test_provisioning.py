@@ -23,7 +23,7 @@ from hcl2.utils import SerializationOptions
 from images.packer import packer_vars, render_execute_command, run_build
 
 from daskfleet import conventions
-from daskfleet.aws.userdata import CLOUDWATCH_AGENT_JOURNALD_MIN_VERSION, UNIT_PATH, render_unit
+from daskfleet.aws.userdata import CLOUDWATCH_AGENT_JOURNALD_MIN_VERSION, UNIT_PATH, render_unit, unit_files
 from daskfleet.environments.lockfile import read_lock
 
 from support import REPO
@@ -159,6 +159,8 @@ def test_the_build_block_gives_the_image_its_environment(build, home, channel, t
     assert len(list((base / "pkgs" / "archives").glob("*/*.tar.bz2"))) == 3
     assert list((base / "pkgs" / "wheels").glob("daskfleet-*.whl"))
     assert (base / "locks" / f"{short}.yml").read_text() == lock.read_text()
+    for path, text in unit_files().items():  # the template and the worker's memory drop-in
+        assert (instance.root / path.lstrip("/")).read_text() == text, path
     assert (instance.root / UNIT_PATH.lstrip("/")).read_text() == render_unit()
 
 

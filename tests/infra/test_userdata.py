@@ -145,3 +145,33 @@ def test_the_journal_of_both_node_units_goes_to_the_clusters_log_group():
     assert entry["log_group_name"] == conventions.log_group_name("analytics")
     assert entry["units"] == ["daskfleet-node@scheduler.service", "daskfleet-node@worker.service"]
     assert "{instance_id}" in entry["log_stream_name"]
+
+
+#: The [Service] directives the unit and the drop-in use, and the systemd version each appeared in: all in 252.
+SYSTEMD_SINCE = {"MemoryHigh": 231, "MemoryMax": 231, "MemorySwapMax": 232, "OOMPolicy": 243, "OOMScoreAdjust": 1}
+
+
+def test_the_worker_units_memory_lines_bound_it_behind_its_own_watcher():
+    """The ladder on an instance: the watcher ends the worker at terminate of its limit (the unit's MemoryHigh), before
+    the unit is throttled there, before the kernel ends the unit inside its own cgroup at MemoryMax, before the
+    machine runs out; the worker process is the OOM killer's first choice, the rest of both units its last."""
+    from daskfleet.aws.userdata import WORKER_DROPIN_PATH, render_worker_dropin, unit_files
+    from daskfleet.memory import policy
+    from daskfleet.memory.policy import TerminatePolicy
+
+    dropin = render_worker_dropin()
+    assert dropin.splitlines()[0] == "[Service]"
+    settings = dict(line.split("=", 1) for line in dropin.splitlines() if "=" in line)
+    assert settings == {"MemoryHigh": "90%", "MemoryMax": "95%", "MemorySwapMax": "0", "OOMPolicy": "kill"}
+    high, top = (int(settings[key].rstrip("%")) for key in ("MemoryHigh", "MemoryMax"))
+    watcher = TerminatePolicy.from_config().fraction * high  # distributed's default terminate, of the capped limit
+    assert watcher < high < top < 100
+    assert (high, top) == (policy.INSTANCE_WORKER_MEMORY_HIGH_PERCENT, policy.INSTANCE_WORKER_MEMORY_MAX_PERCENT)
+    unit = dict(line.split("=", 1) for line in render_unit().splitlines() if line.startswith(("OOM", "Memory")))
+    assert unit == {"OOMScoreAdjust": "-900", "OOMPolicy": "stop"}  # both roles; the worker's drop-in overrides the policy
+    assert policy.NODE_OOM_SCORE_ADJ == -900 and policy.WORKER_OOM_SCORE_ADJ == 1000
+    for key in {**settings, **unit}:
+        assert SYSTEMD_SINCE[key] <= 252, key
+    # systemd reads a template instance's drop-ins from <template>@<instance>.service.d/
+    assert WORKER_DROPIN_PATH == "/etc/systemd/system/daskfleet-node@worker.service.d/memory.conf"
+    assert unit_files() == {"/etc/systemd/system/daskfleet-node@.service": render_unit(), WORKER_DROPIN_PATH: dropin}

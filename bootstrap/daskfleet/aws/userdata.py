@@ -16,6 +16,7 @@ import re
 import yaml
 
 from .. import conventions
+from ..memory import policy as memory
 from ..node.supervision import RULE, RestartRule
 
 #: Where the image installs the daskfleet environment (images/ builds it there).
@@ -23,6 +24,8 @@ DASKFLEET_EXECUTABLE = f"{conventions.NODE_ENV_LINK}/bin/daskfleet"
 #: The template unit running the agent; ``daskfleet-node@<role>.service`` is one node.
 UNIT_TEMPLATE_NAME = "daskfleet-node@.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_TEMPLATE_NAME}"
+#: The worker's own settings beside the template: systemd reads ``<template>@<instance>.service.d/`` too.
+WORKER_DROPIN_PATH = f"/etc/systemd/system/{UNIT_TEMPLATE_NAME.replace('@', '@worker')}.d/memory.conf"
 #: What user data writes for the unit: the cluster's name, in this variable.
 NODE_ENV_FILE = "/etc/daskfleet/node.env"
 CLUSTER_VARIABLE = "DASKFLEET_CLUSTER"
@@ -87,12 +90,39 @@ def render_unit(rule: RestartRule = RULE) -> str:
             "StateDirectoryMode=0700",
             "NoNewPrivileges=yes",
             "LimitNOFILE=65536",
+            # The kernel's OOM killer takes the unit's processes last; a worker's agent raises its own worker
+            # process to the first choice, and the worker's drop-in (render_worker_dropin) bounds its memory.
+            f"OOMScoreAdjust={memory.NODE_OOM_SCORE_ADJ}",
+            "OOMPolicy=stop",
             "",
             "[Install]",
             "WantedBy=multi-user.target",
             "",
         ]
     )
+
+
+def render_worker_dropin() -> str:
+    """The worker unit's memory bounds (systemd 252), the second line after the agent's own memory watcher.
+
+    The worker's memory limit is capped at ``MemoryHigh`` (the agent reads its cgroup), so the watcher ends the
+    worker at ``terminate`` of it before the unit is throttled; above ``MemoryMax`` the kernel ends the whole unit
+    (``OOMPolicy=kill``) in an OOM kill confined to its cgroup, and ``Restart=on-failure`` starts it again. No
+    swap: the limit is real memory, as the worker's RSS is.
+    """
+    return "\n".join([
+        "[Service]",
+        f"MemoryHigh={memory.INSTANCE_WORKER_MEMORY_HIGH_PERCENT}%",
+        f"MemoryMax={memory.INSTANCE_WORKER_MEMORY_MAX_PERCENT}%",
+        "MemorySwapMax=0",
+        "OOMPolicy=kill",
+        "",
+    ])
+
+
+def unit_files(rule: RestartRule = RULE) -> dict[str, str]:
+    """Every file the image installs for the node units: the template and the worker's drop-in."""
+    return {UNIT_PATH: render_unit(rule), WORKER_DROPIN_PATH: render_worker_dropin()}
 
 
 def restart_lines(rule: RestartRule = RULE) -> list[str]:

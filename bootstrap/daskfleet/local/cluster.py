@@ -78,7 +78,7 @@ def node_command(state_dir: Path, name: str, role: str, *extra: str) -> list[str
     """``daskfleet node <role>`` for the node directory ``name``, in the cluster's environment (``node_python``)."""
     return [
         node_python(state_dir), "-m", "daskfleet", "node", role, "--source", f"dir:{state_dir / 'nodes' / name}",
-        "--runtime-dir", str(state_dir / "run" / name),
+        "--runtime-dir", str(node_runtime_dir(state_dir, name)),
         "--restart-history", str(state_dir / SUPERVISION_DIR / f"{name}.json"), *extra,
     ]
 
@@ -87,9 +87,14 @@ def node_log(state_dir: Path, name: str) -> Path:
     return pki.ensure_private_dir(state_dir / "logs") / f"{name}.log"
 
 
+def node_runtime_dir(state_dir: Path, name: str) -> Path:
+    """Node ``name``'s runtime directory (certificates, config, its records), fresh at each start."""
+    return state_dir / "run" / name
+
+
 def popen_node(state_dir: Path, name: str, role: str, *extra: str) -> subprocess.Popen:
     """Start node ``name`` in the background (a fresh runtime directory; its log is appended to)."""
-    run_dir = state_dir / "run" / name
+    run_dir = node_runtime_dir(state_dir, name)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     with open(node_log(state_dir, name), "ab") as log:
@@ -173,9 +178,13 @@ def up(
     ca: pki.IssuedCert | None = None,
     usage: UsagePolicy | None = None,
     cluster: str = LOCAL_CLUSTER,
+    memory_limit: str | None = None,
 ) -> LocalCluster:
     """Start cluster ``cluster``'s scheduler that keeps ``workers`` workers (or follows ``scaling``); on any failure stop
-    what was started."""
+    what was started.
+
+    ``memory_limit``: each worker's, in distributed's syntax (``4GiB``, ``0.5``, ``auto``); unset: the spec's default.
+    """
     if workers < 0:
         raise DaskfleetError(f"--workers: must be 0 or more, got {workers}", ExitCode.CONFIG)
     scaling = scaling or local_scaling(workers, workers)
@@ -193,7 +202,8 @@ def up(
         state_dir=str(state_dir), cluster=cluster, user=user, adapt=f"{scaling.min_workers}:{scaling.max_workers}", cap=cap,
     )
     try:
-        _bring_up(record, state_dir, scaling, user, smoke, client_version_policy, ca, usage or UsagePolicy())
+        _bring_up(record, state_dir, scaling, user, smoke, client_version_policy, ca, usage or UsagePolicy(),
+                  memory_limit)
     except BaseException:
         with contextlib.suppress(DaskfleetError):
             down(state_dir)
@@ -203,7 +213,7 @@ def up(
 
 def _bring_up(
     cluster: LocalCluster, state_dir: Path, scaling: ScalingSpec, user: str, smoke: bool, policy: str,
-    ca: pki.IssuedCert | None, usage: UsagePolicy,
+    ca: pki.IssuedCert | None, usage: UsagePolicy, memory_limit: str | None = None,
 ) -> None:
     slots = scaling.hard_cap
     ca, certs = issue_local_pki(state_dir, slots, user, ca, cluster.cluster)
@@ -227,7 +237,7 @@ def _bring_up(
     supervisor = start_supervisor(state_dir)
     with LocalCluster.update(state_dir) as recorded:
         recorded.supervisor = supervisor
-    info_path = state_dir / "run" / SCHEDULER / SCHEDULER_INFO_FILE
+    info_path = node_runtime_dir(state_dir, SCHEDULER) / SCHEDULER_INFO_FILE
     _wait_for("the scheduler listening", state_dir, SCHEDULER, info_path.exists)
     info = json.loads(info_path.read_text())
     # A restarted scheduler listens where the first one did: workers and clients find it again.
@@ -241,6 +251,7 @@ def _bring_up(
         spec = NodeSpec(
             cluster=cluster.cluster, role="worker", scheduler_address=info["address"], listen_host=HOST,
             worker_port=0, name=name, nthreads=1, expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
+            **({} if memory_limit is None else {"memory_limit": memory_limit}),
         )
         write_node_dir(nodes / name, spec, ca, certs[name])
     _wait_until_registered(

@@ -177,6 +177,8 @@ def _node_line(record) -> str:
         line += f" (restarted {record.restarts}x)"
     if record.last_line and state not in ("running", "starting"):
         line += f": exit {record.exit_code}: {record.last_line}"
+    if record.memory_kills:
+        line += f"; ended {record.memory_kills}x for memory, the last: {record.memory_line.removeprefix('error: ')}"
     return line
 
 

@@ -83,6 +83,9 @@ class NodeProcess:
     #: The line of its last exit (``error: …`` for a failure).
     last_line: str = ""
     restarts: int = 0
+    #: Times its supervisor ended it for exceeding its memory limit (exit 80), and the line of the last.
+    memory_kills: int = 0
+    memory_line: str = ""
 
     def process(self) -> psutil.Process | None:
         """The live process, or None when it ended (or its pid now belongs to another)."""

@@ -8,6 +8,8 @@ rule's delay (``daskfleet.node.supervision.RULE``, the one the unit renders) unl
 request or for good; the agent waits out its own backoff and gives up by itself (its history is
 ``<state>/supervision/<name>.json``). Every start builds the command line anew with
 ``node_python``, so an environment published to the cluster is used from the next restart on.
+It also follows each worker's memory and ends a worker above its limit as distributed's nanny would
+(``daskfleet.memory.watch``), recording exit 80 for it.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 import psutil
 
 from ..errors import ExitCode
-from ..node.supervision import NEVER_RESTART, RULE, RestartRule
-from .cluster import STOP_TIMEOUT_S, end_processes, popen_node, signal_group
+from ..memory.watch import WORKER_RECORD_FILE, MemoryWatches, end_worker
+from ..node.supervision import NEVER_RESTART, RULE, Outcome, RestartRule
+from .cluster import STOP_TIMEOUT_S, end_processes, node_log, node_runtime_dir, popen_node, signal_group
 from .state import SCHEDULER, LocalCluster, NodeProcess, locked
 
 logger = logging.getLogger("daskfleet.supervisor")
@@ -47,6 +50,8 @@ class Child:
     #: False once it must not be restarted any more (retired, or the supervisor is stopping it).
     keep: bool = True
     stop_by: float | None = None
+    #: Ended by the supervisor (``Supervisor.end``): its exit is recorded with this code, not the signal.
+    exit_as: int | None = None
 
     @property
     def done(self) -> bool:
@@ -93,6 +98,8 @@ class Supervisor:
         exits = []
         for child in list(self.children.values()):
             if child.proc is not None and (code := child.proc.poll()) is not None:
+                if child.exit_as is not None:  # ended by ``end``: recorded with the code it was given
+                    code, child.exit_as = child.exit_as, None
                 child.proc = None
                 exits.append(self._ended(child, code, now))
             if child.proc is None and child.restart_at is not None and now >= child.restart_at:
@@ -103,6 +110,13 @@ class Supervisor:
                 signal_group(psutil.Process(child.proc.pid), signal.SIGTERM)
                 child.stop_by = now + STOP_TIMEOUT_S
         return exits
+
+    def end(self, name: str, code: int) -> None:
+        """End ``name`` at once (SIGKILL to its process group) and record its exit as ``code``; restarted by the rule."""
+        child = self.children[name]
+        if child.proc is not None and child.proc.poll() is None:
+            child.exit_as = code
+            signal_group(psutil.Process(child.proc.pid), signal.SIGKILL)
 
     def stop(self, names: list[str], timeout: float = STOP_TIMEOUT_S) -> list[str]:
         """Stop these programs for good (SIGTERM, then SIGKILL); the names of any that survived both."""
@@ -169,6 +183,7 @@ class LocalSupervisor:
     def __init__(self, state_dir: Path, supervisor: Supervisor | None = None):
         self.state_dir = Path(state_dir)
         self.supervisor = supervisor or Supervisor()
+        self.memory = MemoryWatches()
 
     def run(self) -> None:
         """Until ``local down`` marks the cluster stopping (or SIGTERM): workers stop first, then the scheduler."""
@@ -183,11 +198,14 @@ class LocalSupervisor:
         logger.info("supervising the local cluster in %s", self.state_dir)
         while not stopping:
             stopping = not self.step()
-            time.sleep(POLL_S)
+            due = self.memory.wait_s()  # a worker's memory check, at its own interval
+            time.sleep(POLL_S if due is None else min(POLL_S, due))
         self.stop_all()
 
     def step(self) -> bool:
-        """One round: reap and restart, start what the scaler asked for; False once the cluster is stopping."""
+        """One round: end workers above their memory limit, reap and restart, start what the scaler asked for; False
+        once the cluster is stopping."""
+        self.watch_memory()
         exits = self.supervisor.poll()
         for event in exits:
             self._log_exit(event)
@@ -213,6 +231,20 @@ class LocalSupervisor:
                 logger.error("could not stop: %s", ", ".join(stuck))
         logger.info("stopped every node of %s", self.state_dir)
 
+    def watch_memory(self) -> None:
+        """End each worker whose RSS is above ``terminate`` of its memory limit, at distributed's interval."""
+        workers = {name: (child.proc.pid, node_runtime_dir(self.state_dir, name) / WORKER_RECORD_FILE)
+                   for name, child in self.supervisor.children.items() if name != SCHEDULER and child.proc is not None}
+        for name, watch, kill in self.memory.check(workers):
+            end_worker(watch, kill, by="the local supervisor", say=lambda outcome, name=name: self._say(name, outcome),
+                       end=lambda name=name: self.supervisor.end(name, ExitCode.MEMORY_EXCEEDED))
+
+    def _say(self, name: str, outcome: Outcome) -> None:
+        """The line in the supervisor's log, and as the node's own last line (``local status`` shows it)."""
+        logger.warning("%s %s", name, outcome.line.removeprefix("error: "))
+        with open(node_log(self.state_dir, name), "a") as log:
+            log.write(f"daskfleet: {outcome.line}\n")
+
     def _reconcile(self, record: NodeProcess) -> bool:
         """Start a wanted node the supervisor does not run yet; release one no longer wanted. Whether it changed."""
         child = self.supervisor.children.get(record.name)
@@ -228,7 +260,8 @@ class LocalSupervisor:
         return False
 
     def _starter(self, record: NodeProcess) -> Callable[[], subprocess.Popen]:
-        extra = ("--worker-backend", f"local:{self.state_dir}") if record.role == "scheduler" else ()
+        # The scheduler sizes the workers from the slots; a worker's memory is watched here, not by its agent.
+        extra = ("--worker-backend", f"local:{self.state_dir}") if record.role == "scheduler" else ("--no-memory-watcher",)
         return lambda: popen_node(self.state_dir, record.name, record.role, *extra)
 
     @staticmethod
@@ -245,6 +278,8 @@ class LocalSupervisor:
         record.exit_code, record.exit_time = event.returncode, time.time()
         record.last_line = event.gave_up or last_line(record.log) or f"exit {event.returncode}"
         record.state = node_state(event.returncode, event.restarting, event.gave_up)
+        if event.returncode == ExitCode.MEMORY_EXCEEDED:
+            record.memory_kills, record.memory_line = record.memory_kills + 1, record.last_line
         if event.restarting:
             record.restarts += 1
         elif not event.released:

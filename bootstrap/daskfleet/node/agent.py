@@ -32,6 +32,9 @@ from ..environments.records import current_fingerprint
 from ..environments.rollout import ENV_ERROR_KEY, SWITCH_OP
 from ..environments.rollout import install as install_rollout
 from ..errors import DaskfleetError, ExitCode
+from ..memory.policy import TerminatePolicy, cgroup_memory_limit, prefer_for_oom_kill, worker_memory_limit
+from ..memory.scheduler import install as install_memory
+from ..memory.watch import WORKER_RECORD_FILE, WatchedWorker, start_watcher, stop_watcher
 from ..scaling.runner import WorkerBackend
 from ..scaling.runner import install as install_scaling
 from ..trust import pki
@@ -147,6 +150,7 @@ async def run_scheduler(
     announce_closes(scheduler, lambda count: [hear(count) for hear in restarting])
     guard = SchedulerGuard(gatekeeper, audit)
     guard.install(scheduler)
+    install_memory(scheduler, guard, audit)
     accounting = usage.install(
         scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name(RECORDS_FILE),
         source=source,
@@ -251,7 +255,42 @@ async def drain_when_leaving(source: NodeSource, worker: Worker, interval: float
     return None
 
 
-async def run_worker(node: PreparedNode, source: NodeSource) -> Outcome:
+@dataclass(frozen=True)
+class WorkerMemory:
+    """A worker's memory limit in bytes (one figure for the worker and its watcher), and distributed's terminate rule."""
+
+    limit: int | None
+    policy: TerminatePolicy
+    #: The agent's run history, where a watcher records a run it ended.
+    history: Path | None = None
+
+    def record(self, worker: Worker, node: PreparedNode) -> WatchedWorker:
+        """What a watcher reads in the worker's runtime directory once it has registered."""
+        return WatchedWorker(
+            pid=os.getpid(), name=str(worker.name), address=worker.address, scheduler_address=str(node.spec.scheduler_address),
+            memory_limit=self.limit, terminate=self.policy.fraction, interval_s=self.policy.interval_s,
+            tls=(str(node.tls.ca), str(node.tls.cert), str(node.tls.key)),
+            history=None if self.history is None else str(self.history),
+        )
+
+
+async def run_worker(node: PreparedNode, source: NodeSource, own_watcher: bool = True, history: Path | None = None) -> Outcome:
+    """Run the worker; unless its supervisor watches its memory (``own_watcher`` False), under the agent's own watcher."""
+    spec = node.spec
+    nthreads = spec.nthreads or os.cpu_count() or 1
+    memory = WorkerMemory(worker_memory_limit(spec.memory_limit, nthreads, cgroup_memory_limit()),
+                          TerminatePolicy.from_config(), history)
+    watched = own_watcher and bool(memory.limit) and memory.policy.fraction is not None
+    watcher = start_watcher(node.runtime_dir) if watched else None
+    prefer_for_oom_kill()  # after the watcher started: it keeps the unit's own, low score
+    try:
+        return await _serve_worker(node, source, nthreads, memory)
+    finally:
+        if watcher is not None:
+            stop_watcher(watcher)
+
+
+async def _serve_worker(node: PreparedNode, source: NodeSource, nthreads: int, memory: WorkerMemory) -> Outcome:
     spec = node.spec
     security = node_security()
     await wait_for_scheduler(spec.scheduler_address, security, spec.connect_timeout_s, spec.cluster)
@@ -264,8 +303,8 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> Outcome:
         port=spec.worker_port,
         contact_address=contact,
         name=spec.name or socket.gethostname(),
-        nthreads=spec.nthreads or os.cpu_count() or 1,
-        memory_limit=spec.memory_limit,
+        nthreads=nthreads,
+        memory_limit=memory.limit,
         security=security,
         death_timeout=spec.connect_timeout_s,
         startup_information={
@@ -290,6 +329,7 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> Outcome:
             f"scheduler {spec.scheduler_address} did not accept the worker within {spec.connect_timeout_s:g}s",
             ExitCode.SCHEDULER_UNREACHABLE,
         ) from None
+    pki.write_private(node.runtime_dir / WORKER_RECORD_FILE, memory.record(worker, node).to_json())  # its watcher starts
     stopping = asyncio.Event()
 
     def on_signal() -> None:
@@ -351,15 +391,20 @@ def run_node(
     source: NodeSource,
     runtime_dir: Path | None = None,
     worker_backend: Callable[[], WorkerBackend] | None = None,
+    *,
+    memory_watcher: bool = True,
+    history: Path | None = None,
 ) -> Outcome:
     """Prepare and run one node until it stops; DaskfleetError carries a failure's exit code.
 
     ``worker_backend`` makes what a scheduler scales its workers with; the caller picks it for the platform.
+    A worker runs under the agent's own memory watcher unless ``memory_watcher`` is False (its supervisor
+    watches); ``history`` is the run history a watcher records a run it ended in.
     """
     node = prepare_node(role, source, runtime_dir or default_runtime_dir(role))
     if role == "scheduler":
         return asyncio.run(run_scheduler(node, source, worker_backend))
-    return asyncio.run(run_worker(node, source))
+    return asyncio.run(run_worker(node, source, memory_watcher, history))
 
 
 def run_supervised(

@@ -34,6 +34,8 @@ NEVER_RESTART = frozenset({
     ExitCode.SPEC_INVALID, ExitCode.CERT_UNREADABLE, ExitCode.CERT_NOT_VALID_NOW, ExitCode.CERT_ROLE_MISMATCH,
     ExitCode.ENV_MISMATCH, ExitCode.REFUSED_BY_SCHEDULER, ExitCode.GAVE_UP,
 })
+#: Every other exit restarts after the backoff and counts as a failure: the transient classes (69, 75, 78), a
+#: worker ended for exceeding its memory limit (80, recorded by whoever ended it), a crash, any other signal.
 #: Signals systemd calls clean (the node was asked to stop); any other signal is a failure.
 CLEAN_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE})
 #: Runs kept in a node's history: enough for the give-up window.

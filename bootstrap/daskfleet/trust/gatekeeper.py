@@ -35,15 +35,18 @@ WORKER_OPS = frozenset(
         "shuffle_get_or_create",
     }
 )
+#: daskfleet's own scheduler operations for worker certificates: the report of a worker ended for exceeding its
+#: memory limit, made with that worker's certificate by whoever ends it (``daskfleet.memory``).
+DASKFLEET_WORKER_OPS = frozenset({conventions.MEMORY_KILL_OP})
 #: Of those, only workers may call these: registration and heartbeats, and the P2P shuffle's coordination
 #: (a worker's shuffle plugin calls it over its own connection; no client does).
 WORKER_ONLY_OPS = frozenset(
     {"register-worker", "register_nanny", "heartbeat_worker", "unregister", "add_keys", "shuffle_barrier",
      "shuffle_restrict_task", "shuffle_get", "shuffle_get_or_create"}
-)
+) | DASKFLEET_WORKER_OPS
 #: Worker operations that name workers: the key that names them. A worker acts only on its own host.
 WORKER_SELF_SCOPED = {"retire_workers": "workers", "set_resources": "worker", "unregister": "address",
-                      "heartbeat_worker": "address"}
+                      "heartbeat_worker": "address", conventions.MEMORY_KILL_OP: "worker"}
 #: Nobody may call these on the scheduler: ``connection_stream`` (a worker-to-worker stream) would
 #: feed any message, under any client or worker id, into the scheduler's stream handlers.
 DENIED_OPS = frozenset({"connection_stream"})
@@ -247,7 +250,7 @@ class Gatekeeper:
             return None if peer.role == conventions.ADMIN_ROLE else member_refusal(op, msg or {})
         if op in TASK_CLIENT_OPS and op not in WORKER_OPS:
             return self._task_client_host_refusal(peer, worker_hosts)
-        if op not in WORKER_OPS:
+        if op not in WORKER_OPS and op not in DASKFLEET_WORKER_OPS:
             return Refusal(f"certificate role is 'worker'; admin or client required: {op!r} is reserved for users")
         return self._worker_scope_refusal(op, peer, msg or {})
 
