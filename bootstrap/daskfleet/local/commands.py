@@ -31,11 +31,27 @@ def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) 
     return int(match[1]), int(match[2])
 
 
+def _memory_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from ..node.sizing import check_memory_limit
+
+    if value is None:
+        return None
+    try:
+        return check_memory_limit(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 @local.command("up")
 @click.option("--workers", type=click.IntRange(min=0), help="Keep this many workers while the cluster is in use [default: 2].")
 @click.option("--adapt", "adapt", metavar="MIN:MAX", callback=_adapt_range,
               help="Adaptive workers: the scheduler follows the load between MIN and MAX (instead of --workers).")
 @click.option("--worker-cap", type=click.IntRange(min=0), help="The most workers at once, whatever the load asks (cluster cap).")
+@click.option("--threads", type=click.IntRange(1, 1024),
+              help="Threads per worker [default: the cores split among the most workers at once, as LocalCluster].")
+@click.option("--memory-limit", metavar="SIZE", callback=_memory_limit,
+              help="Memory limit per worker: a size (4GiB), a fraction of this machine's memory (0.5) or auto (the "
+              "worker's share by its threads) [default: the memory split among the most workers at once, as LocalCluster].")
 @click.option("--idle-timeout", type=_seconds, default=DEFAULT_IDLE_TIMEOUT_S, show_default=True,
               help="Seconds without work after which workers retire to 0; 0: never.")
 @click.option("--no-client-timeout", type=_seconds, default=DEFAULT_NO_CLIENT_TIMEOUT_S, show_default=True,
@@ -55,7 +71,8 @@ def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--budget-hard-stop-percent", default=100, show_default=True, type=click.IntRange(0, 1000),
               help="Percentage of the budget at which the scheduler stops the cluster (0: never).")
 def local_up(
-    workers: int | None, adapt: tuple[int, int] | None, worker_cap: int | None, idle_timeout: float,
+    workers: int | None, adapt: tuple[int, int] | None, worker_cap: int | None, threads: int | None,
+    memory_limit: str | None, idle_timeout: float,
     no_client_timeout: float, adapt_interval: float, adapt_cooldown: float, state_dir: Path | None,
     max_workers: tuple[str, ...], compute_hours: tuple[str, ...], prices: tuple[str, ...],
     budget_monthly_usd: float | None, budget_hard_stop_percent: int,
@@ -83,13 +100,14 @@ def local_up(
         idle_timeout_s=idle_timeout, no_client_timeout_s=no_client_timeout,
     )
     state = state_dir or default_state_dir()
-    cluster = local_cluster.up(state.resolve(), scaling=scaling, usage=usage)
+    cluster = local_cluster.up(state.resolve(), scaling=scaling, usage=usage, threads=threads, memory_limit=memory_limit)
     via = "" if state_dir is None else f", state_dir={str(state.resolve())!r}"
     sizing = f"adaptive {low}..{high} worker(s)" if adapt else f"{high} worker(s)"
     if worker_cap is not None:
         sizing += f", at most {worker_cap}"
     click.echo(
         f"daskfleet local cluster is up: {sizing}, smoke computation passed.\n"
+        f"  workers:   {_worker_size(cluster)} each\n"
         f"  scheduler: {cluster.address}\n"
         f"  dashboard: {cluster.dashboard}   (HTTPS with the cluster's own CA)\n"
         f"  audit log: {state / 'audit.jsonl'}\n"
@@ -113,24 +131,35 @@ def local_status(state_dir: Path | None) -> None:
         click.echo("no local cluster is running")
         return
     cap = f", cap {cluster.cap}" if cluster.cap else ""
-    click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}\nworkers:   {cluster.adapt} (min:max){cap}")
+    click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}\nworkers:   {cluster.adapt} (min:max){cap}, "
+               f"{_worker_size(cluster)} each")
     supervisor = cluster.supervisor
     if supervisor is not None and supervisor.process() is not None:
         click.echo(f"supervisor: pid {supervisor.pid}, restarts nodes that fail (log {supervisor.log})")
     else:
         click.echo("supervisor: NOT RUNNING, so no node is restarted; `daskfleet local down` then `local up`")
     for record in cluster.nodes:
-        click.echo(_node_line(record))
+        click.echo(_node_line(record, _worker_size(cluster, short=True) if record.role == "worker" else ""))
 
 
-def _node_line(record) -> str:
-    """One node: its state, restarts, and the line of its last exit when that matters."""
+def _worker_size(cluster, short: bool = False) -> str:
+    """Each worker's threads and memory limit, as ``local up`` recorded them."""
+    from ..node.sizing import WorkerSize
+
+    if not cluster.worker_threads:
+        return "size not recorded"  # a cluster started before sizes were recorded
+    size = WorkerSize(cluster.worker_threads, cluster.worker_memory_limit)
+    return size.describe().removesuffix(" memory limit") if short else size.describe()
+
+
+def _node_line(record, size: str = "") -> str:
+    """One node: its size (a worker), state, restarts, and the line of its last exit when that matters."""
     alive = record.process() is not None
     state = "running" if alive and record.state in ("running", "starting") else record.state
     if not alive and state in ("running", "starting") and record.pid:
         state = "ended"  # the supervisor has not seen it yet, or is gone
     pid = f"pid {record.pid}" if alive else "-"
-    line = f"  {record.name:<12} {pid:<10} {state}"
+    line = f"  {record.name:<12} {pid:<10} {size:<22} {state}"
     if record.restarts:
         line += f" (restarted {record.restarts}x)"
     if record.last_line and state not in ("running", "starting"):

@@ -43,6 +43,7 @@ from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
 from .restarts import CloseReasons, announce_closes
+from .sizing import spec_worker_size
 from .sources import SCHEDULER_INFO_FILE, NodeSource
 from .spec import NodeSpec, parse_spec
 from .supervision import BACKOFF, Outcome, RunHistory, before_start
@@ -258,14 +259,16 @@ async def run_worker(node: PreparedNode, source: NodeSource) -> Outcome:
     contact = f"tls://{spec.contact_host}:{spec.worker_port}" if spec.contact_host else None
     kind = list(source.instance_kind())
     env_error = source.environment_error()
+    size = spec_worker_size(spec.nthreads, spec.memory_limit)
+    logger.info("worker of %s: %s", spec.cluster, size.describe())
     worker = Worker(
         spec.scheduler_address,
         host=spec.listen_host,
         port=spec.worker_port,
         contact_address=contact,
         name=spec.name or socket.gethostname(),
-        nthreads=spec.nthreads or os.cpu_count() or 1,
-        memory_limit=spec.memory_limit,
+        nthreads=size.nthreads,
+        memory_limit=size.memory_limit,
         security=security,
         death_timeout=spec.connect_timeout_s,
         startup_information={
