@@ -63,6 +63,10 @@ def node(
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     history_path = restart_history or _systemd_history(role)
     source = make_source(source_text)
+    if role == "worker":  # what distributed's nanny would set before the worker process starts (glibc reads some then)
+        from .node.prespawn import exec_with_worker_environment
+
+        exec_with_worker_environment([sys.executable, "-m", "daskfleet", *sys.argv[1:]])
     backend = make_worker_backend(backend_text, source_text, source) if role == "scheduler" else None
     outcome = run_supervised(
         role, source, RunHistory(history_path) if history_path else None,

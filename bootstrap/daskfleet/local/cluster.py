@@ -88,13 +88,22 @@ def node_log(state_dir: Path, name: str) -> Path:
 
 
 def popen_node(state_dir: Path, name: str, role: str, *extra: str) -> subprocess.Popen:
-    """Start node ``name`` in the background (a fresh runtime directory; its log is appended to)."""
+    """Start node ``name`` in the background (a fresh runtime directory; its log is appended to).
+
+    A worker starts with the environment distributed's nanny would give it, so its agent need not
+    re-execute itself to get it (``daskfleet.node.prespawn``; it still would if its configuration differs).
+    """
     run_dir = state_dir / "run" / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    env = None
+    if role == "worker":
+        from ..node.prespawn import worker_environment  # noqa: PLC0415  (dask's configuration, for workers only)
+
+        env = {**os.environ, **worker_environment()}
     with open(node_log(state_dir, name), "ab") as log:
         return subprocess.Popen(
-            node_command(state_dir, name, role, *extra),
+            node_command(state_dir, name, role, *extra), env=env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
