@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import ssl
 import subprocess
 import sys
@@ -50,7 +49,6 @@ def test_up_status_down_leaves_no_process(tmp_path):
         status = daskfleet("local", "status", "--state-dir", str(state))
         assert status.stdout.count("running") == 2
         assert "1:1 (min:max), 1 thread, 1.50 GiB memory limit each" in status.stdout
-        assert re.search(r"worker-0 +pid \d+ +1 thread, 1.50 GiB +running", status.stdout), status.stdout
 
         context = ssl.create_default_context(cafile=str(state / "client" / "ca.pem"))
         context.check_hostname = False

@@ -139,27 +139,26 @@ def local_status(state_dir: Path | None) -> None:
     else:
         click.echo("supervisor: NOT RUNNING, so no node is restarted; `daskfleet local down` then `local up`")
     for record in cluster.nodes:
-        click.echo(_node_line(record, _worker_size(cluster, short=True) if record.role == "worker" else ""))
+        click.echo(_node_line(record))
 
 
-def _worker_size(cluster, short: bool = False) -> str:
-    """Each worker's threads and memory limit, as ``local up`` recorded them."""
+def _worker_size(cluster) -> str:
+    """Each worker's threads and memory limit, as ``local up`` recorded them (every worker slot has the same)."""
     from ..node.sizing import WorkerSize
 
     if not cluster.worker_threads:
         return "size not recorded"  # a cluster started before sizes were recorded
-    size = WorkerSize(cluster.worker_threads, cluster.worker_memory_limit)
-    return size.describe().removesuffix(" memory limit") if short else size.describe()
+    return WorkerSize(cluster.worker_threads, cluster.worker_memory_limit).describe()
 
 
-def _node_line(record, size: str = "") -> str:
-    """One node: its size (a worker), state, restarts, and the line of its last exit when that matters."""
+def _node_line(record) -> str:
+    """One node: its state, restarts, and the line of its last exit when that matters."""
     alive = record.process() is not None
     state = "running" if alive and record.state in ("running", "starting") else record.state
     if not alive and state in ("running", "starting") and record.pid:
         state = "ended"  # the supervisor has not seen it yet, or is gone
     pid = f"pid {record.pid}" if alive else "-"
-    line = f"  {record.name:<12} {pid:<10} {size:<22} {state}"
+    line = f"  {record.name:<12} {pid:<10} {state}"
     if record.restarts:
         line += f" (restarted {record.restarts}x)"
     if record.last_line and state not in ("running", "starting"):
