@@ -85,7 +85,7 @@ def test_an_agent_started_without_it_starts_again_once_with_it(tmp_path, cluster
     """The path of an instance, whose unit sets none of it: the worker's agent re-executes itself, same pid."""
     node = tmp_path / "worker"
     spec = NodeSpec(cluster=local.LOCAL_CLUSTER, role="worker", scheduler_address="tls://127.0.0.1:9", name="w",
-                    connect_timeout_s=120)
+                    connect_timeout_s=600)
     cert = pki.issue_certificate(cluster_ca, local.LOCAL_CLUSTER, "worker", ip_addresses=(local.HOST,))
     local.write_node_dir(node, spec, cluster_ca, cert)
     env = {name: value for name, value in os.environ.items() if name not in NANNY_VARIABLES}
@@ -97,7 +97,7 @@ def test_an_agent_started_without_it_starts_again_once_with_it(tmp_path, cluster
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     try:  # until the re-executed agent has prepared its node (its TLS files): it waits for the scheduler then
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # generous: a loaded machine
         while not (REEXEC_MARK in (environ := _started_with(proc.pid)) and (run / "tls").exists()):
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
@@ -111,7 +111,7 @@ def test_an_agent_started_without_it_starts_again_once_with_it(tmp_path, cluster
     }
     text = log.read_text()
     assert text.count("starting again with the environment distributed's nanny gives a worker") == 1, text
-    assert "still not what" not in text
+    assert "still not what" not in text and "from-config" not in text  # logged by name, never by value
 
 
 def _started_with(pid: int) -> dict[str, str]:

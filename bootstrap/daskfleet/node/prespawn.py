@@ -13,6 +13,7 @@ variable already set in the process's environment wins, and a value of null unse
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -32,12 +33,13 @@ NANNY_HASH_SEED = "6640"
 REEXEC_MARK = "DASKFLEET_WORKER_ENVIRONMENT"
 
 
+@functools.cache
 def load_distributed_defaults() -> None:
     """distributed's defaults in dask's configuration, as ``import distributed`` puts them, without importing it.
 
     The agent decides before it imports distributed whether to re-execute itself (that import takes
-    seconds); it registers the same file distributed.config registers, which does no harm when
-    distributed registers it again.
+    seconds); it registers the same file distributed.config registers, once per process, which does no
+    harm when distributed registers it again.
     """
     import dask.config  # noqa: PLC0415
     import yaml  # noqa: PLC0415
@@ -90,7 +92,7 @@ def exec_with_worker_environment(argv: list[str]) -> None:
     if not missing:
         os.environ.pop(REEXEC_MARK, None)  # a later re-execution (an environment switch) checks afresh
         return
-    listed = ", ".join(f"{name}={value}" for name, value in sorted(missing.items()))
+    listed = ", ".join(sorted(missing))  # names only: distributed.nanny.environ may carry anything
     if os.environ.get(REEXEC_MARK):
         logger.warning("the worker environment is still not what distributed's nanny would set (%s); going on", listed)
         return
