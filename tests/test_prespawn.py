@@ -14,6 +14,7 @@ from distributed import Nanny
 
 import daskfleet
 from conftest import USER_NANNY_CONFIG
+from daskfleet.aws.userdata import WORKER_ENVIRONMENT_DROPIN, render_worker_environment
 from daskfleet.errors import DaskfleetError
 from daskfleet.local import cluster as local
 from daskfleet.node.prespawn import REEXEC_MARK, worker_environment
@@ -121,3 +122,15 @@ def _started_with(pid: int) -> dict[str, str]:
     except (FileNotFoundError, ProcessLookupError):
         return {}
     return dict(entry.split("=", 1) for entry in raw.split("\0") if "=" in entry)
+
+
+def test_the_instance_workers_unit_drop_in_sets_them_so_the_agent_starts_once():
+    """The image renders it from its own Dask configuration; systemd reads it for the worker unit only."""
+    assert WORKER_ENVIRONMENT_DROPIN == "/etc/systemd/system/daskfleet-node@worker.service.d/nanny-environment.conf"
+    assert render_worker_environment(worker_environment({})) == (
+        '[Service]\nEnvironment="MALLOC_TRIM_THRESHOLD_=65536"\nEnvironment="MKL_NUM_THREADS=1"\n'
+        'Environment="OMP_NUM_THREADS=1"\nEnvironment="OPENBLAS_NUM_THREADS=1"\nEnvironment="PYTHONHASHSEED=6640"\n'
+    )
+    assert render_worker_environment({"X": 'a "b" \\ 100%'}) == '[Service]\nEnvironment="X=a \\"b\\" \\\\ 100%%"\n'
+    with pytest.raises(ValueError, match="'BAD NAME' is not one systemd can set"):
+        render_worker_environment({"BAD NAME": "1"})

@@ -50,5 +50,11 @@ install -d -m 0755 "$root/etc/systemd/system"
 "$base/env/bin/python" -c 'from daskfleet.aws.userdata import render_unit; print(render_unit(), end="")' \
   > "$root/etc/systemd/system/daskfleet-node@.service"
 chmod 0644 "$root/etc/systemd/system/daskfleet-node@.service"
+# The worker's drop-in: the environment distributed's nanny gives a worker process, from the image's Dask configuration.
+install -d -m 0755 "$root/etc/systemd/system/daskfleet-node@worker.service.d"
+"$base/env/bin/python" -c 'from daskfleet.aws.userdata import render_worker_environment as render
+from daskfleet.node.prespawn import worker_environment
+print(render(worker_environment({})), end="")' > "$root/etc/systemd/system/daskfleet-node@worker.service.d/nanny-environment.conf"
+chmod 0644 "$root/etc/systemd/system/daskfleet-node@worker.service.d/nanny-environment.conf"
 
 echo "install-env: $prefix holds $expected ($platform); $base/env links to it"

@@ -14,8 +14,9 @@ from envs.test_lock_and_install import locked
 from hcl2.utils import SerializationOptions
 
 from daskfleet import conventions
-from daskfleet.aws.userdata import UNIT_PATH, render_unit
+from daskfleet.aws.userdata import UNIT_PATH, WORKER_ENVIRONMENT_DROPIN, render_unit, render_worker_environment
 from daskfleet.environments.lockfile import read_lock
+from daskfleet.node.prespawn import worker_environment
 
 from support import REPO
 
@@ -110,6 +111,9 @@ def test_the_install_step_builds_the_images_environment_for_real(home, channel, 
     assert list((base / "pkgs" / "wheels").glob("daskfleet-*.whl"))
     assert (base / "locks" / f"{short}.yml").read_text() == lock.read_text()
     assert (root / UNIT_PATH.lstrip("/")).read_text() == render_unit()
+    dropin = (root / WORKER_ENVIRONMENT_DROPIN.lstrip("/")).read_text()
+    assert dropin == render_worker_environment(worker_environment({}))
+    assert 'Environment="OMP_NUM_THREADS=1"' in dropin and 'Environment="MALLOC_TRIM_THRESHOLD_=65536"' in dropin
 
 
 def test_the_install_step_stops_when_the_lock_is_not_the_environment_the_image_is_tagged_for(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 
 import yaml
 
@@ -31,6 +32,9 @@ CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-a
 CLOUDWATCH_AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/daskfleet.json"
 #: Where the agent keeps its restart history (backoff and give-up window): under the unit's StateDirectory.
 STATE_DIRECTORY_NAME = "daskfleet"
+#: A drop-in of the worker's unit only: the environment distributed's nanny gives a worker process, so the worker's
+#: agent starts with it and need not re-execute itself to get it (daskfleet.node.prespawn).
+WORKER_ENVIRONMENT_DROPIN = f"/etc/systemd/system/{UNIT_TEMPLATE_NAME.replace('@', '@worker')}.d/nanny-environment.conf"
 
 
 def unit_name(role: conventions.Role) -> str:
@@ -88,6 +92,17 @@ def render_unit(rule: RestartRule = RULE) -> str:
             "",
         ]
     )
+
+
+def render_worker_environment(environment: Mapping[str, str]) -> str:
+    """The worker unit's drop-in setting ``environment`` (rendered by the image from distributed's configuration)."""
+    lines = ["[Service]"]
+    for name, value in sorted(environment.items()):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"environment variable name {name!r} is not one systemd can set")
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+        lines.append(f'Environment="{name}={quoted}"')
+    return "\n".join([*lines, ""])
 
 
 def restart_lines(rule: RestartRule = RULE) -> list[str]:
