@@ -57,16 +57,16 @@ def node(
     valid, 71 certificate role mismatch, 72 environment mismatch, 75 scheduler unreachable, 76 refused
     by the scheduler, 78 configuration, 79 gave up after repeated failures.
     """
-    from .node.agent import run_node, run_supervised
-    from .node.supervision import RunHistory
-
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    history_path = restart_history or _systemd_history(role)
     source = make_source(source_text)
-    if role == "worker":  # what distributed's nanny would set before the worker process starts (glibc reads some then)
+    if role == "worker":  # what distributed's nanny sets before the worker process starts; before distributed loads
         from .node.prespawn import exec_with_worker_environment
 
         exec_with_worker_environment([sys.executable, "-m", "daskfleet", *sys.argv[1:]])
+    from .node.agent import run_node, run_supervised
+    from .node.supervision import RunHistory
+
+    history_path = restart_history or _systemd_history(role)
     backend = make_worker_backend(backend_text, source_text, source) if role == "scheduler" else None
     outcome = run_supervised(
         role, source, RunHistory(history_path) if history_path else None,
