@@ -6,6 +6,7 @@ process was spawned, so polling adds no bias. Runs alternate between the contend
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from distributed import Client, Security
 
 from daskfleet.local.state import LOCAL_CLUSTER
+from daskfleet.node.prespawn import worker_environment
 from daskfleet.node.spec import NodeSpec
 
 from .common import HOST, BenchPki, agent, stop, summary, wait_for_file
@@ -54,19 +56,25 @@ def run(root: Path, rounds: int = 5) -> dict[str, float]:
     client_files = bench.client_files()
     security = Security(tls_ca_file=str(client_files / "ca.pem"), tls_client_cert=str(client_files / "cert.pem"),
                         tls_client_key=str(client_files / "key.pem"), require_encryption=True)
-    times: dict[str, list[float]] = {"agent (no nanny)": [], "dask worker (nanny)": [], "dask worker --no-nanny": []}
+    # The agent starts as on an instance, whose unit sets the nanny's worker environment, and without it (it then
+    # re-executes itself once to get it: daskfleet.node.prespawn).
+    nanny = worker_environment()
+    preset = {**os.environ, **nanny}
+    bare = {name: value for name, value in os.environ.items() if name not in nanny}
+    times: dict[str, list[float]] = {"agent (no nanny)": [], "agent, environment unset": [], "dask worker (nanny)": [],
+                                     "dask worker --no-nanny": []}
     try:
         with Client(address, security=security) as client:
             for index in range(rounds):
                 for label in times:
-                    name = f"{label.split()[0]}-{index}-{len(times[label])}-{label[-7:-1].strip()}"
+                    name = f"contender{list(times).index(label)}-{index}"
                     spec = NodeSpec(cluster=LOCAL_CLUSTER, role="worker", scheduler_address=address, listen_host=HOST,
                                     worker_port=0, name=name, nthreads=1)
                     node = bench.node_dir(name, spec)
                     log = root / f"{name}.log"
                     start = time.time()
                     if label.startswith("agent"):
-                        proc = agent("worker", node, root / "run" / name, log)
+                        proc = agent("worker", node, root / "run" / name, log, bare if "unset" in label else preset)
                     else:
                         tls = node / "tls"
                         argv = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name, "--nthreads", "1",
@@ -87,5 +95,6 @@ def run(root: Path, rounds: int = 5) -> dict[str, float]:
     ratios = {
         "boot agent / dask worker (nanny)": agent_median / statistics.median(times["dask worker (nanny)"]),
         "boot agent / dask worker --no-nanny": agent_median / statistics.median(times["dask worker --no-nanny"]),
+        "boot agent, environment unset / set": statistics.median(times["agent, environment unset"]) / agent_median,
     }
     return ratios

@@ -38,10 +38,10 @@ class BenchPki:
         return directory
 
 
-def agent(role: str, node_dir: Path, run_dir: Path, log: Path) -> subprocess.Popen:
+def agent(role: str, node_dir: Path, run_dir: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(run_dir)],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,  # noqa: SIM115
     )
 
 

@@ -73,6 +73,7 @@ specs = NodeSpecs("node-specs", NodeSpecsArgs(
     scheduler_dns_name=dns_name, client_version_policy=config.client_version_policy, usage=config.usage_policy(),
     scaling=config.scaling(), bucket_name=storage.bucket_name,
     rollout=RolloutPolicy(max_fraction=config.environment_roll_fraction),
+    worker_threads=config.worker_threads or None, worker_memory_limit=config.worker_memory_limit,
 ), with_aws)
 environments = PublishedEnvironments("environments", PublishedEnvironmentsArgs(
     cluster=config.cluster, account=account, publishers=[(f"publisher-{principal_label(arn)}", arn) for arn in config.publisher_arns],

@@ -9,6 +9,7 @@ import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -28,12 +29,21 @@ def cluster_ca():
     return pki.create_ca(local.LOCAL_CLUSTER)
 
 
+#: A user's override of distributed's nanny environment, as dask's configuration carries it from the environment
+#: of ``local up``; the session cluster starts with it, and its workers must get it (tests/test_prespawn.py).
+USER_NANNY_CONFIG = {
+    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": "{'MALLOC_TRIM_THRESHOLD_': 131072}",
+    "DASK_DISTRIBUTED__NANNY__ENVIRON": "{'DASKFLEET_TEST_NANNY_ENVIRON': 'from-config'}",
+}
+
+
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory, cluster_ca):
-    """One local cluster (scheduler + 2 workers) for the session, stopped at the end; it never goes idle."""
+    """One local cluster (scheduler + 2 workers of 1 thread) for the session, stopped at the end; it never goes idle."""
     state = tmp_path_factory.mktemp("local-cluster")
     scaling = local.local_scaling(2, 2, idle_timeout_s=0, no_client_timeout_s=0)
-    cluster = local.up(state, scaling=scaling, ca=cluster_ca)
+    with mock.patch.dict(os.environ, USER_NANNY_CONFIG):  # inherited by the cluster's processes only
+        cluster = local.up(state, scaling=scaling, ca=cluster_ca, threads=1)
     yield cluster
     local.down(state)
 

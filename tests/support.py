@@ -32,11 +32,19 @@ def write_node_dir(directory: Path, spec: dict[str, Any] | str | None, ca_pem: s
     return directory
 
 
+def agent_environment(role: str) -> dict[str, str] | None:
+    """What an agent's supervisor starts it with: a worker gets distributed's nanny environment (the unit's drop-in,
+    the local supervisor), so it does not re-execute itself (tests/test_prespawn.py covers that path)."""
+    from daskfleet.node.prespawn import worker_environment
+
+    return {**os.environ, **worker_environment()} if role == "worker" else None
+
+
 def run_agent(role: str, node_dir: Path, runtime_dir: Path, *, python: str = sys.executable, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``daskfleet node <role>`` to completion (for failure classes: it must exit by itself)."""
     return subprocess.run(
         [python, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(runtime_dir)],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=agent_environment(role),
     )
 
 
@@ -45,6 +53,7 @@ def start_agent(role: str, node_dir: Path, runtime_dir: Path, log: Path, *, pyth
     return subprocess.Popen(
         [python, "-m", "daskfleet", "node", role, "--source", f"dir:{node_dir}", "--runtime-dir", str(runtime_dir)],
         stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        env=agent_environment(role),
     )
 
 

@@ -28,10 +28,11 @@ def _processes_using(state_dir) -> list[psutil.Process]:
 
 def test_up_status_down_leaves_no_process(tmp_path):
     state = tmp_path / "state"
-    up = daskfleet("local", "up", "--workers", "1", "--state-dir", str(state))
+    up = daskfleet("local", "up", "--workers", "1", "--threads", "1", "--memory-limit", "1.5GiB", "--state-dir", str(state))
     try:
         assert up.returncode == 0, up.stderr
         assert "smoke computation passed" in up.stdout
+        assert "workers:   1 thread, 1.50 GiB memory limit each" in up.stdout
         assert "scheduler: tls://127.0.0.1:" in up.stdout and "dashboard: https://127.0.0.1:" in up.stdout
         assert f'daskfleet.connect("local", state_dir={str(state)!r})' in up.stdout
         recorded = json.loads((state / "cluster.json").read_text())
@@ -47,6 +48,7 @@ def test_up_status_down_leaves_no_process(tmp_path):
 
         status = daskfleet("local", "status", "--state-dir", str(state))
         assert status.stdout.count("running") == 2
+        assert "1:1 (min:max), 1 thread, 1.50 GiB memory limit each" in status.stdout
 
         context = ssl.create_default_context(cafile=str(state / "client" / "ca.pem"))
         context.check_hostname = False
@@ -102,3 +104,6 @@ def test_up_names_a_bad_usage_flag_before_starting_anything(tmp_path):
     assert not state.exists()
     result = daskfleet("local", "up", "--state-dir", str(state), "--price", "local")
     assert "--price: 'local' is not INSTANCE_TYPE=ON_DEMAND_USD[/SPOT_USD]" in result.stderr
+    result = daskfleet("local", "up", "--state-dir", str(state), "--memory-limit", "4GX")
+    assert result.returncode == 2 and not state.exists()
+    assert "Invalid value for '--memory-limit': '4GX' is not a memory limit (accepted: a size such as 4GiB" in result.stderr

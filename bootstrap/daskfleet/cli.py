@@ -63,12 +63,16 @@ def node(
     A worker is ended once its RSS is above distributed.worker.memory.terminate of its memory limit, as a
     nanny would: by this agent's own watcher process, or by its supervisor (--no-memory-watcher).
     """
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    source = make_source(source_text)
+    if role == "worker":  # what distributed's nanny sets before the worker process starts; before distributed loads
+        from .node.prespawn import exec_with_worker_environment
+
+        exec_with_worker_environment([sys.executable, "-m", "daskfleet", *sys.argv[1:]])
     from .node.agent import run_node, run_supervised
     from .node.supervision import RunHistory
 
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     history_path = restart_history or _systemd_history(role)
-    source = make_source(source_text)
     backend = make_worker_backend(backend_text, source_text, source) if role == "scheduler" else None
     outcome = run_supervised(
         role, source, RunHistory(history_path) if history_path else None,

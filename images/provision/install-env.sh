@@ -45,7 +45,7 @@ ln -sfn "envs/$short" "$base/env"
 actual="$("$base/env/bin/daskfleet" fingerprint)"
 [[ "$actual" == "$expected" ]] || die "the image's environment reports fingerprint $actual, not $expected"
 
-# The agent's unit and the worker's drop-in, rendered by the agent the image carries.
+# The agent's unit and the worker's drop-ins (memory bounds, the nanny's environment), rendered by the agent the image carries.
 "$base/env/bin/python" - "$root/" <<'PY'
 import sys
 from pathlib import Path

@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 
 from daskfleet import conventions
 from daskfleet.errors import DaskfleetError, ExitCode
+from daskfleet.node.sizing import check_memory_limit
 from daskfleet.scaling import policy as scaling_policy
 from daskfleet.usage.policy import (
     EVERYONE, IDLE, UsagePolicy, parse_limit_entry, parse_price_entry, policy_from_entries,
@@ -101,6 +102,13 @@ def _entry(parse):
         return text
 
     return check
+
+
+def _memory_limit(text: str) -> str:
+    try:
+        return check_memory_limit(text)
+    except ValueError:
+        raise ValueError("not a memory limit") from None
 
 
 def _log_retention(days: int) -> int:
@@ -225,6 +233,16 @@ class StackConfig(BaseModel):
     worker_drain_seconds: int = Field(
         default=900, ge=30, le=7200,
         description="How long a terminating worker may take to hand over its data (lifecycle hook timeout), 30 to 7200 s",
+    )
+    worker_threads: int = Field(
+        default=0, ge=0, le=1024,
+        description="Threads of each worker, 1 to 1024; 0: one per vCPU of the instance",
+    )
+    worker_memory_limit: Annotated[str, AfterValidator(_memory_limit)] | None = Field(
+        default=None,
+        description="Memory limit of each worker, in distributed's form: a size (e.g. 12GiB), a fraction of the "
+        "instance's memory (e.g. 0.8) or auto (the instance's memory times workerThreads over its vCPUs); empty: "
+        "all of the instance's memory",
     )
     worker_min_size: int = Field(
         default=0, ge=0, le=1000,

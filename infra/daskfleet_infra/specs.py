@@ -32,6 +32,9 @@ class NodeSpecsArgs:
     bucket_name: pulumi.Input[str]
     #: How the scheduler rolls the workers onto a published environment.
     rollout: RolloutPolicy
+    #: Each worker's threads and memory limit (distributed's form); None: derived from the instance by the agent.
+    worker_threads: int | None = None
+    worker_memory_limit: str | None = None
 
 
 def scheduler_address(scheduler_dns_name: str) -> str:
@@ -58,8 +61,16 @@ def scheduler_spec(
     )
 
 
-def worker_spec(cluster: str, fingerprint: str, dns_name: str, bucket: str) -> NodeSpec:
-    """Workers find the scheduler by its stable DNS name, and published environments' packages in the bucket."""
+def worker_spec(
+    cluster: str, fingerprint: str, dns_name: str, bucket: str, nthreads: int | None = None,
+    memory_limit: str | None = None,
+) -> NodeSpec:
+    """Workers find the scheduler by its stable DNS name, and published environments' packages in the bucket.
+
+    Their threads and memory limit are the stack's when it sets them; unset, the agent sizes the worker to its
+    instance (daskfleet.node.sizing).
+    """
+    sizes = {key: value for key, value in (("nthreads", nthreads), ("memory_limit", memory_limit)) if value is not None}
     return NodeSpec(
         cluster=cluster,
         role="worker",
@@ -67,6 +78,7 @@ def worker_spec(cluster: str, fingerprint: str, dns_name: str, bucket: str) -> N
         worker_port=conventions.WORKER_PORT,
         expected_fingerprint=fingerprint,
         bucket=bucket,
+        **sizes,
     )
 
 
@@ -83,7 +95,8 @@ class NodeSpecs(pulumi.ComponentResource):
                 args.cluster, args.environment_fingerprint, args.client_version_policy, args.usage, args.scaling,
                 name, args.rollout))),
             "worker": bucket.apply(lambda name: dump_spec(worker_spec(
-                args.cluster, args.environment_fingerprint, args.scheduler_dns_name, name))),
+                args.cluster, args.environment_fingerprint, args.scheduler_dns_name, name,
+                args.worker_threads, args.worker_memory_limit))),
         }
         self.parameter_names = {}
         for role, value in values.items():

@@ -19,8 +19,8 @@ OPERATOR = "arn:aws:iam::123456789012:role/platform-oncall"
 
 
 def adopted_config() -> dict[str, Any]:
-    """A stack adopting a shared network, ephemeral, with an explicit AMI, every optional list set and
-    clients of other package versions let in with a warning."""
+    """A stack adopting a shared network, ephemeral, with an explicit AMI, every optional list set, workers of a
+    set size and clients of other package versions let in with a warning."""
     return {
         **example_config(),
         "vpcId": ADOPTED_VPC,
@@ -36,6 +36,8 @@ def adopted_config() -> dict[str, Any]:
         "workerMaxSize": 40,
         "workerOnDemandBase": 2,
         "workerOnDemandPercentAboveBase": 25,
+        "workerThreads": 2,
+        "workerMemoryLimit": "12GiB",
         "clientVersionPolicy": "warn",
     }
 

@@ -74,6 +74,12 @@ def test_the_usage_keys_become_the_schedulers_usage_policy():
     assert policy.prefixes_per_user == 50 and parse(usagePrefixesPerUser=0).usage_policy().prefixes_per_user == 0
 
 
+def test_worker_sizes_are_the_instances_unless_the_stack_sets_them():
+    assert (parse().worker_threads, parse().worker_memory_limit) == (0, None)
+    config = parse(workerThreads=2, workerMemoryLimit="0.8")
+    assert (config.worker_threads, config.worker_memory_limit) == (2, "0.8")
+
+
 def test_cost_allocation_tags_carry_expiry_only_when_ephemeral():
     assert parse().cost_allocation_tags() == {
         "daskfleet:cluster": "analytics", "team": "data-science", "owner": "alice@example.com", "cost-center": "cc-4711",
@@ -145,6 +151,10 @@ ERROR_CASES = [
     ("adaptIntervalSeconds", {"adaptIntervalSeconds": 0}, "(got 0)"),
     ("idleTimeout", {"idleTimeout": "20m"}, "expected a whole number, got '20m'"),
     ("noClientTimeout", {"noClientTimeout": -5}, "(got -5)"),
+    ("workerThreads", {"workerThreads": 2000}, "(got 2000)"),
+    ("workerThreads", {"workerThreads": "four"}, "expected a whole number, got 'four'"),
+    ("workerMemoryLimit", {"workerMemoryLimit": "12GX"}, "not a memory limit (got '12GX')"),
+    ("workerMemoryLimit", {"workerMemoryLimit": "0"}, "not a memory limit (got '0')"),
 ]
 
 

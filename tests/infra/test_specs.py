@@ -75,6 +75,13 @@ def test_the_worker_spec_points_at_the_schedulers_dns_name(example):
     assert example.outputs["schedulerAddress"] == stored(example, "worker").scheduler_address
 
 
+def test_workers_are_sized_by_the_stack_when_it_says_so_else_by_their_instance(evaluations):
+    adopted = stored(evaluations.record("adopted"), "worker")
+    assert (adopted.nthreads, adopted.memory_limit) == (2, "12GiB")  # workerThreads, workerMemoryLimit
+    document = json.loads(evaluations.record("example").parameters[conventions.spec_parameter_name("analytics", "worker")])
+    assert "nthreads" not in document and "memory_limit" not in document  # the agent sizes it to the instance
+
+
 @pytest.mark.parametrize("role", conventions.NODE_ROLES)
 def test_stored_specs_leave_the_hosts_to_the_aws_source(example, role):
     document = json.loads(example.parameters[conventions.spec_parameter_name("analytics", role)])

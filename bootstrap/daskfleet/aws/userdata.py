@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 
 import yaml
 
@@ -39,6 +40,9 @@ CLOUDWATCH_AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/daskfleet.json"
 CLOUDWATCH_AGENT_JOURNALD_MIN_VERSION = "1.300070.0"
 #: Where the agent keeps its restart history (backoff and give-up window): under the unit's StateDirectory.
 STATE_DIRECTORY_NAME = "daskfleet"
+#: A drop-in of the worker's unit only: the environment distributed's nanny gives a worker process, so the worker's
+#: agent starts with it and need not re-execute itself to get it (daskfleet.node.prespawn).
+WORKER_ENVIRONMENT_DROPIN = f"/etc/systemd/system/{UNIT_TEMPLATE_NAME.replace('@', '@worker')}.d/nanny-environment.conf"
 
 
 def unit_name(role: conventions.Role) -> str:
@@ -121,8 +125,26 @@ def render_worker_dropin() -> str:
 
 
 def unit_files(rule: RestartRule = RULE) -> dict[str, str]:
-    """Every file the image installs for the node units: the template and the worker's drop-in."""
-    return {UNIT_PATH: render_unit(rule), WORKER_DROPIN_PATH: render_worker_dropin()}
+    """Every file the image installs for the node units: the template and the worker's two drop-ins (its memory
+    bounds, and the environment distributed's nanny gives a worker process, from the image's Dask configuration)."""
+    from ..node.prespawn import worker_environment  # noqa: PLC0415  (dask's configuration, read at image build only)
+
+    return {
+        UNIT_PATH: render_unit(rule),
+        WORKER_DROPIN_PATH: render_worker_dropin(),
+        WORKER_ENVIRONMENT_DROPIN: render_worker_environment(worker_environment({})),
+    }
+
+
+def render_worker_environment(environment: Mapping[str, str]) -> str:
+    """The worker unit's drop-in setting ``environment`` (rendered by the image from distributed's configuration)."""
+    lines = ["[Service]"]
+    for name, value in sorted(environment.items()):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"environment variable name {name!r} is not one systemd can set")
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+        lines.append(f'Environment="{name}={quoted}"')
+    return "\n".join([*lines, ""])
 
 
 def restart_lines(rule: RestartRule = RULE) -> list[str]:

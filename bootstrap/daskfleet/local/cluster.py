@@ -4,10 +4,12 @@ Nodes run through the same node-agent code path the instances use (``daskfleet n
 --source dir:<node directory>``), bound to 127.0.0.1, under the cluster's supervisor
 (``daskfleet.local.supervisor``), which restarts them as systemd does on instances. The scheduler
 sizes its workers itself (``daskfleet.local.workers``), from worker slots issued here:
-``--workers N`` keeps N while the cluster is in use, ``--adapt MIN:MAX`` follows the load. The
-scheduler keeps the address of its first start, so a restarted one is found where it was. Several
-local clusters run side by side (``--cluster NAME``), each with its own state directory, CA (kept
-there), certificates naming it, and ports; the local user holds an admin certificate of each.
+``--workers N`` keeps N while the cluster is in use, ``--adapt MIN:MAX`` follows the load. Every
+slot is sized as LocalCluster sizes its workers: the most workers that may run at once share the
+machine's cores and memory (``daskfleet.node.sizing``). The scheduler keeps the address of its
+first start, so a restarted one is found where it was. Several local clusters run side by side
+(``--cluster NAME``), each with its own state directory, CA (kept there), certificates naming it,
+and ports; the local user holds an admin certificate of each.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..environments.policy import RolloutPolicy
 from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
+from ..node.sizing import WorkerSize, local_worker_size
 from ..node.spec import NodeSpec, dump_spec
 from ..scaling.defaults import LOCAL_INTERVAL_S
 from ..scaling.policy import ScalingSpec
@@ -93,13 +96,22 @@ def node_runtime_dir(state_dir: Path, name: str) -> Path:
 
 
 def popen_node(state_dir: Path, name: str, role: str, *extra: str) -> subprocess.Popen:
-    """Start node ``name`` in the background (a fresh runtime directory; its log is appended to)."""
+    """Start node ``name`` in the background (a fresh runtime directory; its log is appended to).
+
+    A worker starts with the environment distributed's nanny would give it, so its agent need not
+    re-execute itself to get it (``daskfleet.node.prespawn``; it still would if its configuration differs).
+    """
     run_dir = node_runtime_dir(state_dir, name)
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    env = None
+    if role == "worker":
+        from ..node.prespawn import worker_environment  # noqa: PLC0415  (dask's configuration, for workers only)
+
+        env = {**os.environ, **worker_environment()}
     with open(node_log(state_dir, name), "ab") as log:
         return subprocess.Popen(
-            node_command(state_dir, name, role, *extra),
+            node_command(state_dir, name, role, *extra), env=env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -178,16 +190,19 @@ def up(
     ca: pki.IssuedCert | None = None,
     usage: UsagePolicy | None = None,
     cluster: str = LOCAL_CLUSTER,
+    threads: int | None = None,
     memory_limit: str | None = None,
 ) -> LocalCluster:
     """Start cluster ``cluster``'s scheduler that keeps ``workers`` workers (or follows ``scaling``); on any failure stop
     what was started.
 
-    ``memory_limit``: each worker's, in distributed's syntax (``4GiB``, ``0.5``, ``auto``); unset: the spec's default.
+    Each worker gets ``threads`` and ``memory_limit`` (distributed's form); unset, the machine is split among the
+    most workers that may run at once, as LocalCluster splits it (``daskfleet.node.sizing``).
     """
     if workers < 0:
         raise DaskfleetError(f"--workers: must be 0 or more, got {workers}", ExitCode.CONFIG)
     scaling = scaling or local_scaling(workers, workers)
+    size = worker_size(scaling, threads, memory_limit)
     pki.ensure_private_dir(state_dir)
     existing = LocalCluster.load(state_dir)
     if existing and existing.running():
@@ -199,11 +214,11 @@ def up(
     user = getpass.getuser()
     cap = "" if scaling.cluster_cap is None else str(scaling.cluster_cap)
     record = LocalCluster(
-        state_dir=str(state_dir), cluster=cluster, user=user, adapt=f"{scaling.min_workers}:{scaling.max_workers}", cap=cap,
+        state_dir=str(state_dir), cluster=cluster, user=user, adapt=f"{scaling.min_workers}:{scaling.max_workers}",
+        cap=cap, worker_threads=size.nthreads, worker_memory_limit=size.memory_limit,
     )
     try:
-        _bring_up(record, state_dir, scaling, user, smoke, client_version_policy, ca, usage or UsagePolicy(),
-                  memory_limit)
+        _bring_up(record, state_dir, scaling, size, user, smoke, client_version_policy, ca, usage or UsagePolicy())
     except BaseException:
         with contextlib.suppress(DaskfleetError):
             down(state_dir)
@@ -211,9 +226,20 @@ def up(
     return LocalCluster.load(state_dir) or record
 
 
+def worker_size(scaling: ScalingSpec, threads: int | None, memory_limit: str | None) -> WorkerSize:
+    """Each worker's size: the most workers that may run at once fill the machine; bad values name their flag."""
+    if threads is not None and not 1 <= threads <= 1024:
+        raise DaskfleetError(f"--threads: {threads} is not a number of threads per worker (accepted: 1 to 1024)",
+                             ExitCode.CONFIG)
+    try:
+        return local_worker_size(scaling.hard_cap, threads, memory_limit)
+    except ValueError as exc:
+        raise DaskfleetError(f"--memory-limit: {exc}", ExitCode.CONFIG) from None
+
+
 def _bring_up(
-    cluster: LocalCluster, state_dir: Path, scaling: ScalingSpec, user: str, smoke: bool, policy: str,
-    ca: pki.IssuedCert | None, usage: UsagePolicy, memory_limit: str | None = None,
+    cluster: LocalCluster, state_dir: Path, scaling: ScalingSpec, size: WorkerSize, user: str, smoke: bool, policy: str,
+    ca: pki.IssuedCert | None, usage: UsagePolicy,
 ) -> None:
     slots = scaling.hard_cap
     ca, certs = issue_local_pki(state_dir, slots, user, ca, cluster.cluster)
@@ -250,8 +276,8 @@ def _bring_up(
         name = f"{WORKER_SLOT_PREFIX}{index}"
         spec = NodeSpec(
             cluster=cluster.cluster, role="worker", scheduler_address=info["address"], listen_host=HOST,
-            worker_port=0, name=name, nthreads=1, expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
-            **({} if memory_limit is None else {"memory_limit": memory_limit}),
+            worker_port=0, name=name, nthreads=size.nthreads, memory_limit=size.memory_limit,
+            expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
         )
         write_node_dir(nodes / name, spec, ca, certs[name])
     _wait_until_registered(

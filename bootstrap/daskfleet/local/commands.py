@@ -64,11 +64,27 @@ def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) 
     return int(match[1]), int(match[2])
 
 
+def _memory_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from ..node.sizing import check_memory_limit
+
+    if value is None:
+        return None
+    try:
+        return check_memory_limit(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 @local.command("up")
 @click.option("--workers", type=click.IntRange(min=0), help="Keep this many workers while the cluster is in use [default: 2].")
 @click.option("--adapt", "adapt", metavar="MIN:MAX", callback=_adapt_range,
               help="Adaptive workers: the scheduler follows the load between MIN and MAX (instead of --workers).")
 @click.option("--worker-cap", type=click.IntRange(min=0), help="The most workers at once, whatever the load asks (cluster cap).")
+@click.option("--threads", type=click.IntRange(1, 1024),
+              help="Threads per worker [default: the cores split among the most workers at once, as LocalCluster].")
+@click.option("--memory-limit", metavar="SIZE", callback=_memory_limit,
+              help="Memory limit per worker: a size (4GiB), a fraction of this machine's memory (0.5) or auto (the "
+              "worker's share by its threads) [default: the memory split among the most workers at once, as LocalCluster].")
 @click.option("--idle-timeout", type=_seconds, default=DEFAULT_IDLE_TIMEOUT_S, show_default=True,
               help="Seconds without work after which workers retire to 0; 0: never.")
 @click.option("--no-client-timeout", type=_seconds, default=DEFAULT_NO_CLIENT_TIMEOUT_S, show_default=True,
@@ -93,7 +109,8 @@ def _adapt_range(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Task prefixes (functions) whose usage is kept apart per user; later ones count as '(other)'. "
               "0: per-user usage only.")
 def local_up(
-    workers: int | None, adapt: tuple[int, int] | None, worker_cap: int | None, idle_timeout: float,
+    workers: int | None, adapt: tuple[int, int] | None, worker_cap: int | None, threads: int | None,
+    memory_limit: str | None, idle_timeout: float,
     no_client_timeout: float, adapt_interval: float, adapt_cooldown: float, name: str | None, state_dir: Path | None,
     max_workers: tuple[str, ...], compute_hours: tuple[str, ...], prices: tuple[str, ...],
     budget_monthly_usd: float | None, budget_hard_stop_percent: int, prefixes_per_user: int,
@@ -122,7 +139,8 @@ def local_up(
     )
     name = name or LOCAL_CLUSTER
     state = _state_of(name, state_dir)
-    started = local_cluster.up(state, scaling=scaling, usage=usage, cluster=name)
+    started = local_cluster.up(state, scaling=scaling, usage=usage, cluster=name, threads=threads,
+                               memory_limit=memory_limit)
     via = "" if state_dir is None else f", state_dir={str(state)!r}"
     flags = command_flags(state, name)
     sizing = f"adaptive {low}..{high} worker(s)" if adapt else f"{high} worker(s)"
@@ -130,6 +148,7 @@ def local_up(
         sizing += f", at most {worker_cap}"
     click.echo(
         f"daskfleet local cluster {name!r} is up: {sizing}, smoke computation passed.\n"
+        f"  workers:   {_worker_size(started)} each\n"
         f"  scheduler: {started.address}\n"
         f"  dashboard: {started.dashboard}   (HTTPS with the cluster's own CA)\n"
         f"  audit log: {state / 'audit.jsonl'}\n"
@@ -155,7 +174,8 @@ def local_status(name: str | None, state_dir: Path | None) -> None:
         click.echo("no local cluster is running")
         return
     cap = f", cap {cluster.cap}" if cluster.cap else ""
-    click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}\nworkers:   {cluster.adapt} (min:max){cap}")
+    click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}\nworkers:   {cluster.adapt} (min:max){cap}, "
+               f"{_worker_size(cluster)} each")
     supervisor = cluster.supervisor
     if supervisor is not None and supervisor.process() is not None:
         click.echo(f"supervisor: pid {supervisor.pid}, restarts nodes that fail (log {supervisor.log})")
@@ -163,6 +183,15 @@ def local_status(name: str | None, state_dir: Path | None) -> None:
         click.echo("supervisor: NOT RUNNING, so no node is restarted; `daskfleet local down` then `local up`")
     for record in cluster.nodes:
         click.echo(_node_line(record))
+
+
+def _worker_size(cluster) -> str:
+    """Each worker's threads and memory limit, as ``local up`` recorded them (every worker slot has the same)."""
+    from ..node.sizing import WorkerSize
+
+    if not cluster.worker_threads:
+        return "size not recorded"  # a cluster started before sizes were recorded
+    return WorkerSize(cluster.worker_threads, cluster.worker_memory_limit).describe()
 
 
 def _node_line(record) -> str:

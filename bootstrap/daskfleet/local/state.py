@@ -114,6 +114,9 @@ class LocalCluster:
     #: The adaptive range, MIN:MAX, and the cluster cap ("" for none).
     adapt: str = ""
     cap: str = ""
+    #: Each worker's threads and memory limit in bytes (every worker slot's spec says the same).
+    worker_threads: int = 0
+    worker_memory_limit: int = 0
     #: Set by ``local down`` first, so the scaler starts no worker while everything stops.
     stopping: bool = False
     #: The supervisor process (``daskfleet local supervise``), which starts and restarts every node.

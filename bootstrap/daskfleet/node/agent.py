@@ -46,6 +46,7 @@ from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
 from .restarts import CloseReasons, announce_closes
+from .sizing import WorkerSize, spec_worker_size
 from .sources import SCHEDULER_INFO_FILE, NodeSource
 from .spec import NodeSpec, parse_spec
 from .supervision import BACKOFF, Outcome, RunHistory, before_start
@@ -277,8 +278,9 @@ class WorkerMemory:
 async def run_worker(node: PreparedNode, source: NodeSource, own_watcher: bool = True, history: Path | None = None) -> Outcome:
     """Run the worker; unless its supervisor watches its memory (``own_watcher`` False), under the agent's own watcher."""
     spec = node.spec
-    nthreads = spec.nthreads or os.cpu_count() or 1
-    memory = WorkerMemory(worker_memory_limit(spec.memory_limit, nthreads, cgroup_memory_limit()),
+    size = spec_worker_size(spec.nthreads, spec.memory_limit)  # as LocalCluster(n_workers=1) sizes its worker
+    nthreads = size.nthreads
+    memory = WorkerMemory(worker_memory_limit(size.memory_limit, nthreads, cgroup_memory_limit()),
                           TerminatePolicy.from_config(), history)
     watched = own_watcher and bool(memory.limit) and memory.policy.fraction is not None
     watcher = start_watcher(node.runtime_dir) if watched else None
@@ -297,6 +299,8 @@ async def _serve_worker(node: PreparedNode, source: NodeSource, nthreads: int, m
     contact = f"tls://{spec.contact_host}:{spec.worker_port}" if spec.contact_host else None
     kind = list(source.instance_kind())
     env_error = source.environment_error()
+    logger.info("worker of %s: %s", spec.cluster,
+                WorkerSize(nthreads, memory.limit).describe() if memory.limit else f"{nthreads} thread(s), no memory limit")
     worker = Worker(
         spec.scheduler_address,
         host=spec.listen_host,

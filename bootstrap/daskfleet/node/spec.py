@@ -6,13 +6,14 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
 from ..environments.policy import RolloutPolicy
 from ..scaling.policy import ScalingSpec
 from ..usage.policy import UsagePolicy
+from .sizing import check_memory_limit
 
 
 class NodeSpec(BaseModel):
@@ -36,8 +37,12 @@ class NodeSpec(BaseModel):
     dashboard_port: int = Field(default=conventions.DASHBOARD_PORT, ge=0, le=65535)
     worker_port: int = Field(default=conventions.WORKER_PORT, ge=0, le=65535)
     name: str | None = Field(default=None, description="worker name; defaults to the host name")
-    nthreads: int | None = Field(default=None, ge=1, le=1024)
-    memory_limit: str = Field(default="auto")
+    nthreads: int | None = Field(default=None, ge=1, le=1024, description="worker threads; unset: one per core")
+    memory_limit: int | str | None = Field(
+        default=None,
+        description="worker memory limit: bytes, or distributed's form (4GiB, 0.5 of the machine, auto); "
+        "unset: all of the machine's memory (daskfleet.node.sizing)",
+    )
     connect_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     expected_fingerprint: str | None = Field(
         default=None,
@@ -62,6 +67,20 @@ class NodeSpec(BaseModel):
     scaling: ScalingSpec | None = Field(
         default=None, description="adaptive workers and idle shutdown (scheduler); absent: the scheduler sizes nothing",
     )
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory_limit(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError(f"memory_limit: {value} bytes is not a memory limit (a worker always has one)")
+            return value
+        try:
+            return check_memory_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"memory_limit: {exc}") from None
 
     @model_validator(mode="after")
     def _worker_needs_scheduler(self) -> NodeSpec:
