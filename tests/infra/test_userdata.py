@@ -155,7 +155,10 @@ def test_the_worker_units_memory_lines_bound_it_behind_its_own_watcher():
     """The ladder on an instance: the watcher ends the worker at terminate of its limit (the unit's MemoryHigh), before
     the unit is throttled there, before the kernel ends the unit inside its own cgroup at MemoryMax, before the
     machine runs out; the worker process is the OOM killer's first choice, the rest of both units its last."""
-    from daskfleet.aws.userdata import WORKER_DROPIN_PATH, render_worker_dropin, unit_files
+    from daskfleet.aws.userdata import (
+        WORKER_DROPIN_PATH, WORKER_ENVIRONMENT_DROPIN, render_worker_dropin, render_worker_environment, unit_files,
+    )
+    from daskfleet.node.prespawn import worker_environment
     from daskfleet.memory import policy
     from daskfleet.memory.policy import TerminatePolicy
 
@@ -174,4 +177,5 @@ def test_the_worker_units_memory_lines_bound_it_behind_its_own_watcher():
         assert SYSTEMD_SINCE[key] <= 252, key
     # systemd reads a template instance's drop-ins from <template>@<instance>.service.d/
     assert WORKER_DROPIN_PATH == "/etc/systemd/system/daskfleet-node@worker.service.d/memory.conf"
-    assert unit_files() == {"/etc/systemd/system/daskfleet-node@.service": render_unit(), WORKER_DROPIN_PATH: dropin}
+    assert unit_files() == {"/etc/systemd/system/daskfleet-node@.service": render_unit(), WORKER_DROPIN_PATH: dropin,
+                            WORKER_ENVIRONMENT_DROPIN: render_worker_environment(worker_environment({}))}
