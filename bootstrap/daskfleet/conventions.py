@@ -113,6 +113,8 @@ TAG_TEAM = "team"
 TAG_OWNER = "owner"
 TAG_COST_CENTER = "cost-center"
 TAG_EXPIRES = "expires"
+#: On a client certificate's secret: the user it is issued to (``daskfleet clusters`` finds the caller's clusters by it).
+TAG_USER = "daskfleet:user"
 COST_ALLOCATION_TAGS: tuple[str, ...] = (TAG_CLUSTER, TAG_TEAM, TAG_OWNER, TAG_COST_CENTER)
 
 # --- resource names ------------------------------------------------------------------------
@@ -169,6 +171,18 @@ def scheduler_dns_function_name(cluster: str) -> str:
     """The Lambda function keeping the scheduler's DNS record; it also names the function's role, rule and
     (under /aws/lambda/) log group. At most 64 characters, the limit of all four."""
     return resource_name(cluster, "scheduler-dns")
+
+
+def member_policy_name(cluster: str) -> str:
+    """The managed policy a cluster's members' own logins get: wake it, read its published environment and
+    specs, read and write its data prefix, read its usage records."""
+    return resource_name(cluster, "member")
+
+
+def node_role_name_pattern(role: Role) -> str:
+    """An IAM ARN-name pattern matching the ``role`` nodes' role of every cluster (for policies on shared resources)."""
+    _check_node_role(role)
+    return resource_name("*", role)
 
 
 def budget_name(cluster: str) -> str:

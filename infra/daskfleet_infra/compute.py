@@ -47,6 +47,8 @@ class ComputeArgs:
     root_volume_gb: int
     #: What must exist before a node boots: its role's policies, its secret, its spec.
     boot_after: Sequence[pulumi.Resource] = ()
+    #: Tags of the launch templates themselves beyond the provider's defaults (None: the defaults say it all).
+    tags: Mapping[str, str] | None = None
 
 
 def node_tags(args: ComputeArgs, role: conventions.Role) -> dict[str, str]:
@@ -169,6 +171,7 @@ class Compute(pulumi.ComponentResource):
                 for kind in TAGGED_AT_LAUNCH
             ],
             update_default_version=True,
+            tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
 

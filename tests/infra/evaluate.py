@@ -82,6 +82,8 @@ class ResourceRecord:
     outputs: dict[str, Any]
     #: URNs of the resources this one was declared to wait for (depends_on and inputs computed from them).
     dependencies: list[str] = field(default_factory=list)
+    #: Its own aliases as the SDK sent them ({"urn"} or a spec); infra.urns computes the URNs they stand for.
+    aliases: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
