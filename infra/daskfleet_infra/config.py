@@ -598,6 +598,11 @@ def _cluster_settings(config: StackConfig, name: str, people: Sequence[User], ov
         raise ValueError(f"{key}: " + "; ".join(_describe(error) for error in exc.errors())) from None
 
 
+def _in_order(entries: Sequence[DataEntry]) -> tuple[DataEntry, ...]:
+    """Data entries in one order, whatever the configuration's: the policies written from them are the same."""
+    return tuple(sorted(entries, key=lambda entry: (entry.bucket or "", entry.prefix, entry.access)))
+
+
 def resolve_fleet(config: StackConfig) -> tuple[ClusterConfig, ...]:
     """The stack's clusters, by name: those in ``clusters`` (or the stack's own, of every user) and private ones.
 
@@ -608,7 +613,7 @@ def resolve_fleet(config: StackConfig) -> tuple[ClusterConfig, ...]:
     if not config.clusters:
         admins = _people("admins", config.admins, users)
         members = tuple(user for name, user in sorted(users.items()) if user not in admins)
-        fleet[config.cluster] = ClusterConfig(config.cluster, members, admins, tuple(config.data), config)
+        fleet[config.cluster] = ClusterConfig(config.cluster, members, admins, _in_order(config.data), config)
     for name, entry in sorted(config.clusters.items()):
         key = f"clusters.{name}"
         if not re.fullmatch(conventions.CLUSTER_NAME_PATTERN, name):
@@ -620,7 +625,7 @@ def resolve_fleet(config: StackConfig) -> tuple[ClusterConfig, ...]:
             raise ValueError(f"{key}: no members and no admins; name at least one user")
         overrides = {setting: getattr(entry, setting) for setting in CLUSTER_SETTINGS if getattr(entry, setting) is not None}
         settings = _cluster_settings(config, name, members + admins, overrides, key)
-        data = tuple(config.data if entry.data is None else entry.data)
+        data = _in_order(config.data if entry.data is None else entry.data)
         fleet[name] = ClusterConfig(name, members, admins, data, settings)
     if config.private_clusters:
         for name, user in sorted(users.items()):
@@ -633,7 +638,7 @@ def resolve_fleet(config: StackConfig) -> tuple[ClusterConfig, ...]:
                                  f"({conventions.CLUSTER_NAME_PATTERN}: 3 to 40 lowercase letters, digits and hyphens, "
                                  "starting with a letter); rename the user")
             settings = _cluster_settings(config, name, [user], {}, f"privateClusters ({name})")
-            fleet[name] = ClusterConfig(name, (), (user,), tuple(config.data), settings, private=True)
+            fleet[name] = ClusterConfig(name, (), (user,), _in_order(config.data), settings, private=True)
     return tuple(fleet[name] for name in sorted(fleet))
 
 

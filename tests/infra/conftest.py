@@ -86,6 +86,12 @@ def with_nat(evaluations: Evaluations) -> ProgramRecord:
     return evaluations.record("nat")
 
 
+@pytest.fixture(scope="session")
+def fleet(evaluations: Evaluations) -> ProgramRecord:
+    """A fleet of two private clusters (alice, bob) and a team cluster (scenarios.fleet_config)."""
+    return evaluations.record("fleet")
+
+
 @pytest.fixture(params=["example", "adopted", "nat"])
 def every_record(request: pytest.FixtureRequest, evaluations: Evaluations) -> ProgramRecord:
     """Each successful scenario in turn, for invariants that hold whatever the configuration."""

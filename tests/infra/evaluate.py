@@ -196,7 +196,7 @@ def evaluate_program(
     vpcs: Mapping[str, Mapping[str, Any]] | None = None,
     subnets: Mapping[str, Mapping[str, Any]] | None = None,
     stack: str = "test",
-    timeout: float = 120,
+    timeout: float = 300,
     program_dir: Path = INFRA_DIR,
     project: str = PROJECT,
 ) -> ProgramRecord:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from infra.program import INFRA_DIR, encode_config_value, example_config
 
@@ -202,8 +203,12 @@ def _pulumi_type(annotation: Any) -> Any:
     if typing.get_origin(annotation) is typing.Annotated:
         return _pulumi_type(typing.get_args(annotation)[0])
     args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) is dict:
+        return "object"
     if typing.get_origin(annotation) is list:
         return ("array", _pulumi_type(args[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
     if len(args) == 1:
         return _pulumi_type(args[0])
     if typing.get_origin(annotation) is typing.Literal:
