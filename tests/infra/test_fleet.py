@@ -266,3 +266,43 @@ def test_a_cluster_takes_its_own_settings_and_the_stacks_for_the_rest(fleet):
     assert scheduler["scaling"]["max_workers"] == 4
     assert specs[conventions.spec_parameter_name("bob", "scheduler")]["usage"]["user_compute_hours_per_day"] == {"bob": 40.0}
     assert specs[conventions.spec_parameter_name("alice", "scheduler")]["usage"]["user_compute_hours_per_day"] == {}
+
+
+# --- the policy pack holds the fleet to its scopes -------------------------------------------------
+
+
+def _pack():
+    import sys
+
+    from infra.program import INFRA_DIR
+
+    if str(INFRA_DIR / "policy") not in sys.path:
+        sys.path.insert(0, str(INFRA_DIR / "policy"))
+    from daskfleet_policies import check_resources
+
+    return check_resources
+
+
+def test_the_fleet_passes_the_policy_pack(fleet):
+    violations = _pack()(fleet.resources)
+    assert violations == [], "\n".join(map(str, violations))
+
+
+@pytest.mark.parametrize(("holder", "sid", "widened"), [
+    ("daskfleet-alice-worker", "ClusterReadWriteOwnPrefixes", "/clusters/*"),
+    ("daskfleet-alice-scheduler", "ClusterReadEnvironmentsAndData", "/*"),
+    ("daskfleet-alice-member", "MemberReadWriteOwnPrefixes", "/clusters/bob/*"),
+])
+def test_the_policy_pack_refuses_a_hand_widened_cluster_policy(fleet, holder, sid, widened):
+    import copy
+
+    resources = copy.deepcopy(fleet.resources)
+    (policy,) = [r for r in resources if r.type in ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
+                 and holder in (r.inputs.get("role"), r.inputs.get("name"))]
+    document = json.loads(policy.inputs["policy"])
+    (statement,) = [s for s in document["Statement"] if s["Sid"] == sid]
+    statement["Resource"].append(fleet.one("aws:s3/bucket:Bucket").outputs["arn"] + widened)
+    policy.inputs["policy"] = policy.outputs["policy"] = json.dumps(document)
+    (violation,) = _pack()(resources)
+    assert (violation.policy, violation.urn) == ("cluster-data-access-in-scope", policy.urn)
+    assert violation.message.startswith("cluster alice: ") and widened in violation.message
