@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, scaling, switch, throughput
+from . import boot, envs, fleet, scaling, switch, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
@@ -14,6 +14,7 @@ TARGETS = {
     "throughput all plugins / none": (">=", 0.95),
     "backlog to scale-up request (intervals, worst)": ("<=", 1.0),
     "idle waste / idle timeout": ("<=", 1.1),
+    "fleet evaluation per cluster, 205 / 10 clusters": ("<=", 1.5),
 }
 
 
@@ -29,6 +30,8 @@ def main() -> None:
         print("Environment switch of a running local cluster (see benchmarks/switch.py):")
         ratios.update(switch.run(Path(root) / "switch"))
         ratios.update(scaling.run(Path(root) / "scaling"))
+        print("The Pulumi program under mocks, by fleet size (see benchmarks/fleet.py):")
+        ratios.update(fleet.run(Path(root) / "fleet"))
     print("\nRatios:")
     for name, value in ratios.items():
         target = TARGETS.get(name)

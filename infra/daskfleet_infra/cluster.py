@@ -127,7 +127,7 @@ class Cluster(pulumi.ComponentResource):
             worker_on_demand_percent_above_base=settings.worker_on_demand_percent_above_base,
             worker_drain_seconds=settings.worker_drain_seconds, root_volume_gb=settings.root_volume_gb,
             # The DNS updater must be listening before the scheduler's first launch event.
-            boot_after=[identity, pki, specs, scheduler_dns], tags=tags,
+            boot_after=[identity, pki, specs, scheduler_dns], tags=tags, start_awake=self._own,
         ), self._part("compute"))
         membership = Membership(f"{prefix}member", MembershipArgs(
             cluster=name, account=account, people=people, bucket_arn=shared.bucket_arn, key_arn=shared.key_arn,

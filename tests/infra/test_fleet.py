@@ -253,6 +253,13 @@ def test_every_cluster_gets_its_own_log_group_zone_record_and_scratch_expiry(fle
         assert rules[f"expire-scratch-{name}"] == f"clusters/{name}/scratch/"
 
 
+def test_a_fleets_clusters_start_asleep_until_a_member_connects(fleet):
+    for name in CLUSTERS:
+        (scheduler,) = [g for g in fleet.of_type("aws:autoscaling/group:Group")
+                        if g.inputs["name"] == conventions.node_group_name(name, "scheduler")]
+        assert (scheduler.inputs["desiredCapacity"], scheduler.inputs["maxSize"]) == (0, 1)
+
+
 def test_a_cluster_takes_its_own_settings_and_the_stacks_for_the_rest(fleet):
     sizes = {g.inputs["name"]: g.inputs["maxSize"] for g in fleet.of_type("aws:autoscaling/group:Group")}
     assert sizes[conventions.node_group_name("team", "worker")] == 4
