@@ -200,12 +200,14 @@ def budget_stop_policy_name(cluster: str) -> str:
 
 
 def kms_alias(cluster: str) -> str:
-    """The alias of the cluster key, which encrypts the cluster bucket and the cluster's secrets."""
+    """The alias of the fleet's key, named after the stack's ``cluster``: it encrypts the bucket and every cluster's
+    secrets (node specs carry its ARN, ``kms_key``)."""
     return f"alias/{NAME_PREFIX}/{cluster}"
 
 
 def bucket_name_prefix(cluster: str) -> str:
-    """What the cluster bucket's name starts with; Pulumi appends a random suffix (7 hex digits)."""
+    """What the fleet bucket's name starts with (the stack's ``cluster``); Pulumi appends a random suffix (7 hex
+    digits). Node specs carry the name (``bucket``); each cluster's data lives under ``cluster_data_prefix``."""
     return resource_name(cluster) + "-"
 
 
@@ -277,6 +279,8 @@ def image_lock_object_key(fingerprint: str) -> str:
 
 
 def log_group_name(cluster: str) -> str:
+    """A cluster's own log group: its usage records, audit trail, failure lines and node logs. Each cluster of a
+    fleet has its own, since CloudWatch Logs cannot scope reads to streams within one."""
     return f"/{NAME_PREFIX}/{cluster}"
 
 

@@ -55,7 +55,7 @@ class NodeSpec(BaseModel):
         "clusters/<cluster>/, the cluster's data (AWS)",
     )
     kms_key: str | None = Field(
-        default=None, pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]+$",
+        default=None, pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$",
         description="ARN of the fleet's key, which encrypts the bucket's objects (AWS; publishing encrypts with it)",
     )
     usage: UsagePolicy = Field(
