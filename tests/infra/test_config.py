@@ -226,7 +226,10 @@ def test_pulumi_yaml_declares_every_key_with_the_schemas_type_description_and_de
     for key, name in CONFIG_KEYS.items():
         field = StackConfig.model_fields[name]
         kind = _pulumi_type(field.annotation)
-        if isinstance(kind, tuple):
+        if kind in ("object", ("array", "object")):
+            # Pulumi's project schema has no object type: such keys are declared untyped; the program checks them.
+            assert "type" not in declared[key] and "items" not in declared[key], key
+        elif isinstance(kind, tuple):
             assert declared[key]["type"] == "array" and declared[key]["items"] == {"type": kind[1]}, key
         else:
             assert declared[key]["type"] == kind, key
