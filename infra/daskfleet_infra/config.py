@@ -1,5 +1,10 @@
 """The stack's configuration: one typed schema, read from Pulumi config and validated before anything is declared.
 
+A stack declares a fleet (``resolve_fleet``): the clusters of ``clusters`` (or, without it, the
+stack's own ``cluster`` of every user) and, with ``privateClusters``, one per user. Each cluster's
+settings are a StackConfig of its own (the stack's keys with its entry's on top), validated here
+too, so an error names ``clusters.<name>`` and the key.
+
 Pulumi hands every value over as text (lists as JSON); ``parse_stack_config`` decodes and
 validates that text and raises one ``StackConfigError`` whose message names each bad key,
 the value it got and what the key accepts. ``Pulumi.yaml`` declares the same keys with the

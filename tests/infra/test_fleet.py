@@ -313,3 +313,31 @@ def test_the_policy_pack_refuses_a_hand_widened_cluster_policy(fleet, holder, si
     (violation,) = _pack()(resources)
     assert (violation.policy, violation.urn) == ("cluster-data-access-in-scope", policy.urn)
     assert violation.message.startswith("cluster alice: ") and widened in violation.message
+
+
+@pytest.mark.parametrize("invariant", [
+    "test_every_aws_resource_goes_through_the_one_explicit_provider",
+    "test_only_pulumi_aws_v7_resources_none_deprecated_and_no_warnings",
+    "test_no_private_key_outside_the_tls_resources_and_the_secrets",
+    "test_nobody_may_write_resource_star",
+])
+def test_the_programs_invariants_hold_for_a_fleet(fleet, invariant):
+    """What every single-cluster scenario is held to (test_program, test_environments), held to the fleet too."""
+    from infra import test_environments, test_program
+
+    check = getattr(test_program, invariant, None) or getattr(test_environments, invariant)
+    check(fleet)
+
+
+def test_every_resource_of_a_fleet_sits_in_a_component_and_each_cluster_tags_its_own(fleet):
+    from infra.helpers import PROVIDER_TYPE, aws_resources, is_taggable
+
+    components = {r.urn: r for r in fleet.resources if r.type.startswith("daskfleet:")}
+    clusters = {r.urn: r.name for r in components.values() if r.type == "daskfleet:aws:Cluster"}
+    for resource in fleet.resources:
+        if resource.type != PROVIDER_TYPE and not resource.type.startswith("daskfleet:"):
+            assert resource.parent in components and resource.parent not in clusters, resource.name
+    for resource in aws_resources(fleet):
+        owner = components[resource.parent].parent
+        if owner in clusters and is_taggable(resource.type) and resource.type != "aws:autoscaling/group:Group":
+            assert (resource.inputs.get("tags") or {}).get(conventions.TAG_CLUSTER) == clusters[owner], resource.name
