@@ -22,10 +22,19 @@ SIZES: tuple[tuple[int, int], ...] = ((0, 1), (8, 2), (45, 5), (200, 5))
 ACCOUNT = "123456789012"
 
 
+def _tests_machinery() -> None:
+    """tests/ first on the path: its ``infra`` package (the mocks), not the repository's infra/ directory."""
+    if sys.path[0] != str(TESTS_DIR):
+        sys.path.insert(0, str(TESTS_DIR))
+    loaded = sys.modules.get("infra")
+    if loaded is not None and not any(str(path).startswith(str(TESTS_DIR)) for path in getattr(loaded, "__path__", [])):
+        for name in [name for name in sys.modules if name == "infra" or name.startswith("infra.")]:
+            del sys.modules[name]
+
+
 def fleet_config(private: int, teams: int) -> dict[str, Any]:
     """The example stack as a fleet: ``private`` users with private clusters, ``teams`` team clusters sharing them."""
-    if str(TESTS_DIR) not in sys.path:
-        sys.path.insert(0, str(TESTS_DIR))
+    _tests_machinery()
     from infra.program import example_config
 
     names = [f"user-{index:04d}" for index in range(max(private, 1))]
@@ -43,6 +52,7 @@ def _child_cpu() -> float:
 
 def measure(private: int, teams: int) -> tuple[int, int, float, float]:
     """(clusters, resources, child CPU seconds, wall seconds) of one evaluation."""
+    _tests_machinery()
     from infra.program import evaluate_program
 
     cpu, wall = _child_cpu(), time.perf_counter()
@@ -67,8 +77,6 @@ def run(_: Path) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    if str(TESTS_DIR) not in sys.path:
-        sys.path.insert(0, str(TESTS_DIR))
     sizes = [tuple(int(n) for n in arg.split("+")) for arg in sys.argv[1:]] or list(SIZES)
     for private, teams in sizes:
         print(private, teams, measure(private, teams))
