@@ -77,3 +77,5 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "misspelt-key": ({**example_config(), "clientCidr": ["10.0.0.0/8"]}, {}),
     "fleet": (fleet_config(), {}),
 }
+#: Evaluated only in a test process that asks for them (the others start together on first use).
+ON_DEMAND = frozenset({"fleet"})

@@ -341,3 +341,13 @@ def test_every_resource_of_a_fleet_sits_in_a_component_and_each_cluster_tags_its
         owner = components[resource.parent].parent
         if owner in clusters and is_taggable(resource.type) and resource.type != "aws:autoscaling/group:Group":
             assert (resource.inputs.get("tags") or {}).get(conventions.TAG_CLUSTER) == clusters[owner], resource.name
+
+
+def test_each_clusters_concerns_sit_under_its_cluster_component(fleet):
+    from infra.test_program import CLUSTER_COMPONENTS
+
+    clusters = {c.name: c.urn for c in fleet.of_type("daskfleet:aws:Cluster")}
+    assert sorted(clusters) == ["alice", "bob", "team"]
+    for name, urn in clusters.items():
+        own = [c.type for c in fleet.resources if c.parent == urn]
+        assert sorted(own) == sorted(CLUSTER_COMPONENTS - {"daskfleet:aws:Wake"}), name  # no stack from before

@@ -60,13 +60,6 @@ def test_one_component_per_concern_and_every_resource_inside_one(every_record):
             assert resource.parent in component_urns, f"{resource.type} {resource.name} has no component parent"
 
 
-def test_each_clusters_concerns_sit_under_its_cluster_component(fleet):
-    clusters = {c.name: c.urn for c in fleet.of_type("daskfleet:aws:Cluster")}
-    assert sorted(clusters) == ["alice", "bob", "team"]
-    for name, urn in clusters.items():
-        own = [c.type for c in fleet.resources if c.parent == urn]
-        assert sorted(own) == sorted(CLUSTER_COMPONENTS - {"daskfleet:aws:Wake"}), name  # no stack from before
-
 
 def test_every_aws_resource_goes_through_the_one_explicit_provider(every_record):
     explicit = provider(every_record)
