@@ -41,7 +41,7 @@ def cluster_pki() -> dict[str, TlsMaterial]:
     ca = pki.create_ca(CLUSTER)
     material = {}
     for role in conventions.ROLES:
-        issued = pki.issue_certificate(ca, CLUSTER, role, user="alice" if role == "client" else None)
+        issued = pki.issue_certificate(ca, CLUSTER, role, user="alice" if role in conventions.USER_ROLES else None)
         material[role] = TlsMaterial(ca_pem=ca.cert_pem, cert_pem=issued.cert_pem, key_pem=issued.key_pem)
     return material
 

@@ -124,6 +124,11 @@ def _deploy(aws, stack, cluster: str, region: str) -> str:
     return bucket
 
 
+def s3_spec(aws, region: str, cluster: str) -> str:
+    ssm = boto3.client("ssm", region_name=region, endpoint_url=aws.endpoint)
+    return ssm.get_parameter(Name=conventions.spec_parameter_name(cluster, "worker"))["Parameter"]["Value"]
+
+
 def _daskfleet(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "daskfleet", *map(str, args)], capture_output=True, text=True,
                           timeout=300, env=env)
@@ -189,7 +194,9 @@ def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucke
             alpha = read_lock(second).for_platform("linux-64")
             (changed,) = [p for p in alpha if p.name == "alpha"]
             assert packages == [conventions.package_object_key(changed.digest)]  # only what the images lack
-            assert s3.head_object(Bucket=bucket, Key=packages[0])["ServerSideEncryption"] == "aws:kms"
+            head = s3.head_object(Bucket=bucket, Key=packages[0])
+            assert head["ServerSideEncryption"] == "aws:kms"
+            assert head["SSEKMSKeyId"] == json.loads(s3_spec(aws, region, cluster))["kms_key"]  # the key the spec names
 
             _wait(lambda: _worker_fingerprint(client) == second_fp, "the worker re-registered on the new environment")
             assert sum(client.gather(futures)) == sum(range(1, 301))

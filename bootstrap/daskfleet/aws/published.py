@@ -109,8 +109,9 @@ class ClusterBucket:
             raise self._fail(exc, "GetObject", key) from None
 
     def upload(self, key: str, path: Path, on_bytes: Callable[[int], None] = lambda _n: None) -> None:
-        key = self.target.kms_key or conventions.kms_alias(self.target.cluster)
-        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key}
+        # The fleet's key as the spec names it; a spec from before fleets names none (its alias is the cluster's).
+        encryption_key = self.target.kms_key or conventions.kms_alias(self.target.cluster)
+        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": encryption_key}
         try:
             self.client.upload_file(str(path), self.name, key, ExtraArgs=extra, Callback=on_bytes)
         except boto3.exceptions.S3UploadFailedError as exc:
