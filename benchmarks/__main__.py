@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, memory, scaling, switch, throughput
+from . import boot, envs, fleet, memory, scaling, switch, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
@@ -18,6 +18,7 @@ TARGETS = {
     "throughput memory watched / not watched": (">=", 0.99),
     "kill latency / interval, local supervisor (worst)": ("<=", 2.0),
     "kill latency / interval, agent's own watcher (worst)": ("<=", 2.0),
+    "fleet evaluation per cluster, 205 / 10 clusters": ("<=", 1.5),
 }
 
 
@@ -35,6 +36,8 @@ def main() -> None:
         ratios.update(scaling.run(Path(root) / "scaling"))
         print("Memory limits without a nanny (see benchmarks/memory.py):")
         ratios.update(memory.run(Path(root) / "memory"))
+        print("The Pulumi program under mocks, by fleet size (see benchmarks/fleet.py):")
+        ratios.update(fleet.run(Path(root) / "fleet"))
     print("\nRatios:")
     for name, value in ratios.items():
         target = TARGETS.get(name)

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # The ephemeral stack's smoke computation: one worker, an SSM port forward to the scheduler, and a
 # configured CI user who connects with their stack-issued certificate and computes.
-#   ci/ephemeral-smoke.sh STACK CI_USER
+#   ci/ephemeral-smoke.sh STACK CI_USER [CLUSTER]
+# CLUSTER: one of a fleet stack's clusters (output `clusters`); without it, the stack's own cluster.
 # Needs the Pulumi CLI (logged in to the stack's backend), the AWS CLI with the Session Manager
 # plugin, and the repository's tooling environment (make install). Every wait is bounded.
 set -euo pipefail
 
-stack="${1:?usage: ci/ephemeral-smoke.sh STACK CI_USER}"
-user="${2:?usage: ci/ephemeral-smoke.sh STACK CI_USER}"
+stack="${1:?usage: ci/ephemeral-smoke.sh STACK CI_USER [CLUSTER]}"
+user="${2:?usage: ci/ephemeral-smoke.sh STACK CI_USER [CLUSTER]}"
+member="${3:-}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 python="$repo/.venv/bin/python"
-output() { pulumi -C "$repo/infra" stack output --stack "$stack" "$1"; }
+# A top-level output, or with CLUSTER the same key of that cluster's entry in the `clusters` output.
+output() {
+  if [ -z "$member" ] || [ "$1" = cluster ] || [ "$1" = region ] || [ "$1" = forwardedSchedulerAddress ]; then
+    pulumi -C "$repo/infra" stack output --stack "$stack" "$1"
+  else
+    pulumi -C "$repo/infra" stack output --stack "$stack" clusters --json \
+      | "$python" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]][sys.argv[2]])' "$member" "$1"
+  fi
+}
 # Names and tags come from daskfleet.conventions, never spelled here.
 convention() { "$python" -c "from daskfleet import conventions as c; print($1)"; }
 
@@ -18,16 +28,18 @@ command -v session-manager-plugin >/dev/null || {
   echo "smoke: the AWS Session Manager plugin is not installed (the port forward needs it)" >&2
   exit 1
 }
-cluster="$(output cluster)"
+cluster="${member:-$(output cluster)}"
 region="$(output region)"
 forward="$(output schedulerPortForwardCommand)"
 address="$(output forwardedSchedulerAddress)"
 
 workers="$(convention "c.node_group_name('${cluster}', 'worker')")"
+scheduler="$(convention "c.node_group_name('${cluster}', 'scheduler')")"
 cluster_tag="$(convention c.TAG_CLUSTER)"
 role_tag="$(convention c.TAG_ROLE)"
 
-echo "smoke: asking for one worker in ${workers}"
+echo "smoke: waking ${cluster} (a fleet's clusters start asleep) and asking for one worker in ${workers}"
+aws autoscaling set-desired-capacity --region "$region" --auto-scaling-group-name "$scheduler" --desired-capacity 1
 aws autoscaling set-desired-capacity --region "$region" --auto-scaling-group-name "$workers" --desired-capacity 1
 
 echo "smoke: waiting (at most 10 minutes) for the scheduler instance to be reachable through Session Manager"

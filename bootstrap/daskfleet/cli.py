@@ -15,6 +15,7 @@ import click
 
 from .aws import commands as aws_commands
 from .client import env_commands as client_env_commands
+from .client import fleet_commands
 from .environments import commands as env_commands
 from .errors import DaskfleetError, ExitCode
 from .local import commands as local_commands
@@ -159,6 +160,7 @@ cli.add_command(env_commands.env)
 for command in (client_env_commands.publish, client_env_commands.status, client_env_commands.rollback,
                 client_env_commands.sync, aws_commands.follow):
     env_commands.env.add_command(command)
+cli.add_command(fleet_commands.clusters)
 cli.add_command(ops_commands.janitor)
 cli.add_command(ops_commands.status)
 cli.add_command(usage_commands.usage_command(live=_live_usage, stored=_stored_usage))

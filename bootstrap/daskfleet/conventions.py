@@ -124,6 +124,8 @@ TAG_TEAM = "team"
 TAG_OWNER = "owner"
 TAG_COST_CENTER = "cost-center"
 TAG_EXPIRES = "expires"
+#: On a client certificate's secret: the user it is issued to (``daskfleet clusters`` finds the caller's clusters by it).
+TAG_USER = "daskfleet:user"
 COST_ALLOCATION_TAGS: tuple[str, ...] = (TAG_CLUSTER, TAG_TEAM, TAG_OWNER, TAG_COST_CENTER)
 
 # --- resource names ------------------------------------------------------------------------
@@ -192,6 +194,18 @@ def scheduler_dns_function_name(cluster: str) -> str:
     return resource_name(cluster, "scheduler-dns")
 
 
+def member_policy_name(cluster: str) -> str:
+    """The managed policy a cluster's members' own logins get: wake it, read its published environment and
+    specs, read and write its data prefix, read its usage records."""
+    return resource_name(cluster, "member")
+
+
+def node_role_name_pattern(role: Role) -> str:
+    """An IAM ARN-name pattern matching the ``role`` nodes' role of every cluster (for policies on shared resources)."""
+    _check_node_role(role)
+    return resource_name("*", role)
+
+
 def budget_name(cluster: str) -> str:
     return resource_name(cluster)
 
@@ -207,12 +221,14 @@ def budget_stop_policy_name(cluster: str) -> str:
 
 
 def kms_alias(cluster: str) -> str:
-    """The alias of the cluster key, which encrypts the cluster bucket and the cluster's secrets."""
+    """The alias of the fleet's key, named after the stack's ``cluster``: it encrypts the bucket and every cluster's
+    secrets (node specs carry its ARN, ``kms_key``)."""
     return f"alias/{NAME_PREFIX}/{cluster}"
 
 
 def bucket_name_prefix(cluster: str) -> str:
-    """What the cluster bucket's name starts with; Pulumi appends a random suffix (7 hex digits)."""
+    """What the fleet bucket's name starts with (the stack's ``cluster``); Pulumi appends a random suffix (7 hex
+    digits). Node specs carry the name (``bucket``); each cluster's data lives under ``cluster_data_prefix``."""
     return resource_name(cluster) + "-"
 
 
@@ -284,6 +300,8 @@ def image_lock_object_key(fingerprint: str) -> str:
 
 
 def log_group_name(cluster: str) -> str:
+    """A cluster's own log group: its usage records, audit trail, failure lines and node logs. Each cluster of a
+    fleet has its own, since CloudWatch Logs cannot scope reads to streams within one."""
     return f"/{NAME_PREFIX}/{cluster}"
 
 

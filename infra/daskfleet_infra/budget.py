@@ -11,7 +11,7 @@ desired capacity. Scaling down (retiring and terminating workers) stays possible
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ class BudgetArgs:
     emails: Sequence[str]
     hard_stop_percent: int
     scheduler_role_name: pulumi.Input[str]
+    tags: Mapping[str, str] | None = None
 
 
 def cluster_cost_filter(cluster: str) -> str:
@@ -107,6 +108,7 @@ class Budget(pulumi.ComponentResource):
                 )
                 for threshold in sorted(args.thresholds_percent)
             ],
+            tags=args.tags,
             opts=child,
         )
         self.budget_name = budget.name
@@ -121,6 +123,7 @@ class Budget(pulumi.ComponentResource):
             name=conventions.budget_stop_policy_name(args.cluster),
             description=f"daskfleet {args.cluster}: attached by the budget action; denies raising the worker group's capacity",
             policy=json.dumps(deny_scaling_policy(args.account, args.cluster)),
+            tags=args.tags,
             opts=child,
         )
         role = aws.iam.Role(
@@ -128,6 +131,7 @@ class Budget(pulumi.ComponentResource):
             name=conventions.budget_action_role_name(args.cluster),
             description=f"daskfleet {args.cluster}: AWS Budgets attaches the budget-stop policy to the scheduler role",
             assume_role_policy=json.dumps(action_execution_trust(args.account)),
+            tags=args.tags,
             opts=child,
         )
         grant = aws.iam.RolePolicy(
@@ -154,6 +158,7 @@ class Budget(pulumi.ComponentResource):
             execution_role_arn=role.arn,
             subscribers=[aws.budgets.BudgetActionSubscriberArgs(address=email, subscription_type="EMAIL")
                          for email in args.emails],
+            tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[grant]),
         )
         return action.action_id

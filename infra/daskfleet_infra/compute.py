@@ -47,6 +47,10 @@ class ComputeArgs:
     root_volume_gb: int
     #: What must exist before a node boots: its role's policies, its secret, its spec.
     boot_after: Sequence[pulumi.Resource] = ()
+    #: Tags of the launch templates themselves beyond the provider's defaults (None: the defaults say it all).
+    tags: Mapping[str, str] | None = None
+    #: Start with the scheduler running (a lone cluster, as before fleets); else asleep until a member connects.
+    start_awake: bool = True
 
 
 def node_tags(args: ComputeArgs, role: conventions.Role) -> dict[str, str]:
@@ -80,9 +84,10 @@ class Compute(pulumi.ComponentResource):
             f"{name}-scheduler",
             name=conventions.node_group_name(args.cluster, "scheduler"),
             # 0 while idle (the scheduler stopped itself), 1 while in use; never more, so a user's wake is bounded.
+            # A fleet's new clusters start asleep: hundreds of schedulers need not boot at once to go idle again.
             min_size=0,
             max_size=1,
-            desired_capacity=1,
+            desired_capacity=1 if args.start_awake else 0,
             vpc_zone_identifiers=list(args.subnet_ids),
             launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
                 id=templates["scheduler"].id, version=templates["scheduler"].latest_version.apply(str),
@@ -169,6 +174,7 @@ class Compute(pulumi.ComponentResource):
                 for kind in TAGGED_AT_LAUNCH
             ],
             update_default_version=True,
+            tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
 

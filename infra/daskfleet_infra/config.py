@@ -1,5 +1,10 @@
 """The stack's configuration: one typed schema, read from Pulumi config and validated before anything is declared.
 
+A stack declares a fleet (``resolve_fleet``): the clusters of ``clusters`` (or, without it, the
+stack's own ``cluster`` of every user) and, with ``privateClusters``, one per user. Each cluster's
+settings are a StackConfig of its own (the stack's keys with its entry's on top), validated here
+too, so an error names ``clusters.<name>`` and the key.
+
 Pulumi hands every value over as text (lists as JSON); ``parse_stack_config`` decodes and
 validates that text and raises one ``StackConfigError`` whose message names each bad key,
 the value it got and what the key accepts. ``Pulumi.yaml`` declares the same keys with the
@@ -15,14 +20,15 @@ import json
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+
 
 import pulumi
 from pulumi.runtime import config as pulumi_runtime_config
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic.alias_generators import to_camel
 
 from daskfleet import conventions
@@ -139,6 +145,44 @@ class User:
 
     name: str
     principal_arn: str
+
+
+UserName = Annotated[str, Field(pattern=conventions.USER_NAME_PATTERN)]
+#: A key prefix: path segments each ending in "/", no IAM wildcard (* ?) and no policy variable ($).
+KEY_PREFIX_PATTERN = r"^([A-Za-z0-9!_.'()=+,;:@&-]+/)*$"
+DataAccess = Literal["read", "read-write"]
+
+
+class DataEntry(BaseModel):
+    """One more place a cluster's nodes reach besides its own prefix: a prefix of the fleet's bucket or another bucket."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, alias_generator=to_camel, populate_by_name=True)
+
+    prefix: str = Field(
+        default="", pattern=KEY_PREFIX_PATTERN,
+        description="key prefix ending in / (e.g. shared/reference/); empty: the whole bucket (another bucket only)",
+    )
+    bucket: BucketName | None = Field(default=None, description="another bucket's name; empty: the fleet's bucket")
+    access: DataAccess = Field(default="read", description="read or read-write")
+
+    @model_validator(mode="after")
+    def _outside_what_clusters_own(self) -> DataEntry:
+        if self.bucket is not None:
+            return self
+        if not self.prefix:
+            raise ValueError("prefix: required for the fleet's bucket (a prefix such as shared/reference/; the whole "
+                             "bucket holds every cluster's data)")
+        if self.prefix.startswith(conventions.CLUSTER_DATA_PREFIX):
+            raise ValueError(f"prefix: {self.prefix!r} lies under {conventions.CLUSTER_DATA_PREFIX}, where each cluster "
+                             "owns its own prefix; share data through another prefix (e.g. shared/...)")
+        if self.prefix.startswith(conventions.ENV_OBJECT_PREFIX):
+            raise ValueError(f"prefix: {self.prefix!r} lies under {conventions.ENV_OBJECT_PREFIX}, the published "
+                             "environments every node reads already and only publishers write")
+        return self
+
+    @property
+    def writable(self) -> bool:
+        return self.access == "read-write"
 
 
 class StackConfig(BaseModel):
@@ -351,6 +395,27 @@ class StackConfig(BaseModel):
         description="What the scheduler does with a client whose core package versions differ from the cluster's: "
         "refuse (its connection is refused) or warn (it is let in, and the difference is logged and audited)",
     )
+    admins: Annotated[list[UserName], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="Users (by name) issued an admin certificate for the stack's own cluster when clusters is empty "
+        "(each entry of clusters names its own); empty: nobody, only operators administer it",
+    )
+    data: Annotated[list[DataEntry], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="Where every cluster's nodes reach besides their own prefix clusters/<cluster>/ of the bucket, "
+        "unless its clusters entry names its own: each {prefix, bucket, access}, a prefix of the fleet's bucket "
+        "(never under clusters/ or envs/) or of another bucket, read or read-write",
+    )
+    clusters: dict[str, ClusterEntry] = Field(
+        default_factory=dict,
+        description="The fleet's clusters, name -> {members, admins, data, and any per-cluster setting}; a setting left "
+        "out takes the stack-wide key of the same name. Empty: the fleet is the stack's own cluster, of every user",
+    )
+    private_clusters: bool = Field(
+        default=False,
+        description="true: every user also gets a private cluster named after them, of which they are the only "
+        "member and the admin",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StackConfig:
@@ -380,6 +445,12 @@ class StackConfig(BaseModel):
         if IDLE in names:
             raise ValueError(f"users: {IDLE!r} is reserved for idle worker time, not a user name")
         self._check_usage(set(names))
+        if self.admins and self.clusters:
+            raise ValueError("admins: only for a stack without clusters; each entry of clusters names its own admins")
+        unknown = sorted(set(self.admins) - set(names))
+        if unknown:
+            raise ValueError(f"admins: {', '.join(unknown)} not among users ({', '.join(sorted(names))})")
+        _ = self.fleet  # every cluster's settings resolved and validated now, at the edge
         return self
 
     def _check_usage(self, users: set[str]) -> None:
@@ -404,6 +475,16 @@ class StackConfig(BaseModel):
     @cached_property
     def user_list(self) -> tuple[User, ...]:
         return tuple(User(*entry.split("=", 1)) for entry in self.users)
+
+    @cached_property
+    def fleet(self) -> tuple[ClusterConfig, ...]:
+        """Every cluster of the stack, by name: the declared ones (or the stack's own) and the private ones."""
+        return resolve_fleet(self)
+
+    @property
+    def declares_fleet(self) -> bool:
+        """Whether the stack names its clusters (or gives users private ones) rather than being one cluster."""
+        return bool(self.clusters) or self.private_clusters
 
     @property
     def publisher_arns(self) -> list[str]:
@@ -456,6 +537,140 @@ class StackConfig(BaseModel):
         return tags
 
 
+# --- the fleet: one stack, several clusters ----------------------------------------------------
+
+#: Stack keys a cluster's entry in ``clusters`` may set for itself; each one left out takes the stack-wide key.
+CLUSTER_SETTINGS: tuple[str, ...] = (
+    "scheduler_instance_type", "worker_instance_types", "worker_min_size", "worker_max_size", "cluster_worker_cap",
+    "worker_on_demand_base", "worker_on_demand_percent_above_base", "worker_drain_seconds", "root_volume_gb",
+    "worker_threads", "worker_memory_limit", "adapt_interval_seconds", "adapt_cooldown_seconds", "adapt_max_step_down", "adapt_scale_down_targets",
+    "adapt_launch_timeout_seconds", "idle_timeout", "no_client_timeout", "budget_monthly_usd",
+    "budget_thresholds_percent", "budget_emails", "budget_hard_stop_percent", "user_max_workers",
+    "user_compute_hours_per_day", "environment_publishers", "environment_roll_fraction", "client_version_policy",
+)
+#: Entries of these name users: taken from the stack-wide key, a cluster keeps those naming its people (and ``*``).
+_PER_USER_SETTINGS: tuple[str, ...] = ("user_max_workers", "user_compute_hours_per_day")
+
+
+def _optional_setting(name: str) -> tuple[Any, Any]:
+    """A stack key as an optional key of a cluster's entry: the same type and constraints, no default."""
+    field = StackConfig.model_fields[name]
+    kind = Annotated.__class_getitem__((field.annotation, *field.metadata)) if field.metadata else field.annotation
+    return typing.Optional[kind], Field(default=None, description=field.description)
+
+
+ClusterEntry = create_model(
+    "ClusterEntry",
+    __config__=ConfigDict(extra="forbid", frozen=True, strict=True, alias_generator=to_camel, populate_by_name=True),
+    __doc__="One cluster of the fleet: its people, its data and the settings it does not take from the stack.",
+    members=(Annotated[list[UserName], AfterValidator(_distinct)], Field(
+        default_factory=list, description="users (by name) issued a member certificate")),
+    admins=(Annotated[list[UserName], AfterValidator(_distinct)], Field(
+        default_factory=list, description="users (by name) issued an admin certificate; default nobody")),
+    data=(typing.Optional[Annotated[list[DataEntry], AfterValidator(_distinct)]], Field(
+        default=None, description="the cluster's own data entries; default the stack-wide data")),
+    **{name: _optional_setting(name) for name in CLUSTER_SETTINGS},
+)
+StackConfig.model_rebuild()
+#: A cluster entry's key (camelCase) -> field name.
+CLUSTER_ENTRY_KEYS: dict[str, str] = {field.alias or name: name for name, field in ClusterEntry.model_fields.items()}
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """One cluster of the fleet: who holds which certificate, what data its nodes reach, and its own settings.
+
+    ``settings`` is a StackConfig of its own (``cluster`` its name, ``users`` its people), so every derived
+    value (scaling, usage policy, DNS name, publishers) reads the same for a fleet member as for a lone cluster.
+    """
+
+    name: str
+    #: People issued a member (client) certificate; admins are not among them.
+    members: tuple[User, ...]
+    #: People issued an admin certificate (a member who may also administer the cluster).
+    admins: tuple[User, ...]
+    data: tuple[DataEntry, ...]
+    settings: StackConfig
+    #: A user's private cluster (``privateClusters``), named after them.
+    private: bool = False
+
+    @property
+    def people(self) -> tuple[User, ...]:
+        """Everyone issued a certificate for the cluster, by name."""
+        return tuple(sorted(self.members + self.admins, key=lambda user: user.name))
+
+    def role_of(self, user: User) -> conventions.Role:
+        """The certificate role a person of the cluster holds."""
+        return conventions.ADMIN_ROLE if user in self.admins else conventions.MEMBER_ROLE
+
+
+def _people(key: str, names: Sequence[str], users: Mapping[str, User]) -> tuple[User, ...]:
+    unknown = sorted(set(names) - set(users))
+    if unknown:
+        raise ValueError(f"{key}: {', '.join(unknown)} not among users ({', '.join(sorted(users))})")
+    return tuple(users[name] for name in sorted(names))
+
+
+def _cluster_settings(config: StackConfig, name: str, people: Sequence[User], overrides: Mapping[str, Any],
+                      key: str) -> StackConfig:
+    """The stack's settings with the cluster's own on top, validated as a stack of one cluster (its people)."""
+    names = {user.name for user in people}
+    values: dict[str, Any] = {field: getattr(config, field) for field in StackConfig.model_fields}
+    values.update(cluster=name, users=[f"{user.name}={user.principal_arn}" for user in people], admins=[], data=[],
+                  clusters={}, private_clusters=False)
+    for setting in _PER_USER_SETTINGS:  # stack-wide limits of other clusters' people do not apply here
+        values[setting] = [entry for entry in values[setting] if entry.split("=", 1)[0] in names | {EVERYONE}]
+    values.update(overrides)
+    try:
+        return StackConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ValueError(f"{key}: " + "; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _in_order(entries: Sequence[DataEntry]) -> tuple[DataEntry, ...]:
+    """Data entries in one order, whatever the configuration's: the policies written from them are the same."""
+    return tuple(sorted(entries, key=lambda entry: (entry.bucket or "", entry.prefix, entry.access)))
+
+
+def resolve_fleet(config: StackConfig) -> tuple[ClusterConfig, ...]:
+    """The stack's clusters, by name: those in ``clusters`` (or the stack's own, of every user) and private ones.
+
+    Pure and independent of the order of users, clusters and their lists: each cluster's people come sorted.
+    """
+    users = {user.name: user for user in config.user_list}
+    fleet: dict[str, ClusterConfig] = {}
+    if not config.clusters:
+        admins = _people("admins", config.admins, users)
+        members = tuple(user for name, user in sorted(users.items()) if user not in admins)
+        fleet[config.cluster] = ClusterConfig(config.cluster, members, admins, _in_order(config.data), config)
+    for name, entry in sorted(config.clusters.items()):
+        key = f"clusters.{name}"
+        if not re.fullmatch(conventions.CLUSTER_NAME_PATTERN, name):
+            raise ValueError(f"clusters: {name!r} is not a cluster name ({conventions.CLUSTER_NAME_PATTERN}: 3 to 40 "
+                             "lowercase letters, digits and hyphens, starting with a letter)")
+        admins = _people(f"{key}.admins", entry.admins, users)
+        members = tuple(user for user in _people(f"{key}.members", entry.members, users) if user not in admins)
+        if not admins and not members:
+            raise ValueError(f"{key}: no members and no admins; name at least one user")
+        overrides = {setting: getattr(entry, setting) for setting in CLUSTER_SETTINGS if getattr(entry, setting) is not None}
+        settings = _cluster_settings(config, name, members + admins, overrides, key)
+        data = _in_order(config.data if entry.data is None else entry.data)
+        fleet[name] = ClusterConfig(name, members, admins, data, settings)
+    if config.private_clusters:
+        for name, user in sorted(users.items()):
+            if name in fleet:
+                other = f"clusters.{name}" if config.clusters else "the stack's own cluster (cluster)"
+                raise ValueError(f"privateClusters: the private cluster of user {name} and {other} are both named "
+                                 f"{name}; rename one of them")
+            if not re.fullmatch(conventions.CLUSTER_NAME_PATTERN, name):
+                raise ValueError(f"privateClusters: user {name!r} cannot name a private cluster "
+                                 f"({conventions.CLUSTER_NAME_PATTERN}: 3 to 40 lowercase letters, digits and hyphens, "
+                                 "starting with a letter); rename the user")
+            settings = _cluster_settings(config, name, [user], {}, f"privateClusters ({name})")
+            fleet[name] = ClusterConfig(name, (), (user,), _in_order(config.data), settings, private=True)
+    return tuple(fleet[name] for name in sorted(fleet))
+
+
 # --- reading and validating ---------------------------------------------------------------------
 
 #: Config key (as in Pulumi.yaml) -> field name.
@@ -497,6 +712,22 @@ def _location(loc: tuple[Any, ...]) -> str:
     return text
 
 
+def _known_keys(loc: tuple[Any, ...]) -> dict[str, str]:
+    """The keys accepted where ``loc`` points: the stack's, a cluster entry's or a data entry's."""
+    if len(loc) >= 2 and isinstance(loc[-2], int) and "data" in loc:
+        return {field.alias or name: name for name, field in DataEntry.model_fields.items()}
+    if len(loc) == 3 and loc[0] == "clusters":
+        return CLUSTER_ENTRY_KEYS
+    return CONFIG_KEYS
+
+
+def _accepted(loc: tuple[Any, ...]) -> str:
+    """What the key at ``loc`` accepts: a cluster entry's own setting, else the stack key's description."""
+    if len(loc) >= 3 and loc[0] == "clusters" and loc[2] in CLUSTER_ENTRY_KEYS:
+        return ClusterEntry.model_fields[CLUSTER_ENTRY_KEYS[loc[2]]].description or ""
+    return _expected(str(loc[0])) if loc[0] in CONFIG_KEYS else ""
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     loc = tuple(error["loc"])
     kind = error["type"]
@@ -505,10 +736,11 @@ def _describe(error: Mapping[str, Any]) -> str:
         return message
     key = _location(loc)
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+        known = _known_keys(loc)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        return f"{key}: unknown key ({hint}known keys: {', '.join(sorted(CONFIG_KEYS))})"
-    accepted = _expected(str(loc[0])) if loc[0] in CONFIG_KEYS else ""
+        return f"{key}: unknown key ({hint}known keys: {', '.join(sorted(known))})"
+    accepted = _accepted(loc)
     if kind == "missing":
         return f"{key}: required key is not set; accepted: {accepted}"
     if kind == "string_pattern_mismatch":

@@ -1,8 +1,10 @@
 """Who the nodes are to AWS: a scheduler role and a worker role, each allowed only its own cluster's things.
 
-``node_policy`` (pure) writes each role's policy from ARNs: the cluster bucket read/write and
-extra buckets read-only, the role's own TLS secret and the cluster's parameters read-only,
-the cluster key through S3 and Secrets Manager only, the cluster log group, and what
+``node_policy`` (pure) writes each role's policy from ARNs: the cluster's data scope in the fleet
+bucket (data_access: its own prefix read-write, the published environments and its data entries)
+and extra buckets read-only, the role's own TLS secret and the cluster's parameters read-only,
+the fleet key through S3 for the scope's objects and through Secrets Manager for its own secret
+only, the cluster's own log group, and what
 Session Manager (instead of SSH) needs on an instance. The scheduler alone may scale and
 terminate instances of its own worker group, and set its own group's desired capacity (to 0
 when the cluster is idle). Each node may mark an instance of its own group unhealthy: its agent
@@ -14,7 +16,7 @@ AmazonSSMManagedInstanceCore would let a node read every SSM parameter of the ac
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ import pulumi_aws as aws
 
 from daskfleet import conventions
 
+from .data_access import DataScope, key_statements, s3_statements
 from .lookups import Account
 
 #: What the SSM Agent needs for Session Manager sessions (shell and port forwarding), nothing more:
@@ -61,6 +64,10 @@ class IdentityArgs:
     extra_read_buckets: Sequence[str]
     key_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
+    #: The cluster's data entries (config.DataEntry), beyond its own prefix.
+    data: Sequence[Any] = ()
+    #: Tags of the cluster's own resources beyond the provider's defaults (None: the defaults say it all).
+    tags: Mapping[str, str] | None = None
 
 
 def trust_policy(account: Account) -> dict[str, Any]:
@@ -80,6 +87,7 @@ def node_policy(
     extra_read_buckets: Sequence[str],
     key_arn: str,
     log_group_arn: str,
+    data: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """The role's inline policy: every data and secret action scoped to this cluster's resources."""
 
@@ -87,25 +95,16 @@ def node_policy(
         return f"arn:{account.partition}:s3:::{name}"
 
     parameter_path = conventions.parameter_path_prefix(cluster).rstrip("/")
+    # Secrets Manager appends six random characters to a secret's name in its ARN.
+    own_secret = account.arn("secretsmanager", f"secret:{conventions.node_tls_secret_name(cluster, role)}-??????")
+    scope = DataScope(cluster, account, bucket_arn, tuple(data))
     statements: list[dict[str, Any]] = [
-        {
-            "Sid": "ClusterBucketList",
-            "Effect": "Allow",
-            "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-            "Resource": [bucket_arn],
-        },
-        {
-            "Sid": "ClusterBucketObjects",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-            "Resource": [f"{bucket_arn}/*"],
-        },
+        *s3_statements(scope, sid="Cluster"),
         {
             "Sid": "OwnTlsSecret",
             "Effect": "Allow",
             "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-            # Secrets Manager appends six random characters to a secret's name in its ARN.
-            "Resource": [account.arn("secretsmanager", f"secret:{conventions.node_tls_secret_name(cluster, role)}-??????")],
+            "Resource": [own_secret],
         },
         {
             "Sid": "ClusterParameters",
@@ -113,15 +112,17 @@ def node_policy(
             "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
             "Resource": [account.arn("ssm", f"parameter{parameter_path}"), account.arn("ssm", f"parameter{parameter_path}/*")],
         },
+        *key_statements(scope, key_arn, sid="Cluster"),
         {
-            "Sid": "ClusterKeyThroughS3AndSecretsManager",
+            # Secrets Manager names the secret in the key's encryption context: the role's own, nothing else.
+            "Sid": "FleetKeyForOwnSecretThroughSecretsManager",
             "Effect": "Allow",
-            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Action": ["kms:Decrypt"],
             "Resource": [key_arn],
-            "Condition": {"StringEquals": {"kms:ViaService": [
-                f"s3.{account.region}.{account.dns_suffix}",
-                f"secretsmanager.{account.region}.{account.dns_suffix}",
-            ]}},
+            "Condition": {
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{account.region}.{account.dns_suffix}"},
+                "StringLike": {"kms:EncryptionContext:SecretARN": own_secret},
+            },
         },
         {
             "Sid": "ClusterLogGroup",
@@ -227,6 +228,8 @@ class Identity(pulumi.ComponentResource):
                 name=conventions.iam_role_name(args.cluster, node_role),
                 description=f"daskfleet {args.cluster} {node_role} instances",
                 assume_role_policy=json.dumps(trust_policy(account)),
+                # The bucket policy reads the role's daskfleet:cluster tag to find its prefix (data_access).
+                tags=args.tags,
                 opts=child,
             )
             self.policies.append(aws.iam.RolePolicy(
@@ -237,13 +240,14 @@ class Identity(pulumi.ComponentResource):
                     lambda arns, node_role=node_role: json.dumps(node_policy(
                         cluster=args.cluster, role=node_role, account=account,
                         bucket_arn=arns[0], extra_read_buckets=args.extra_read_buckets, key_arn=arns[1],
-                        log_group_arn=arns[2],
+                        log_group_arn=arns[2], data=args.data,
                     ))
                 ),
                 opts=child,
             ))
             profile = aws.iam.InstanceProfile(
-                f"{name}-{node_role}", name=conventions.iam_role_name(args.cluster, node_role), role=role.name, opts=child
+                f"{name}-{node_role}", name=conventions.iam_role_name(args.cluster, node_role), role=role.name,
+                tags=args.tags, opts=child,
             )
             self.role_arns[node_role] = role.arn
             self.role_names[node_role] = role.name

@@ -1,7 +1,9 @@
 """The cluster's private network: an adopted VPC, or a created one with VPC endpoints instead of internet egress.
 
-Either way the cluster gets its own private hosted zone holding the scheduler's stable
-name (kept by the SchedulerDns component). A created network has private subnets only (plus, with a NAT gateway, one
+Either way the stack's own cluster gets its own private hosted zone holding its scheduler's
+stable name (kept by the SchedulerDns component); the other clusters of a fleet keep theirs in
+one shared zone, the ``dnsZone`` itself (Route 53 answers from the most specific zone, so the
+two overlap without conflict, and each DNS updater may change its own record only). A created network has private subnets only (plus, with a NAT gateway, one
 public subnet holding the gateway); nodes never get public addresses.
 """
 
@@ -33,8 +35,10 @@ class NetworkArgs:
     vpc_id: str | None
     subnet_ids: tuple[str, ...]
     nat_gateway: bool
-    #: The cluster's private hosted zone, e.g. analytics.daskfleet.internal.
-    zone_name: str
+    #: The stack's own cluster's private hosted zone, e.g. analytics.daskfleet.internal; None when not a fleet member.
+    zone_name: str | None
+    #: The zone holding the other clusters' scheduler names (the dnsZone, e.g. daskfleet.internal); None if none.
+    fleet_zone_name: str | None = None
 
 
 def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
@@ -50,7 +54,8 @@ class Network(pulumi.ComponentResource):
     vpc_cidr: str
     private_subnet_ids: list[pulumi.Output[str]]
     s3_prefix_list_id: str
-    zone_id: pulumi.Output[str]
+    zone_id: pulumi.Output[str] | None
+    fleet_zone_id: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("daskfleet:aws:Network", name, None, opts)
@@ -64,21 +69,30 @@ class Network(pulumi.ComponentResource):
             self.private_subnet_ids = [pulumi.Output.from_input(subnet_id) for subnet_id in args.subnet_ids]
         else:
             self._create_network()
-        zone = aws.route53.Zone(
-            f"{name}-zone",
-            name=args.zone_name,
-            comment=f"daskfleet cluster {args.cluster}: the scheduler's private name",
-            vpcs=[aws.route53.ZoneVpcArgs(vpc_id=self.vpc_id)],
-            # The DNS updater writes the scheduler's record outside Pulumi; destroying the stack removes it too.
-            force_destroy=True,
-            opts=self._child,
-        )
-        self.zone_id = zone.zone_id
+        self.zone_id = self.fleet_zone_id = None
+        if args.zone_name:
+            self.zone_id = self._zone(f"{name}-zone", args.zone_name, f"daskfleet cluster {args.cluster}: the scheduler's private name")
+        if args.fleet_zone_name:
+            self.fleet_zone_id = self._zone(f"{name}-fleet-zone", args.fleet_zone_name,
+                                            f"daskfleet fleet {args.cluster}: its clusters' schedulers' private names")
         self.register_outputs({
             "vpc_id": self.vpc_id,
             "private_subnet_ids": self.private_subnet_ids,
             "zone_id": self.zone_id,
+            "fleet_zone_id": self.fleet_zone_id,
         })
+
+    def _zone(self, resource_name: str, zone_name: str, comment: str) -> pulumi.Output[str]:
+        zone = aws.route53.Zone(
+            resource_name,
+            name=zone_name,
+            comment=comment,
+            vpcs=[aws.route53.ZoneVpcArgs(vpc_id=self.vpc_id)],
+            # The DNS updaters write the schedulers' records outside Pulumi; destroying the stack removes them too.
+            force_destroy=True,
+            opts=self._child,
+        )
+        return zone.zone_id
 
     def _create_network(self) -> None:
         args, name = self._args, self._prefix

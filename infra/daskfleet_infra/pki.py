@@ -1,7 +1,8 @@
 """The cluster's PKI with pulumi-tls, and where its private keys live: Secrets Manager, under the cluster key.
 
-A per-cluster CA (ECDSA P-256) signs a scheduler, a worker and one client certificate per
-configured user, each naming its role in a SAN URI (conventions.role_uri). Every key goes
+A per-cluster CA (ECDSA P-256) signs a scheduler, a worker and one certificate per person of
+the cluster, each naming its role in a SAN URI (conventions.role_uri): an admin certificate
+for the cluster's admins, a member (client) certificate for the others. Every key goes
 into its own secret as {"ca", "cert", "key"} (sources.TlsMaterial), readable only by the
 node role or the user's IAM principal it is for; the deploying principal (and configured
 operators) may read them back, as Pulumi must when it refreshes a secret version.
@@ -10,7 +11,7 @@ operators) may read them back, as Pulumi must when it refreshes a secret version
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,9 @@ class PkiArgs:
     scheduler_dns_name: str
     #: Ephemeral stacks delete their secrets at once, so the cluster name is free again.
     ephemeral: bool
+    #: Users (by name) issued an admin certificate; the others a member one.
+    admins: Set[str] = frozenset()
+    tags: Mapping[str, str] | None = None
 
 
 def secret_policy(readers: Sequence[str], administrators: Sequence[str]) -> dict[str, Any]:
@@ -103,7 +107,9 @@ class Pki(pulumi.ComponentResource):
         }
         self.client_secret_arns = {
             user.name: self._issue(
-                f"client-{user.name}", "client", user.name,
+                f"client-{user.name}",
+                conventions.ADMIN_ROLE if user.name in args.admins else conventions.MEMBER_ROLE,
+                user.name,
                 secret_name=conventions.client_tls_secret_name(args.cluster, user.name),
                 readers=[user.principal_arn],
                 dns_names=[],
@@ -156,6 +162,8 @@ class Pki(pulumi.ComponentResource):
             description=f"daskfleet {args.cluster}: TLS material of {user or role}",
             kms_key_id=args.key_arn,
             recovery_window_in_days=0 if args.ephemeral else 7,
+            # A person's secret names them in a tag: `daskfleet clusters` finds a user's clusters by it.
+            tags={**(args.tags or {}), conventions.TAG_USER: user} if user else args.tags,
             opts=self._child,
         )
         aws.secretsmanager.SecretVersion(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class SchedulerDnsArgs:
     #: The scheduler's stable name, conventions.scheduler_dns_name(...), directly in the zone.
     scheduler_dns_name: str
     log_retention_days: int
+    tags: Mapping[str, str] | None = None
 
 
 def launch_event_pattern(group_name: str) -> dict[str, Any]:
@@ -105,13 +107,15 @@ class SchedulerDns(pulumi.ComponentResource):
         function = conventions.scheduler_dns_function_name(args.cluster)
         group_name = conventions.node_group_name(args.cluster, "scheduler")
         logs = aws.cloudwatch.LogGroup(
-            f"{name}-logs", name=f"/aws/lambda/{function}", retention_in_days=args.log_retention_days, opts=child,
+            f"{name}-logs", name=f"/aws/lambda/{function}", retention_in_days=args.log_retention_days, tags=args.tags,
+            opts=child,
         )
         role = aws.iam.Role(
             f"{name}-updater",
             name=function,
             description=f"daskfleet {args.cluster}: keeps the scheduler's DNS record",
             assume_role_policy=json.dumps(trust_policy()),
+            tags=args.tags,
             opts=child,
         )
         policy = aws.iam.RolePolicy(
@@ -144,6 +148,7 @@ class SchedulerDns(pulumi.ComponentResource):
                 updater.GROUP_NAME_ENV: group_name,
             }),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
+            tags=args.tags,
             # Its first invocation must find its permissions in place.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
@@ -152,6 +157,7 @@ class SchedulerDns(pulumi.ComponentResource):
             name=function,
             description=f"daskfleet {args.cluster}: a scheduler instance was launched",
             event_pattern=json.dumps(launch_event_pattern(group_name)),
+            tags=args.tags,
             opts=child,
         )
         permission = aws.lambda_.Permission(

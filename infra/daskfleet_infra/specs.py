@@ -7,6 +7,7 @@ AWS source to fill with the instance's private address.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -28,10 +29,13 @@ class NodeSpecsArgs:
     usage: UsagePolicy
     #: Adaptive workers and idle shutdown, decided by the scheduler.
     scaling: ScalingSpec
-    #: The cluster bucket: published environments' packages come from it.
+    #: The fleet's bucket: published environments' packages come from it, the cluster's data lives in it.
     bucket_name: pulumi.Input[str]
     #: How the scheduler rolls the workers onto a published environment.
     rollout: RolloutPolicy
+    #: The fleet's key (ARN), which encrypts the bucket's objects.
+    key_arn: pulumi.Input[str] | None = None
+    tags: Mapping[str, str] | None = None
     #: Each worker's threads and memory limit (distributed's form); None: derived from the instance by the agent.
     worker_threads: int | None = None
     worker_memory_limit: str | None = None
@@ -43,7 +47,7 @@ def scheduler_address(scheduler_dns_name: str) -> str:
 
 def scheduler_spec(
     cluster: str, fingerprint: str, client_version_policy: conventions.ClientVersionPolicy, usage: UsagePolicy,
-    scaling: ScalingSpec, bucket: str, rollout: RolloutPolicy,
+    scaling: ScalingSpec, bucket: str, rollout: RolloutPolicy, kms_key: str | None = None,
 ) -> NodeSpec:
     """The scheduler listens on its private address (SchedulerDns points its name there), sizes the workers and
     keeps the cluster's usage ledger against the stack's prices, per-user limits and budget."""
@@ -57,12 +61,13 @@ def scheduler_spec(
         usage=usage,
         scaling=scaling,
         bucket=bucket,
+        **({"kms_key": kms_key} if kms_key else {}),
         rollout=rollout,
     )
 
 
 def worker_spec(
-    cluster: str, fingerprint: str, dns_name: str, bucket: str, nthreads: int | None = None,
+    cluster: str, fingerprint: str, dns_name: str, bucket: str, kms_key: str | None = None, nthreads: int | None = None,
     memory_limit: str | None = None,
 ) -> NodeSpec:
     """Workers find the scheduler by its stable DNS name, and published environments' packages in the bucket.
@@ -79,6 +84,7 @@ def worker_spec(
         expected_fingerprint=fingerprint,
         bucket=bucket,
         **sizes,
+        **({"kms_key": kms_key} if kms_key else {}),
     )
 
 
@@ -89,13 +95,13 @@ class NodeSpecs(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NodeSpecsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("daskfleet:aws:NodeSpecs", name, None, opts)
-        bucket = pulumi.Output.from_input(args.bucket_name)
+        shared = pulumi.Output.all(args.bucket_name, args.key_arn)
         values = {
-            "scheduler": bucket.apply(lambda name: dump_spec(scheduler_spec(
+            "scheduler": shared.apply(lambda names: dump_spec(scheduler_spec(
                 args.cluster, args.environment_fingerprint, args.client_version_policy, args.usage, args.scaling,
-                name, args.rollout))),
-            "worker": bucket.apply(lambda name: dump_spec(worker_spec(
-                args.cluster, args.environment_fingerprint, args.scheduler_dns_name, name,
+                names[0], args.rollout, names[1]))),
+            "worker": shared.apply(lambda names: dump_spec(worker_spec(
+                args.cluster, args.environment_fingerprint, args.scheduler_dns_name, names[0], names[1],
                 args.worker_threads, args.worker_memory_limit))),
         }
         self.parameter_names = {}
@@ -107,6 +113,7 @@ class NodeSpecs(pulumi.ComponentResource):
                 type="String",
                 tier="Standard",
                 value=value,
+                tags=args.tags,
                 opts=pulumi.ResourceOptions(parent=self),
             )
             self.parameter_names[role] = parameter.name

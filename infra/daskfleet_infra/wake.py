@@ -1,5 +1,9 @@
 """Users may wake their idle cluster: set its scheduler group's desired capacity, and nothing else.
 
+Every cluster's member policy (membership) carries this grant; the separate wake policy is the
+stack's own cluster's, kept because permission sets may name it. ``attach_policy`` and
+``principal_label`` serve every policy the stack attaches to people.
+
 The scheduler sets its own group to 0 when the cluster is idle; ``daskfleet.connect`` sets it
 back to 1 with the user's own AWS login. Auto scaling groups take no resource policies, so the
 permission is an identity policy (``daskfleet-<cluster>-wake``) attached to each configured

@@ -103,8 +103,11 @@ def _image(root: Path, lock: Path, wheel: Path, fingerprint: str) -> None:
 def _deploy(aws, stack, cluster: str, region: str) -> str:
     """The stack's parameters, secrets, log group, bucket (with the images' lock) and key, in moto."""
     client = lambda service: boto3.client(service, region_name=region, endpoint_url=aws.endpoint)  # noqa: E731
+    key = client("kms").create_key()["KeyMetadata"]
+    client("kms").create_alias(AliasName=conventions.kms_alias(cluster), TargetKeyId=key["KeyId"])
     for name, value in stack.parameters.items():
         spec = json.loads(value)
+        spec["kms_key"] = key["Arn"]  # the fleet's key, as the spec names it: here moto's
         if spec.get("role") == "worker":
             port = spec["scheduler_address"].rsplit(":", 1)[1]
             spec["scheduler_address"] = f"tls://{NODE_ADDRESS}:{port}"  # the DNS record, emulated
@@ -116,11 +119,14 @@ def _deploy(aws, stack, cluster: str, region: str) -> str:
     client("logs").create_log_group(logGroupName=conventions.log_group_name(cluster))
     bucket = stack.outputs["bucketName"]
     client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
-    key = client("kms").create_key()["KeyMetadata"]["KeyId"]
-    client("kms").create_alias(AliasName=conventions.kms_alias(cluster), TargetKeyId=key)
     (image_lock,) = [r for r in stack.resources if r.type == "aws:s3/bucketObjectv2:BucketObjectv2"]
     client("s3").put_object(Bucket=bucket, Key=image_lock.inputs["key"], Body=image_lock.inputs["content"].encode())
     return bucket
+
+
+def s3_spec(aws, region: str, cluster: str) -> str:
+    ssm = boto3.client("ssm", region_name=region, endpoint_url=aws.endpoint)
+    return ssm.get_parameter(Name=conventions.spec_parameter_name(cluster, "worker"))["Parameter"]["Value"]
 
 
 def _daskfleet(*args, env=None) -> subprocess.CompletedProcess:
@@ -188,7 +194,9 @@ def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucke
             alpha = read_lock(second).for_platform("linux-64")
             (changed,) = [p for p in alpha if p.name == "alpha"]
             assert packages == [conventions.package_object_key(changed.digest)]  # only what the images lack
-            assert s3.head_object(Bucket=bucket, Key=packages[0])["ServerSideEncryption"] == "aws:kms"
+            head = s3.head_object(Bucket=bucket, Key=packages[0])
+            assert head["ServerSideEncryption"] == "aws:kms"
+            assert head["SSEKMSKeyId"] == json.loads(s3_spec(aws, region, cluster))["kms_key"]  # the key the spec names
 
             _wait(lambda: _worker_fingerprint(client) == second_fp, "the worker re-registered on the new environment")
             assert sum(client.gather(futures)) == sum(range(1, 301))

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -176,13 +177,31 @@ def test_the_ephemeral_stacks_config_is_one_the_program_accepts():
         args = [re.sub(r"\$(\w+)", lambda m: variables[m[1]], arg) for arg in shlex.split(line)[1:]]
         path = args[0] == "--path"
         key, value = args[1:] if path else args
-        listed = re.fullmatch(r"(\w+)\[(\d+)\]", key) if path else None
-        if listed:
-            config.setdefault(listed[1], []).insert(int(listed[2]), value)
-        else:
-            config[key] = value
+        _set_path(config, key, value) if path else config.__setitem__(key, value)
     parsed = parse_stack_config({key: encode_config_value(value) for key, value in config.items()})
     assert parsed.ephemeral and parsed.expires
+    # The fleet run (input `fleet`): the stack's own cluster and a second one, the CI user a member of both.
+    assert sorted(parsed.clusters) == ["ephemeral-123", "ephemeral-123-2"]
+    assert [c.name for c in parsed.fleet] == ["ephemeral-123", "ephemeral-123-2"]
+
+
+def _set_path(config: dict, path: str, value: str) -> None:
+    """``pulumi config set --path``: ``a[0]``, ``a["k"].b[1]``, ... (lists grow by index, maps by key)."""
+    parts = re.findall(r'^(\w+)|\.(\w+)|\["([^"]+)"\]|\[(\d+)\]', path)
+    keys = [name or dotted or quoted or int(index) for name, dotted, quoted, index in parts]
+    assert "".join(map(str, keys)), path
+    node: Any = config
+    for key, following in zip(keys, keys[1:]):
+        empty: Any = [] if isinstance(following, int) else {}
+        if isinstance(key, int):
+            node = node[key] if key < len(node) else (node.append(empty) or node[key])
+        else:
+            node = node.setdefault(key, empty)
+    last = keys[-1]
+    if isinstance(last, int):
+        node.insert(last, value)
+    else:
+        node[last] = value
 
 
 def test_ephemeral_runs_are_serialized_per_stack_and_never_cancel_a_teardown():

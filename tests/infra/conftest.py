@@ -21,7 +21,7 @@ import pytest
 
 from infra.mocks import ProgramMocks
 from infra.program import INFRA_DIR, ProgramError, ProgramRecord, evaluate_program
-from infra.scenarios import SCENARIOS
+from infra.scenarios import ON_DEMAND, SCENARIOS
 
 if str(INFRA_DIR) not in sys.path:
     sys.path.insert(0, str(INFRA_DIR))
@@ -36,23 +36,26 @@ def mocks() -> ProgramMocks:
 
 
 class Evaluations:
-    """Every scenario evaluated once, all started together on first use."""
+    """Every scenario evaluated once, all started together on first use; the fleet (the largest) only when asked
+    for, so only the test module that needs it waits for it."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=4)
         self._futures: dict[str, Future] = {}
 
-    def _start(self) -> None:
-        if not self._futures:
-            for name, (config, kwargs) in SCENARIOS.items():
-                self._futures[name] = self._pool.submit(evaluate_program, copy.deepcopy(config), **kwargs)
+    def _start(self, name: str) -> None:
+        wanted = [name] if name in ON_DEMAND else [each for each in SCENARIOS if each not in ON_DEMAND]
+        for each in wanted:
+            if each not in self._futures:
+                config, kwargs = SCENARIOS[each]
+                self._futures[each] = self._pool.submit(evaluate_program, copy.deepcopy(config), **kwargs)
 
     def record(self, name: str) -> ProgramRecord:
-        self._start()
+        self._start(name)
         return self._futures[name].result()
 
     def failure(self, name: str) -> ProgramError:
-        self._start()
+        self._start(name)
         error = self._futures[name].exception()
         assert isinstance(error, ProgramError), f"scenario {name} was expected to fail, got {error!r}"
         return error
@@ -84,6 +87,12 @@ def adopted(evaluations: Evaluations) -> ProgramRecord:
 def with_nat(evaluations: Evaluations) -> ProgramRecord:
     """The example stack with a NAT gateway in its created network."""
     return evaluations.record("nat")
+
+
+@pytest.fixture(scope="session")
+def fleet(evaluations: Evaluations) -> ProgramRecord:
+    """A fleet of two private clusters (alice, bob) and a team cluster (scenarios.fleet_config)."""
+    return evaluations.record("fleet")
 
 
 @pytest.fixture(params=["example", "adopted", "nat"])

@@ -82,6 +82,8 @@ class ResourceRecord:
     outputs: dict[str, Any]
     #: URNs of the resources this one was declared to wait for (depends_on and inputs computed from them).
     dependencies: list[str] = field(default_factory=list)
+    #: Its own aliases as the SDK sent them ({"urn"} or a spec); infra.urns computes the URNs they stand for.
+    aliases: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -119,21 +121,31 @@ class ProgramRecord:
 
     @property
     def user_data(self) -> dict[str, str]:
-        """Node role -> the user data its launch template carries, decoded."""
-        rendered = {}
-        for template in self.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
-            role = template.inputs["tagSpecifications"][0]["tags"]["daskfleet:role"]
-            rendered[role] = base64.b64decode(template.inputs["userData"]).decode()
-        return rendered
+        """Node role -> the user data its launch template carries, decoded (a stack of one cluster)."""
+        return self.user_data_of(None)
 
     @property
     def instance_tags(self) -> dict[str, dict[str, str]]:
-        """Node role -> the tags its instances are launched with (instance metadata serves them)."""
-        tags = {}
+        """Node role -> the tags its instances are launched with (a stack of one cluster)."""
+        return self.instance_tags_of(None)
+
+    def _templates(self, cluster: str | None) -> list[tuple[ResourceRecord, dict[str, str]]]:
+        """Each launch template (of ``cluster``, or all) with the tags its instances launch with."""
+        found = []
         for template in self.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
             (spec,) = [s for s in template.inputs["tagSpecifications"] if s["resourceType"] == "instance"]
-            tags[spec["tags"]["daskfleet:role"]] = dict(spec["tags"])
-        return tags
+            if cluster is None or spec["tags"]["daskfleet:cluster"] == cluster:
+                found.append((template, dict(spec["tags"])))
+        return found
+
+    def user_data_of(self, cluster: str | None) -> dict[str, str]:
+        """Node role -> the user data of ``cluster``'s launch template, decoded."""
+        return {tags["daskfleet:role"]: base64.b64decode(template.inputs["userData"]).decode()
+                for template, tags in self._templates(cluster)}
+
+    def instance_tags_of(self, cluster: str | None) -> dict[str, dict[str, str]]:
+        """Node role -> the tags ``cluster``'s instances are launched with (instance metadata serves them)."""
+        return {tags["daskfleet:role"]: tags for _, tags in self._templates(cluster)}
 
     @property
     def parameters(self) -> dict[str, str]:
@@ -194,7 +206,7 @@ def evaluate_program(
     vpcs: Mapping[str, Mapping[str, Any]] | None = None,
     subnets: Mapping[str, Mapping[str, Any]] | None = None,
     stack: str = "test",
-    timeout: float = 120,
+    timeout: float = 300,
     program_dir: Path = INFRA_DIR,
     project: str = PROJECT,
 ) -> ProgramRecord:

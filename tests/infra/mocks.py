@@ -30,6 +30,7 @@ from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 ACCOUNT_ID = "123456789012"
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 DEPLOYER_ROLE = "platform-deployer"
 S3_PREFIX_LIST_ID = "pl-6da54004"
 DEFAULT_ROOT_DEVICE = "/dev/xvda"
@@ -270,6 +271,8 @@ class ProgramMocks(Mocks):
         self.subnets = dict(subnets or {})
         self.resources: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []
+        #: (type, name) -> records created but not registered yet, oldest first (registration finds its own at once).
+        self._unregistered: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     # --- resources ---
@@ -284,20 +287,26 @@ class ProgramMocks(Mocks):
             resource_id, outputs = self._aws(args.typ, args.name, inputs)
         else:  # component resources
             resource_id, outputs = "", {}
+        record = {
+            "type": args.typ, "name": args.name, "custom": bool(args.custom), "provider": args.provider or "",
+            "id": resource_id, "inputs": inputs, "secret_inputs": secret_inputs, "outputs": outputs,
+            "urn": "", "parent": "", "dependencies": [], "aliases": [],
+        }
         with self._lock:
-            self.resources.append({
-                "type": args.typ, "name": args.name, "custom": bool(args.custom), "provider": args.provider or "",
-                "id": resource_id, "inputs": inputs, "secret_inputs": secret_inputs, "outputs": outputs,
-                "urn": "", "parent": "", "dependencies": [],
-            })
+            self.resources.append(record)
+            self._unregistered.setdefault((args.typ, args.name), []).append(record)
         return resource_id, outputs
 
-    def record_registration(self, type_: str, name: str, urn: str, parent: str, dependencies: Sequence[str] = ()) -> None:
+    def record_registration(
+        self, type_: str, name: str, urn: str, parent: str, dependencies: Sequence[str] = (),
+        aliases: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         with self._lock:
-            for record in self.resources:
-                if record["type"] == type_ and record["name"] == name and not record["urn"]:
-                    record["urn"], record["parent"], record["dependencies"] = urn, parent, sorted(set(dependencies))
-                    return
+            waiting = self._unregistered.get((type_, name))
+            if waiting:
+                record = waiting.pop(0)
+                record["urn"], record["parent"], record["dependencies"] = urn, parent, sorted(set(dependencies))
+                record["aliases"] = list(aliases)
 
     def _arn(self, service: str, resource: str, *, regional: bool = True, in_account: bool = True) -> str:
         return f"arn:aws:{service}:{self.region if regional else ''}:{self.account_id if in_account else ''}:{resource}"
@@ -461,14 +470,38 @@ class ProgramMocks(Mocks):
 
 
 class RecordingMonitor(MockMonitor):
-    """Tells the mocks each resource's URN, parent and dependencies, which MockResourceArgs does not carry."""
+    """Tells the mocks each resource's URN, parent, dependencies and aliases, which MockResourceArgs does not carry.
+
+    URNs are the engine's: a child's type is its parent's whole type chain and its own (MockMonitor keeps
+    only the parent's last type). Aliases are recorded as the SDK sends them (infra.urns turns them into
+    the URNs the engine would carry a resource over from, inherited ones included).
+    """
 
     mocks: ProgramMocks
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        if parent:
+            chain = parent.split("::")[2]
+            if chain != ROOT_STACK_TYPE:
+                type_ = f"{chain}${type_}"
+        return super().make_urn("", type_, name)
+
     def RegisterResource(self, request):  # noqa: N802 (the monitor's gRPC method name)
         response = super().RegisterResource(request)
-        self.mocks.record_registration(request.type, request.name, response.urn, request.parent, request.dependencies)
+        aliases = [_alias_record(alias) for alias in request.aliases] + [{"urn": urn} for urn in request.aliasURNs]
+        self.mocks.record_registration(request.type, request.name, response.urn, request.parent, request.dependencies,
+                                       aliases)
         return response
+
+
+def _alias_record(alias: Any) -> dict[str, Any]:
+    """An alias as the SDK sent it: a whole URN, or a spec whose empty fields mean "as the resource is now"."""
+    if alias.HasField("urn") or not alias.HasField("spec"):
+        return {"urn": alias.urn}
+    spec = alias.spec
+    return {"name": spec.name, "type": spec.type, "stack": spec.stack, "project": spec.project,
+            "parent": spec.parentUrn if spec.HasField("parentUrn") else None,
+            "no_parent": spec.noParent if spec.HasField("noParent") else False}
 
 
 def json_safe(value: Any) -> Any:

@@ -5,6 +5,7 @@
     record = evaluate_program()                      # the example stack, infra/Pulumi.example.yaml
     record = evaluate_program({**example_config(), "users": ["carol=arn:aws:iam::123456789012:role/carol"]})
     record.user_data      # {"scheduler": "#cloud-config ...", "worker": "..."}: rendered user data per role
+    record.user_data_of("alice"), record.instance_tags_of("alice")   # the same of one cluster of a fleet
     record.instance_tags  # {"worker": {"daskfleet:cluster": ..., "daskfleet:role": "worker", ...}, ...}
     record.parameters     # {"/daskfleet/<cluster>/spec/scheduler": "<NodeSpec JSON>", ...}: SSM parameters
     record.secrets        # {"daskfleet/<cluster>/tls/worker": '{"ca": ..., "cert": ..., "key": ...}', ...}

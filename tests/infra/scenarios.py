@@ -47,6 +47,25 @@ ADOPTED_KWARGS = {
     "subnets": ADOPTED_SUBNETS,
     "images": [{"id": OVERRIDE_AMI, "tags": {}, "root_device_name": "/dev/sda1", "owner": "999999999999"}],
 }
+#: The team cluster's own data: a shared prefix it writes, and a prefix of another bucket it reads.
+TEAM_DATA = [{"prefix": "shared/team/", "access": "read-write"},
+             {"bucket": "lab-raw-data", "prefix": "2024/", "access": "read"}]
+
+
+def fleet_config() -> dict[str, Any]:
+    """A fleet: alice's and bob's private clusters, and a team cluster alice administers and bob is a member of.
+
+    Every cluster reads shared/reference/ (the stack-wide data); the team cluster declares its own data and a
+    smaller worker group. The stack's own cluster (analytics) is not among them: it names the shared resources.
+    """
+    return {
+        **example_config(),
+        "privateClusters": True,
+        "data": [{"prefix": "shared/reference/"}],
+        "clusters": {"team": {"members": ["bob"], "admins": ["alice"], "data": TEAM_DATA, "workerMaxSize": 4}},
+    }
+
+
 ONE_ZONE_SUBNETS = {subnet: {**facts, "availabilityZone": "eu-west-1a"} for subnet, facts in ADOPTED_SUBNETS.items()}
 
 #: name -> (config, evaluate_program keyword arguments)
@@ -58,4 +77,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "one-zone": (adopted_config(), {**ADOPTED_KWARGS, "subnets": ONE_ZONE_SUBNETS}),
     "world-open": ({**example_config(), "clientCidrs": ["10.100.0.0/16", "0.0.0.0/0"]}, {}),
     "misspelt-key": ({**example_config(), "clientCidr": ["10.0.0.0/8"]}, {}),
+    "fleet": (fleet_config(), {}),
 }
+#: Evaluated only in a test process that asks for them (the others start together on first use).
+ON_DEMAND = frozenset({"fleet"})

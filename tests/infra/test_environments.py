@@ -52,8 +52,19 @@ def test_only_the_publishers_and_the_deployer_write_under_envs(example):
     assert sorted(writers) == sorted({*users(example), f"arn:aws:iam::{ACCOUNT}:role/{DEPLOYER_ROLE}"})
     node_roles = [role.outputs["arn"] for role in example.of_type("aws:iam/role:Role") if role.name.startswith("identity-")]
     assert node_roles and not set(node_roles) & set(writers)  # the nodes' own bucket grant stops short of envs/
-    allow = bucket_statements(example)["PublishersWriteEnvironments"]
-    assert sorted(allow["Principal"]["AWS"]) == users(example)  # publishers default to the configured users
+    # Publishers (by default the configured users) write through their publish policy, read through the read one.
+    publish = example.one("aws:iam/policy:Policy", "environments-publish").inputs["policy"]
+    read = example.one("aws:iam/policy:Policy", "environments-read").inputs["policy"]
+    package = envs_objects(example).removesuffix("*") + "packages/0a1b"
+    assert allows(publish, "s3:PutObject", package) and not allows(read, "s3:PutObject", package)
+    assert allows(read, "s3:GetObject", package)
+    assert not allows(publish, "s3:PutObject", envs_objects(example).removesuffix("envs/*") + "clusters/analytics/x")
+    attached = {a.inputs.get("role") or a.inputs.get("user") for a in
+                [*example.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment"),
+                 *example.of_type("aws:iam/userPolicyAttachment:UserPolicyAttachment")]
+                if a.name.startswith("environments-publish-")}
+    assert attached == {arn.rsplit("/", 1)[1] for arn in users(example)}
+    assert not {"PublishersWriteEnvironments", "UsersReadEnvironments"} & set(bucket_statements(example))
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +81,11 @@ def publish_attachments(record) -> set[str]:
 
 def test_listed_publishers_replace_the_default_and_alone_move_the_pointer(one_publisher):
     record = one_publisher
-    assert bucket_statements(record)["PublishersWriteEnvironments"]["Principal"]["AWS"] == [PUBLISHER]
     assert PUBLISHER in bucket_statements(record)["OnlyPublishersWriteEnvironments"]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
-    assert key_statements(record)["PublishersEncryptEnvironmentsThroughS3"]["Principal"]["AWS"] == [PUBLISHER]
     publish = record.one("aws:iam/policy:Policy", "environments-publish")
+    (encrypt,) = [s for s in statements(publish.inputs["policy"]) if s["Sid"] == "PublishFleetKeyForEnvironmentsThroughS3"]
+    assert encrypt["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert encrypt["Condition"]["StringLike"]["kms:EncryptionContext:aws:s3:arn"][0] == envs_objects(record)
     pointer = f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter{conventions.published_env_parameter_name('analytics')}"
     assert allows(publish.inputs["policy"], "ssm:PutParameter", pointer)
     assert allows(publish.inputs["policy"], "ssm:GetParameterHistory", pointer)
@@ -138,6 +150,12 @@ def test_the_images_lock_goes_to_the_bucket_when_it_gives_the_stacks_fingerprint
     stored = record.one("aws:s3/bucketObjectv2:BucketObjectv2")
     assert stored.inputs["key"] == conventions.image_lock_object_key(fingerprint)
     assert stored.inputs["serverSideEncryption"] == "aws:kms" and stored.inputs["kmsKeyId"] == record.one("aws:kms/key:Key").outputs["arn"]
+    # One for the fleet, in the shared storage; a stack from before fleets had it under its environments component.
+    assert stored.parent == record.one("daskfleet:aws:Storage").urn
+    from infra.urns import alias_urns
+
+    assert "urn:pulumi:test::daskfleet::daskfleet:aws:PublishedEnvironments$aws:s3/bucketObjectv2:BucketObjectv2::" \
+           "environments-image-lock" in alias_urns(record)[stored.urn]
 
 
 @pytest.mark.parametrize("problem", ["mismatch", "missing"])

@@ -88,13 +88,18 @@ def test_no_data_or_secret_action_is_granted_on_every_resource(every_record, rol
 
 
 @pytest.mark.parametrize("role", conventions.NODE_ROLES)
-def test_nodes_read_and_write_only_the_cluster_bucket_and_read_extra_buckets(adopted, role):
+def test_nodes_read_and_write_only_the_clusters_prefix_and_read_extra_buckets(adopted, role):
     policy = policy_of(adopted, role)
     bucket = adopted.one("aws:s3/bucket:Bucket").outputs["arn"]
     for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
-        assert allows(policy, action, f"{bucket}/scratch/part-0.parquet")
+        assert allows(policy, action, f"{bucket}/clusters/analytics/part-0.parquet")
+        assert not allows(policy, action, f"{bucket}/scratch/part-0.parquet")  # the rest of the bucket is no cluster's
+        assert not allows(policy, action, f"{bucket}/clusters/other/part-0.parquet")
         assert not allows(policy, action, "arn:aws:s3:::some-other-bucket/x")
-    assert allows(policy, "s3:ListBucket", bucket)
+    assert allows(policy, "s3:GetObject", f"{bucket}/envs/packages/0a1b")
+    assert not allows(policy, "s3:PutObject", f"{bucket}/envs/packages/0a1b")
+    (listing,) = allowing(policy, "s3:ListBucket", bucket)
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["clusters/analytics/*", "envs/*"]}}
     assert allows(policy, "s3:GetObject", "arn:aws:s3:::shared-reference-data/genome.fa")
     assert allows(policy, "s3:ListBucket", "arn:aws:s3:::shared-reference-data")
     assert not allows(policy, "s3:PutObject", "arn:aws:s3:::shared-reference-data/genome.fa")
@@ -124,11 +129,21 @@ def test_a_node_reads_its_own_secret_and_the_clusters_parameters_only(example, r
 def test_nodes_use_the_cluster_key_through_s3_and_secrets_manager_and_write_only_the_cluster_log_group(example, role):
     policy = policy_of(example, role)
     key = example.one("aws:kms/key:Key").outputs["arn"]
-    (grant,) = allowing(policy, "kms:Decrypt", key)
-    assert grant["Resource"] == [key]
-    assert sorted(grant["Condition"]["StringEquals"]["kms:ViaService"]) == [
-        "s3.eu-west-1.amazonaws.com", "secretsmanager.eu-west-1.amazonaws.com",
-    ]
+    bucket = example.one("aws:s3/bucket:Bucket").outputs["arn"]
+    grants = {grant["Sid"]: grant for grant in allowing(policy, "kms:Decrypt", key)}
+    assert all(grant["Resource"] == [key] for grant in grants.values())
+    # Through S3, for the cluster's objects (its prefix read-write; the environments, and older objects, read).
+    writes = grants["ClusterFleetKeyForOwnPrefixesThroughS3"]["Condition"]
+    assert writes == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"},
+                      "StringLike": {"kms:EncryptionContext:aws:s3:arn": [f"{bucket}/clusters/analytics/*"]}}
+    reads = grants["ClusterFleetKeyReadsEnvironmentsAndDataThroughS3"]
+    assert reads["Action"] == ["kms:Decrypt"]
+    assert reads["Condition"]["StringLike"]["kms:EncryptionContext:aws:s3:arn"] == [f"{bucket}/envs/*", bucket]
+    # Through Secrets Manager, for its own secret only.
+    secret = grants["FleetKeyForOwnSecretThroughSecretsManager"]["Condition"]
+    assert secret["StringEquals"] == {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}
+    assert secret["StringLike"]["kms:EncryptionContext:SecretARN"].endswith(
+        f"secret:{conventions.node_tls_secret_name('analytics', role)}-??????")
     assert not allows(policy, "kms:Decrypt", "arn:aws:kms:eu-west-1:123456789012:key/another")
     log_group = example.one("aws:cloudwatch/logGroup:LogGroup", "observability-logs").outputs["arn"]
     assert allows(policy, "logs:PutLogEvents", f"{log_group}:log-stream:i-0123")

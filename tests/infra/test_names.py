@@ -41,7 +41,7 @@ def test_the_program_names_its_resources_as_it_always_has(with_nat):
     ]
     assert names(with_nat, "aws:iam/policy:Policy") == [
         "daskfleet-analytics-budget-stop", "daskfleet-analytics-env-publish", "daskfleet-analytics-env-read",
-        "daskfleet-analytics-wake",
+        "daskfleet-analytics-member", "daskfleet-analytics-wake",
     ]
     assert names(with_nat, "aws:iam/instanceProfile:InstanceProfile") == ["daskfleet-analytics-scheduler", "daskfleet-analytics-worker"]
     assert names(with_nat, "aws:iam/rolePolicy:RolePolicy") == [

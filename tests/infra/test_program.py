@@ -16,10 +16,13 @@ from infra.program import INFRA_DIR
 
 from daskfleet import conventions
 
-COMPONENTS = {
-    "daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage", "daskfleet:aws:Observability",
-    "daskfleet:aws:Budget", "daskfleet:aws:Identity", "daskfleet:aws:Pki", "daskfleet:aws:NodeSpecs", "daskfleet:aws:Compute",
-    "daskfleet:aws:SchedulerDns", "daskfleet:aws:Wake", "daskfleet:aws:PublishedEnvironments",
+#: The fleet's shared concerns, at the stack's root.
+SHARED_COMPONENTS = {"daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage"}
+#: Each cluster's concerns, under its daskfleet:aws:Cluster (Wake only for the stack's own cluster).
+CLUSTER_COMPONENTS = {
+    "daskfleet:aws:Observability", "daskfleet:aws:Budget", "daskfleet:aws:Identity", "daskfleet:aws:Pki",
+    "daskfleet:aws:NodeSpecs", "daskfleet:aws:Compute", "daskfleet:aws:SchedulerDns", "daskfleet:aws:Wake",
+    "daskfleet:aws:PublishedEnvironments", "daskfleet:aws:Membership",
 }
 #: Attachments and sub-configurations, which AWS does not tag; anything else gets the provider's default tags.
 UNTAGGABLE = {
@@ -44,13 +47,18 @@ KEY_HOLDERS = {
 
 def test_one_component_per_concern_and_every_resource_inside_one(every_record):
     components = [r for r in every_record.resources if r.type.startswith("daskfleet:")]
-    assert {c.type for c in components} == COMPONENTS and len(components) == len(COMPONENTS)
-    component_urns = {c.urn for c in components}
+    (cluster,) = [c for c in components if c.type == "daskfleet:aws:Cluster"]  # a stack of one cluster
+    shared = [c for c in components if c.parent.endswith("::pulumi:pulumi:Stack::daskfleet-test")]
+    assert sorted(c.type for c in shared) == sorted([*SHARED_COMPONENTS, "daskfleet:aws:Cluster"])
+    own = [c for c in components if c.parent == cluster.urn]
+    assert sorted(c.type for c in own) == sorted(CLUSTER_COMPONENTS)
+    component_urns = {c.urn for c in components if c.type != "daskfleet:aws:Cluster"}
     for resource in every_record.resources:
-        if resource.type.startswith("daskfleet:") or resource.type == PROVIDER_TYPE:
+        if resource.type == PROVIDER_TYPE:
             assert resource.parent.endswith("::pulumi:pulumi:Stack::daskfleet-test"), resource.name
-        else:
+        elif not resource.type.startswith("daskfleet:"):
             assert resource.parent in component_urns, f"{resource.type} {resource.name} has no component parent"
+
 
 
 def test_every_aws_resource_goes_through_the_one_explicit_provider(every_record):
@@ -77,6 +85,7 @@ def test_provider_default_tags_put_the_cost_allocation_tags_on_everything_taggab
         own_tags = resource.inputs.get("tags") or {}
         if isinstance(own_tags, dict):  # never overriding a cost tag with another value
             assert all(own_tags.get(key, value) == value for key, value in expected.items()), resource.name
+            assert conventions.TAG_USER not in own_tags or resource.type == "aws:secretsmanager/secret:Secret"
     assert untaggable <= UNTAGGABLE, untaggable - UNTAGGABLE
     for group in every_record.of_type("aws:autoscaling/group:Group"):  # default tags do not reach ASGs
         assert expected.items() <= {tag["key"]: tag["value"] for tag in group.inputs["tags"]}.items()

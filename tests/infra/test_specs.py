@@ -34,7 +34,7 @@ def test_the_scheduler_spec_names_its_ports_environment_and_client_policy_and_no
         expected_fingerprint=example.config[FINGERPRINT_KEY], client_version_policy="refuse",
         usage=stored(example, "scheduler").usage,
         scaling=ScalingSpec(max_workers=10, cluster_cap=1000),
-        bucket=example.outputs["bucketName"],
+        bucket=example.outputs["bucketName"], kms_key=example.one("aws:kms/key:Key").outputs["arn"],
     )
 
 
@@ -70,7 +70,7 @@ def test_the_worker_spec_points_at_the_schedulers_dns_name(example):
         cluster="analytics", role="worker",
         scheduler_address="tls://scheduler.analytics.daskfleet.internal:8786",
         worker_port=conventions.WORKER_PORT, expected_fingerprint=example.config[FINGERPRINT_KEY],
-        bucket=example.outputs["bucketName"],
+        bucket=example.outputs["bucketName"], kms_key=example.one("aws:kms/key:Key").outputs["arn"],
     )
     assert example.outputs["schedulerAddress"] == stored(example, "worker").scheduler_address
 

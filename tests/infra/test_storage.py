@@ -21,12 +21,13 @@ def test_the_cluster_key_rotates(example):
     assert example.one("aws:kms/alias:Alias").inputs == {"name": "alias/daskfleet/analytics", "targetKeyId": key.outputs["keyId"]}
 
 
-def test_the_bucket_is_encrypted_with_the_cluster_key_and_a_bucket_key(example):
+def test_the_bucket_is_encrypted_with_the_cluster_key_and_no_bucket_key(example):
+    """No S3 Bucket Key: the key's encryption context then names each object, so grants can name prefixes."""
     (rule,) = bucket_part(example, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")["rules"]
     assert rule["applyServerSideEncryptionByDefault"] == {
         "sseAlgorithm": "aws:kms", "kmsMasterKeyId": example.one("aws:kms/key:Key").outputs["arn"],
     }
-    assert rule["bucketKeyEnabled"] is True
+    assert rule["bucketKeyEnabled"] is False
 
 
 def test_the_bucket_is_versioned_private_and_owner_enforced(example):

@@ -48,6 +48,13 @@ def test_live_clusters_are_the_cluster_outputs_of_stacks_that_hold_resources(tmp
     assert all(call.startswith("s3://state ") for call in calls) and len(calls) == 3
 
 
+def test_every_cluster_of_a_fleet_stack_is_live(tmp_path):
+    """A fleet's clusters tag their resources with their own names: none of them is an orphan of its stack."""
+    pulumi = fake_pulumi(tmp_path, [{"name": "org/daskfleet/fleet", "resourceCount": 900}], {
+        "org/daskfleet/fleet": {"cluster": "research", "clusters": {"alice": {}, "bob": {}, "team": {}}}})
+    assert live_clusters_from_backend("s3://state", pulumi=pulumi) == {"research", "alice", "bob", "team"}
+
+
 def test_a_stack_with_resources_but_no_cluster_output_stops_the_orphan_search(tmp_path):
     pulumi = fake_pulumi(tmp_path, [{"name": "org/daskfleet/being-created", "resourceCount": 12}], {})
     with pytest.raises(DaskfleetError, match="stack org/daskfleet/being-created holds resources but has no cluster output"):

@@ -99,7 +99,7 @@ def follow(source: AwsSource, role: str, published: PublishedEnvironment | None)
     if not spec.bucket:
         raise DaskfleetError(f"node spec from {source.describe()}: bucket: not set; redeploy the stack", ExitCode.SPEC_INVALID)
     target = ClusterTarget(source.cluster, spec.bucket, spec.expected_fingerprint, source.client("s3"),
-                           source.client("ssm"), INSTANCE_ROLE)
+                           source.client("ssm"), INSTANCE_ROLE, spec.kms_key)
     cache = PackageCache(conventions.node_path(conventions.NODE_PACKAGE_CACHE))
     with tempfile.TemporaryDirectory(prefix="daskfleet-follow-") as scratch:
         lock = published_lock(target, published, Path(scratch))

@@ -48,6 +48,8 @@ class ClusterTarget:
     s3: Any
     ssm: Any
     caller: Caller
+    #: The fleet key's ARN from the spec; None for a spec from before fleets (the key is then the cluster's alias).
+    kms_key: str | None = None
 
     @classmethod
     def resolve(cls, session: Any, cluster: str, caller: Caller) -> ClusterTarget:
@@ -65,7 +67,9 @@ class ClusterTarget:
                 f"SSM parameter {name}: names no cluster bucket; redeploy the stack with this daskfleet (make up)",
                 ExitCode.CONFIG,
             )
-        return cls(cluster, bucket, spec.get("expected_fingerprint"), session.client("s3", config=BOTO_CONFIG), ssm, caller)
+        key = spec.get("kms_key")
+        return cls(cluster, bucket, spec.get("expected_fingerprint"), session.client("s3", config=BOTO_CONFIG), ssm, caller,
+                   key if isinstance(key, str) and key else None)
 
     @property
     def pointer(self) -> str:
@@ -105,7 +109,9 @@ class ClusterBucket:
             raise self._fail(exc, "GetObject", key) from None
 
     def upload(self, key: str, path: Path, on_bytes: Callable[[int], None] = lambda _n: None) -> None:
-        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": conventions.kms_alias(self.target.cluster)}
+        # The fleet's key as the spec names it; a spec from before fleets names none (its alias is the cluster's).
+        encryption_key = self.target.kms_key or conventions.kms_alias(self.target.cluster)
+        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": encryption_key}
         try:
             self.client.upload_file(str(path), self.name, key, ExtraArgs=extra, Callback=on_bytes)
         except boto3.exceptions.S3UploadFailedError as exc:

@@ -56,7 +56,12 @@ class NodeSpec(BaseModel):
     audit_log: str | None = Field(default=None, description="path of the JSON-lines audit log (scheduler)")
     bucket: str | None = Field(
         default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-        description="the cluster bucket, which holds published environments' packages (AWS)",
+        description="the fleet's bucket, which holds published environments' packages and, under "
+        "clusters/<cluster>/, the cluster's data (AWS)",
+    )
+    kms_key: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$",
+        description="ARN of the fleet's key, which encrypts the bucket's objects (AWS; publishing encrypts with it)",
     )
     usage: UsagePolicy = Field(
         default_factory=UsagePolicy, description="prices, per-user limits and the budget stop (scheduler)"

@@ -1,6 +1,7 @@
 """Which clusters have a live stack, asked of a Pulumi backend through the Pulumi CLI (for ``janitor --orphans``).
 
-A stack's cluster is its ``cluster`` output. A stack that holds resources but has no such
+A stack's clusters are its ``cluster`` output (which names the fleet's shared resources) and the
+names in its ``clusters`` output (each cluster of a fleet, whose resources carry its own name). A stack that holds resources but has no such
 output yet (``pulumi up`` still running, or a failed first update) cannot be placed, so the
 answer stops there: treating its cluster as an orphan could delete a stack being created.
 """
@@ -25,7 +26,7 @@ Run = Callable[..., subprocess.CompletedProcess]
 def live_clusters_from_backend(
     backend: str, *, pulumi: str = "pulumi", project: str = PROJECT, run: Run = subprocess.run, timeout: float = 120,
 ) -> frozenset[str]:
-    """The ``cluster`` output of every stack of ``project`` in ``backend`` that holds resources."""
+    """The ``cluster`` output and the fleet's ``clusters`` of every stack of ``project`` in ``backend`` that holds resources."""
     if shutil.which(pulumi) is None:
         raise DaskfleetError(f"--pulumi-backend: the Pulumi CLI ({pulumi}) is not installed; {INSTALL_HINT}", ExitCode.CONFIG)
     env = {**os.environ, "PULUMI_BACKEND_URL": backend, "PULUMI_SKIP_UPDATE_CHECK": "true"}
@@ -49,7 +50,8 @@ def live_clusters_from_backend(
         name = stack.get("name", "")
         if stack.get("resourceCount") == 0:
             continue  # holds nothing, so it keeps nothing alive
-        cluster = (ask("stack", "output", "--stack", name) or {}).get("cluster")
+        outputs = ask("stack", "output", "--stack", name) or {}
+        cluster = outputs.get("cluster")
         if not isinstance(cluster, str) or not cluster:
             raise DaskfleetError(
                 f"--pulumi-backend: stack {name} holds resources but has no cluster output (is it being created?); "
@@ -57,4 +59,7 @@ def live_clusters_from_backend(
                 ExitCode.CONFIG,
             )
         live.add(cluster)
+        fleet = outputs.get("clusters")
+        if isinstance(fleet, dict):  # a stack from before fleets has none: its cluster is all it holds
+            live.update(name for name in fleet if isinstance(name, str))
     return frozenset(live)

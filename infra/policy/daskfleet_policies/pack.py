@@ -15,7 +15,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from . import compute, iam, network, scaling, storage
+from . import compute, iam, network, scaling, scope, storage
 from .properties import plain
 from .storage import StackResource
 
@@ -114,6 +114,12 @@ POLICIES: list[Policy] = [
         "worker-group-changed-only-by-its-scheduler",
         "Only a cluster's scheduler role may change its worker group; its scheduler group only has its capacity set.",
         scaling.foreign_group_changes,
+    ),
+    stack_policy(
+        "cluster-data-access-in-scope",
+        "A cluster's node roles and its own policies reach S3 objects, listings and the fleet key only within its "
+        "prefix clusters/<cluster>/ of the fleet bucket (besides shared prefixes and other buckets), never another's.",
+        scope.out_of_scope_grants,
     ),
     resource_policy(
         "secrets-encrypted-with-customer-key",
