@@ -10,7 +10,8 @@ with known inputs before it creates the resource, and stack policies after the u
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pulumi_policy.proxy import (
@@ -108,3 +109,20 @@ def as_int(value: Any) -> int | None:
         return int(float(value))
     except (TypeError, ValueError):
         return None
+
+
+def allow_statements(document: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(label, statement) for each Allow statement of a policy document (JSON text or mapping)."""
+    if is_unknown(document) or document is None:
+        return
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            return  # iam-no-wildcard-data-access reports documents it cannot read
+    if not isinstance(document, Mapping):
+        return
+    for index, statement in enumerate(as_list(document.get("Statement"))):
+        if isinstance(statement, Mapping) and statement.get("Effect") == "Allow":
+            sid = statement.get("Sid")
+            yield f"Statement[{index}]" + (f" ({sid})" if isinstance(sid, str) and sid else ""), statement

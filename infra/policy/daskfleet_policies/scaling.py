@@ -8,14 +8,13 @@ actions on ``*`` (or on every group) would let one cluster's role resize or term
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
 from . import tokens
-from .properties import as_list, is_unknown
+from .properties import allow_statements, as_list, is_unknown
 from .storage import StackResource
 
 #: Auto scaling actions that change a group or its instances (lower-case).
@@ -44,23 +43,6 @@ def changing_actions(action: str) -> set[str]:
     if not fnmatchcase("autoscaling", service):
         return set()
     return {known for known in GROUP_CHANGING_ACTIONS if fnmatchcase(known, name or "*")}
-
-
-def allow_statements(document: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(label, statement) for each Allow statement of a policy document (JSON text or mapping)."""
-    if is_unknown(document) or document is None:
-        return
-    if isinstance(document, str):
-        try:
-            document = json.loads(document)
-        except ValueError:
-            return  # the IAM policy reports documents it cannot read
-    if not isinstance(document, Mapping):
-        return
-    for index, statement in enumerate(as_list(document.get("Statement"))):
-        if isinstance(statement, Mapping) and statement.get("Effect") == "Allow":
-            sid = statement.get("Sid")
-            yield f"Statement[{index}]" + (f" ({sid})" if isinstance(sid, str) and sid else ""), statement
 
 
 def _granted(statement: Mapping[str, Any]) -> set[str]:

@@ -16,14 +16,13 @@ The fleet bucket is any bucket the stack declares (by its known name) or whose n
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
 from . import tokens
-from .properties import as_list, is_unknown
+from .properties import allow_statements, as_list, is_unknown
 from .storage import StackResource
 
 CLUSTER_PREFIX = "clusters/"
@@ -148,22 +147,6 @@ def _key_problems(label: str, granted: list[str], conditions: Mapping[str, list[
     return []
 
 
-def _allow_statements(document: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    if is_unknown(document) or document is None:
-        return
-    if isinstance(document, str):
-        try:
-            document = json.loads(document)
-        except ValueError:
-            return  # iam-no-wildcard-data-access reports documents it cannot read
-    if not isinstance(document, Mapping):
-        return
-    for index, statement in enumerate(as_list(document.get("Statement"))):
-        if isinstance(statement, Mapping) and statement.get("Effect") == "Allow":
-            sid = statement.get("Sid")
-            yield f"Statement[{index}]" + (f" ({sid})" if isinstance(sid, str) and sid else ""), statement
-
-
 def _owner(resource: StackResource) -> str | None:
     """The cluster a policy belongs to: its node role's, or its managed policy's name."""
     if resource.resource_type == tokens.IAM_ROLE_POLICY:
@@ -196,7 +179,7 @@ def out_of_scope_grants(resources: Iterable[StackResource]) -> list[tuple[str, s
         cluster = _owner(resource)
         if cluster is None:
             continue
-        for label, statement in _allow_statements(resource.props.get("policy")):
+        for label, statement in allow_statements(resource.props.get("policy")):
             for problem in _statement_problems(label, statement, cluster, fleet_buckets):
                 reported.append((resource.urn, f"cluster {cluster}: {problem}"))
     return reported
