@@ -68,6 +68,7 @@ if sys.argv[3] in ("none", "security"):
     agent.install_scaling = lambda *args, **kwargs: None
 if sys.argv[3] == "none":
     guards.SchedulerGuard.install = lambda self, scheduler: None
+    agent.install_memory = lambda *args, **kwargs: None  # its handler is served through the guard
 source = DirectorySource(sys.argv[1])
 sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2]), worker_backend=NoWorkers).code))
 """
