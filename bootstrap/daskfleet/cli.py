@@ -163,6 +163,8 @@ for command in (client_env_commands.publish, client_env_commands.status, client_
 cli.add_command(fleet_commands.clusters)
 cli.add_command(ops_commands.janitor)
 cli.add_command(ops_commands.status)
+cli.add_command(ops_commands.revoke)
+cli.add_command(ops_commands.unrevoke)
 cli.add_command(usage_commands.usage_command(live=_live_usage, stored=_stored_usage))
 cli.add_command(usage_commands.profile_command(fetch=_prefix_profile))
 

@@ -34,7 +34,8 @@ from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
 from ..node.sizing import WorkerSize, local_worker_size
-from ..node.spec import NodeSpec, dump_spec
+from ..conventions import DENY_LIST_FILE
+from ..node.spec import NodeSpec, RevocationPolicy, dump_spec
 from ..scaling.defaults import LOCAL_INTERVAL_S
 from ..scaling.policy import ScalingSpec
 from ..trust import pki
@@ -54,6 +55,15 @@ WORKER_SLOT_PREFIX = "worker-"
 
 #: The local scheduler reads its published environment from a file: it may look often.
 LOCAL_ROLLOUT = RolloutPolicy(poll_s=0.2, switch_timeout_s=START_TIMEOUT_S * 2)
+#: Its deny-list too (``<state>/deny-list.json``, written by ``daskfleet revoke local USER``): a revoked user's
+#: connections close within about a second.
+LOCAL_REVOCATION_POLL_S = 1.0
+LOCAL_EXPIRY_SWEEP_S = 1.0
+
+
+def local_revocation(state_dir: Path) -> RevocationPolicy:
+    return RevocationPolicy(deny_list_poll_s=LOCAL_REVOCATION_POLL_S, expiry_sweep_s=LOCAL_EXPIRY_SWEEP_S,
+                            deny_list_file=str(Path(state_dir) / DENY_LIST_FILE))
 
 
 def local_scaling(
@@ -250,6 +260,7 @@ def _bring_up(
         usage=usage,
         scaling=scaling,
         rollout=LOCAL_ROLLOUT,
+        revocation=local_revocation(state_dir),
     )
     nodes = state_dir / "nodes"
     # An earlier cluster's certificates, runtime files and run histories.

@@ -1,11 +1,15 @@
 """Bind the gatekeepers to running servers: wrap every handler before the server listens.
 
 ``SchedulerGuard`` checks registrations, operations, registered streams and graph submissions
-on the scheduler and audits each refusal; ``WorkerGuard`` checks who calls a worker's operations.
+on the scheduler and audits each refusal; it keeps every open connection (``live``), refuses and
+closes a user the cluster's deny-list names, and closes a peer whose certificate expired.
+``WorkerGuard`` checks who calls a worker's operations.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import inspect
 import logging
 from collections.abc import Callable, Container, Mapping
@@ -14,9 +18,12 @@ from typing import Any
 
 from distributed.core import error_message
 
+from .. import conventions
 from .attribution import GraphOrigin, TaskOwners
 from .audit import AuditLog, AuditPlugin
+from .denylist import DenyEntry, DenyList
 from .gatekeeper import FINGERPRINT_KEY, Gatekeeper, SubmittingTask, WorkerGatekeeper, host_of
+from .liveness import LiveKind, LivePeer, renewal_check
 from .peers import Peer, Refusal
 
 logger = logging.getLogger("daskfleet.scheduler")
@@ -28,6 +35,17 @@ def _peer_of(comm: Any) -> Peer:
         cached = Peer.from_peercert(comm.extra_info.get("peercert"), comm.peer_address)
         comm._daskfleet_peer = cached
     return cached
+
+
+def _presented_der(comm: Any) -> bytes | None:
+    """The DER certificate the peer presented at the handshake (None without TLS or once closed)."""
+    sock = getattr(getattr(comm, "stream", None), "socket", None)
+    getpeercert = getattr(sock, "getpeercert", None)
+    return getpeercert(binary_form=True) if getpeercert is not None else None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _expects_comm(handler: Callable) -> bool:
@@ -68,9 +86,18 @@ class SchedulerGuard:
     a graph after its origin is known (``daskfleet.usage`` adds its limits and budget stop there).
     """
 
-    def __init__(self, gatekeeper: Gatekeeper, audit: AuditLog):
+    def __init__(self, gatekeeper: Gatekeeper, audit: AuditLog, ca_pem: str | None = None):
         self.gatekeeper = gatekeeper
         self.audit = audit
+        #: The cluster CA, which renewed certificates must chain to (``renewed``); None: no renewal accepted.
+        self.ca_pem = ca_pem
+        #: Every open connection to the scheduler: registered clients and task clients by client id, workers by
+        #: their address, any other connection by its peer address.
+        self.live: dict[str, LivePeer] = {}
+        #: The users the cluster's deny-list names (``apply_deny_list``, fed by ``daskfleet.trust.revocation``).
+        self.deny = DenyList()
+        #: The users each task client submitted graphs for: revoking one closes the task clients working for them.
+        self.task_client_users: dict[str, set[str]] = {}
         self.identities: dict[str, Peer] = {}
         self.origins: dict[str, GraphOrigin] = {}
         self.owners = TaskOwners()
@@ -84,6 +111,7 @@ class SchedulerGuard:
         # keyed as ``host_of`` names them, and drops a host with its last worker.
         self._worker_hosts = scheduler.host_info
         self._audit_handshakes(scheduler)
+        self._track_connections(scheduler)
         for op, handler in list(scheduler.handlers.items()):
             if op == "register-worker":
                 scheduler.handlers[op] = self._guard_worker_registration(handler)
@@ -122,6 +150,132 @@ class SchedulerGuard:
             return None
         return stream
 
+    def _track_connections(self, scheduler: Any) -> None:
+        """Keep each connection in ``live`` while the scheduler handles it (``Server.handle_comm`` calls
+        ``_handle_comm`` for every accepted connection, until it closes)."""
+        handle = scheduler._handle_comm
+
+        async def handle_tracked(comm: Any) -> None:
+            peer = _peer_of(comm)
+            key = comm.peer_address
+            self.live[key] = LivePeer(comm, peer, "connection", peer.not_after, _presented_der(comm))
+            try:
+                await handle(comm)
+            finally:
+                for name in [name for name, entry in self.live.items() if entry.comm is comm]:
+                    del self.live[name]
+                    self.task_client_users.pop(name, None)
+
+        scheduler._handle_comm = handle_tracked
+
+    def _register_live(self, name: str, comm: Any, kind: LiveKind) -> None:
+        """The connection ``comm`` becomes the registered client or worker ``name``."""
+        entry = next((entry for entry in self.live.values() if entry.comm is comm), None)
+        if entry is None:  # not through a listener (e.g. in-process)
+            peer = _peer_of(comm)
+            entry = LivePeer(comm, peer, kind, peer.not_after, _presented_der(comm))
+        for old in [old for old, found in self.live.items() if found.comm is comm]:
+            del self.live[old]
+        entry.kind = kind
+        self.live[name] = entry
+
+    # --- revocation and expiry -------------------------------------------------------------------
+
+    def denial(self, peer: Peer) -> Refusal | None:
+        """A refusal when ``peer`` is a user the deny-list names."""
+        if peer.role not in conventions.USER_ROLES:
+            return None
+        entry = self.deny.denies(peer.identity)
+        return self._revoked(entry) if entry is not None else None
+
+    def _revoked(self, entry: DenyEntry) -> Refusal:
+        return Refusal(f"the access of {entry.user} to cluster {self.gatekeeper.cluster!r} was {entry.describe()}")
+
+    async def apply_deny_list(self, deny: DenyList) -> list[str]:
+        """Take ``deny`` as the cluster's deny-list: audit each change, close the connections of every denied user.
+
+        Returns the names of the connections closed.
+        """
+        for user in sorted(set(deny.entries) - set(self.deny.entries)):
+            entry = deny.entries[user]
+            logger.warning("daskfleet: %s", self._revoked(entry).reason)
+            self.audit.record("revocation-seen", identity=user, by=entry.by, reason=entry.reason, revoked_at=entry.revoked_at)
+        for user in sorted(set(self.deny.entries) - set(deny.entries)):
+            self.audit.record("revocation-lifted", identity=user)
+        self.deny = deny
+        closing = []
+        for name, entry in list(self.live.items()):
+            denied = self.denial(entry.peer) if entry.kind != "task-client" else next(
+                (self._revoked(found) for user in sorted(self.task_client_users.get(name, ()))
+                 if (found := deny.denies(user)) is not None), None)
+            if denied is not None:
+                closing.append(self._close_live(name, entry, denied.reason, "revoked-connection-closed"))
+        return [name for name in await asyncio.gather(*closing) if name]
+
+    async def sweep_expired(self, now: dt.datetime | None = None) -> list[str]:
+        """Close every connection whose certificate expired (and was not renewed); the names of those closed."""
+        now = now or _now()
+        closing = []
+        for name, entry in list(self.live.items()):
+            if entry.expired(now):
+                reason = (f"the certificate of {entry.peer.identity or '(no identity)'} ({entry.peer.role}) expired at "
+                          f"{entry.valid_until:%Y-%m-%d %H:%M:%S} UTC and was not renewed")
+                closing.append(self._close_live(name, entry, reason, "expired-peer-closed"))
+        return [name for name in await asyncio.gather(*closing) if name]
+
+    async def _close_live(self, name: str, entry: LivePeer, reason: str, event: str) -> str | None:
+        """Close one live connection; a registered client first hears why, with each of its unfinished tasks erred."""
+        if self.live.get(name) is not entry:
+            return None  # closed meanwhile
+        del self.live[name]
+        peer = entry.peer
+        logger.warning("daskfleet closes %s %s (%s): %s", entry.kind, name, peer.identity, reason)
+        self.audit.record(event, identity=peer.identity, role=peer.role, kind=entry.kind, connection=name,
+                          peer=peer.address, reason=reason)
+        bcomm = self.scheduler.client_comms.get(name) if entry.kind in ("client", "task-client") else None
+        if bcomm is None:
+            entry.comm.abort()
+            return name
+        message = f"daskfleet closed this client: {reason}"
+        error = error_message(PermissionError(message))
+        state = self.scheduler.clients.get(name)
+        for ts in list(state.wants_what) if state is not None else ():
+            if ts.state not in ("memory", "erred", "forgotten"):
+                bcomm.send({"op": "task-erred", "key": ts.key, "exception": error["exception"], "traceback": error["traceback"]})
+        bcomm.send({"op": "event", "topic": "print", "event": (time(), {"args": (f"daskfleet: error: {message}",), "file": 2})})
+        bcomm.send({"op": "stream-closed"})
+        try:
+            await asyncio.wait_for(bcomm.close(), 5.0)
+        except (OSError, TimeoutError):
+            entry.comm.abort()
+        return name
+
+    def renewed(self, comm: Any, cert_pem: str) -> Refusal | None:
+        """Accept ``cert_pem`` as the renewed certificate of the peer on ``comm``: every live connection of that
+        peer's key then stays open until the new certificate's notAfter. A refusal names what is wrong."""
+        peer = _peer_of(comm)
+        if self.ca_pem is None:
+            return Refusal("this scheduler accepts no renewed certificates (it knows no CA)")
+        if (denied := self.denial(peer)) is not None:
+            return denied
+        presented = _presented_der(comm)
+        own = LivePeer(comm, peer, "connection", peer.not_after, presented)
+        refusal, not_after = renewal_check(self.ca_pem, self.gatekeeper.cluster, peer, own.public_key(), cert_pem, _now())
+        if refusal is not None:
+            self.audit.record("renewal-refused", identity=peer.identity, role=peer.role, peer=peer.address,
+                              reason=refusal.reason)
+            return refusal
+        key = own.public_key()
+        extended = []
+        for name, entry in self.live.items():
+            if entry.comm is comm or (entry.peer.identity == peer.identity and entry.peer.role == peer.role
+                                      and entry.public_key() == key):
+                entry.valid_until = not_after
+                extended.append(name)
+        self.audit.record("certificate-renewed", identity=peer.identity, role=peer.role, peer=peer.address,
+                          valid_until=not_after.isoformat(), connections=len(extended))
+        return None
+
     def add_handler(self, op: str, handler: Callable) -> None:
         """Serve a further scheduler operation behind the same checks (added after ``install``, it would be open)."""
         self.scheduler.handlers[op] = self._guard_operation(op, handler)
@@ -134,7 +288,7 @@ class SchedulerGuard:
 
     def _guard_operation(self, op: str, handler: Callable) -> Callable:
         def decide(op: str, peer: Peer, msg: Mapping[str, Any]) -> Refusal | None:
-            return self.gatekeeper.check_operation(op, peer, msg, self._worker_hosts)
+            return self.denial(peer) or self.gatekeeper.check_operation(op, peer, msg, self._worker_hosts)
 
         def refuse(peer: Peer, refusal: Refusal) -> str:
             return self._refuse("operation", peer, refusal, op=op)
@@ -153,6 +307,7 @@ class SchedulerGuard:
                 await comm.close()
                 return None
             self.audit.record("worker-join", identity=peer.identity, worker=msg.get("address"), peer=peer.address)
+            self._register_live(str(msg.get("address")), comm, "worker")
             self._restrict_stream(comm, peer, "worker", msg.get("address"))
             return await handler(comm, **msg)
 
@@ -161,7 +316,10 @@ class SchedulerGuard:
     def _guard_client_registration(self, handler: Callable) -> Callable:
         async def register_client(comm: Any, client: str, versions: dict, **msg: Any) -> Any:
             peer = _peer_of(comm)
-            refusal, warning = self.gatekeeper.check_client(peer, versions, self._worker_hosts)
+            refusal = self.denial(peer)
+            warning = None
+            if refusal is None:
+                refusal, warning = self.gatekeeper.check_client(peer, versions, self._worker_hosts)
             if refusal is not None:
                 message = self._refuse("client", peer, refusal, client=client)
                 await comm.write([{"op": "stream-start", "error": message}])
@@ -173,6 +331,7 @@ class SchedulerGuard:
             self.identities[client] = peer
             event = "task-client-connect" if peer.role == "worker" else "client-connect"
             self.audit.record(event, identity=peer.identity, role=peer.role, client=client, peer=peer.address)
+            self._register_live(client, comm, "task-client" if peer.role == "worker" else "client")
             self._restrict_stream(comm, peer, "client", client)
             return await handler(comm, client=client, versions=versions, **msg)
 
@@ -184,6 +343,10 @@ class SchedulerGuard:
         async def update_graph(client: str, **msg: Any) -> Any:
             peer = self.identities.get(client) or Peer(None, None, "", "")
             owner, refusal = self.gatekeeper.graph_owner(peer, self._submitting_task(msg.get("submitting_task")))
+            if refusal is None and (entry := self.deny.denies(owner)) is not None:
+                refusal = self._revoked(entry)
+            if refusal is None and owner and peer.role == "worker":
+                self.task_client_users.setdefault(client, set()).add(owner)
             origin = GraphOrigin(owner or "", client, peer.identity, msg.get("submitting_task"))
             for check in self.admission_checks if refusal is None else ():
                 refusal = check(origin, msg)
