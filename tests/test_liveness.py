@@ -92,6 +92,9 @@ class FakeComm:
     def abort(self):
         self.aborted = True
 
+    def closed(self):
+        return self.aborted
+
 
 def _guard(ca, tmp_path) -> SchedulerGuard:
     gatekeeper = Gatekeeper(cluster=CLUSTER, expected_fingerprint="sha256:" + "0" * 64, versions={})

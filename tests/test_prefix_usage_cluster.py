@@ -4,9 +4,7 @@ prefixes, the table, the metrics, and a prefix's profile page opened in a real b
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import ssl
 import time
 import urllib.parse
@@ -230,8 +228,6 @@ def test_metrics_carry_each_users_prefixes_within_the_bound(prefix_cluster, work
 
 # --- the profile page, opened in Debian's chromium ------------------------------------------------------------
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run")
 
 #: Run in the page: the flame graph's rectangles (its Bokeh data source), how many canvas pixels show exactly
 #: their colours (drawn bars, not text or axes), and the window the page names (Bokeh draws in shadow roots).
@@ -263,25 +259,6 @@ return {rectangles: source.get_length(), colours: wanted.size, bar_pixels: barPi
 """
 
 
-@pytest.fixture
-def chromium(tmp_path):
-    """A headless Debian chromium driven by its chromedriver (selenium downloads nothing)."""
-    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver_path):
-        reason = "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}: CI must run the profile page test")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    yield browser
-    browser.quit()
 
 
 @pytest.mark.timeout(600)  # about 10 s; a browser and Bokeh take minutes on a machine loaded 20 times over

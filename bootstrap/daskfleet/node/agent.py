@@ -41,6 +41,7 @@ from ..trust import pki
 from ..trust.audit import AuditLog
 from ..trust.gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper, scheduler_versions
 from ..trust.guards import SchedulerGuard, WorkerGuard
+from ..trust.dashboard import install as install_dashboard_guard
 from ..trust.revocation import RevocationWatch, file_reader
 from ..trust.peers import Peer
 from ..usage.policy import INSTANCE_KEY
@@ -152,6 +153,7 @@ async def run_scheduler(
     announce_closes(scheduler, lambda count: [hear(count) for hear in restarting])
     guard = SchedulerGuard(gatekeeper, audit, ca_pem=node.tls.ca.read_text())
     guard.install(scheduler)
+    install_dashboard_guard(scheduler, guard)
     install_revocation(scheduler, guard, spec, source)
     install_memory(scheduler, guard, audit)
     accounting = usage.install(

@@ -228,6 +228,8 @@ class SchedulerGuard:
         if self.live.get(name) is not entry:
             return None  # closed meanwhile
         del self.live[name]
+        if entry.comm.closed():
+            return None
         peer = entry.peer
         logger.warning("daskfleet closes %s %s (%s): %s", entry.kind, name, peer.identity, reason)
         self.audit.record(event, identity=peer.identity, role=peer.role, kind=entry.kind, connection=name,

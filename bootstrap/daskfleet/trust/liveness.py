@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from .. import conventions
 from .peers import Peer, Refusal
 
-#: What a live connection is: a registered client's stream, a task client's, a worker's, or any other
-#: connection (a client's pooled RPC connection, a one-off call), keyed by its peer address.
-LiveKind = Literal["client", "task-client", "worker", "connection"]
+#: What a live connection is: a registered client's stream, a task client's, a worker's, a dashboard (HTTP or
+#: websocket) connection, or any other connection (a client's pooled RPC connection, a one-off call).
+LiveKind = Literal["client", "task-client", "worker", "dashboard", "connection"]
 
 
 @dataclass
