@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import sys
 import urllib.request
@@ -12,6 +11,8 @@ import psutil
 import pytest
 
 from daskfleet.errors import ExitCode
+
+from support import dashboard_context
 
 
 def daskfleet(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -50,8 +51,7 @@ def test_up_status_down_leaves_no_process(tmp_path):
         assert status.stdout.count("running") == 2
         assert "1:1 (min:max), 1 thread, 1.50 GiB memory limit each" in status.stdout
 
-        context = ssl.create_default_context(cafile=str(state / "client" / "ca.pem"))
-        context.check_hostname = False
+        context = dashboard_context(state, "admin", user="local-admin")  # the dashboard port asks for a certificate
         health = recorded["dashboard"].replace("/status", "/health")
         assert urllib.request.urlopen(health, context=context, timeout=10).read() == b"ok"
         with pytest.raises(Exception):

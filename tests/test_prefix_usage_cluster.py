@@ -19,7 +19,7 @@ from daskfleet.usage.policy import policy_from_entries
 from daskfleet.conventions import ADMIN_ROLE
 from daskfleet.usage.records import USAGE_OP, summarize
 
-from support import user_client, wait_until
+from support import dashboard_context, user_client, wait_until
 
 #: A local worker-second costs 1 cent; two prefixes per user keep their own figures, the rest is (other).
 POLICY = policy_from_entries(prices=["local=36"], record_interval_s=1.0, prefixes_per_user=2)
@@ -213,7 +213,7 @@ def test_usage_by_prefix_table_live_and_from_the_records(prefix_cluster, workloa
 
 
 def test_metrics_carry_each_users_prefixes_within_the_bound(prefix_cluster, workload):
-    context = ssl.create_default_context(cafile=str(Path(prefix_cluster.state_dir) / "client" / "ca.pem"))
+    context = dashboard_context(prefix_cluster.state_dir)  # the dashboard port asks for a certificate: metrics'
     dashboard = urllib.parse.urlparse(prefix_cluster.dashboard)
     with urllib.request.urlopen(f"https://{dashboard.netloc}/metrics", context=context, timeout=30) as response:
         text = response.read().decode()
