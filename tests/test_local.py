@@ -34,7 +34,7 @@ def test_up_status_down_leaves_no_process(tmp_path):
         assert up.returncode == 0, up.stderr
         assert "smoke computation passed" in up.stdout
         assert "workers:   1 thread, 1.50 GiB memory limit each" in up.stdout
-        assert "scheduler: tls://127.0.0.1:" in up.stdout and "dashboard: https://127.0.0.1:" in up.stdout
+        assert "scheduler: tls://127.0.0.1:" in up.stdout and "dashboard: http://127.0.0.1:" in up.stdout
         assert f'daskfleet.connect("local", state_dir={str(state)!r})' in up.stdout
         recorded = json.loads((state / "cluster.json").read_text())
         pids = [node["pid"] for node in recorded["nodes"]]
@@ -49,6 +49,10 @@ def test_up_status_down_leaves_no_process(tmp_path):
 
         status = daskfleet("local", "status", "--state-dir", str(state))
         assert status.stdout.count("running") == 2
+        # One URL to open: the forwarder's (the dashboard port itself asks for a certificate).
+        forwarded = recorded_url = json.loads((state / "cluster.json").read_text())["dashboard_url"]
+        assert f"dashboard: {forwarded}" in status.stdout and f"dashboard: {recorded_url}" in up.stdout
+        assert urllib.request.urlopen(forwarded.replace("/status", "/health"), timeout=30).read() == b"ok"
         assert "1:1 (min:max), 1 thread, 1.50 GiB memory limit each" in status.stdout
 
         context = dashboard_context(state, "admin", user="local-admin")  # the dashboard port asks for a certificate

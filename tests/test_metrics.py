@@ -15,9 +15,8 @@ import pytest
 import yaml
 
 import daskfleet
-from daskfleet.conventions import METRICS_ROLE
-from daskfleet.local.state import LOCAL_CLUSTER, load_ca
-from daskfleet.trust import pki
+from daskfleet.local.members import issue_metrics
+from daskfleet.local.state import LOCAL_CLUSTER
 
 
 def _free_port() -> int:
@@ -32,18 +31,16 @@ def prometheus(tmp_path, local_cluster):
     if binary is None:
         pytest.skip("the prometheus binary is not installed (Debian package `prometheus`; .ci/run installs it as root)")
     dashboard = urllib.parse.urlparse(local_cluster.dashboard)
-    # The dashboard port asks every request for a certificate of the cluster: Prometheus presents a metrics one.
-    ca = load_ca(Path(local_cluster.state_dir))
-    metrics = pki.issue_certificate(ca, LOCAL_CLUSTER, METRICS_ROLE)
-    pki.write_private(tmp_path / "metrics.pem", metrics.cert_pem)
-    pki.write_private(tmp_path / "metrics-key.pem", metrics.key_pem)
+    # The dashboard port asks every request for a certificate of the cluster: Prometheus presents a metrics one
+    # (`daskfleet local issue --metrics`).
+    metrics = issue_metrics(Path(local_cluster.state_dir), LOCAL_CLUSTER)
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [{
             "job_name": "daskfleet", "scheme": "https", "metrics_path": "/metrics",
             # The dashboard serves the scheduler's certificate, which the cluster CA verifies; Prometheus presents its own.
-            "tls_config": {"ca_file": str(Path(local_cluster.state_dir) / "client" / "ca.pem"),
-                           "cert_file": str(tmp_path / "metrics.pem"), "key_file": str(tmp_path / "metrics-key.pem")},
+            "tls_config": {"ca_file": str(metrics / "ca.pem"), "cert_file": str(metrics / "cert.pem"),
+                           "key_file": str(metrics / "key.pem")},
             "static_configs": [{"targets": [f"{dashboard.hostname}:{dashboard.port}"]}],
         }],
     }

@@ -6,7 +6,7 @@ websocket (Bokeh's, ``/eventstream``), and serves plain HTTP on loopback: the br
 shows no warning, and dask-labextension can use the same URL. It answers only requests addressed to its own
 loopback origin (a web page elsewhere cannot use it: the Host header of every request and the Origin of every
 websocket must be the forwarder's own, which stops DNS rebinding and cross-site websocket hijacking). Its URL is
-recorded under $DASKFLEET_HOME/dashboards/, where ``daskfleet.connect`` finds it for ``client.dashboard_link``.
+recorded (``record_path``), where ``daskfleet.connect`` finds it for ``client.dashboard_link``.
 """
 
 from __future__ import annotations
@@ -43,16 +43,23 @@ HOP_HEADERS = frozenset({
 PROXY_TIMEOUT_S = 120.0
 
 
-def record_path(cluster: str) -> Path:
+#: In a local cluster's state directory: its forwarder's record (``local up`` starts one, ``local down`` stops it).
+LOCAL_RECORD_FILE = "dashboard.json"
+
+
+def record_path(cluster: str, state_dir: Path | None = None) -> Path:
+    """Where the forwarder to ``cluster`` says where it is: a local cluster's state directory, else $DASKFLEET_HOME."""
+    if state_dir is not None:
+        return Path(state_dir) / LOCAL_RECORD_FILE
     return daskfleet_home() / RECORDS_DIR / f"{cluster}.json"
 
 
-def running_forwarder(cluster: str) -> str | None:
+def running_forwarder(cluster: str, state_dir: Path | None = None) -> str | None:
     """The URL of this machine's running forwarder to ``cluster``'s dashboard, or None."""
     import psutil  # noqa: PLC0415
 
     try:
-        record = json.loads(record_path(cluster).read_text())
+        record = json.loads(record_path(cluster, state_dir).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return record.get("url") if psutil.pid_exists(int(record.get("pid", 0))) else None
@@ -175,9 +182,8 @@ class DashboardForwarder:
         if self.server is not None:
             self.server.stop()
 
-    def record(self, cluster: str) -> Path:
+    def record(self, path: Path) -> Path:
         """Say where this forwarder is, for ``daskfleet.connect``'s ``dashboard_link``."""
-        path = record_path(cluster)
         pki.ensure_private_dir(path.parent)
         pki.write_private(path, json.dumps({"url": self.url, "pid": os.getpid(), "upstream": self.upstream}))
         return path

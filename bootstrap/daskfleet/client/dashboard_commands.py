@@ -32,12 +32,13 @@ def dashboard(cluster: str, open_browser: bool, port: int, user: str | None, add
 
     from .dashboard import DashboardForwarder, record_path
 
-    name, upstream, context = _target(cluster, user, address, state_dir, region, profile)
+    name, upstream, context, state = _target(cluster, user, address, state_dir, region, profile)
     forwarder = DashboardForwarder(upstream, context, port=port)
+    record = record_path(name, state)
 
     async def serve() -> None:
         url = forwarder.start()
-        forwarder.record(name)
+        forwarder.record(record)
         click.echo(f"dashboard of {name}: {url}/status   (forwarding to {upstream} with your certificate; Ctrl-C stops it)",
                    nl=True)
         if open_browser:
@@ -52,11 +53,12 @@ def dashboard(cluster: str, open_browser: bool, port: int, user: str | None, add
     try:
         asyncio.run(serve())
     finally:
-        record_path(name).unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
 
 
 def _target(cluster, user, address, state_dir, region, profile):
-    """(cluster name, the dashboard's https://host:port, an SSL context presenting the user's certificate)."""
+    """(cluster name, the dashboard's https://host:port, an SSL context presenting the user's certificate, the local
+    cluster's state directory or None)."""
     from ..errors import DaskfleetError, ExitCode
     from ..local.state import LocalCluster, command_flags
     from .connect import local_cluster, scheduler_address, security
@@ -68,14 +70,14 @@ def _target(cluster, user, address, state_dir, region, profile):
     if address is not None:
         if not address.startswith("https://"):
             raise DaskfleetError(f"--address: {address!r} is not https://HOST:PORT", ExitCode.CONFIG)
-        return name, address.rstrip("/"), context
+        return name, address.rstrip("/"), context, local[1] if local is not None else None
     if local is not None:
         recorded = LocalCluster.load(local[1])
         if recorded is None or not recorded.dashboard:
             raise DaskfleetError(f"local cluster {name!r} is not running: `daskfleet local up"
                                  f"{command_flags(local[1], name)}` starts it", ExitCode.CONFIG)
-        return name, recorded.dashboard.split("/status", 1)[0], context
+        return name, recorded.dashboard.split("/status", 1)[0], context, local[1]
     from .. import conventions
 
     host = scheduler_address(cluster, profile=profile, region=region).removeprefix("tls://").rsplit(":", 1)[0]
-    return name, f"https://{host}:{conventions.DASHBOARD_PORT}", context
+    return name, f"https://{host}:{conventions.DASHBOARD_PORT}", context, None
