@@ -58,12 +58,15 @@ def _guarded(
     handler: Callable,
     decide: Callable[[str, Peer, Mapping[str, Any]], Refusal | None],
     refuse: Callable[[Peer, Refusal], str],
+    track: Callable[[Any, Peer], None] | None = None,
 ) -> Callable:
     """``handler`` behind a check of the caller's certificate; a refusal answers the caller with PermissionError."""
     takes_comm = _expects_comm(handler)
 
     async def guarded(comm: Any, **msg: Any) -> Any:
         peer = _peer_of(comm)
+        if track is not None:
+            track(comm, peer)
         refusal = decide(op, peer, msg)
         if refusal is not None:
             return error_message(PermissionError(refuse(peer, refusal)), status="uncaught-error")
@@ -111,7 +114,6 @@ class SchedulerGuard:
         # keyed as ``host_of`` names them, and drops a host with its last worker.
         self._worker_hosts = scheduler.host_info
         self._audit_handshakes(scheduler)
-        self._track_connections(scheduler)
         for op, handler in list(scheduler.handlers.items()):
             if op == "register-worker":
                 scheduler.handlers[op] = self._guard_worker_registration(handler)
@@ -150,34 +152,27 @@ class SchedulerGuard:
             return None
         return stream
 
-    def _track_connections(self, scheduler: Any) -> None:
-        """Keep each connection in ``live`` while the scheduler handles it (``Server.handle_comm`` calls
-        ``_handle_comm`` for every accepted connection, until it closes)."""
-        handle = scheduler._handle_comm
+    def _track(self, comm: Any, peer: Peer) -> None:
+        """Keep a connection in ``live`` from its first operation (closed ones are dropped as the registry is
+        walked: ``_forget_closed``). distributed keeps a client's pooled connections open between calls."""
+        if getattr(comm, "_daskfleet_live", False):
+            return
+        comm._daskfleet_live = True
+        self.live.setdefault(f"{comm.peer_address} {id(comm)}",
+                             LivePeer(comm, peer, "connection", peer.not_after, _presented_der(comm)))
 
-        async def handle_tracked(comm: Any) -> None:
-            peer = _peer_of(comm)
-            key = comm.peer_address
-            self.live[key] = LivePeer(comm, peer, "connection", peer.not_after, _presented_der(comm))
-            try:
-                await handle(comm)
-            finally:
-                for name in [name for name, entry in self.live.items() if entry.comm is comm]:
-                    del self.live[name]
-                    self.task_client_users.pop(name, None)
-
-        scheduler._handle_comm = handle_tracked
+    def _forget_closed(self) -> None:
+        for name in [name for name, entry in self.live.items() if entry.comm.closed()]:
+            del self.live[name]
+            self.task_client_users.pop(name, None)
 
     def _register_live(self, name: str, comm: Any, kind: LiveKind) -> None:
         """The connection ``comm`` becomes the registered client or worker ``name``."""
-        entry = next((entry for entry in self.live.values() if entry.comm is comm), None)
-        if entry is None:  # not through a listener (e.g. in-process)
-            peer = _peer_of(comm)
-            entry = LivePeer(comm, peer, kind, peer.not_after, _presented_der(comm))
+        peer = _peer_of(comm)
         for old in [old for old, found in self.live.items() if found.comm is comm]:
             del self.live[old]
-        entry.kind = kind
-        self.live[name] = entry
+        comm._daskfleet_live = True
+        self.live[name] = LivePeer(comm, peer, kind, peer.not_after, _presented_der(comm))
 
     # --- revocation and expiry -------------------------------------------------------------------
 
@@ -203,6 +198,7 @@ class SchedulerGuard:
         for user in sorted(set(self.deny.entries) - set(deny.entries)):
             self.audit.record("revocation-lifted", identity=user)
         self.deny = deny
+        self._forget_closed()
         closing = []
         for name, entry in list(self.live.items()):
             denied = self.denial(entry.peer) if entry.kind != "task-client" else next(
@@ -215,6 +211,7 @@ class SchedulerGuard:
     async def sweep_expired(self, now: dt.datetime | None = None) -> list[str]:
         """Close every connection whose certificate expired (and was not renewed); the names of those closed."""
         now = now or _now()
+        self._forget_closed()
         closing = []
         for name, entry in list(self.live.items()):
             if entry.expired(now):
@@ -295,7 +292,10 @@ class SchedulerGuard:
         def refuse(peer: Peer, refusal: Refusal) -> str:
             return self._refuse("operation", peer, refusal, op=op)
 
-        return _guarded(op, handler, decide, refuse)
+        def track(comm: Any, peer: Peer) -> None:
+            self._track(comm, peer)
+
+        return _guarded(op, handler, decide, refuse, track)
 
     def _guard_worker_registration(self, handler: Callable) -> Callable:
         async def register_worker(comm: Any, **msg: Any) -> Any:
