@@ -52,16 +52,24 @@ class RevocationWatch(SchedulerPlugin):
         self.sweep_s = sweep_s
         self.origin = origin
         self._tasks: list[asyncio.Task] = []
+        self._last_text: str | None = None
+        self._applied = False
 
     async def poll_once(self) -> None:
-        """Read the deny-list and apply it; a list that cannot be read or parsed keeps the last one (and says so)."""
+        """Read the deny-list and apply it; a list that cannot be read or parsed keeps the last one (and says so).
+
+        An unchanged document is not applied again: a denied user's later connections are refused as they come.
+        """
         try:
             text = await asyncio.to_thread(self.reader)
+            if self._applied and text == self._last_text:
+                return
             deny = DenyList.from_json(text, self.origin)
         except DaskfleetError as exc:
             logger.warning("daskfleet: deny-list not read, the last one stays in force: %s", exc.message)
             self.guard.audit.record("deny-list-unreadable", reason=exc.message)
             return
+        self._last_text, self._applied = text, True
         await self.guard.apply_deny_list(deny)
 
     async def _every(self, interval: float, step: Callable[[], Any]) -> None:
