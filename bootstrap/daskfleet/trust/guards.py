@@ -99,6 +99,7 @@ class SchedulerGuard:
         self.live: dict[str, LivePeer] = {}
         #: The users the cluster's deny-list names (``apply_deny_list``, fed by ``daskfleet.trust.revocation``).
         self.deny = DenyList()
+        self._deny_loaded = False
         #: The users each task client submitted graphs for: revoking one closes the task clients working for them.
         self.task_client_users: dict[str, set[str]] = {}
         self.identities: dict[str, Peer] = {}
@@ -191,12 +192,18 @@ class SchedulerGuard:
 
         Returns the names of the connections closed.
         """
-        for user in sorted(set(deny.entries) - set(self.deny.entries)):
-            entry = deny.entries[user]
-            logger.warning("daskfleet: %s", self._revoked(entry).reason)
-            self.audit.record("revocation-seen", identity=user, by=entry.by, reason=entry.reason, revoked_at=entry.revoked_at)
-        for user in sorted(set(self.deny.entries) - set(deny.entries)):
-            self.audit.record("revocation-lifted", identity=user)
+        if not self._deny_loaded:  # at start: one line for what was revoked before, not one per user
+            self._deny_loaded = True
+            logger.info("daskfleet: the deny-list names %d user(s)", len(deny.entries))
+            self.audit.record("deny-list-loaded", users=deny.users())
+        else:
+            for user in sorted(set(deny.entries) - set(self.deny.entries)):
+                entry = deny.entries[user]
+                logger.warning("daskfleet: %s", self._revoked(entry).reason)
+                self.audit.record("revocation-seen", identity=user, by=entry.by, reason=entry.reason,
+                                  revoked_at=entry.revoked_at)
+            for user in sorted(set(self.deny.entries) - set(deny.entries)):
+                self.audit.record("revocation-lifted", identity=user)
         self.deny = deny
         self._forget_closed()
         closing = []
