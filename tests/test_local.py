@@ -69,7 +69,7 @@ def test_up_status_down_leaves_no_process(tmp_path):
 
 
 @pytest.mark.parametrize("args", [[], ["node"], ["local"], ["local", "up"], ["local", "status"], ["local", "down"],
-                                  ["local", "issue"], ["fingerprint"]])
+                                  ["local", "issue"], ["fingerprint"], ["revoke"], ["unrevoke"], ["dashboard"]])
 def test_every_command_has_help(args):
     result = daskfleet(*args, "--help", timeout=60)
     assert result.returncode == 0 and "Usage:" in result.stdout
