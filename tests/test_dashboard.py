@@ -25,6 +25,24 @@ from daskfleet.ops.revocation import change_local
 from support import dashboard_context, wait_until
 
 
+def test_who_may_read_what_on_the_dashboard():
+    from daskfleet.trust.dashboard import dashboard_refusal  # noqa: PLC0415
+    from daskfleet.trust.peers import Peer  # noqa: PLC0415
+
+    def peer(role, cluster="alpha"):
+        return Peer(cluster, role, "alice" if role in ("client", "admin") else f"{role}.{cluster}")
+
+    for role in ("client", "admin"):
+        assert dashboard_refusal("alpha", peer(role), "/status") is None
+        assert dashboard_refusal("alpha", peer(role), "/metrics") is None
+    assert dashboard_refusal("alpha", peer("metrics"), "/metrics") is None
+    assert "reads /metrics only, not /status/ws" in dashboard_refusal("alpha", peer("metrics"), "/status/ws").reason
+    for role in ("scheduler", "worker"):
+        assert dashboard_refusal("alpha", peer(role), "/metrics") is not None
+    assert "for cluster 'beta'" in dashboard_refusal("alpha", peer("client", "beta"), "/status").reason
+    assert "no daskfleet role" in dashboard_refusal("alpha", Peer(None, None, ""), "/status").reason
+
+
 def _get(url: str, context: ssl.SSLContext | None) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, context=context, timeout=30) as response:
