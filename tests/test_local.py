@@ -52,6 +52,7 @@ def test_up_status_down_leaves_no_process(tmp_path):
         # One URL to open: the forwarder's (the dashboard port itself asks for a certificate).
         forwarded = recorded_url = json.loads((state / "cluster.json").read_text())["dashboard_url"]
         assert f"dashboard: {forwarded}" in status.stdout and f"dashboard: {recorded_url}" in up.stdout
+        assert "revoked:     nobody (the deny-list is empty)" in status.stdout
         assert urllib.request.urlopen(forwarded.replace("/status", "/health"), timeout=30).read() == b"ok"
         assert "1:1 (min:max), 1 thread, 1.50 GiB memory limit each" in status.stdout
 

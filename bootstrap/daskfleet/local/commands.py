@@ -191,6 +191,10 @@ def local_status(name: str | None, state_dir: Path | None) -> None:
         click.echo("supervisor: NOT RUNNING, so no node is restarted; `daskfleet local down` then `local up`")
     for record in cluster.nodes:
         click.echo(_node_line(record))
+    from ..ops.revocation import read_local
+    from ..ops.status import Part, deny_list_lines, deny_list_rows
+
+    click.echo("\n".join(deny_list_lines(Part(deny_list_rows(read_local(Path(cluster.state_dir)))))))
 
 
 def _worker_size(cluster) -> str:
