@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, fleet, memory, scaling, switch, throughput
+from . import boot, envs, fleet, memory, revocation, scaling, switch, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
@@ -13,6 +13,7 @@ TARGETS = {
     "environment switch / cold full install": ("<=", 0.25),
     "throughput all plugins / none": (">=", 0.95),
     "throughput per-prefix / per-user accounting": (">=", 0.98),
+    "throughput revocation watch / none": (">=", 0.98),
     "backlog to scale-up request (intervals, worst)": ("<=", 1.0),
     "idle waste / idle timeout": ("<=", 1.1),
     "throughput memory watched / not watched": (">=", 0.99),
@@ -29,6 +30,8 @@ def main() -> None:
         ratios.update(boot.run(Path(root) / "boot"))
         print("Scheduler throughput:")
         ratios.update(throughput.run(Path(root) / "throughput"))
+        print("Scheduler throughput with the deny-list poller and expired-peer sweep (see benchmarks/revocation.py):")
+        ratios.update(revocation.run(Path(root) / "revocation"))
         print("Environment installs (a channel built here; see benchmarks/envs.py):")
         ratios.update(envs.run(Path(root) / "envs"))
         print("Environment switch of a running local cluster (see benchmarks/switch.py):")

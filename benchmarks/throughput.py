@@ -69,6 +69,8 @@ if sys.argv[3] in ("none", "security"):
 if sys.argv[3] == "none":
     guards.SchedulerGuard.install = lambda self, scheduler: None
     agent.install_memory = lambda *args, **kwargs: None  # its handler is served through the guard
+if sys.argv[3] in ("none", "no-revocation"):
+    agent.install_revocation = lambda *args, **kwargs: None
 source = DirectorySource(sys.argv[1])
 sys.exit(int(agent.run_node("scheduler", source, Path(sys.argv[2]), worker_backend=NoWorkers).code))
 """
@@ -78,10 +80,11 @@ def _inc(x: int) -> int:
     return x + 1
 
 
-def _cluster(bench: BenchPki, label: str, plugins: str, usage=USAGE) -> tuple[list[subprocess.Popen], str]:
+def _cluster(bench: BenchPki, label: str, plugins: str, usage=USAGE, revocation=None) -> tuple[list[subprocess.Popen], str]:
     root = bench.root
+    extra = {"revocation": revocation} if revocation is not None else {}
     spec = NodeSpec(cluster=LOCAL_CLUSTER, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
-                    audit_log=str(root / f"audit-{label}.jsonl"), usage=usage, scaling=SCALING)
+                    audit_log=str(root / f"audit-{label}.jsonl"), usage=usage, scaling=SCALING, **extra)
     node = bench.node_dir(f"scheduler-{label}", spec)
     run_dir = root / "run" / f"scheduler-{label}"
     scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER_SCRIPT, str(node), str(run_dir), plugins],

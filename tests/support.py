@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import ssl
+import tempfile
 import os
 import subprocess
 import sys
@@ -96,3 +98,20 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(interval)
     return value
+
+
+def dashboard_context(state_dir: Path | str, role: str = "metrics", user: str | None = None) -> ssl.SSLContext:
+    """An SSL context presenting a ``role`` certificate of the local cluster in ``state_dir`` (made from its CA), as
+    the dashboard port requires: ``metrics`` by default, what Prometheus presents."""
+    from daskfleet.local.state import cluster_name, load_ca  # noqa: PLC0415
+
+    state_dir = Path(state_dir)
+    ca = load_ca(state_dir)
+    cert = pki.issue_certificate(ca, cluster_name(state_dir), role, user=user)
+    context = ssl.create_default_context(cafile=str(state_dir / "ca" / "ca.pem"))
+    context.check_hostname = False
+    with tempfile.TemporaryDirectory() as directory:  # load_cert_chain reads files; they need not outlive it
+        pki.write_private(Path(directory) / "cert.pem", cert.cert_pem)
+        pki.write_private(Path(directory) / "key.pem", cert.key_pem)
+        context.load_cert_chain(Path(directory) / "cert.pem", Path(directory) / "key.pem")
+    return context

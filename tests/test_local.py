@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import sys
 import urllib.request
@@ -12,6 +11,8 @@ import psutil
 import pytest
 
 from daskfleet.errors import ExitCode
+
+from support import dashboard_context
 
 
 def daskfleet(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -33,7 +34,7 @@ def test_up_status_down_leaves_no_process(tmp_path):
         assert up.returncode == 0, up.stderr
         assert "smoke computation passed" in up.stdout
         assert "workers:   1 thread, 1.50 GiB memory limit each" in up.stdout
-        assert "scheduler: tls://127.0.0.1:" in up.stdout and "dashboard: https://127.0.0.1:" in up.stdout
+        assert "scheduler: tls://127.0.0.1:" in up.stdout and "dashboard: http://127.0.0.1:" in up.stdout
         assert f'daskfleet.connect("local", state_dir={str(state)!r})' in up.stdout
         recorded = json.loads((state / "cluster.json").read_text())
         pids = [node["pid"] for node in recorded["nodes"]]
@@ -48,10 +49,14 @@ def test_up_status_down_leaves_no_process(tmp_path):
 
         status = daskfleet("local", "status", "--state-dir", str(state))
         assert status.stdout.count("running") == 2
+        # One URL to open: the forwarder's (the dashboard port itself asks for a certificate).
+        forwarded = recorded_url = json.loads((state / "cluster.json").read_text())["dashboard_url"]
+        assert f"dashboard: {forwarded}" in status.stdout and f"dashboard: {recorded_url}" in up.stdout
+        assert "revoked:     nobody (the deny-list is empty)" in status.stdout
+        assert urllib.request.urlopen(forwarded.replace("/status", "/health"), timeout=30).read() == b"ok"
         assert "1:1 (min:max), 1 thread, 1.50 GiB memory limit each" in status.stdout
 
-        context = ssl.create_default_context(cafile=str(state / "client" / "ca.pem"))
-        context.check_hostname = False
+        context = dashboard_context(state, "admin", user="local-admin")  # the dashboard port asks for a certificate
         health = recorded["dashboard"].replace("/status", "/health")
         assert urllib.request.urlopen(health, context=context, timeout=10).read() == b"ok"
         with pytest.raises(Exception):
@@ -65,7 +70,7 @@ def test_up_status_down_leaves_no_process(tmp_path):
 
 
 @pytest.mark.parametrize("args", [[], ["node"], ["local"], ["local", "up"], ["local", "status"], ["local", "down"],
-                                  ["local", "issue"], ["fingerprint"]])
+                                  ["local", "issue"], ["fingerprint"], ["revoke"], ["unrevoke"], ["dashboard"]])
 def test_every_command_has_help(args):
     result = daskfleet(*args, "--help", timeout=60)
     assert result.returncode == 0 and "Usage:" in result.stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from daskfleet.node.spec import NodeSpec
 from daskfleet.node.supervision import RunHistory
 from daskfleet.trust import pki
 
-from support import security_for, wait_until
+from support import dashboard_context, security_for, wait_until
 
 GiB = 2**30
 LIMIT = "1GiB"
@@ -208,7 +207,7 @@ def test_the_restarted_worker_computes_and_status_shows_why_it_restarted(kill):
 
 
 def test_the_kill_is_audited_and_counted_on_the_schedulers_metrics(kill, cluster):
-    context = ssl.create_default_context(cafile=str(cluster.state / "client" / "ca.pem"))
+    context = dashboard_context(cluster.state)  # the dashboard port asks for a certificate: Prometheus' metrics one
     with urllib.request.urlopen(cluster.running.dashboard.replace("/status", "/metrics"), context=context, timeout=30) as page:
         metrics = page.read().decode()
     [counted] = re.findall(r"^daskfleet_worker_memory_kills_total (\S+)$", metrics, re.M)

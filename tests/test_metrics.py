@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import daskfleet
+from daskfleet.local.members import issue_metrics
 from daskfleet.local.state import LOCAL_CLUSTER
 
 
@@ -30,12 +31,16 @@ def prometheus(tmp_path, local_cluster):
     if binary is None:
         pytest.skip("the prometheus binary is not installed (Debian package `prometheus`; .ci/run installs it as root)")
     dashboard = urllib.parse.urlparse(local_cluster.dashboard)
+    # The dashboard port asks every request for a certificate of the cluster: Prometheus presents a metrics one
+    # (`daskfleet local issue --metrics`).
+    metrics = issue_metrics(Path(local_cluster.state_dir), LOCAL_CLUSTER)
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [{
             "job_name": "daskfleet", "scheme": "https", "metrics_path": "/metrics",
-            # The dashboard serves the scheduler's certificate, which the cluster CA verifies (no client certificate).
-            "tls_config": {"ca_file": str(Path(local_cluster.state_dir) / "client" / "ca.pem")},
+            # The dashboard serves the scheduler's certificate, which the cluster CA verifies; Prometheus presents its own.
+            "tls_config": {"ca_file": str(metrics / "ca.pem"), "cert_file": str(metrics / "cert.pem"),
+                           "key_file": str(metrics / "key.pem")},
             "static_configs": [{"targets": [f"{dashboard.hostname}:{dashboard.port}"]}],
         }],
     }

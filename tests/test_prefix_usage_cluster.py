@@ -4,9 +4,7 @@ prefixes, the table, the metrics, and a prefix's profile page opened in a real b
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import ssl
 import time
 import urllib.parse
@@ -21,7 +19,7 @@ from daskfleet.usage.policy import policy_from_entries
 from daskfleet.conventions import ADMIN_ROLE
 from daskfleet.usage.records import USAGE_OP, summarize
 
-from support import user_client, wait_until
+from support import dashboard_context, user_client, wait_until
 
 #: A local worker-second costs 1 cent; two prefixes per user keep their own figures, the rest is (other).
 POLICY = policy_from_entries(prices=["local=36"], record_interval_s=1.0, prefixes_per_user=2)
@@ -215,7 +213,7 @@ def test_usage_by_prefix_table_live_and_from_the_records(prefix_cluster, workloa
 
 
 def test_metrics_carry_each_users_prefixes_within_the_bound(prefix_cluster, workload):
-    context = ssl.create_default_context(cafile=str(Path(prefix_cluster.state_dir) / "client" / "ca.pem"))
+    context = dashboard_context(prefix_cluster.state_dir)  # the dashboard port asks for a certificate: metrics'
     dashboard = urllib.parse.urlparse(prefix_cluster.dashboard)
     with urllib.request.urlopen(f"https://{dashboard.netloc}/metrics", context=context, timeout=30) as response:
         text = response.read().decode()
@@ -230,8 +228,6 @@ def test_metrics_carry_each_users_prefixes_within_the_bound(prefix_cluster, work
 
 # --- the profile page, opened in Debian's chromium ------------------------------------------------------------
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run")
 
 #: Run in the page: the flame graph's rectangles (its Bokeh data source), how many canvas pixels show exactly
 #: their colours (drawn bars, not text or axes), and the window the page names (Bokeh draws in shadow roots).
@@ -263,25 +259,6 @@ return {rectangles: source.get_length(), colours: wanted.size, bar_pixels: barPi
 """
 
 
-@pytest.fixture
-def chromium(tmp_path):
-    """A headless Debian chromium driven by its chromedriver (selenium downloads nothing)."""
-    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver_path):
-        reason = "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}: CI must run the profile page test")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    yield browser
-    browser.quit()
 
 
 @pytest.mark.timeout(600)  # about 10 s; a browser and Bokeh take minutes on a machine loaded 20 times over

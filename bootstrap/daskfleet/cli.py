@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .aws import commands as aws_commands
+from .client import dashboard_commands
 from .client import env_commands as client_env_commands
 from .client import fleet_commands
 from .environments import commands as env_commands
@@ -163,6 +164,9 @@ for command in (client_env_commands.publish, client_env_commands.status, client_
 cli.add_command(fleet_commands.clusters)
 cli.add_command(ops_commands.janitor)
 cli.add_command(ops_commands.status)
+cli.add_command(ops_commands.revoke)
+cli.add_command(dashboard_commands.dashboard)
+cli.add_command(ops_commands.unrevoke)
 cli.add_command(usage_commands.usage_command(live=_live_usage, stored=_stored_usage))
 cli.add_command(usage_commands.profile_command(fetch=_prefix_profile))
 

@@ -270,6 +270,19 @@ def parameter_path_prefix(cluster: str) -> str:
     return f"/{NAME_PREFIX}/{cluster}/"
 
 
+def deny_list_parameter_name(cluster: str) -> str:
+    """SSM parameter holding the cluster's deny-list (JSON, ``daskfleet.trust.denylist``); its versions are the history."""
+    return f"/{NAME_PREFIX}/{cluster}/deny-list"
+
+
+#: How often every scheduler reads its cluster's deny-list (at least once a minute), and how often it closes the
+#: connections of peers whose certificate has expired (TLS checks a certificate only at the handshake).
+DENY_LIST_POLL_SECONDS = 30.0
+EXPIRY_SWEEP_SECONDS = 15.0
+#: A local cluster's deny-list file, in its state directory.
+DENY_LIST_FILE = "deny-list.json"
+
+
 def published_env_parameter_name(cluster: str) -> str:
     """SSM parameter pointing the cluster at its published environment (JSON); its versions are the history."""
     return f"/{NAME_PREFIX}/{cluster}/env/published"

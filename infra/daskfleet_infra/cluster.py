@@ -33,6 +33,7 @@ from .lookups import Account, Image
 from .membership import Membership, MembershipArgs
 from .observability import Observability, ObservabilityArgs
 from .pki import Pki, PkiArgs
+from .revocations import Revocation
 from .scheduler_dns import SchedulerDns, SchedulerDnsArgs
 from .specs import NodeSpecs, NodeSpecsArgs, scheduler_address
 from .wake import Wake, WakeArgs, principal_label
@@ -134,6 +135,9 @@ class Cluster(pulumi.ComponentResource):
             cluster=name, account=account, people=people, bucket_arn=shared.bucket_arn, key_arn=shared.key_arn,
             log_group_arn=observability.log_group_arn, data=cluster.data, tags=tags,
         ), pulumi.ResourceOptions(parent=self))
+        # A user who leaves members/admins is denied at once (the vendor and the schedulers read the deny-list).
+        Revocation(f"{prefix}revocation", cluster=name, region=stack.region, users=[user.name for user in people],
+                   opts=pulumi.ResourceOptions(parent=self))
         wake = None
         if self._own:  # permission sets may name the wake policy the stack had before fleets
             wake = Wake("wake", WakeArgs(cluster=name, account=account, users=people), self._part("wake"))

@@ -69,6 +69,10 @@ def test_nodes_get_only_what_session_manager_needs_and_read_no_parameter_outside
     parameter = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter"
     for action in ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"):
         assert allows(policy, action, f"{parameter}/daskfleet/analytics/spec/{role}")
+        # The scheduler polls its cluster's deny-list; never another cluster's, never writes it.
+        assert allows(policy, action, f"{parameter}{conventions.deny_list_parameter_name('analytics')}")
+        assert not allows(policy, action, f"{parameter}{conventions.deny_list_parameter_name('other')}")
+        assert not allows(policy, "ssm:PutParameter", f"{parameter}{conventions.deny_list_parameter_name('analytics')}")
         for elsewhere in ("/daskfleet/other/spec/worker", "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
                           "/prod/database/password", "/daskfleet/analyticsx/spec/worker", "/AmazonCloudWatch-linux"):
             assert not allows(policy, action, f"{parameter}{elsewhere}"), (action, elsewhere)

@@ -141,3 +141,18 @@ def test_repeated_boot_failures_of_one_launch_template_version_are_shown(aws, lo
     text = render_text(view)
     assert f"worker launch template {template} version 1: 2 instance(s)  REPEATED" in text
     assert f"last: {instances[-1]} exit 66: {line}" in text
+
+
+def test_the_deny_list_is_shown(aws, local_cluster):
+    import boto3  # noqa: PLC0415
+
+    from daskfleet.ops.revocation import change_aws  # noqa: PLC0415
+
+    deploy(aws, local_cluster, expected=current_fingerprint())
+    assert "revoked:     nobody (the deny-list is empty)" in render_text(status(local_cluster))
+    change_aws(CLUSTER, "mallory", lift=False, reason="left the team", session=boto3.session.Session())
+    view = status(local_cluster)
+    assert [row["user"] for row in view.deny_list.value] == ["mallory"]
+    text = render_text(view)
+    assert "revoked:     1 user(s)" in text and "mallory" in text and ": left the team" in text
+    assert json.loads(render_json(view))["deny_list"]["value"][0]["reason"] == "left the team"

@@ -313,6 +313,12 @@ class AwsSource:
         check_tags(identity, cluster=self.cluster, role=identity.tags.get(conventions.TAG_ROLE, ""))
         return read_pointer(self.client("ssm"), self.cluster, INSTANCE_ROLE)
 
+    def deny_list(self) -> str | None:
+        """The cluster's deny-list parameter, through the instance role (the scheduler's may read its own)."""
+        from .denylist import read_deny_list_text  # noqa: PLC0415  (schedulers only)
+
+        return read_deny_list_text(self.client("ssm"), self.cluster, INSTANCE_ROLE)
+
     def environment_error(self) -> str | None:
         """What the node's environment step (``daskfleet env follow``) reported, when its install failed."""
         path = conventions.node_path(conventions.NODE_ENV_STATUS_FILE)

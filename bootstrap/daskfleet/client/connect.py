@@ -116,7 +116,20 @@ def connect(
     except OSError as exc:
         raise DaskfleetError(_unreachable(target, name, exc), ExitCode.SCHEDULER_UNREACHABLE) from None
     verify_scheduler_identity(client, name)
+    _link_forwarded_dashboard(name, local[1] if local is not None else None)
     return client
+
+
+def _link_forwarded_dashboard(cluster: str, state_dir: Path | None) -> None:
+    """While ``daskfleet dashboard CLUSTER`` runs on this machine, clients give its URL as their ``dashboard_link``
+    (dask's ``distributed.dashboard.link``, which this process's clients share: the last cluster connected wins)."""
+    import dask  # noqa: PLC0415
+
+    from .dashboard import running_forwarder  # noqa: PLC0415
+
+    url = running_forwarder(cluster, state_dir)
+    if url is not None:
+        dask.config.set({"distributed.dashboard.link": f"{url}/status"})
 
 
 def _unreachable(target: str, cluster: str, exc: OSError) -> str:

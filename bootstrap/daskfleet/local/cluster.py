@@ -34,7 +34,8 @@ from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE, SCHEDULER_INFO_FILE, SPEC_FILE, TLS_DIR
 from ..node.sizing import WorkerSize, local_worker_size
-from ..node.spec import NodeSpec, dump_spec
+from ..conventions import DENY_LIST_FILE
+from ..node.spec import NodeSpec, RevocationPolicy, dump_spec
 from ..scaling.defaults import LOCAL_INTERVAL_S
 from ..scaling.policy import ScalingSpec
 from ..trust import pki
@@ -54,6 +55,15 @@ WORKER_SLOT_PREFIX = "worker-"
 
 #: The local scheduler reads its published environment from a file: it may look often.
 LOCAL_ROLLOUT = RolloutPolicy(poll_s=0.2, switch_timeout_s=START_TIMEOUT_S * 2)
+#: Its deny-list too (``<state>/deny-list.json``, written by ``daskfleet revoke local USER``): a revoked user's
+#: connections close within about a second.
+LOCAL_REVOCATION_POLL_S = 1.0
+LOCAL_EXPIRY_SWEEP_S = 1.0
+
+
+def local_revocation(state_dir: Path) -> RevocationPolicy:
+    return RevocationPolicy(deny_list_poll_s=LOCAL_REVOCATION_POLL_S, expiry_sweep_s=LOCAL_EXPIRY_SWEEP_S,
+                            deny_list_file=str(Path(state_dir) / DENY_LIST_FILE))
 
 
 def local_scaling(
@@ -250,6 +260,7 @@ def _bring_up(
         usage=usage,
         scaling=scaling,
         rollout=LOCAL_ROLLOUT,
+        revocation=local_revocation(state_dir),
     )
     nodes = state_dir / "nodes"
     # An earlier cluster's certificates, runtime files and run histories.
@@ -369,10 +380,46 @@ def down(state_dir: Path) -> LocalCluster | None:
     stuck = _stop_supervisor(cluster)
     latest = LocalCluster.load(state_dir) or cluster
     stuck += _stop(latest)  # whatever a supervisor that died (or was killed) left running
+    stuck += _stop_forwarder(latest)
     if stuck:
         raise DaskfleetError(f"could not stop: {', '.join(sorted(set(stuck)))}", ExitCode.LOCAL_FAILURE)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return latest
+
+
+def start_dashboard_forwarder(state_dir: Path) -> str:
+    """Start ``daskfleet dashboard`` for the cluster in ``state_dir`` in the background (the admin's certificate),
+    record it (``local down`` stops it) and return its URL."""
+    from ..client.dashboard import record_path  # noqa: PLC0415
+
+    cluster = LocalCluster.load(state_dir)
+    record = record_path(cluster.cluster, state_dir)
+    record.unlink(missing_ok=True)
+    log_path = pki.ensure_private_dir(state_dir / "logs") / "dashboard.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daskfleet", "dashboard", cluster.cluster, "--state-dir", str(state_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not record.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                end_processes([psutil.Process(proc.pid)])
+            raise DaskfleetError(f"the dashboard forwarder did not start; last lines of {log_path}:\n"
+                                 f"{_tail(str(log_path))}", ExitCode.LOCAL_FAILURE)
+        time.sleep(0.1)
+    url = json.loads(record.read_text())["url"] + "/status"
+    with LocalCluster.update(state_dir) as recorded:
+        recorded.forwarder = NodeProcess("dashboard", "forwarder", proc.pid, psutil.Process(proc.pid).create_time(),
+                                         str(log_path), state="running")
+        recorded.dashboard_url = url
+    return url
+
+
+def _stop_forwarder(cluster: LocalCluster) -> list[str]:
+    proc = cluster.forwarder.process() if cluster.forwarder is not None else None
+    return ["dashboard forwarder"] if proc is not None and end_processes([proc]) else []
 
 
 def _stop_supervisor(cluster: LocalCluster) -> list[str]:

@@ -141,6 +141,11 @@ def local_up(
     state = _state_of(name, state_dir)
     started = local_cluster.up(state, scaling=scaling, usage=usage, cluster=name, threads=threads,
                                memory_limit=memory_limit)
+    try:
+        dashboard = local_cluster.start_dashboard_forwarder(state)
+    except DaskfleetError:
+        local_cluster.down(state)
+        raise
     via = "" if state_dir is None else f", state_dir={str(state)!r}"
     flags = command_flags(state, name)
     sizing = f"adaptive {low}..{high} worker(s)" if adapt else f"{high} worker(s)"
@@ -150,7 +155,8 @@ def local_up(
         f"daskfleet local cluster {name!r} is up: {sizing}, smoke computation passed.\n"
         f"  workers:   {_worker_size(started)} each\n"
         f"  scheduler: {started.address}\n"
-        f"  dashboard: {started.dashboard}   (HTTPS with the cluster's own CA)\n"
+        f"  dashboard: {dashboard}   (open it in your browser: a forwarder on this machine presents your "
+        f"certificate to the cluster, whose dashboard port asks for one)\n"
         f"  audit log: {state / 'audit.jsonl'}\n"
         f"  idle:      workers retire to 0 after {idle_timeout:g}s without work, {no_client_timeout:g}s without a client "
         f"(0: never); new work brings them back\n"
@@ -174,7 +180,9 @@ def local_status(name: str | None, state_dir: Path | None) -> None:
         click.echo("no local cluster is running")
         return
     cap = f", cap {cluster.cap}" if cluster.cap else ""
-    click.echo(f"scheduler: {cluster.address}\ndashboard: {cluster.dashboard}\nworkers:   {cluster.adapt} (min:max){cap}, "
+    forwarded = cluster.dashboard_url if cluster.forwarder is not None and cluster.forwarder.process() else (
+        f"{cluster.dashboard} asks for a certificate: `daskfleet dashboard {cluster.cluster}` forwards it to your browser")
+    click.echo(f"scheduler: {cluster.address}\ndashboard: {forwarded}\nworkers:   {cluster.adapt} (min:max){cap}, "
                f"{_worker_size(cluster)} each")
     supervisor = cluster.supervisor
     if supervisor is not None and supervisor.process() is not None:
@@ -183,6 +191,10 @@ def local_status(name: str | None, state_dir: Path | None) -> None:
         click.echo("supervisor: NOT RUNNING, so no node is restarted; `daskfleet local down` then `local up`")
     for record in cluster.nodes:
         click.echo(_node_line(record))
+    from ..ops.revocation import read_local
+    from ..ops.status import Part, deny_list_lines, deny_list_rows
+
+    click.echo("\n".join(deny_list_lines(Part(deny_list_rows(read_local(Path(cluster.state_dir)))))))
 
 
 def _worker_size(cluster) -> str:
@@ -269,19 +281,32 @@ def local_env_publish(lock_path: Path, wheel: Path | None, name: str | None, sta
 
 
 @local.command("issue")
-@click.option("--user", required=True, help="The member's user name (their certificate's common name).")
+@click.option("--user", help="The member's user name (their certificate's common name).")
+@click.option("--metrics", is_flag=True, help="Instead: the read-only certificate Prometheus presents to scrape /metrics.")
 @_cluster_option
 @_state_dir_option
-def local_issue(user: str, name: str | None, state_dir: Path | None) -> None:
+def local_issue(user: str | None, metrics: bool, name: str | None, state_dir: Path | None) -> None:
     """Make a member certificate for USER, for tests and demos: a member may compute but not administer.
 
     It is written under the cluster's state directory (users/USER/); connect with it from Python with
-    daskfleet.connect(CLUSTER, user=USER).
+    daskfleet.connect(CLUSTER, user=USER). With --metrics, a `metrics` certificate (metrics/), which reads the
+    dashboard port's /metrics and nothing else: Prometheus's.
     """
-    from .members import issue_member
+    from ..errors import DaskfleetError, ExitCode
+    from .members import issue_member, issue_metrics
 
     name = _name_of(name, state_dir)
     state = _state_of(name, state_dir)
+    if metrics == (user is not None):
+        raise DaskfleetError("local issue: give --user NAME (a member) or --metrics (Prometheus), one of them",
+                             ExitCode.CONFIG)
+    if metrics:
+        directory = issue_metrics(state, name)
+        click.echo(f"a metrics certificate of local cluster {name!r} is in {directory}: it reads /metrics on the "
+                   f"dashboard port and nothing else. In prometheus.yml's scrape config:\n"
+                   f"  scheme: https\n  tls_config:\n    ca_file: {directory / 'ca.pem'}\n"
+                   f"    cert_file: {directory / 'cert.pem'}\n    key_file: {directory / 'key.pem'}")
+        return
     directory = issue_member(state, user, name)
     via = "" if state_dir is None else f", state_dir={str(state)!r}"
     click.echo(f"{user} is a member of local cluster {name!r} (certificate in {directory}): they may compute, "

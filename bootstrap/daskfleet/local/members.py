@@ -48,3 +48,23 @@ def issue_member(state_dir: Path, user: str, cluster: str) -> Path:
     pki.write_private(directory / CERT_FILE, cert.cert_pem)
     pki.write_private(directory / KEY_FILE, cert.key_pem)
     return directory
+
+
+#: ``metrics/``: the read-only ``metrics`` certificate Prometheus presents to the dashboard port (``local issue --metrics``).
+METRICS_DIR = "metrics"
+
+
+def issue_metrics(state_dir: Path, cluster: str) -> Path:
+    """A ``metrics`` certificate of local cluster ``cluster`` (it reads the dashboard's /metrics and nothing else),
+    written under ``<state>/metrics/``: returns that directory."""
+    ca = load_ca(state_dir)
+    if ca is None:
+        raise DaskfleetError(f"no CA of local cluster {cluster!r} in {state_dir}: start it first with "
+                             f"`daskfleet local up{command_flags(state_dir, cluster)}`", ExitCode.CONFIG)
+    cert = pki.issue_certificate(ca, cluster, conventions.METRICS_ROLE)
+    directory = Path(state_dir) / METRICS_DIR
+    pki.ensure_private_dir(directory)
+    pki.write_private(directory / CA_FILE, ca.cert_pem)
+    pki.write_private(directory / CERT_FILE, cert.cert_pem)
+    pki.write_private(directory / KEY_FILE, cert.key_pem)
+    return directory

@@ -121,6 +121,10 @@ class LocalCluster:
     stopping: bool = False
     #: The supervisor process (``daskfleet local supervise``), which starts and restarts every node.
     supervisor: NodeProcess | None = None
+    #: The dashboard forwarder ``local up`` starts (``daskfleet dashboard``), and its plain-HTTP loopback URL: the
+    #: dashboard port itself asks for a certificate of the cluster, which the browser does not hold.
+    forwarder: NodeProcess | None = None
+    dashboard_url: str = ""
 
     @classmethod
     def load(cls, state_dir: Path) -> LocalCluster | None:
@@ -129,8 +133,9 @@ class LocalCluster:
             return None
         doc = json.loads(path.read_text())
         doc["nodes"] = [NodeProcess(**node) for node in doc.get("nodes", [])]
-        if doc.get("supervisor"):
-            doc["supervisor"] = NodeProcess(**doc["supervisor"])
+        for key in ("supervisor", "forwarder"):
+            if doc.get(key):
+                doc[key] = NodeProcess(**doc[key])
         return cls(**doc)
 
     def save(self) -> None:
@@ -139,8 +144,8 @@ class LocalCluster:
 
     def running(self) -> list[NodeProcess]:
         """Live processes: the supervisor and the nodes."""
-        supervisor = [self.supervisor] if self.supervisor is not None else []
-        return [node for node in supervisor + self.nodes if node.process() is not None]
+        others = [node for node in (self.supervisor, self.forwarder) if node is not None]
+        return [node for node in others + self.nodes if node.process() is not None]
 
     def node(self, name: str) -> NodeProcess | None:
         return next((node for node in self.nodes if node.name == name), None)

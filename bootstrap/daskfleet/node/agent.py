@@ -41,6 +41,8 @@ from ..trust import pki
 from ..trust.audit import AuditLog
 from ..trust.gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper, scheduler_versions
 from ..trust.guards import SchedulerGuard, WorkerGuard
+from ..trust.dashboard import install as install_dashboard_guard
+from ..trust.revocation import RevocationWatch, file_reader
 from ..trust.peers import Peer
 from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
@@ -149,8 +151,10 @@ async def run_scheduler(
     )
     restarting: list[Callable[[int], None]] = []
     announce_closes(scheduler, lambda count: [hear(count) for hear in restarting])
-    guard = SchedulerGuard(gatekeeper, audit)
+    guard = SchedulerGuard(gatekeeper, audit, ca_pem=node.tls.ca.read_text())
     guard.install(scheduler)
+    install_dashboard_guard(scheduler, guard)
+    install_revocation(scheduler, guard, spec, source)
     install_memory(scheduler, guard, audit)
     accounting = usage.install(
         scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name(RECORDS_FILE),
@@ -191,6 +195,17 @@ async def run_scheduler(
     if scaler is not None and scaler.stopping:
         return Outcome(ExitCode.RETIRED, "the cluster went idle and its scheduler's capacity is 0: stopped")
     return Outcome(ExitCode.OK, "the scheduler stopped on request")
+
+
+def install_revocation(scheduler: Scheduler, guard: SchedulerGuard, spec: NodeSpec, source: NodeSource) -> None:
+    """Poll the cluster's deny-list (the spec's file, else the source's) and sweep expired peers."""
+    policy = spec.revocation
+    if policy.deny_list_file:
+        reader, origin = file_reader(policy.deny_list_file), policy.deny_list_file
+    else:
+        reader, origin = source.deny_list, f"deny-list of {spec.cluster} ({source.describe()})"
+    watch = RevocationWatch(guard, reader, poll_s=policy.deny_list_poll_s, sweep_s=policy.expiry_sweep_s, origin=origin)
+    scheduler.add_plugin(watch, name=RevocationWatch.name)
 
 
 async def wait_for_scheduler(address: str, security: Security, timeout: float, cluster: str) -> None:

@@ -74,6 +74,10 @@ class NodeSource(Protocol):
     def published_environment(self) -> PublishedEnvironment | None:
         """The environment published to the cluster (daskfleet env publish), or None when none was."""
 
+    def deny_list(self) -> str | None:
+        """The cluster's deny-list document (``daskfleet.trust.denylist``), None when none is stored; a scheduler
+        polls it. Raises DaskfleetError when it cannot be read."""
+
     def environment_error(self) -> str | None:
         """Why this node could not install the published environment before it started, or None."""
 
@@ -145,6 +149,10 @@ class DirectorySource:
         except FileNotFoundError:
             return None
         return parse_published(text, str(path))
+
+    def deny_list(self) -> str | None:
+        """A node directory holds none: a local cluster's scheduler spec names its file (``revocation.deny_list_file``)."""
+        return None
 
     def environment_error(self) -> str | None:
         """The local launcher installs published environments itself; a node never starts half-switched."""

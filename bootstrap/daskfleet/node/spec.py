@@ -16,6 +16,24 @@ from ..usage.policy import UsagePolicy
 from .sizing import check_memory_limit
 
 
+class RevocationPolicy(BaseModel):
+    """How the scheduler follows the cluster's deny-list and closes expired peers (``daskfleet.trust.revocation``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    deny_list_poll_s: float = Field(
+        default=conventions.DENY_LIST_POLL_SECONDS, gt=0, le=60,
+        description="how often the scheduler reads the deny-list (at least once a minute)",
+    )
+    expiry_sweep_s: float = Field(
+        default=conventions.EXPIRY_SWEEP_SECONDS, gt=0, le=60,
+        description="how often the scheduler closes connections whose certificate expired",
+    )
+    deny_list_file: str | None = Field(
+        default=None, description="a local cluster's deny-list file; unset: the source's (the SSM parameter on AWS)",
+    )
+
+
 class NodeSpec(BaseModel):
     """Everything a scheduler or worker node is told by its source.
 
@@ -68,6 +86,9 @@ class NodeSpec(BaseModel):
     )
     rollout: RolloutPolicy = Field(
         default_factory=RolloutPolicy, description="how the scheduler rolls workers onto a published environment",
+    )
+    revocation: RevocationPolicy = Field(
+        default_factory=RevocationPolicy, description="deny-list polling and the expired-peer sweep (scheduler)",
     )
     scaling: ScalingSpec | None = Field(
         default=None, description="adaptive workers and idle shutdown (scheduler); absent: the scheduler sizes nothing",

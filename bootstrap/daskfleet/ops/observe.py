@@ -54,6 +54,7 @@ def observe_cluster(
     view.spend = _part(lambda: _spend(api, cluster, today or dt.datetime.now(dt.timezone.utc).date()))
     view.budget = _part(lambda: _budget(api, cluster))
     view.boot_failures = _part(lambda: _boot_failures(api, cluster, time.time() - FAILURE_WINDOW_S))
+    view.deny_list = _part(lambda: _deny_list(api, cluster))
     scheduler = groups["scheduler"]
     if scheduler.available and scheduler.value[0].desired == 0 and address is None:
         asleep = unavailable("the scheduler is asleep (its group wants 0 instances)")
@@ -85,6 +86,18 @@ def _expiry(scheduler: Part) -> Part:
         return unavailable(scheduler.reason)
     expires = scheduler.value[1].get(conventions.TAG_EXPIRES)
     return Part(expires) if expires else Part("never (not an ephemeral stack)")
+
+
+def _deny_list(api: OpsApi, cluster: str) -> list[dict[str, Any]]:
+    from ..trust.denylist import DenyList  # noqa: PLC0415
+    from .status import deny_list_rows  # noqa: PLC0415
+
+    name = conventions.deny_list_parameter_name(cluster)
+    try:
+        value = api.call("ssm", "GetParameter", f"SSM parameter {name}", Name=name)["Parameter"]["Value"]
+    except Gone:
+        return []
+    return deny_list_rows(DenyList.from_json(value, f"SSM parameter {name}"))
 
 
 def _expected_fingerprint(api: OpsApi, cluster: str) -> str:

@@ -6,6 +6,7 @@ Explorer, a scheduler asleep, no scaler yet) is stated, never an error.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,8 @@ class ClusterView:
     budget: Part = field(default_factory=lambda: unavailable("not checked"))
     expires: Part = field(default_factory=lambda: unavailable("not checked"))
     boot_failures: Part = field(default_factory=lambda: unavailable("not checked"))
+    #: The cluster's deny-list: [{"user", "revoked_at", "by", "reason"}], oldest first.
+    deny_list: Part = field(default_factory=lambda: unavailable("not checked"))
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,28 @@ def render_text(view: ClusterView) -> str:
     lines.append(f"budget:      {_text(view.budget, _budget_text)}")
     lines.append(f"expires:     {_text(view.expires)}")
     lines += _failure_lines(view.boot_failures)
+    lines += deny_list_lines(view.deny_list)
     return "\n".join(lines)
+
+
+def deny_list_rows(deny: Any) -> list[dict[str, Any]]:
+    """A DenyList's entries as rows, oldest revocation first."""
+    return [{"user": e.user, "revoked_at": e.revoked_at, "by": e.by, "reason": e.reason}
+            for e in sorted(deny.entries.values(), key=lambda e: (e.revoked_at, e.user))]
+
+
+def deny_list_lines(part: Part) -> list[str]:
+    """``revoked:`` and one line per revoked user (``daskfleet status``, and ``daskfleet revoke``'s answer)."""
+    if not part.available:
+        return [f"revoked:     not available: {part.reason}"]
+    if not part.value:
+        return ["revoked:     nobody (the deny-list is empty)"]
+    lines = [f"revoked:     {len(part.value)} user(s), refused by the scheduler and the certificate vendor:"]
+    for row in part.value:
+        when = dt.datetime.fromtimestamp(row["revoked_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        reason = f": {row['reason']}" if row["reason"] else ""
+        lines.append(f"  {row['user']:<16} since {when} by {row['by']}{reason}")
+    return lines
 
 
 def _failure_lines(part: Part) -> list[str]:
@@ -184,7 +208,8 @@ def render_json(view: ClusterView) -> str:
         "cluster": view.cluster, "region": view.region,
         "groups": {role: part(p) for role, p in view.groups.items()},
         **{name: part(getattr(view, name)) for name in
-           ("scheduler", "expected_fingerprint", "workers", "idle", "spend", "budget", "expires", "boot_failures")},
+           ("scheduler", "expected_fingerprint", "workers", "idle", "spend", "budget", "expires", "boot_failures",
+            "deny_list")},
     }
     return json.dumps(document, indent=2, sort_keys=True, default=str)
 

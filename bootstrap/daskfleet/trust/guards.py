@@ -1,11 +1,15 @@
 """Bind the gatekeepers to running servers: wrap every handler before the server listens.
 
 ``SchedulerGuard`` checks registrations, operations, registered streams and graph submissions
-on the scheduler and audits each refusal; ``WorkerGuard`` checks who calls a worker's operations.
+on the scheduler and audits each refusal; it keeps every open connection (``live``), refuses and
+closes a user the cluster's deny-list names, and closes a peer whose certificate expired.
+``WorkerGuard`` checks who calls a worker's operations.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import inspect
 import logging
 from collections.abc import Callable, Container, Mapping
@@ -14,9 +18,12 @@ from typing import Any
 
 from distributed.core import error_message
 
+from .. import conventions
 from .attribution import GraphOrigin, TaskOwners
 from .audit import AuditLog, AuditPlugin
+from .denylist import DenyEntry, DenyList
 from .gatekeeper import FINGERPRINT_KEY, Gatekeeper, SubmittingTask, WorkerGatekeeper, host_of
+from .liveness import LiveKind, LivePeer, renewal_check
 from .peers import Peer, Refusal
 
 logger = logging.getLogger("daskfleet.scheduler")
@@ -30,6 +37,17 @@ def _peer_of(comm: Any) -> Peer:
     return cached
 
 
+def _presented_der(comm: Any) -> bytes | None:
+    """The DER certificate the peer presented at the handshake (None without TLS or once closed)."""
+    sock = getattr(getattr(comm, "stream", None), "socket", None)
+    getpeercert = getattr(sock, "getpeercert", None)
+    return getpeercert(binary_form=True) if getpeercert is not None else None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
 def _expects_comm(handler: Callable) -> bool:
     params = inspect.signature(handler).parameters
     return bool(params) and next(iter(params)) == "comm"
@@ -40,12 +58,15 @@ def _guarded(
     handler: Callable,
     decide: Callable[[str, Peer, Mapping[str, Any]], Refusal | None],
     refuse: Callable[[Peer, Refusal], str],
+    track: Callable[[Any, Peer], None] | None = None,
 ) -> Callable:
     """``handler`` behind a check of the caller's certificate; a refusal answers the caller with PermissionError."""
     takes_comm = _expects_comm(handler)
 
     async def guarded(comm: Any, **msg: Any) -> Any:
         peer = _peer_of(comm)
+        if track is not None:
+            track(comm, peer)
         refusal = decide(op, peer, msg)
         if refusal is not None:
             return error_message(PermissionError(refuse(peer, refusal)), status="uncaught-error")
@@ -68,9 +89,19 @@ class SchedulerGuard:
     a graph after its origin is known (``daskfleet.usage`` adds its limits and budget stop there).
     """
 
-    def __init__(self, gatekeeper: Gatekeeper, audit: AuditLog):
+    def __init__(self, gatekeeper: Gatekeeper, audit: AuditLog, ca_pem: str | None = None):
         self.gatekeeper = gatekeeper
         self.audit = audit
+        #: The cluster CA, which renewed certificates must chain to (``renewed``); None: no renewal accepted.
+        self.ca_pem = ca_pem
+        #: Every open connection to the scheduler: registered clients and task clients by client id, workers by
+        #: their address, any other connection by its peer address.
+        self.live: dict[str, LivePeer] = {}
+        #: The users the cluster's deny-list names (``apply_deny_list``, fed by ``daskfleet.trust.revocation``).
+        self.deny = DenyList()
+        self._deny_loaded = False
+        #: The users each task client submitted graphs for: revoking one closes the task clients working for them.
+        self.task_client_users: dict[str, set[str]] = {}
         self.identities: dict[str, Peer] = {}
         self.origins: dict[str, GraphOrigin] = {}
         self.owners = TaskOwners()
@@ -122,6 +153,135 @@ class SchedulerGuard:
             return None
         return stream
 
+    def _track(self, comm: Any, peer: Peer) -> None:
+        """Keep a connection in ``live`` from its first operation (closed ones are dropped as the registry is
+        walked: ``_forget_closed``). distributed keeps a client's pooled connections open between calls."""
+        if getattr(comm, "_daskfleet_live", False):
+            return
+        comm._daskfleet_live = True
+        self.live.setdefault(f"{comm.peer_address} {id(comm)}",
+                             LivePeer(comm, peer, "connection", peer.not_after, _presented_der(comm)))
+
+    def _forget_closed(self) -> None:
+        for name in [name for name, entry in self.live.items() if entry.comm.closed()]:
+            del self.live[name]
+            self.task_client_users.pop(name, None)
+
+    def _register_live(self, name: str, comm: Any, kind: LiveKind) -> None:
+        """The connection ``comm`` becomes the registered client or worker ``name``."""
+        peer = _peer_of(comm)
+        for old in [old for old, found in self.live.items() if found.comm is comm]:
+            del self.live[old]
+        comm._daskfleet_live = True
+        self.live[name] = LivePeer(comm, peer, kind, peer.not_after, _presented_der(comm))
+
+    # --- revocation and expiry -------------------------------------------------------------------
+
+    def denial(self, peer: Peer) -> Refusal | None:
+        """A refusal when ``peer`` is a user the deny-list names."""
+        if peer.role not in conventions.USER_ROLES:
+            return None
+        entry = self.deny.denies(peer.identity)
+        return self._revoked(entry) if entry is not None else None
+
+    def _revoked(self, entry: DenyEntry) -> Refusal:
+        return Refusal(f"the access of {entry.user} to cluster {self.gatekeeper.cluster!r} was {entry.describe()}")
+
+    async def apply_deny_list(self, deny: DenyList) -> list[str]:
+        """Take ``deny`` as the cluster's deny-list: audit each change, close the connections of every denied user.
+
+        Returns the names of the connections closed.
+        """
+        if not self._deny_loaded:  # at start: one line for what was revoked before, not one per user
+            self._deny_loaded = True
+            logger.info("daskfleet: the deny-list names %d user(s)", len(deny.entries))
+            self.audit.record("deny-list-loaded", users=deny.users())
+        else:
+            for user in sorted(set(deny.entries) - set(self.deny.entries)):
+                entry = deny.entries[user]
+                logger.warning("daskfleet: %s", self._revoked(entry).reason)
+                self.audit.record("revocation-seen", identity=user, by=entry.by, reason=entry.reason,
+                                  revoked_at=entry.revoked_at)
+            for user in sorted(set(self.deny.entries) - set(deny.entries)):
+                self.audit.record("revocation-lifted", identity=user)
+        self.deny = deny
+        self._forget_closed()
+        closing = []
+        for name, entry in list(self.live.items()):
+            denied = self.denial(entry.peer) if entry.kind != "task-client" else next(
+                (self._revoked(found) for user in sorted(self.task_client_users.get(name, ()))
+                 if (found := deny.denies(user)) is not None), None)
+            if denied is not None:
+                closing.append(self._close_live(name, entry, denied.reason, "revoked-connection-closed"))
+        return [name for name in await asyncio.gather(*closing) if name]
+
+    async def sweep_expired(self, now: dt.datetime | None = None) -> list[str]:
+        """Close every connection whose certificate expired (and was not renewed); the names of those closed."""
+        now = now or _now()
+        self._forget_closed()
+        closing = []
+        for name, entry in list(self.live.items()):
+            if entry.expired(now):
+                reason = (f"the certificate of {entry.peer.identity or '(no identity)'} ({entry.peer.role}) expired at "
+                          f"{entry.valid_until:%Y-%m-%d %H:%M:%S} UTC and was not renewed")
+                closing.append(self._close_live(name, entry, reason, "expired-peer-closed"))
+        return [name for name in await asyncio.gather(*closing) if name]
+
+    async def _close_live(self, name: str, entry: LivePeer, reason: str, event: str) -> str | None:
+        """Close one live connection; a registered client first hears why, with each of its unfinished tasks erred."""
+        if self.live.get(name) is not entry:
+            return None  # closed meanwhile
+        del self.live[name]
+        if entry.comm.closed():
+            return None
+        peer = entry.peer
+        logger.warning("daskfleet closes %s %s (%s): %s", entry.kind, name, peer.identity, reason)
+        self.audit.record(event, identity=peer.identity, role=peer.role, kind=entry.kind, connection=name,
+                          peer=peer.address, reason=reason)
+        bcomm = self.scheduler.client_comms.get(name) if entry.kind in ("client", "task-client") else None
+        if bcomm is None:
+            entry.comm.abort()
+            return name
+        message = f"daskfleet closed this client: {reason}"
+        error = error_message(PermissionError(message))
+        state = self.scheduler.clients.get(name)
+        for ts in list(state.wants_what) if state is not None else ():
+            if ts.state not in ("memory", "erred", "forgotten"):
+                bcomm.send({"op": "task-erred", "key": ts.key, "exception": error["exception"], "traceback": error["traceback"]})
+        bcomm.send({"op": "event", "topic": "print", "event": (time(), {"args": (f"daskfleet: error: {message}",), "file": 2})})
+        bcomm.send({"op": "stream-closed"})
+        try:
+            await asyncio.wait_for(bcomm.close(), 5.0)
+        except (OSError, TimeoutError):
+            entry.comm.abort()
+        return name
+
+    def renewed(self, comm: Any, cert_pem: str) -> Refusal | None:
+        """Accept ``cert_pem`` as the renewed certificate of the peer on ``comm``: every live connection of that
+        peer's key then stays open until the new certificate's notAfter. A refusal names what is wrong."""
+        peer = _peer_of(comm)
+        if self.ca_pem is None:
+            return Refusal("this scheduler accepts no renewed certificates (it knows no CA)")
+        if (denied := self.denial(peer)) is not None:
+            return denied
+        presented = _presented_der(comm)
+        own = LivePeer(comm, peer, "connection", peer.not_after, presented)
+        refusal, not_after = renewal_check(self.ca_pem, self.gatekeeper.cluster, peer, own.public_key(), cert_pem, _now())
+        if refusal is not None:
+            self.audit.record("renewal-refused", identity=peer.identity, role=peer.role, peer=peer.address,
+                              reason=refusal.reason)
+            return refusal
+        key = own.public_key()
+        extended = []
+        for name, entry in self.live.items():
+            if entry.comm is comm or (entry.peer.identity == peer.identity and entry.peer.role == peer.role
+                                      and entry.public_key() == key):
+                entry.valid_until = not_after
+                extended.append(name)
+        self.audit.record("certificate-renewed", identity=peer.identity, role=peer.role, peer=peer.address,
+                          valid_until=not_after.isoformat(), connections=len(extended))
+        return None
+
     def add_handler(self, op: str, handler: Callable) -> None:
         """Serve a further scheduler operation behind the same checks (added after ``install``, it would be open)."""
         self.scheduler.handlers[op] = self._guard_operation(op, handler)
@@ -134,12 +294,15 @@ class SchedulerGuard:
 
     def _guard_operation(self, op: str, handler: Callable) -> Callable:
         def decide(op: str, peer: Peer, msg: Mapping[str, Any]) -> Refusal | None:
-            return self.gatekeeper.check_operation(op, peer, msg, self._worker_hosts)
+            return self.denial(peer) or self.gatekeeper.check_operation(op, peer, msg, self._worker_hosts)
 
         def refuse(peer: Peer, refusal: Refusal) -> str:
             return self._refuse("operation", peer, refusal, op=op)
 
-        return _guarded(op, handler, decide, refuse)
+        def track(comm: Any, peer: Peer) -> None:
+            self._track(comm, peer)
+
+        return _guarded(op, handler, decide, refuse, track)
 
     def _guard_worker_registration(self, handler: Callable) -> Callable:
         async def register_worker(comm: Any, **msg: Any) -> Any:
@@ -153,6 +316,7 @@ class SchedulerGuard:
                 await comm.close()
                 return None
             self.audit.record("worker-join", identity=peer.identity, worker=msg.get("address"), peer=peer.address)
+            self._register_live(str(msg.get("address")), comm, "worker")
             self._restrict_stream(comm, peer, "worker", msg.get("address"))
             return await handler(comm, **msg)
 
@@ -161,7 +325,10 @@ class SchedulerGuard:
     def _guard_client_registration(self, handler: Callable) -> Callable:
         async def register_client(comm: Any, client: str, versions: dict, **msg: Any) -> Any:
             peer = _peer_of(comm)
-            refusal, warning = self.gatekeeper.check_client(peer, versions, self._worker_hosts)
+            refusal = self.denial(peer)
+            warning = None
+            if refusal is None:
+                refusal, warning = self.gatekeeper.check_client(peer, versions, self._worker_hosts)
             if refusal is not None:
                 message = self._refuse("client", peer, refusal, client=client)
                 await comm.write([{"op": "stream-start", "error": message}])
@@ -173,6 +340,7 @@ class SchedulerGuard:
             self.identities[client] = peer
             event = "task-client-connect" if peer.role == "worker" else "client-connect"
             self.audit.record(event, identity=peer.identity, role=peer.role, client=client, peer=peer.address)
+            self._register_live(client, comm, "task-client" if peer.role == "worker" else "client")
             self._restrict_stream(comm, peer, "client", client)
             return await handler(comm, client=client, versions=versions, **msg)
 
@@ -184,6 +352,10 @@ class SchedulerGuard:
         async def update_graph(client: str, **msg: Any) -> Any:
             peer = self.identities.get(client) or Peer(None, None, "", "")
             owner, refusal = self.gatekeeper.graph_owner(peer, self._submitting_task(msg.get("submitting_task")))
+            if refusal is None and (entry := self.deny.denies(owner)) is not None:
+                refusal = self._revoked(entry)
+            if refusal is None and owner and peer.role == "worker":
+                self.task_client_users.setdefault(client, set()).add(owner)
             origin = GraphOrigin(owner or "", client, peer.identity, msg.get("submitting_task"))
             for check in self.admission_checks if refusal is None else ():
                 refusal = check(origin, msg)

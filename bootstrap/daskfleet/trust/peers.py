@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,8 @@ class Peer:
     role: str | None
     identity: str
     address: str = ""
+    #: When the certificate the peer presented expires (its notAfter), None when unknown.
+    not_after: dt.datetime | None = None
 
     @classmethod
     def from_peercert(cls, peercert: Mapping[str, Any] | None, address: str = "") -> Peer:
@@ -31,7 +35,14 @@ class Peer:
             for key, value in rdn:
                 if key == "commonName":
                     identity = value
-        return cls(cluster, role, identity, address)
+        return cls(cluster, role, identity, address, parse_not_after((peercert or {}).get("notAfter")))
+
+
+def parse_not_after(text: str | None) -> dt.datetime | None:
+    """``getpeercert()``'s ``notAfter`` (``'Dec  2 17:00:00 2026 GMT'``) as an aware UTC datetime, None when absent."""
+    if not text:
+        return None
+    return dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(text), dt.timezone.utc)
 
 
 @dataclass(frozen=True)
