@@ -41,6 +41,7 @@ from ..trust import pki
 from ..trust.audit import AuditLog
 from ..trust.gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper, scheduler_versions
 from ..trust.guards import SchedulerGuard, WorkerGuard
+from ..trust.renewal import install as install_renewal
 from ..trust.peers import Peer
 from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
@@ -152,6 +153,7 @@ async def run_scheduler(
     guard = SchedulerGuard(gatekeeper, audit)
     guard.install(scheduler)
     install_memory(scheduler, guard, audit)
+    install_renewal(guard)
     accounting = usage.install(
         scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name(RECORDS_FILE),
         source=source,

@@ -122,6 +122,22 @@ class SchedulerGuard:
             return None
         return stream
 
+    def renewed(self, comm: Any, cert_pem: str) -> Refusal | None:
+        """A connection's peer renewed its certificate (conventions.RENEWED_OP): refuse one that names another
+        cluster, role or user than the connection's. (Minimal: the revocation half keeps each connection's
+        validity and extends it here.)"""
+        peer = _peer_of(comm)
+        from .pki import identity_of  # noqa: PLC0415
+
+        try:
+            identity = identity_of(cert_pem)
+        except ValueError:
+            return Refusal("the renewed certificate is not a PEM certificate")
+        if (identity.cluster, identity.role, identity.common_name) != (peer.cluster, peer.role, peer.identity):
+            return Refusal(f"the renewed certificate names {identity.common_name!r} ({identity.role} of "
+                           f"{identity.cluster!r}), not this connection's {peer.identity!r}")
+        return None
+
     def add_handler(self, op: str, handler: Callable) -> None:
         """Serve a further scheduler operation behind the same checks (added after ``install``, it would be open)."""
         self.scheduler.handlers[op] = self._guard_operation(op, handler)
