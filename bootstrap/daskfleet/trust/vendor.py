@@ -287,11 +287,9 @@ def _session_user(arn: str) -> str:
 
 def validity_window(life: dt.timedelta, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """(notBefore, notAfter) for a certificate of ``life`` signed ``now``: backdated a little for clock skew, and
-    ending on a whole second at or after ``now + life`` (X.509 times have no fractions)."""
+    ending on the whole second at or before ``now + life`` (X.509 times have no fractions), never later."""
     start = now - min(BACKDATE, life / 6)
-    end = now + life
-    end = end.replace(microsecond=0) + (dt.timedelta(seconds=1) if end.microsecond else dt.timedelta(0))
-    return start.replace(microsecond=0), end
+    return start.replace(microsecond=0), (now + life).replace(microsecond=0)
 
 
 def decide(
@@ -306,17 +304,17 @@ def decide(
     principal = principal_of(arn)
     node_roles = [role for role, role_arn in policy.node_roles.items() if principal_of(role_arn) == principal]
     users = sorted(user for user, user_arn in policy.users.items() if principal_of(user_arn) == principal)
-    if len(users) > 1:  # several people share one role (an SSO permission set): the session names the person
-        users = [user for user in users if user == _session_user(arn)]
     cluster = policy.cluster
+    if len(users) > 1:  # several people share one role (an SSO permission set): the session names the person
+        shared, users = users, [user for user in users if user == _session_user(arn)]
+        if not users and wanted == USER_REQUEST:
+            raise VendorRefusal(f"{arn} stands for several users of {cluster!r} ({', '.join(shared)}) and its session "
+                                "name picks none")
     if wanted == USER_REQUEST:
         if not users:
             what = f"the {node_roles[0]} nodes' role" if node_roles else "no user"
             raise VendorRefusal(f"{arn} is {what} of cluster {cluster!r}; only its users (members and admins) get "
                                 "a user certificate")
-        if len(users) > 1:
-            raise VendorRefusal(f"{arn} stands for several users of {cluster!r} ({', '.join(users)}) and its session "
-                                "name picks none")
         user = users[0]
         entry = deny_list.denies(user)
         if entry is not None:
