@@ -9,6 +9,7 @@ request. A person's laptop and a node's agent (its instance role) build it the s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ from ..errors import DaskfleetError, ExitCode
 from ..trust.vendor import PROOF_BODY, USER_REQUEST, CertificateRequest, IdentityProof, VendedCertificate, csr_sha256
 from .calls import BOTO_CONFIG, Caller, call_aws
 from .user import LOGIN_HINT, YOUR_IDENTITY, _check_name, user_session
+
+log = logging.getLogger(__name__)
 
 #: Sends a request to the cluster's vendor and returns its certificate (a Lambda invocation; tests call the
 #: handler in process).
@@ -44,17 +47,22 @@ def make_proof(session: Any, cluster: str, csr_pem: str) -> IdentityProof:
     return IdentityProof("POST", request.url, {k: str(v) for k, v in request.headers.items()}, PROOF_BODY)
 
 
-def vendor_function(session: Any, cluster: str, caller: Caller = YOUR_IDENTITY) -> str:
-    """The vendor function of ``cluster``: its worker spec names it (a cluster of a fleet shares the fleet's)."""
+def vendor_function(session: Any, cluster: str, caller: Caller = YOUR_IDENTITY) -> str | None:
+    """The vendor function of ``cluster``, as its worker spec names it (a cluster of a fleet shares the fleet's);
+    None for a stack from before vendors, which still issues certificates into Secrets Manager."""
     name = conventions.spec_parameter_name(cluster, "worker")
-    response = call_aws(session.client("ssm", config=BOTO_CONFIG), "GetParameter", f"SSM parameter {name}", caller,
-                        missing=ExitCode.CONFIG, Name=name, WithDecryption=True)
+    try:
+        response = call_aws(session.client("ssm", config=BOTO_CONFIG), "GetParameter", f"SSM parameter {name}", caller,
+                            missing=ExitCode.CONFIG, Name=name, WithDecryption=True)
+    except DaskfleetError as error:  # unreadable here (no spec, no permission): the stack-issued path says more
+        log.debug("no vendor found in %s: %s", name, error)
+        return None
     try:
         spec = json.loads(response["Parameter"]["Value"])
     except json.JSONDecodeError:
         spec = None
     function = spec.get("vendor_function") if isinstance(spec, dict) else None
-    return function if isinstance(function, str) and function else conventions.vendor_function_name(cluster)
+    return function if isinstance(function, str) and function else None
 
 
 def invoke_lambda(session: Any, function: str, request: CertificateRequest, caller: Caller = YOUR_IDENTITY) -> VendedCertificate:
@@ -81,22 +89,32 @@ def vended_from_answer(payload: bytes | str, function: str, function_error: str 
 
 def request_certificate(
     session: Any, cluster: str, csr_pem: str, *, role: str = USER_REQUEST, ttl: float | None = None,
-    caller: Caller = YOUR_IDENTITY, transport: Transport | None = None,
+    caller: Caller = YOUR_IDENTITY, transport: Transport | None = None, function: str | None = None,
 ) -> VendedCertificate:
-    """A certificate from ``cluster``'s vendor for the CSR, proving ``session``'s identity."""
+    """A certificate from ``cluster``'s vendor (``function``, else the one its worker spec names) for the CSR,
+    proving ``session``'s identity."""
     request = CertificateRequest(cluster, csr_pem, role, make_proof(session, cluster, csr_pem), ttl)
-    function = vendor_function(session, cluster, caller)
+    function = function or vendor_function(session, cluster, caller)
+    if function is None:
+        raise DaskfleetError(f"cluster {cluster!r} has no certificate vendor (its worker spec names no "
+                             "vendor_function): its stack predates vendors; `pulumi up` with this version adds one",
+                             ExitCode.CONFIG)
     return (transport or invoke_lambda)(session, function, request)
 
 
-def aws_issuer(cluster: str, *, region: str | None = None, profile: str | None = None, transport: Transport | None = None):
+def aws_issuer(cluster: str, session: Any, function: str, transport: Transport | None = None):
     """An Issuer (daskfleet.client.login) for a user of AWS cluster ``cluster``, with their own AWS login."""
     _check_name("cluster", cluster, conventions.CLUSTER_NAME_PATTERN)
-    sessions: list[Any] = []
 
     def issue(csr_pem: str, ttl: float | None) -> VendedCertificate:
-        if not sessions:
-            sessions.append(user_session(region, profile))
-        return request_certificate(sessions[0], cluster, csr_pem, ttl=ttl, transport=transport)
+        return request_certificate(session, cluster, csr_pem, ttl=ttl, transport=transport, function=function)
 
     return issue
+
+
+def cluster_issuer(cluster: str, *, region: str | None = None, profile: str | None = None):
+    """(Issuer for ``cluster`` with the user's own login, or None when its stack has no vendor yet)."""
+    _check_name("cluster", cluster, conventions.CLUSTER_NAME_PATTERN)
+    session = user_session(region, profile)
+    function = vendor_function(session, cluster)
+    return None if function is None else aws_issuer(cluster, session, function)

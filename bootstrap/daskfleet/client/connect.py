@@ -36,20 +36,22 @@ def local_cluster(cluster: str | None, state_dir: str | Path | None) -> tuple[st
 def login_target(
     cluster: str | None, *, state_dir: str | Path | None = None, profile: str | None = None,
     region: str | None = None, in_memory: bool = False,
-) -> tuple[str, CredentialStore, Issuer]:
+) -> tuple[str, CredentialStore, Issuer] | None:
     """(cluster name, where the login is kept, who signs it) for ``cluster``: a local cluster's own vendor and its
     state directory's ``client/``, or an AWS cluster's vendor function and ``$DASKFLEET_HOME/.credentials/NAME``;
-    ``in_memory`` keeps the key pair in this process only."""
+    ``in_memory`` keeps the key pair in this process only. None: an AWS stack from before vendors."""
     local = local_cluster(cluster, state_dir)
     if local is not None:
         name, state = local
         from ..local.vendor import local_issuer  # noqa: PLC0415
 
         return name, CredentialStore(None if in_memory else client_dir(state)), local_issuer(state, name)
-    from ..aws.login import aws_issuer  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
+    from ..aws.login import cluster_issuer  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
 
-    return cluster, CredentialStore(None if in_memory else credentials_dir(cluster)), aws_issuer(
-        cluster, region=region, profile=profile)
+    issue = cluster_issuer(cluster, region=region, profile=profile)
+    if issue is None:
+        return None
+    return cluster, CredentialStore(None if in_memory else credentials_dir(cluster)), issue
 
 
 def login(
@@ -59,8 +61,19 @@ def login(
     """A new certificate for you in ``cluster`` (``daskfleet login``): for the key pair kept for it, made now if none."""
     from .login import login as renew  # noqa: PLC0415
 
-    _, store, issue = login_target(cluster, state_dir=state_dir, profile=profile, region=region, in_memory=in_memory)
+    target = login_target(cluster, state_dir=state_dir, profile=profile, region=region, in_memory=in_memory)
+    if target is None:
+        raise DaskfleetError(f"cluster {cluster!r} has no certificate vendor (its worker spec names no vendor_function):"
+                             " its stack predates vendors; `pulumi up` with this version adds one", ExitCode.CONFIG)
+    _, store, issue = target
     return renew(store, issue, ttl)
+
+
+def _stack_issued(cluster: str, user: str | None, profile: str | None, region: str | None) -> TlsMaterial:
+    """A stack from before vendors: the certificate it issued into Secrets Manager, read with your AWS login."""
+    from ..aws.user import fetch_client_tls  # noqa: PLC0415
+
+    return fetch_client_tls(cluster, user, region=region, profile=profile)
 
 
 def security(
@@ -78,11 +91,18 @@ def security(
     local = local_cluster(cluster, state_dir)
     if local is not None and user is not None:
         return client_security(client_material(local[1], user), local[0])
-    if user is not None:
-        raise DaskfleetError("user=: on an AWS cluster your certificate names the user your AWS login stands for "
-                             "(the stack's users); log in as that user instead", ExitCode.CONFIG)
-    name, store, issue = login_target(cluster, state_dir=state_dir, profile=profile, region=region)
+    target = login_target(cluster, state_dir=state_dir, profile=profile, region=region)
+    if target is None:
+        return client_security(_stack_issued(cluster, user, profile, region), cluster)
+    _refuse_user_with_vendor(cluster, user)
+    name, store, issue = target
     return client_security(fresh_material(store, issue), name)
+
+
+def _refuse_user_with_vendor(cluster: str | None, user: str | None) -> None:
+    if user is not None:
+        raise DaskfleetError(f"user=: cluster {cluster!r} signs certificates for the user your AWS login stands for "
+                             "(the stack's users); log in as that user instead", ExitCode.CONFIG)
 
 
 def scheduler_address(
@@ -136,11 +156,14 @@ def connect(
     local = local_cluster(cluster, state_dir)
     name = local[0] if local is not None else cluster
     renewal: tuple[CredentialStore, Issuer] | None = None
-    if user is not None:
+    target = None
+    if user is None or local is None:
+        target = login_target(cluster, state_dir=state_dir, profile=profile, region=region, in_memory=in_memory)
+    if target is None:  # a local member's certificate (user=), or a stack from before vendors
         sec = security(cluster, state_dir=state_dir, user=user, profile=profile, region=region)
     else:
-        name, store, issue = login_target(cluster, state_dir=state_dir, profile=profile, region=region,
-                                          in_memory=in_memory)
+        _refuse_user_with_vendor(cluster, user)
+        name, store, issue = target
         sec = client_security(fresh_material(store, issue, ttl), name)
         renewal = (store, issue)
     target = address or scheduler_address(cluster, state_dir=state_dir, profile=profile, region=region)
