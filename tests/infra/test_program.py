@@ -17,7 +17,9 @@ from infra.program import INFRA_DIR
 from daskfleet import conventions
 
 #: The fleet's shared concerns, at the stack's root.
-SHARED_COMPONENTS = {"daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage"}
+SHARED_COMPONENTS = {
+    "daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage", "daskfleet:aws:CertificateVendor",
+}
 #: Each cluster's concerns, under its daskfleet:aws:Cluster (Wake only for the stack's own cluster).
 CLUSTER_COMPONENTS = {
     "daskfleet:aws:Observability", "daskfleet:aws:Budget", "daskfleet:aws:Identity", "daskfleet:aws:Pki",
@@ -34,7 +36,7 @@ UNTAGGABLE = {
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:secretsmanager/secretPolicy:SecretPolicy",
     "aws:secretsmanager/secretVersion:SecretVersion", "aws:autoscaling/lifecycleHook:LifecycleHook",
     "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/route:Route",
-    "aws:lambda/permission:Permission", "aws:cloudwatch/eventTarget:EventTarget",
+    "aws:lambda/permission:Permission", "aws:cloudwatch/eventTarget:EventTarget", "aws:lambda/layerVersion:LayerVersion",
 }
 #: The only places a private key may appear: the TLS resources that make or use it, and the secret holding it.
 KEY_HOLDERS = {
