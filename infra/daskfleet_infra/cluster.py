@@ -104,6 +104,7 @@ class Cluster(pulumi.ComponentResource):
             administrator_arns=[account.deployer_arn, *stack.operator_principal_arns], key_arn=shared.key_arn,
             scheduler_dns_name=dns_name, ephemeral=stack.ephemeral,
             admins=frozenset(user.name for user in cluster.admins), tags=tags, vendor_role_arn=shared.vendor_role_arn,
+            client_cert_hours=stack.client_certificate_hours,
         ), self._part("pki"))
         specs = NodeSpecs(f"{prefix}node-specs", NodeSpecsArgs(
             cluster=name, environment_fingerprint=stack.environment_fingerprint,

@@ -69,7 +69,7 @@ def login(
     return renew(store, issue, ttl)
 
 
-def _stack_issued(cluster: str, user: str | None, profile: str | None, region: str | None) -> TlsMaterial:
+def stack_issued(cluster: str, user: str | None, profile: str | None, region: str | None) -> TlsMaterial:
     """A stack from before vendors: the certificate it issued into Secrets Manager, read with your AWS login."""
     from ..aws.user import fetch_client_tls  # noqa: PLC0415
 
@@ -93,7 +93,7 @@ def security(
         return client_security(client_material(local[1], user), local[0])
     target = login_target(cluster, state_dir=state_dir, profile=profile, region=region)
     if target is None:
-        return client_security(_stack_issued(cluster, user, profile, region), cluster)
+        return client_security(stack_issued(cluster, user, profile, region), cluster)
     _refuse_user_with_vendor(cluster, user)
     name, store, issue = target
     return client_security(fresh_material(store, issue), name)
