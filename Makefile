@@ -9,7 +9,7 @@ VENV := .venv
 STAMP := $(VENV)/.daskfleet-installed
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install local local-down local-status test bench env image preview up down clean lock conda-forge-names vendor-layer
+.PHONY: install local local-down local-status test bench env image preview up down clean lock conda-forge-names vendor-deps
 
 install: $(STAMP)
 
@@ -96,25 +96,26 @@ PULUMI_STACK = $(if $(STACK),--stack $(STACK))
 POLICY_PACK := $(abspath infra/policy)
 require_pulumi = $(if $(shell command -v $(PULUMI) 2>/dev/null),,$(error the Pulumi CLI ($(PULUMI)) is not installed; install it from https://www.pulumi.com/docs/install/ and run `make $@` again))
 
-# The certificate vendor's Lambda layer: cryptography (the version uv.lock pins) as manylinux wheels for the
-# function's runtime (infra/daskfleet_infra/vendor.py); `preview` and `up` build it when it is missing.
-VENDOR_LAYER := infra/build/vendor-layer
+# The certificate vendor's dependency: cryptography (the version uv.lock pins) as manylinux wheels for the
+# function's runtime, packed beside daskfleet (infra/daskfleet_infra/vendor.py); `preview` and `up` build it when
+# it is missing.
+VENDOR_DEPS := infra/build/vendor-deps
 
-vendor-layer: install
-	rm -rf $(VENDOR_LAYER)
-	$(UV) pip install --quiet --target $(VENDOR_LAYER)/python --python-version 3.12 \
+vendor-deps: install
+	rm -rf $(VENDOR_DEPS)
+	$(UV) pip install --quiet --target $(VENDOR_DEPS) --python-version 3.12 \
 		--python-platform x86_64-manylinux_2_28 --only-binary :all: \
 		"cryptography==$$($(VENV)/bin/python -c 'import cryptography; print(cryptography.__version__)')"
 
-$(VENDOR_LAYER)/python:
-	@$(MAKE) --no-print-directory vendor-layer
+$(VENDOR_DEPS)/cryptography:
+	@$(MAKE) --no-print-directory vendor-deps
 
-preview: | $(VENDOR_LAYER)/python
+preview: | $(VENDOR_DEPS)/cryptography
 	$(require_pulumi)
 	@$(MAKE) --no-print-directory --silent install
 	$(PULUMI_RUN) preview --policy-pack $(POLICY_PACK) $(PULUMI_STACK) $(PULUMI_ARGS)
 
-up: | $(VENDOR_LAYER)/python
+up: | $(VENDOR_DEPS)/cryptography
 	$(require_pulumi)
 	@$(MAKE) --no-print-directory --silent install
 	$(PULUMI_RUN) up --policy-pack $(POLICY_PACK) $(PULUMI_STACK) $(PULUMI_ARGS)

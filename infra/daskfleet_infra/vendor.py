@@ -7,8 +7,8 @@ Secrets Manager and SSM only) and write its own log group; nothing else. People 
 (the member policy allows lambda:InvokeFunction on it); the proof in each request says who they are.
 
 The function's code is the daskfleet package itself (bootstrap/daskfleet), so the local cluster runs the same
-code in process; its one compiled dependency, cryptography, comes from a layer built by ``make vendor-layer``
-(manylinux wheels pinned by uv.lock, into infra/build/vendor-layer/python).
+code in process, beside its one compiled dependency, cryptography (with cffi), which ``make vendor-deps`` installs
+from manylinux wheels of the version uv.lock pins into infra/build/vendor-deps (``make preview``/``up`` run it).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from .lookups import Account
 from .scheduler_dns import trust_policy
 
 PACKAGE_DIR = Path(daskfleet.__file__).parent
-#: Built by ``make vendor-layer``; relative to the project directory, as every asset of the program.
-LAYER_DIR = Path(__file__).resolve().parents[1] / "build" / "vendor-layer"
+#: Built by ``make vendor-deps``; packed relative to the project directory, as every asset of the program.
+DEPENDENCIES_DIR = Path(__file__).resolve().parents[1] / "build" / "vendor-deps"
 RUNTIME = "python3.12"
 HANDLER = "daskfleet.aws.vendor_lambda.handler"
 TIMEOUT_SECONDS = 30
@@ -71,8 +71,19 @@ def vendor_policy_document(*, account: Account, clusters: Sequence[str], key_arn
     }
 
 
+def code_archive() -> pulumi.AssetArchive:
+    """The daskfleet package and, at the archive's root, what ``make vendor-deps`` installed (without metadata)."""
+    assets: dict[str, Any] = {"daskfleet": pulumi.FileArchive(os.path.relpath(PACKAGE_DIR))}
+    for entry in sorted(DEPENDENCIES_DIR.iterdir()) if DEPENDENCIES_DIR.is_dir() else ():
+        if entry.name in ("bin", "__pycache__") or entry.name.endswith(".dist-info"):
+            continue
+        path = os.path.relpath(entry)
+        assets[entry.name] = pulumi.FileArchive(path) if entry.is_dir() else pulumi.FileAsset(path)
+    return pulumi.AssetArchive(assets)
+
+
 class CertificateVendor(pulumi.ComponentResource):
-    """Log group, role and policy, layer and function of the fleet's certificate vendor."""
+    """Log group, role and policy, and function of the fleet's certificate vendor."""
 
     role_arn: pulumi.Output[str]
     function_name: str
@@ -93,16 +104,10 @@ class CertificateVendor(pulumi.ComponentResource):
                 account=args.account, clusters=args.clusters, key_arn=values[0], log_group_arn=values[1]))),
             opts=child,
         )
-        layer = aws.lambda_.LayerVersion(
-            f"{name}-layer", layer_name=function, compatible_runtimes=[RUNTIME],
-            description="cryptography for daskfleet's certificate vendor (make vendor-layer)",
-            code=pulumi.FileArchive(os.path.relpath(LAYER_DIR)), opts=child,
-        )
         vendor = aws.lambda_.Function(
             f"{name}-function", name=function, runtime=RUNTIME, handler=HANDLER, role=role.arn,
             description=f"daskfleet {args.fleet}: signs the clusters' short-lived certificates",
-            code=pulumi.AssetArchive({"daskfleet": pulumi.FileArchive(os.path.relpath(PACKAGE_DIR))}),
-            layers=[layer.arn], timeout=TIMEOUT_SECONDS, memory_size=MEMORY_MB,
+            code=code_archive(), timeout=TIMEOUT_SECONDS, memory_size=MEMORY_MB,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={
                 vendor_lambda.CLUSTERS_ENV: ",".join(sorted(args.clusters)),
             }),

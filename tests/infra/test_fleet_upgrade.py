@@ -74,7 +74,7 @@ def test_the_kept_resources_moved_under_the_clusters_component_and_only_member_a
         "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:iam/userPolicyAttachment:UserPolicyAttachment",
         # The certificate vendor (issue 16): its function and role, the CA secret only it reads, whom it signs for.
         "daskfleet:aws:CertificateVendor", "aws:cloudwatch/logGroup:LogGroup", "aws:iam/role:Role",
-        "aws:iam/rolePolicy:RolePolicy", "aws:lambda/layerVersion:LayerVersion", "aws:lambda/function:Function",
+        "aws:iam/rolePolicy:RolePolicy", "aws:lambda/function:Function",
         "aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretVersion:SecretVersion",
         "aws:secretsmanager/secretPolicy:SecretPolicy", "aws:ssm/parameter:Parameter",
     ])

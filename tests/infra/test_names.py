@@ -80,7 +80,7 @@ def test_names_of_the_longest_cluster_name_fit_aws_limits():
     for role in conventions.NODE_ROLES:
         assert len(conventions.iam_role_name(LONGEST_CLUSTER, role)) <= 64  # IAM role and instance profile
         assert len(conventions.node_group_name(LONGEST_CLUSTER, role)) <= 255
-    assert len(conventions.vendor_function_name(LONGEST_CLUSTER)) <= 64  # function, role and layer names
+    assert len(conventions.vendor_function_name(LONGEST_CLUSTER)) <= 64  # function and role names
     # Lambda function, its IAM role and its EventBridge rule: 64 each.
     assert len(conventions.scheduler_dns_function_name(LONGEST_CLUSTER)) <= 64
     # An S3 bucket name: at most 63, of which Pulumi's random suffix takes 7.

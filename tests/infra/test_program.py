@@ -36,7 +36,7 @@ UNTAGGABLE = {
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:secretsmanager/secretPolicy:SecretPolicy",
     "aws:secretsmanager/secretVersion:SecretVersion", "aws:autoscaling/lifecycleHook:LifecycleHook",
     "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/route:Route",
-    "aws:lambda/permission:Permission", "aws:cloudwatch/eventTarget:EventTarget", "aws:lambda/layerVersion:LayerVersion",
+    "aws:lambda/permission:Permission", "aws:cloudwatch/eventTarget:EventTarget",
 }
 #: The only places a private key may appear: the TLS resources that make or use it, and the secret holding it.
 KEY_HOLDERS = {

@@ -10,7 +10,7 @@ from infra.program import INFRA_DIR
 
 from daskfleet import conventions
 from daskfleet.aws import vendor_lambda
-from daskfleet_infra.vendor import HANDLER, PACKAGE_DIR
+from daskfleet_infra.vendor import DEPENDENCIES_DIR, HANDLER, PACKAGE_DIR
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -26,7 +26,10 @@ def test_one_vendor_function_per_stack_runs_daskfleet_s_own_handler(example):
     assert function["code"]["assets"]["daskfleet"] == {"archive": "path",
                                                        "path": os.path.relpath(PACKAGE_DIR, INFRA_DIR)}
     assert function["environment"]["variables"][vendor_lambda.CLUSTERS_ENV] == "analytics"
-    assert len(function["layers"]) == 1  # cryptography, from `make vendor-layer`
+    # Beside it, what `make vendor-deps` installed for the function's runtime, when built (CI need not build it).
+    assert set(function["code"]["assets"]) - {"daskfleet"} == (
+        {entry.name for entry in DEPENDENCIES_DIR.iterdir() if entry.name not in ("bin", "__pycache__")
+         and not entry.name.endswith(".dist-info")} if DEPENDENCIES_DIR.is_dir() else set())
     assert example.outputs["certificateVendor"] == FUNCTION
 
 
