@@ -9,7 +9,7 @@ VENV := .venv
 STAMP := $(VENV)/.daskfleet-installed
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install local local-down local-status test bench env image preview up down clean lock conda-forge-names
+.PHONY: install local local-down local-status test bench env image preview up down clean lock conda-forge-names vendor-deps
 
 install: $(STAMP)
 
@@ -96,12 +96,26 @@ PULUMI_STACK = $(if $(STACK),--stack $(STACK))
 POLICY_PACK := $(abspath infra/policy)
 require_pulumi = $(if $(shell command -v $(PULUMI) 2>/dev/null),,$(error the Pulumi CLI ($(PULUMI)) is not installed; install it from https://www.pulumi.com/docs/install/ and run `make $@` again))
 
-preview:
+# The certificate vendor's dependency: cryptography (the version uv.lock pins) as manylinux wheels for the
+# function's runtime, packed beside daskfleet (infra/daskfleet_infra/vendor.py); `preview` and `up` build it when
+# it is missing.
+VENDOR_DEPS := infra/build/vendor-deps
+
+vendor-deps: install
+	rm -rf $(VENDOR_DEPS)
+	$(UV) pip install --quiet --target $(VENDOR_DEPS) --python-version 3.12 \
+		--python-platform x86_64-manylinux_2_28 --only-binary :all: \
+		"cryptography==$$($(VENV)/bin/python -c 'import cryptography; print(cryptography.__version__)')"
+
+$(VENDOR_DEPS)/cryptography:
+	@$(MAKE) --no-print-directory vendor-deps
+
+preview: | $(VENDOR_DEPS)/cryptography
 	$(require_pulumi)
 	@$(MAKE) --no-print-directory --silent install
 	$(PULUMI_RUN) preview --policy-pack $(POLICY_PACK) $(PULUMI_STACK) $(PULUMI_ARGS)
 
-up:
+up: | $(VENDOR_DEPS)/cryptography
 	$(require_pulumi)
 	@$(MAKE) --no-print-directory --silent install
 	$(PULUMI_RUN) up --policy-pack $(POLICY_PACK) $(PULUMI_STACK) $(PULUMI_ARGS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, fleet, memory, revocation, scaling, switch, throughput
+from . import boot, envs, fleet, login, memory, revocation, scaling, switch, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
@@ -20,6 +20,7 @@ TARGETS = {
     "kill latency / interval, local supervisor (worst)": ("<=", 2.0),
     "kill latency / interval, agent's own watcher (worst)": ("<=", 2.0),
     "fleet evaluation per cluster, 205 / 10 clusters": ("<=", 1.5),
+    "login to first computation / existing certificate": ("<=", 1.5),
 }
 
 
@@ -41,6 +42,8 @@ def main() -> None:
         ratios.update(memory.run(Path(root) / "memory"))
         print("The Pulumi program under mocks, by fleet size (see benchmarks/fleet.py):")
         ratios.update(fleet.run(Path(root) / "fleet"))
+        print("Login to first computation on the local cluster (see benchmarks/login.py):")
+        ratios.update(login.run(Path(root) / "login"))
     print("\nRatios:")
     for name, value in ratios.items():
         target = TARGETS.get(name)

@@ -17,6 +17,7 @@ from daskfleet_infra.lookups import look_up_account, look_up_image, look_up_imag
 from daskfleet_infra.network import Network, NetworkArgs
 from daskfleet_infra.security_groups import SecurityGroups, SecurityGroupsArgs
 from daskfleet_infra.storage import Storage, StorageArgs
+from daskfleet_infra.vendor import CertificateVendor, CertificateVendorArgs
 
 # 1. Validate the configuration and look up the account, network and image: nothing real is declared before.
 config = read_stack_config()
@@ -54,10 +55,15 @@ storage = Storage("storage", StorageArgs(
     shared_prefixes=shared_data_prefixes([entry for cluster in fleet for entry in cluster.data]),
     image_lock=image_lock,
 ), with_aws)
+vendor = CertificateVendor("cert-vendor", CertificateVendorArgs(
+    fleet=config.cluster, account=account, clusters=[cluster.name for cluster in fleet], key_arn=storage.key_arn,
+    log_retention_days=config.log_retention_days,
+), with_aws)
 shared = SharedResources(
     account=account, image=image, subnet_ids=network.private_subnet_ids,
     security_group_ids={"scheduler": security_groups.scheduler_id, "worker": security_groups.worker_id},
     bucket_name=storage.bucket_name, bucket_arn=storage.bucket_arn, key_arn=storage.key_arn,
+    vendor_function=vendor.function_name, vendor_role_arn=vendor.role_arn,
 )
 clusters = {
     cluster.name: Cluster(ClusterArgs(
@@ -71,6 +77,7 @@ clusters = {
 pulumi.export("cluster", config.cluster)
 pulumi.export("region", config.region)
 pulumi.export("bucketName", storage.bucket_name)
+pulumi.export("certificateVendor", vendor.function_name)
 pulumi.export("clusters", {name: cluster.outputs for name, cluster in clusters.items()})
 pulumi.export("forwardedSchedulerAddress", f"tls://localhost:{conventions.SCHEDULER_PORT}")
 pulumi.export("forwardedDashboardUrl", access.dashboard_url("localhost"))

@@ -251,3 +251,12 @@ def test_a_prefix_profile_is_for_users_and_only_the_scheduler_asks_the_workers_f
     for op in ("profile", "profile_metadata"):
         assert workers.check_operation(op, peer("scheduler")) is None
         assert "scheduler or worker required" in workers.check_operation(op, peer("client")).reason
+
+
+def test_every_peer_of_the_cluster_may_hand_over_its_renewed_certificate_and_no_other_cluster_s():
+    from daskfleet.conventions import RENEWED_OP
+
+    k = keeper()
+    for role in ("client", "admin", "worker"):
+        assert k.check_operation(RENEWED_OP, peer(role), {"cert_pem": "..."}) is None
+    assert "cluster" in k.check_operation(RENEWED_OP, peer("client", cluster="other"), {}).reason

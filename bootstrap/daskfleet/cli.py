@@ -162,6 +162,7 @@ for command in (client_env_commands.publish, client_env_commands.status, client_
                 client_env_commands.sync, aws_commands.follow):
     env_commands.env.add_command(command)
 cli.add_command(fleet_commands.clusters)
+cli.add_command(fleet_commands.login)
 cli.add_command(ops_commands.janitor)
 cli.add_command(ops_commands.status)
 cli.add_command(ops_commands.revoke)

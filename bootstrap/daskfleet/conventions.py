@@ -56,9 +56,22 @@ USER_NAME_PATTERN = r"^[a-z][a-z0-9._-]{0,62}$"
 #: Every certificate is usable both ways: Dask peers connect in both directions.
 CERT_ALLOWED_USES: tuple[str, ...] = ("digital_signature", "key_encipherment", "server_auth", "client_auth")
 CA_ALLOWED_USES: tuple[str, ...] = ("cert_signing", "crl_signing", "digital_signature")
-#: Validity, in hours: CA ten years, node and client certificates one year.
+#: Validity, in hours: CA ten years. Node and user certificates are short-lived and come from the cluster's
+#: certificate vendor (``daskfleet.trust.vendor``): a user's for 12 h (a stack may ask up to 24 h), a node's 24 h.
 CA_VALIDITY_HOURS = 24 * 365 * 10
 CERT_VALIDITY_HOURS = 24 * 365
+CLIENT_CERT_VALIDITY_HOURS = 12
+CLIENT_CERT_MAX_VALIDITY_HOURS = 24
+NODE_CERT_VALIDITY_HOURS = 24
+#: A holder renews its certificate (same key pair) once this fraction of its life has passed, i.e. when less than
+#: a third of it is left (step-ca's rule).
+RENEW_CLIENT_AT_FRACTION = 2 / 3
+RENEW_NODE_AT_FRACTION = 2 / 3
+#: Headers of a presigned ``sts:GetCallerIdentity`` that bind an identity proof to one certificate request (as
+#: Vault binds X-Vault-AWS-IAM-Server-ID): the cluster asked for and the SHA-256 (hex) of the CSR's DER. Both must
+#: be among the request's signed headers.
+PROOF_CLUSTER_HEADER = "X-Daskfleet-Cluster"
+PROOF_CSR_HEADER = "X-Daskfleet-Csr-Sha256"
 CERT_ORGANIZATION = "daskfleet"
 
 
@@ -171,8 +184,13 @@ ENV_SWITCH_OP = "daskfleet_switch_environment"
 #: or the agent's memory watcher on an instance), speaking with that worker's certificate, tells the scheduler
 #: first: it audits and counts the kill, and a KilledWorker for the worker's task names the limit.
 MEMORY_KILL_OP = "daskfleet_worker_memory_exceeded"
+#: The scheduler operation by which a client, on its own connection, hands the scheduler the certificate it renewed
+#: (same key pair), so the connection stays valid past the first certificate's notAfter.
+RENEWED_OP = "daskfleet_renewed"
 #: Every scheduler operation daskfleet adds to distributed's (the gatekeeper classifies each, a test holds them together).
-DASKFLEET_SCHEDULER_OPS: tuple[str, ...] = (SCALING_STATE_HANDLER, USAGE_OP, PROFILE_OP, ENV_ROLL_HANDLER, MEMORY_KILL_OP)
+DASKFLEET_SCHEDULER_OPS: tuple[str, ...] = (
+    SCALING_STATE_HANDLER, USAGE_OP, PROFILE_OP, ENV_ROLL_HANDLER, MEMORY_KILL_OP, RENEWED_OP,
+)
 
 #: The worker group's TERMINATING lifecycle hook; the scheduler completes it once a worker has drained.
 DRAIN_HOOK_NAME = f"{NAME_PREFIX}-drain"
@@ -192,6 +210,12 @@ def scheduler_dns_function_name(cluster: str) -> str:
     """The Lambda function keeping the scheduler's DNS record; it also names the function's role, rule and
     (under /aws/lambda/) log group. At most 64 characters, the limit of all four."""
     return resource_name(cluster, "scheduler-dns")
+
+
+def vendor_function_name(fleet: str) -> str:
+    """The Lambda function that signs every certificate of a stack's clusters (its certificate vendor), named after
+    the stack's ``cluster``; it also names the function's role and (under /aws/lambda/) log group."""
+    return resource_name(fleet, "cert-vendor")
 
 
 def member_policy_name(cluster: str) -> str:
@@ -248,6 +272,17 @@ def cluster_data_prefix(cluster: str) -> str:
 def spec_parameter_name(cluster: str, role: Role) -> str:
     """SSM Parameter Store name holding a node role's spec (JSON)."""
     return f"/{NAME_PREFIX}/{cluster}/spec/{role}"
+
+
+def ca_secret_name(cluster: str) -> str:
+    """Secrets Manager name holding a cluster's CA (JSON: cert, key): only the certificate vendor reads it (and
+    break-glass operators)."""
+    return f"{NAME_PREFIX}/{cluster}/ca"
+
+
+def vendor_policy_parameter_name(cluster: str) -> str:
+    """SSM parameter holding whom the certificate vendor signs for in a cluster (trust.vendor.VendorPolicy, JSON)."""
+    return f"/{NAME_PREFIX}/{cluster}/vendor/policy"
 
 
 def node_tls_secret_name(cluster: str, role: Role) -> str:

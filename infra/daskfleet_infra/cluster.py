@@ -1,6 +1,6 @@
 """One cluster of the fleet: every resource of its own, under one component, its own trust boundary.
 
-A cluster owns its CA and certificates, its node roles and instance profiles, its groups and
+A cluster owns its CA (the fleet's certificate vendor signs with it) and node certificates, its node roles and instance profiles, its groups and
 launch templates, its DNS updater, node specs, log group, budget (and stop), published-environment
 pointer policies and its member policy. It shares the fleet's network, security groups, bucket
 and key (``SharedResources``). Its resources are named after it, as a lone cluster's always were
@@ -51,6 +51,9 @@ class SharedResources:
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     key_arn: pulumi.Input[str]
+    #: The fleet's certificate vendor: its function's name and its role (the only reader of CA keys).
+    vendor_function: str = ""
+    vendor_role_arn: pulumi.Input[str] = ""
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ class Cluster(pulumi.ComponentResource):
             cluster=name, users=people, node_role_arns=identity.role_arns,
             administrator_arns=[account.deployer_arn, *stack.operator_principal_arns], key_arn=shared.key_arn,
             scheduler_dns_name=dns_name, ephemeral=stack.ephemeral,
-            admins=frozenset(user.name for user in cluster.admins), tags=tags,
+            admins=frozenset(user.name for user in cluster.admins), tags=tags, vendor_role_arn=shared.vendor_role_arn,
+            client_cert_hours=stack.client_certificate_hours,
         ), self._part("pki"))
         specs = NodeSpecs(f"{prefix}node-specs", NodeSpecsArgs(
             cluster=name, environment_fingerprint=stack.environment_fingerprint,
@@ -109,6 +113,7 @@ class Cluster(pulumi.ComponentResource):
             usage=settings.usage_policy(), scaling=settings.scaling(), bucket_name=shared.bucket_name,
             rollout=RolloutPolicy(max_fraction=settings.environment_roll_fraction), key_arn=shared.key_arn, tags=tags,
             worker_threads=settings.worker_threads or None, worker_memory_limit=settings.worker_memory_limit,
+            vendor_function=shared.vendor_function or None,
         ), self._part("node-specs"))
         environments = PublishedEnvironments(f"{prefix}environments", PublishedEnvironmentsArgs(
             cluster=name, account=account,
@@ -134,6 +139,7 @@ class Cluster(pulumi.ComponentResource):
         membership = Membership(f"{prefix}member", MembershipArgs(
             cluster=name, account=account, people=people, bucket_arn=shared.bucket_arn, key_arn=shared.key_arn,
             log_group_arn=observability.log_group_arn, data=cluster.data, tags=tags,
+            vendor_function=shared.vendor_function or None,
         ), pulumi.ResourceOptions(parent=self))
         # A user who leaves members/admins is denied at once (the vendor and the schedulers read the deny-list).
         Revocation(f"{prefix}revocation", cluster=name, region=stack.region, users=[user.name for user in people],

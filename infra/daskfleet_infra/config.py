@@ -250,6 +250,11 @@ class StackConfig(BaseModel):
         description="Users issued a client certificate, each NAME=IAM_PRINCIPAL_ARN (e.g. "
         "alice=arn:aws:iam::123456789012:role/alice); only that principal may read the user's certificate",
     )
+    client_certificate_hours: int = Field(
+        default=conventions.CLIENT_CERT_VALIDITY_HOURS, ge=1, le=conventions.CLIENT_CERT_MAX_VALIDITY_HOURS,
+        description="Hours a person's certificate from the certificate vendor lasts, 1 to "
+        f"{conventions.CLIENT_CERT_MAX_VALIDITY_HOURS} (clients renew it by themselves before it ends)",
+    )
     operator_principal_arns: Annotated[list[PrincipalArn], AfterValidator(_distinct)] = Field(
         default_factory=list,
         description="IAM principals besides the deploying one that may read the cluster's TLS secrets "

@@ -41,10 +41,13 @@ class MembershipArgs:
     log_group_arn: pulumi.Input[str]
     data: Sequence[DataEntry] = ()
     tags: Mapping[str, str] | None = None
+    #: The fleet's certificate vendor function, which members invoke to log in.
+    vendor_function: str | None = None
 
 
 def member_policy(
     cluster: str, account: Account, *, bucket_arn: str, key_arn: str, log_group_arn: str, data: Sequence[DataEntry] = (),
+    vendor_function: str | None = None,
 ) -> dict[str, Any]:
     """Everything a member's login needs of ``cluster``, and nothing of any other cluster."""
     scope = DataScope(cluster, account, bucket_arn, tuple(data))
@@ -67,6 +70,13 @@ def member_policy(
                 "Action": ["ssm:GetParameter", "ssm:GetParameterHistory"],
                 "Resource": [spec, pointer],
             },
+            *([{
+                # `daskfleet login` / connect: the vendor signs for whom the request's proof says, nobody else.
+                "Sid": "AskTheCertificateVendor",
+                "Effect": "Allow",
+                "Action": ["lambda:InvokeFunction"],
+                "Resource": [account.arn("lambda", f"function:{vendor_function}")],
+            }] if vendor_function else []),
             *s3_statements(scope, fleet_only=True, sid="Member"),
             *key_statements(scope, key_arn, sid="Member"),
             {
@@ -94,6 +104,7 @@ class Membership(pulumi.ComponentResource):
             policy=pulumi.Output.all(args.bucket_arn, args.key_arn, args.log_group_arn).apply(
                 lambda arns: json.dumps(member_policy(
                     args.cluster, args.account, bucket_arn=arns[0], key_arn=arns[1], log_group_arn=arns[2], data=args.data,
+                    vendor_function=args.vendor_function,
                 ))
             ),
             tags=args.tags,

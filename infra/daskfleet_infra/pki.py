@@ -1,15 +1,19 @@
-"""The cluster's PKI with pulumi-tls, and where its private keys live: Secrets Manager, under the cluster key.
+"""The cluster's PKI with pulumi-tls, and where its keys live: Secrets Manager, under the cluster key.
 
-A per-cluster CA (ECDSA P-256) signs a scheduler, a worker and one certificate per person of
-the cluster, each naming its role in a SAN URI (conventions.role_uri): an admin certificate
-for the cluster's admins, a member (client) certificate for the others. Every key goes
-into its own secret as {"ca", "cert", "key"} (sources.TlsMaterial), readable only by the
-node role or the user's IAM principal it is for; the deploying principal (and configured
-operators) may read them back, as Pulumi must when it refreshes a secret version.
+A per-cluster CA (ECDSA P-256) is kept in its own secret (conventions.ca_secret_name), readable only by the
+fleet's certificate vendor (daskfleet.trust.vendor, a Lambda function) and the administrators (break-glass). The
+vendor signs every person's certificate, short-lived, for a key made on the person's machine: no user's private
+key exists here, in Secrets Manager or in the Pulumi state. Whom it signs for is the cluster's vendor policy
+(conventions.vendor_policy_parameter_name: the people's principals, the admins, the node roles).
+
+Each person keeps a membership record (conventions.client_tls_secret_name: the CA certificate and their role, no
+key), tagged with their name so that ``daskfleet clusters`` finds their clusters. The scheduler and worker
+certificates are still issued here into their node role's secret ({"ca", "cert", "key"}, sources.TlsMaterial).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -21,8 +25,12 @@ import pulumi_tls as tls
 
 from daskfleet import conventions
 from daskfleet.trust.tls import TlsMaterial
+from daskfleet.trust.vendor import VendorPolicy
 
 from .config import User
+
+#: The vendor's validity for people's certificates unless the stack sets ``clientCertificateHours``.
+CLIENT_CERT_HOURS = conventions.CLIENT_CERT_VALIDITY_HOURS
 
 #: A leaf certificate is re-issued by the first `pulumi up` in its last 30 days.
 EARLY_RENEWAL_HOURS = 24 * 30
@@ -45,6 +53,9 @@ class PkiArgs:
     #: Users (by name) issued an admin certificate; the others a member one.
     admins: Set[str] = frozenset()
     tags: Mapping[str, str] | None = None
+    #: The fleet's certificate vendor role: the only reader of the CA secret besides the administrators.
+    vendor_role_arn: pulumi.Input[str] = ""
+    client_cert_hours: float = CLIENT_CERT_HOURS
 
 
 def secret_policy(readers: Sequence[str], administrators: Sequence[str]) -> dict[str, Any]:
@@ -76,6 +87,7 @@ class Pki(pulumi.ComponentResource):
 
     ca_cert_pem: pulumi.Output[str]
     node_secret_arns: dict[str, pulumi.Output[str]]
+    #: user -> the ARN of their membership record (CA certificate and role; no key).
     client_secret_arns: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: PkiArgs, opts: pulumi.ResourceOptions | None = None):
@@ -105,22 +117,60 @@ class Pki(pulumi.ComponentResource):
             )
             for role in conventions.NODE_ROLES
         }
+        self._secret(
+            "ca", "the CA (for the certificate vendor)", conventions.ca_secret_name(args.cluster),
+            pulumi.Output.all(self._ca.cert_pem, self._ca_key.private_key_pem_pkcs8).apply(
+                lambda pems: json.dumps({"cert": pems[0], "key": pems[1]})),
+            readers=[args.vendor_role_arn],
+        )
         self.client_secret_arns = {
-            user.name: self._issue(
-                f"client-{user.name}",
-                conventions.ADMIN_ROLE if user.name in args.admins else conventions.MEMBER_ROLE,
-                user.name,
-                secret_name=conventions.client_tls_secret_name(args.cluster, user.name),
-                readers=[user.principal_arn],
-                dns_names=[],
+            user.name: self._secret(
+                f"client-{user.name}", f"membership of {user.name}",
+                conventions.client_tls_secret_name(args.cluster, user.name),
+                self._ca.cert_pem.apply(lambda ca, user=user: json.dumps({
+                    "ca": ca, "user": user.name,
+                    "role": conventions.ADMIN_ROLE if user.name in args.admins else conventions.MEMBER_ROLE,
+                })),
+                readers=[user.principal_arn], user=user.name,
             )
             for user in args.users
         }
+        self.vendor_policy = aws.ssm.Parameter(
+            f"{name}-vendor-policy",
+            name=conventions.vendor_policy_parameter_name(args.cluster),
+            description=f"daskfleet {args.cluster}: whom the certificate vendor signs for",
+            type="String",
+            value=pulumi.Output.all(*(args.node_role_arns[role] for role in conventions.NODE_ROLES)).apply(
+                lambda arns: vendor_policy(args, dict(zip(conventions.NODE_ROLES, arns))).to_json()),
+            tags=args.tags,
+            opts=self._child,
+        )
         self.register_outputs({
             "ca_cert_pem": self.ca_cert_pem,
             "node_secret_arns": self.node_secret_arns,
             "client_secret_arns": self.client_secret_arns,
         })
+
+    def _secret(
+        self, label: str, what: str, secret_name: str, value: pulumi.Output[str], *,
+        readers: Sequence[pulumi.Input[str]], user: str | None = None,
+    ) -> pulumi.Output[str]:
+        """A secret holding ``value``, readable by ``readers`` (and the administrators) alone; its ARN."""
+        args, name = self._args, f"{self._prefix}-{label}"
+        secret = aws.secretsmanager.Secret(
+            name, name=secret_name, description=f"daskfleet {args.cluster}: {what}", kms_key_id=args.key_arn,
+            recovery_window_in_days=0 if args.ephemeral else 7,
+            tags={**(args.tags or {}), conventions.TAG_USER: user} if user else args.tags,
+            opts=self._child,
+        )
+        aws.secretsmanager.SecretVersion(name, secret_id=secret.id, secret_string=pulumi.Output.secret(value),
+                                         opts=self._child)
+        aws.secretsmanager.SecretPolicy(
+            name, secret_arn=secret.arn, block_public_policy=True,
+            policy=pulumi.Output.all(*readers).apply(lambda arns: json.dumps(secret_policy(arns, args.administrator_arns))),
+            opts=self._child,
+        )
+        return secret.arn
 
     def _issue(
         self,
@@ -189,3 +239,14 @@ class Pki(pulumi.ComponentResource):
             opts=self._child,
         )
         return secret.arn
+
+
+def vendor_policy(args: PkiArgs, node_role_arns: Mapping[str, str]) -> VendorPolicy:
+    """Whom the vendor signs for in this cluster: its people by principal (admins apart), its node roles."""
+    return VendorPolicy(
+        cluster=args.cluster, users={user.name: user.principal_arn for user in args.users},
+        admins=frozenset(args.admins), node_roles=dict(node_role_arns),
+        client_validity=dt.timedelta(hours=args.client_cert_hours),
+        node_validity=dt.timedelta(hours=conventions.NODE_CERT_VALIDITY_HOURS),
+        scheduler_dns_names=(args.scheduler_dns_name,),
+    )

@@ -39,6 +39,8 @@ class NodeSpecsArgs:
     #: Each worker's threads and memory limit (distributed's form); None: derived from the instance by the agent.
     worker_threads: int | None = None
     worker_memory_limit: str | None = None
+    #: The fleet's certificate vendor function (conventions.vendor_function_name): users' logins find it here.
+    vendor_function: str | None = None
 
 
 def scheduler_address(scheduler_dns_name: str) -> str:
@@ -48,6 +50,7 @@ def scheduler_address(scheduler_dns_name: str) -> str:
 def scheduler_spec(
     cluster: str, fingerprint: str, client_version_policy: conventions.ClientVersionPolicy, usage: UsagePolicy,
     scaling: ScalingSpec, bucket: str, rollout: RolloutPolicy, kms_key: str | None = None,
+    vendor_function: str | None = None,
 ) -> NodeSpec:
     """The scheduler listens on its private address (SchedulerDns points its name there), sizes the workers and
     keeps the cluster's usage ledger against the stack's prices, per-user limits and budget."""
@@ -63,12 +66,13 @@ def scheduler_spec(
         bucket=bucket,
         **({"kms_key": kms_key} if kms_key else {}),
         rollout=rollout,
+        vendor_function=vendor_function,
     )
 
 
 def worker_spec(
     cluster: str, fingerprint: str, dns_name: str, bucket: str, kms_key: str | None = None, nthreads: int | None = None,
-    memory_limit: str | None = None,
+    memory_limit: str | None = None, vendor_function: str | None = None,
 ) -> NodeSpec:
     """Workers find the scheduler by its stable DNS name, and published environments' packages in the bucket.
 
@@ -85,6 +89,7 @@ def worker_spec(
         bucket=bucket,
         **sizes,
         **({"kms_key": kms_key} if kms_key else {}),
+        vendor_function=vendor_function,
     )
 
 
@@ -99,10 +104,10 @@ class NodeSpecs(pulumi.ComponentResource):
         values = {
             "scheduler": shared.apply(lambda names: dump_spec(scheduler_spec(
                 args.cluster, args.environment_fingerprint, args.client_version_policy, args.usage, args.scaling,
-                names[0], args.rollout, names[1]))),
+                names[0], args.rollout, names[1], vendor_function=args.vendor_function))),
             "worker": shared.apply(lambda names: dump_spec(worker_spec(
                 args.cluster, args.environment_fingerprint, args.scheduler_dns_name, names[0], names[1],
-                args.worker_threads, args.worker_memory_limit))),
+                args.worker_threads, args.worker_memory_limit, args.vendor_function))),
         }
         self.parameter_names = {}
         for role, value in values.items():

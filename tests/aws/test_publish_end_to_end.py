@@ -22,6 +22,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from aws.e2e import stack_issued_certificate
 from aws.imds import ImdsServer
 from envs.test_lock_and_install import locked
 from infra.program import evaluate_program, example_config
@@ -107,6 +108,10 @@ def _deploy(aws, stack, cluster: str, region: str) -> str:
     client("kms").create_alias(AliasName=conventions.kms_alias(cluster), TargetKeyId=key["KeyId"])
     for name, value in stack.parameters.items():
         spec = json.loads(value)
+        if "role" not in spec:  # the certificate vendor's policy: no node spec
+            client("ssm").put_parameter(Name=name, Value=value, Type="String")
+            continue
+        spec.pop("vendor_function", None)  # users take the stack-issued path (e2e.stack_issued_certificate)
         spec["kms_key"] = key["Arn"]  # the fleet's key, as the spec names it: here moto's
         if spec.get("role") == "worker":
             port = spec["scheduler_address"].rsplit(":", 1)[1]
@@ -115,7 +120,7 @@ def _deploy(aws, stack, cluster: str, region: str) -> str:
             spec["rollout"] = {"poll_s": 1.0, "switch_timeout_s": 120.0}  # the stack's poll is 10 s
         client("ssm").put_parameter(Name=name, Value=json.dumps(spec), Type="String")
     for name, value in stack.secrets.items():
-        client("secretsmanager").create_secret(Name=name, SecretString=value)
+        client("secretsmanager").create_secret(Name=name, SecretString=stack_issued_certificate(stack, name, value))
     client("logs").create_log_group(logGroupName=conventions.log_group_name(cluster))
     bucket = stack.outputs["bucketName"]
     client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})

@@ -16,6 +16,7 @@ from infra.access_model import AccessModel
 from infra.helpers import all_strings, statements
 
 from daskfleet import conventions
+from daskfleet.trust.vendor import VendorPolicy
 from daskfleet_infra.dns_updater import handler as updater
 
 CLUSTERS = ("alice", "bob", "team")
@@ -66,23 +67,21 @@ def test_each_cluster_owns_its_roles_groups_specs_secrets_log_group_and_budget_u
         assert all(r.parent and "daskfleet:aws:Cluster" not in r.urn for r in fleet.of_type(token)), token
 
 
-def test_each_cluster_has_its_own_ca_and_admins_hold_admin_certificates(fleet):
-    def cert(secret_name):
-        material = json.loads(fleet.secrets[secret_name])
-        return x509.load_pem_x509_certificate(material["cert"].encode()), material["ca"]
-
+def test_each_cluster_has_its_own_ca_and_admins_are_admins_of_its_vendor_policy(fleet):
     roles = {}
     cas = {}
     for name in CLUSTERS:
+        policy = VendorPolicy.from_json(fleet.parameters[conventions.vendor_policy_parameter_name(name)])
         for user in ("alice", "bob"):
             secret = conventions.client_tls_secret_name(name, user)
             if secret not in fleet.secrets:
+                assert user not in policy.users
                 continue
-            certificate, ca = cert(secret)
-            (uri,) = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-                x509.UniformResourceIdentifier)
-            roles[name, user] = conventions.parse_role_uri(uri)
-            cas.setdefault(name, set()).add(ca)
+            record = json.loads(fleet.secrets[secret])
+            assert user in policy.users and (user in policy.admins) == (record["role"] == conventions.ADMIN_ROLE)
+            roles[name, user] = (name, record["role"])
+            cas.setdefault(name, set()).add(record["ca"])
+        cas[name].add(json.loads(fleet.secrets[conventions.ca_secret_name(name)])["cert"])
     assert roles == {
         ("alice", "alice"): ("alice", conventions.ADMIN_ROLE), ("bob", "bob"): ("bob", conventions.ADMIN_ROLE),
         ("team", "alice"): ("team", conventions.ADMIN_ROLE), ("team", "bob"): ("team", conventions.MEMBER_ROLE),
@@ -180,13 +179,15 @@ def test_every_node_and_member_grant_names_only_its_own_clusters_resources(fleet
     """Static, whatever the evaluator models: no ARN in a cluster's policies names another cluster's resource."""
     named = re.compile(r"(?:daskfleet-|/daskfleet/|daskfleet/|clusters/|scheduler\.)(?P<cluster>[a-z][a-z0-9-]*[a-z0-9])")
     bucket = fleet.outputs["bucketName"]  # the fleet's: named after the stack's own cluster
+    vendor = fleet.outputs["certificateVendor"]
     for name in CLUSTERS:
         for resource in _cluster_resources(fleet, name):
             if resource.type not in ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy"):
                 continue
             for statement in statements(resource.inputs["policy"]):
                 for text in all_strings([statement.get("Resource"), statement.get("Condition")]):
-                    for match in named.finditer(text.replace(bucket, "")):
+                    # The fleet's bucket and certificate vendor are named after the stack's own cluster.
+                    for match in named.finditer(text.replace(bucket, "").replace(vendor, "")):
                         assert match["cluster"] == name or match["cluster"].startswith(f"{name}-"), (resource.name, text)
 
 

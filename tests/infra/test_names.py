@@ -36,8 +36,8 @@ def name_tags(record) -> set[str]:
 
 def test_the_program_names_its_resources_as_it_always_has(with_nat):
     assert names(with_nat, "aws:iam/role:Role") == [
-        "daskfleet-analytics-budget-action", "daskfleet-analytics-scheduler", "daskfleet-analytics-scheduler-dns",
-        "daskfleet-analytics-worker",
+        "daskfleet-analytics-budget-action", "daskfleet-analytics-cert-vendor", "daskfleet-analytics-scheduler",
+        "daskfleet-analytics-scheduler-dns", "daskfleet-analytics-worker",
     ]
     assert names(with_nat, "aws:iam/policy:Policy") == [
         "daskfleet-analytics-budget-stop", "daskfleet-analytics-env-publish", "daskfleet-analytics-env-read",
@@ -45,12 +45,13 @@ def test_the_program_names_its_resources_as_it_always_has(with_nat):
     ]
     assert names(with_nat, "aws:iam/instanceProfile:InstanceProfile") == ["daskfleet-analytics-scheduler", "daskfleet-analytics-worker"]
     assert names(with_nat, "aws:iam/rolePolicy:RolePolicy") == [
-        "daskfleet-budget-action", "daskfleet-node", "daskfleet-node", "daskfleet-scheduler-dns"]
+        "daskfleet-budget-action", "daskfleet-cert-vendor", "daskfleet-node", "daskfleet-node", "daskfleet-scheduler-dns"]
     assert names(with_nat, "aws:autoscaling/group:Group") == ["daskfleet-analytics-scheduler", "daskfleet-analytics-worker"]
     assert names(with_nat, "aws:autoscaling/lifecycleHook:LifecycleHook") == ["daskfleet-drain"]
-    assert names(with_nat, "aws:lambda/function:Function") == ["daskfleet-analytics-scheduler-dns"]
+    assert names(with_nat, "aws:lambda/function:Function") == ["daskfleet-analytics-cert-vendor", "daskfleet-analytics-scheduler-dns"]
     assert names(with_nat, "aws:cloudwatch/eventRule:EventRule") == ["daskfleet-analytics-scheduler-dns"]
-    assert names(with_nat, "aws:cloudwatch/logGroup:LogGroup") == ["/aws/lambda/daskfleet-analytics-scheduler-dns", "/daskfleet/analytics"]
+    assert names(with_nat, "aws:cloudwatch/logGroup:LogGroup") == [
+        "/aws/lambda/daskfleet-analytics-cert-vendor", "/aws/lambda/daskfleet-analytics-scheduler-dns", "/daskfleet/analytics"]
     assert names(with_nat, "aws:kms/alias:Alias") == ["alias/daskfleet/analytics"]
     assert names(with_nat, "aws:budgets/budget:Budget") == ["daskfleet-analytics"]
     # Pulumi names the bucket after its resource name plus a random suffix (the mocks do the same).
@@ -65,7 +66,8 @@ def test_the_program_takes_its_names_from_conventions(with_nat):
     assert names(with_nat, "aws:iam/instanceProfile:InstanceProfile") == sorted(
         conventions.iam_role_name(cluster, role) for role in conventions.NODE_ROLES
     )
-    assert names(with_nat, "aws:lambda/function:Function") == [conventions.scheduler_dns_function_name(cluster)]
+    assert names(with_nat, "aws:lambda/function:Function") == sorted(
+        [conventions.scheduler_dns_function_name(cluster), conventions.vendor_function_name(cluster)])
     assert names(with_nat, "aws:kms/alias:Alias") == [conventions.kms_alias(cluster)]
     assert names(with_nat, "aws:budgets/budget:Budget") == [conventions.budget_name(cluster)]
     assert names(with_nat, "aws:autoscaling/lifecycleHook:LifecycleHook") == [conventions.DRAIN_HOOK_NAME]
@@ -78,6 +80,7 @@ def test_names_of_the_longest_cluster_name_fit_aws_limits():
     for role in conventions.NODE_ROLES:
         assert len(conventions.iam_role_name(LONGEST_CLUSTER, role)) <= 64  # IAM role and instance profile
         assert len(conventions.node_group_name(LONGEST_CLUSTER, role)) <= 255
+    assert len(conventions.vendor_function_name(LONGEST_CLUSTER)) <= 64  # function and role names
     # Lambda function, its IAM role and its EventBridge rule: 64 each.
     assert len(conventions.scheduler_dns_function_name(LONGEST_CLUSTER)) <= 64
     # An S3 bucket name: at most 63, of which Pulumi's random suffix takes 7.

@@ -1,7 +1,9 @@
-"""PKI: real certificates from the mocked pulumi-tls resources, stored per role and per user, each readable by one principal."""
+"""PKI: real certificates from the mocked pulumi-tls resources, stored per node role, each readable by one principal;
+the CA for the certificate vendor alone, and for each user a membership record with no key."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import ssl
@@ -18,7 +20,9 @@ from infra.scenarios import OPERATOR
 
 from daskfleet import conventions
 from daskfleet.trust import pki
+from daskfleet.trust.denylist import DenyList
 from daskfleet.trust.tls import TlsMaterial
+from daskfleet.trust.vendor import VendorPolicy, decide, sign
 
 DEPLOYER = "arn:aws:iam::123456789012:role/platform-deployer"
 
@@ -58,15 +62,24 @@ def test_node_secrets_pass_the_agents_own_certificate_check(example, role):
     assert sans.get_values_for_type(x509.DNSName) == expected_dns
 
 
-def test_each_user_gets_a_client_certificate_naming_them(example):
-    for user in ("alice", "bob"):
-        tls = material(example, conventions.client_tls_secret_name("analytics", user))
-        identity = pki.identity_of(tls.cert_pem)
-        assert (identity.cluster, identity.role, identity.common_name) == ("analytics", "client", user)
-        key = serialization.load_pem_private_key(tls.key_pem.encode(), password=None)
-        assert key.public_key() == x509.load_pem_x509_certificate(tls.cert_pem.encode()).public_key()
+def test_no_user_private_key_exists_and_each_user_has_a_keyless_membership_record(example):
+    keys = example.of_type("tls:index/privateKey:PrivateKey")
+    assert sorted(key.name for key in keys) == ["pki-ca", "pki-scheduler", "pki-worker"]  # the CA and the nodes'
+    for user, role in (("alice", conventions.MEMBER_ROLE), ("bob", conventions.MEMBER_ROLE)):
+        record = json.loads(example.secrets[conventions.client_tls_secret_name("analytics", user)])
+        assert record == {"ca": record["ca"], "user": user, "role": role}
+        assert "PRIVATE KEY" not in record["ca"]
     for request in example.of_type("tls:index/locallySignedCert:LocallySignedCert"):
         assert request.inputs["allowedUses"] == list(conventions.CERT_ALLOWED_USES)
+
+
+def test_the_vendor_policy_names_the_people_by_principal_and_the_node_roles(example):
+    policy = VendorPolicy.from_json(example.parameters[conventions.vendor_policy_parameter_name("analytics")])
+    assert dict(policy.users) == {"alice": "arn:aws:iam::123456789012:role/alice", "bob": "arn:aws:iam::123456789012:user/bob"}
+    roles = {role: example.one("aws:iam/role:Role", f"identity-{role}").outputs["arn"] for role in conventions.NODE_ROLES}
+    assert dict(policy.node_roles) == roles
+    assert policy.client_validity == dt.timedelta(hours=conventions.CLIENT_CERT_VALIDITY_HOURS)
+    assert policy.node_validity == dt.timedelta(hours=conventions.NODE_CERT_VALIDITY_HOURS)
 
 
 def _handshake(server: TlsMaterial, client: TlsMaterial, tmp_path) -> str:
@@ -97,10 +110,17 @@ def _handshake(server: TlsMaterial, client: TlsMaterial, tmp_path) -> str:
     return seen["client"]
 
 
-def test_a_users_certificate_opens_a_mutual_tls_connection_to_the_scheduler(example, tmp_path):
+def test_a_certificate_the_vendor_signs_with_the_stacks_ca_opens_a_mutual_tls_connection(example, tmp_path):
+    """What the vendor does with the CA secret and the policy parameter the program stores: alice's key, made here."""
     scheduler = material(example, conventions.node_tls_secret_name("analytics", "scheduler"))
-    alice = material(example, conventions.client_tls_secret_name("analytics", "alice"))
-    assert _handshake(scheduler, alice, tmp_path) == "alice"
+    ca = json.loads(example.secrets[conventions.ca_secret_name("analytics")])
+    policy = VendorPolicy.from_json(example.parameters[conventions.vendor_policy_parameter_name("analytics")])
+    key = pki.new_private_key_pem()
+    csr = pki.make_csr(key)
+    grant = decide(policy, "arn:aws:sts::123456789012:assumed-role/alice/alice", "user", DenyList(),
+                   dt.datetime.now(dt.timezone.utc))
+    cert = sign(pki.IssuedCert(ca["cert"], ca["key"]), csr, grant, policy)
+    assert _handshake(scheduler, TlsMaterial(ca["cert"], cert, key), tmp_path) == "alice"
 
 
 def test_secrets_are_named_by_convention_and_encrypted_with_the_cluster_key(example):
@@ -109,6 +129,7 @@ def test_secrets_are_named_by_convention_and_encrypted_with_the_cluster_key(exam
     assert sorted(secret.inputs["name"] for secret in secrets) == sorted([
         conventions.node_tls_secret_name("analytics", "scheduler"), conventions.node_tls_secret_name("analytics", "worker"),
         conventions.client_tls_secret_name("analytics", "alice"), conventions.client_tls_secret_name("analytics", "bob"),
+        conventions.ca_secret_name("analytics"),
     ])
     assert all(secret.inputs["kmsKeyId"] == key_arn for secret in secrets)
     for version in example.of_type("aws:secretsmanager/secretVersion:SecretVersion"):
@@ -148,6 +169,13 @@ def test_a_users_secret_is_readable_by_their_principal_alone(example):
         allow, deny = _policy_for(example, conventions.client_tls_secret_name("analytics", user))
         assert allow["Principal"] == {"AWS": [principal]}
         assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": sorted([principal, DEPLOYER])}}
+
+
+def test_the_ca_secret_is_readable_by_the_certificate_vendor_alone(example):
+    allow, deny = _policy_for(example, conventions.ca_secret_name("analytics"))
+    vendor_role = example.one("aws:iam/role:Role", "cert-vendor-role").outputs["arn"]
+    assert allow["Principal"] == {"AWS": [vendor_role]}
+    assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": sorted([vendor_role, DEPLOYER])}}
 
 
 def test_client_secret_arns_are_exported_per_user(example):

@@ -17,7 +17,9 @@ from infra.program import INFRA_DIR
 from daskfleet import conventions
 
 #: The fleet's shared concerns, at the stack's root.
-SHARED_COMPONENTS = {"daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage"}
+SHARED_COMPONENTS = {
+    "daskfleet:aws:Network", "daskfleet:aws:SecurityGroups", "daskfleet:aws:Storage", "daskfleet:aws:CertificateVendor",
+}
 #: Each cluster's concerns, under its daskfleet:aws:Cluster (Wake only for the stack's own cluster).
 CLUSTER_COMPONENTS = {
     "daskfleet:aws:Observability", "daskfleet:aws:Budget", "daskfleet:aws:Identity", "daskfleet:aws:Pki",

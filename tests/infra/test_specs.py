@@ -20,7 +20,8 @@ def stored(record, role) -> NodeSpec:
 def test_one_string_parameter_per_node_role(example):
     parameters = example.of_type("aws:ssm/parameter:Parameter")
     assert sorted(p.inputs["name"] for p in parameters) == sorted(
-        conventions.spec_parameter_name("analytics", role) for role in conventions.NODE_ROLES
+        [conventions.spec_parameter_name("analytics", role) for role in conventions.NODE_ROLES]
+        + [conventions.vendor_policy_parameter_name("analytics")]
     )
     assert {p.inputs["type"] for p in parameters} == {"String"}
     assert all(p.inputs["name"].startswith(conventions.parameter_path_prefix("analytics")) for p in parameters)
@@ -35,6 +36,7 @@ def test_the_scheduler_spec_names_its_ports_environment_and_client_policy_and_no
         usage=stored(example, "scheduler").usage,
         scaling=ScalingSpec(max_workers=10, cluster_cap=1000),
         bucket=example.outputs["bucketName"], kms_key=example.one("aws:kms/key:Key").outputs["arn"],
+        vendor_function=conventions.vendor_function_name("analytics"),
     )
 
 
@@ -71,6 +73,7 @@ def test_the_worker_spec_points_at_the_schedulers_dns_name(example):
         scheduler_address="tls://scheduler.analytics.daskfleet.internal:8786",
         worker_port=conventions.WORKER_PORT, expected_fingerprint=example.config[FINGERPRINT_KEY],
         bucket=example.outputs["bucketName"], kms_key=example.one("aws:kms/key:Key").outputs["arn"],
+        vendor_function=conventions.vendor_function_name("analytics"),
     )
     assert example.outputs["schedulerAddress"] == stored(example, "worker").scheduler_address
 

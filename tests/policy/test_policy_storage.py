@@ -120,3 +120,17 @@ def test_secrets_are_encrypted_with_a_customer_key(props, fails):
     assert bool(messages) is fails
     if fails:
         assert "kmsKeyId is not set" in messages[0]
+
+
+PERSON_KEYS = "no-person-private-key-in-the-stack"
+CERT_REQUEST = "tls:index/certRequest:CertRequest"
+
+
+@pytest.mark.parametrize(("uri", "fails"), [
+    ("spiffe://analytics/role/client", True), ("spiffe://analytics/role/admin", True),
+    ("spiffe://analytics/role/worker", False), ("spiffe://analytics/role/scheduler", False),
+])
+def test_the_stack_makes_no_key_for_a_person(uri, fails):
+    messages = resource_violations(PERSON_KEYS, CERT_REQUEST, {"uris": [uri], "privateKeyPem": "x"})
+    assert bool(messages) == fails
+    assert not fails or "certificate vendor" in messages[0]

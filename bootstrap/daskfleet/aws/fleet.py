@@ -1,6 +1,8 @@
-"""The AWS clusters a user can reach, found with their own login: those whose certificate the program issued to them.
+"""The AWS clusters a user can reach, found with their own login: those the program made them a member of.
 
-Each person's certificate secret carries the ``daskfleet:user`` tag (conventions.TAG_USER); one
+Each person's membership record (a secret holding the cluster's CA certificate and their role, no key; a
+stack from before the certificate vendor kept their certificate there) carries the ``daskfleet:user`` tag
+(conventions.TAG_USER); one
 ``ListSecrets`` filtered by it (metadata only, never a value; the member policy allows it) names
 the user's clusters, and one ``DescribeAutoScalingGroups`` per 50 of them tells each cluster's
 state. Nothing of a cluster the user holds no certificate for is read.

@@ -1,9 +1,10 @@
 """Connecting as a user: ``daskfleet.connect("local")`` in one line.
 
-A local cluster's client certificate is read from its state directory; an AWS cluster's is
-fetched from Secrets Manager with the user's own AWS identity and kept in memory. Which one a
-name means: ``daskfleet.local.state.find_state_dir`` (a local cluster you started under that
-name wins over an AWS cluster of the same name).
+Your certificate is short-lived and made for you (``daskfleet.client.login``): when it is missing or has less
+than a third of its life left, ``connect`` logs in first (a key pair made here, signed by the cluster's vendor on
+the proof of your AWS login, or of your OS identity for a local cluster), and the connected client renews it on
+its own before it ends. Which cluster a name means: ``daskfleet.local.state.find_state_dir`` (a local cluster
+you started under that name wins over an AWS cluster of the same name).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 from distributed import Client, Security
 
 from ..errors import DaskfleetError, ExitCode
-from ..local.state import LocalCluster, client_material, cluster_name, command_flags, find_state_dir
-from ..trust.tls import client_security, verify_scheduler_identity
+from ..local.state import LocalCluster, client_dir, client_material, cluster_name, command_flags, find_state_dir
+from ..trust.tls import TlsMaterial, client_security, verify_scheduler_identity
+from .login import CredentialStore, Issuer, Renewal, credentials_dir, fresh_material
 
 
 def local_cluster(cluster: str | None, state_dir: str | Path | None) -> tuple[str, Path] | None:
@@ -31,6 +33,49 @@ def local_cluster(cluster: str | None, state_dir: str | Path | None) -> tuple[st
     return name, state
 
 
+def login_target(
+    cluster: str | None, *, state_dir: str | Path | None = None, profile: str | None = None,
+    region: str | None = None, in_memory: bool = False,
+) -> tuple[str, CredentialStore, Issuer] | None:
+    """(cluster name, where the login is kept, who signs it) for ``cluster``: a local cluster's own vendor and its
+    state directory's ``client/``, or an AWS cluster's vendor function and ``$DASKFLEET_HOME/.credentials/NAME``;
+    ``in_memory`` keeps the key pair in this process only. None: an AWS stack from before vendors."""
+    local = local_cluster(cluster, state_dir)
+    if local is not None:
+        name, state = local
+        from ..local.vendor import local_issuer  # noqa: PLC0415
+
+        return name, CredentialStore(None if in_memory else client_dir(state)), local_issuer(state, name)
+    from ..aws.login import cluster_issuer  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
+
+    issue = cluster_issuer(cluster, region=region, profile=profile)
+    if issue is None:
+        return None
+    return cluster, CredentialStore(None if in_memory else credentials_dir(cluster)), issue
+
+
+def login(
+    cluster: str | None = None, *, state_dir: str | Path | None = None, profile: str | None = None,
+    region: str | None = None, ttl: float | None = None, in_memory: bool = False,
+) -> TlsMaterial:
+    """A new certificate for you in ``cluster`` (``daskfleet login``): for the key pair kept for it, made now if none."""
+    from .login import login as renew  # noqa: PLC0415
+
+    target = login_target(cluster, state_dir=state_dir, profile=profile, region=region, in_memory=in_memory)
+    if target is None:
+        raise DaskfleetError(f"cluster {cluster!r} has no certificate vendor (its worker spec names no vendor_function):"
+                             " its stack predates vendors; `pulumi up` with this version adds one", ExitCode.CONFIG)
+    _, store, issue = target
+    return renew(store, issue, ttl)
+
+
+def stack_issued(cluster: str, user: str | None, profile: str | None, region: str | None) -> TlsMaterial:
+    """A stack from before vendors: the certificate it issued into Secrets Manager, read with your AWS login."""
+    from ..aws.user import fetch_client_tls  # noqa: PLC0415
+
+    return fetch_client_tls(cluster, user, region=region, profile=profile)
+
+
 def security(
     cluster: str | None = None,
     *,
@@ -39,21 +84,25 @@ def security(
     profile: str | None = None,
     region: str | None = None,
 ) -> Security:
-    """The ``distributed.Security`` with a client certificate for ``cluster`` (default: ``"local"``, or the one
-    in ``state_dir``): yours, or ``user``'s.
-
-    A local cluster (``local``, one you started with ``daskfleet local up --cluster NAME``, or any
-    ``state_dir``) reads its state directory: your admin certificate, or the member certificate
-    ``daskfleet local issue --user USER`` made for ``user``. Any other name is an AWS cluster whose
-    certificate for you (or ``user``) your AWS login (``profile``, ``region``) fetches from Secrets Manager.
+    """The ``distributed.Security`` with your client certificate for ``cluster`` (default: ``"local"``, or the one
+    in ``state_dir``), logging in first when it is missing or has less than a third of its life left; or, on a
+    local cluster, the member certificate ``daskfleet local issue --user USER`` made for ``user``.
     """
     local = local_cluster(cluster, state_dir)
-    if local is not None:
-        name, state = local
-        return client_security(client_material(state, user), name)
-    from ..aws.user import fetch_client_tls  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
+    if local is not None and user is not None:
+        return client_security(client_material(local[1], user), local[0])
+    target = login_target(cluster, state_dir=state_dir, profile=profile, region=region)
+    if target is None:
+        return client_security(stack_issued(cluster, user, profile, region), cluster)
+    _refuse_user_with_vendor(cluster, user)
+    name, store, issue = target
+    return client_security(fresh_material(store, issue), name)
 
-    return client_security(fetch_client_tls(cluster, user, region=region, profile=profile), cluster)
+
+def _refuse_user_with_vendor(cluster: str | None, user: str | None) -> None:
+    if user is not None:
+        raise DaskfleetError(f"user=: cluster {cluster!r} signs certificates for the user your AWS login stands for "
+                             "(the stack's users); log in as that user instead", ExitCode.CONFIG)
 
 
 def scheduler_address(
@@ -87,20 +136,36 @@ def connect(
     region: str | None = None,
     wake: bool = True,
     wake_timeout: float | None = None,
+    ttl: float | None = None,
+    in_memory: bool = False,
     **client_kwargs: Any,
 ) -> Client:
-    """A connected ``distributed.Client`` for ``cluster`` using this user's client certificate (or ``user``'s).
+    """A connected ``distributed.Client`` for ``cluster`` using your client certificate (or, locally, ``user``'s).
 
     ``cluster`` is a local cluster's name (default ``"local"``; see ``security`` for which names are
     local) or an AWS cluster's. ``address`` overrides discovery, e.g. ``tls://localhost:8786`` through an
     SSM port forward.
+    Without a certificate with a third of its life left, you are logged in first (``daskfleet login``; with
+    your AWS login, ``profile`` and ``region``, on AWS). The client renews its certificate by itself before it
+    ends, with no interruption (``ttl``: ask for certificates shorter than the cluster's; ``in_memory``: keep
+    the key pair in this process only).
     An AWS cluster that went idle (its scheduler group at 0) is woken with your AWS login and
     waited for, with a progress display, at most ``wake_timeout`` seconds (default 600);
     ``wake=False`` never wakes it.
     """
     local = local_cluster(cluster, state_dir)
     name = local[0] if local is not None else cluster
-    sec = security(cluster, state_dir=state_dir, user=user, profile=profile, region=region)
+    renewal: tuple[CredentialStore, Issuer] | None = None
+    target = None
+    if user is None or local is None:
+        target = login_target(cluster, state_dir=state_dir, profile=profile, region=region, in_memory=in_memory)
+    if target is None:  # a local member's certificate (user=), or a stack from before vendors
+        sec = security(cluster, state_dir=state_dir, user=user, profile=profile, region=region)
+    else:
+        _refuse_user_with_vendor(cluster, user)
+        name, store, issue = target
+        sec = client_security(fresh_material(store, issue, ttl), name)
+        renewal = (store, issue)
     target = address or scheduler_address(cluster, state_dir=state_dir, profile=profile, region=region)
     if wake and local is None:
         from ..aws.user import WAKE_TIMEOUT_S, wake_scheduler  # noqa: PLC0415
@@ -117,6 +182,8 @@ def connect(
         raise DaskfleetError(_unreachable(target, name, exc), ExitCode.SCHEDULER_UNREACHABLE) from None
     verify_scheduler_identity(client, name)
     _link_forwarded_dashboard(name, local[1] if local is not None else None)
+    if renewal is not None:
+        client._daskfleet_renewal = Renewal(client, *renewal, ttl=ttl).start()
     return client
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -32,3 +34,26 @@ def clusters(profile: str | None, region: str | None, user: str | None, local_on
         except DaskfleetError as error:
             notes.append(f"AWS clusters not listed: {error.message}")
     click.echo(render_json(found, notes) if as_json else render_text(found, notes))
+
+
+@click.command("login")
+@click.argument("cluster")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="A local cluster's state directory (default: $DASKFLEET_HOME/CLUSTER for a local cluster).")
+@click.option("--profile", help="AWS profile of your own login (default: the default credential chain).")
+@click.option("--region", help="AWS region of the cluster (default: your profile's).")
+@click.option("--ttl", type=click.FloatRange(min=1, min_open=False), metavar="SECONDS",
+              help="Ask for a certificate shorter than the cluster's (12 h unless the stack says otherwise).")
+def login(cluster: str, state_dir: Path | None, profile: str | None, region: str | None, ttl: float | None) -> None:
+    """Get your short-lived certificate for CLUSTER (`local` for the local cluster).
+
+    A key pair is made on this machine (0600 in a 0700 directory; it is never sent), and the cluster's
+    certificate vendor signs it for 12 h on the proof of your AWS login (a signed sts:GetCallerIdentity),
+    or, for a local cluster, of your OS identity. daskfleet.connect does the same by itself when your
+    certificate is missing or has less than a third of its life left, and renews it while connected.
+    """
+    from .connect import login as log_in
+    from .login import describe
+
+    material = log_in(cluster, state_dir=state_dir, profile=profile, region=region, ttl=ttl)
+    click.echo(f"logged in: {describe(material)}\nconnect: daskfleet.connect(\"{cluster}\")")

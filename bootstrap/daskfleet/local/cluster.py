@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from ..conventions import ADMIN_ROLE
+from ..conventions import ADMIN_ROLE, CLIENT_CERT_VALIDITY_HOURS
 from ..environments.policy import RolloutPolicy
 from ..environments.records import current_fingerprint
 from ..errors import DaskfleetError, ExitCode
@@ -175,14 +175,15 @@ def check_alive(state_dir: Path, name: str) -> None:
 def issue_local_pki(
     state_dir: Path, workers: int, user: str, ca: pki.IssuedCert | None = None, cluster: str = LOCAL_CLUSTER,
 ) -> tuple[pki.IssuedCert, dict[str, pki.IssuedCert]]:
-    """One certificate per node and an admin's for the user, from ``ca``, else the CA kept in ``state_dir``, else a
-    fresh one; the CA is kept there (``local issue`` makes member certificates with it)."""
+    """One certificate per node and an admin's for the user (12 h: ``daskfleet.connect`` and ``daskfleet login local``
+    renew it through the local vendor), from ``ca``, else the CA kept in ``state_dir``, else a fresh one; the CA is
+    kept there (the local vendor signs with it, ``local issue`` makes member certificates with it)."""
     ca = ca or load_ca(state_dir) or pki.create_ca(cluster)
     save_ca(state_dir, ca)
     certs = {"scheduler": pki.issue_certificate(ca, cluster, "scheduler", dns_names=("localhost",), ip_addresses=(HOST,))}
     for index in range(workers):
         certs[f"{WORKER_SLOT_PREFIX}{index}"] = pki.issue_certificate(ca, cluster, "worker", ip_addresses=(HOST,))
-    client = pki.issue_certificate(ca, cluster, ADMIN_ROLE, user=user)
+    client = pki.issue_certificate(ca, cluster, ADMIN_ROLE, user=user, valid_hours=CLIENT_CERT_VALIDITY_HOURS)
     directory = client_dir(state_dir)
     pki.write_private(directory / CA_FILE, ca.cert_pem)
     pki.write_private(directory / CERT_FILE, client.cert_pem)

@@ -43,6 +43,7 @@ from ..trust.gatekeeper import FINGERPRINT_KEY, Gatekeeper, WorkerGatekeeper, sc
 from ..trust.guards import SchedulerGuard, WorkerGuard
 from ..trust.dashboard import install as install_dashboard_guard
 from ..trust.revocation import RevocationWatch, file_reader
+from ..trust.renewal import install as install_renewal
 from ..trust.peers import Peer
 from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
@@ -156,6 +157,7 @@ async def run_scheduler(
     install_dashboard_guard(scheduler, guard)
     install_revocation(scheduler, guard, spec, source)
     install_memory(scheduler, guard, audit)
+    install_renewal(guard)
     accounting = usage.install(
         scheduler, guard, spec.usage, records_path=audit_log_path(spec, node.runtime_dir).with_name(RECORDS_FILE),
         source=source,

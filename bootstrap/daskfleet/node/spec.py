@@ -72,6 +72,11 @@ class NodeSpec(BaseModel):
         description="what the scheduler does with a client whose core package versions differ",
     )
     audit_log: str | None = Field(default=None, description="path of the JSON-lines audit log (scheduler)")
+    vendor_function: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the Lambda function (the fleet's certificate vendor) that signs this cluster's certificates: a "
+        "node gets its own there at boot, proving its instance role; users' logins find it here (AWS only)",
+    )
     bucket: str | None = Field(
         default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
         description="the fleet's bucket, which holds published environments' packages and, under "

@@ -151,11 +151,18 @@ def _budget(api: OpsApi, cluster: str) -> dict[str, Any]:
 def _ask_scheduler(
     view: ClusterView, api: OpsApi, cluster: str, address: str | None, user: str | None, timeout: float, profile: str | None,
 ) -> None:
-    from ..aws.user import discover_scheduler_address, fetch_client_tls  # noqa: PLC0415
+    from ..aws.user import discover_scheduler_address  # noqa: PLC0415
+    from ..aws.login import cluster_issuer  # noqa: PLC0415
+    from ..client.connect import stack_issued  # noqa: PLC0415
+    from ..client.login import CredentialStore, credentials_dir, fresh_material  # noqa: PLC0415
 
     try:
         target = discover_scheduler_address(cluster, override=address, region=api.region, profile=profile)
-        security = client_security(fetch_client_tls(cluster, user, region=api.region, profile=profile), cluster)
+        # Your certificate from the cluster's vendor (logging in when needed), or a stack from before vendors' own.
+        issue = cluster_issuer(cluster, region=api.region, profile=profile) if user is None else None
+        material = (fresh_material(CredentialStore(credentials_dir(cluster)), issue) if issue is not None
+                    else stack_issued(cluster, user, profile, api.region))
+        security = client_security(material, cluster)
         identity, scaling = asyncio.run(asyncio.wait_for(probe_scheduler(target, security, cluster), timeout))
     except DaskfleetError as error:
         view.scheduler = view.workers = view.idle = unavailable(str(error))

@@ -140,6 +140,7 @@ MEMBER_OPS: dict[str, str] = {
     conventions.ENV_ROLL_HANDLER: "reads the environment roll's progress (daskfleet env status)",
     conventions.USAGE_OP: "reads the usage records (daskfleet usage)",
     conventions.PROFILE_OP: "reads a task prefix's merged profile (daskfleet profile)",
+    conventions.RENEWED_OP: "hands over the caller's renewed certificate (same key) for its own connection",
 }
 #: Operations only admins may call, with what they do to the other members.
 ADMIN_OPS: dict[str, str] = {
@@ -250,6 +251,8 @@ class Gatekeeper:
             return None if peer.role == conventions.ADMIN_ROLE else member_refusal(op, msg or {})
         if op in TASK_CLIENT_OPS and op not in WORKER_OPS:
             return self._task_client_host_refusal(peer, worker_hosts)
+        if op == conventions.RENEWED_OP:  # a node renews its own connection's certificate, as a user does
+            return None
         if op not in WORKER_OPS and op not in DASKFLEET_WORKER_OPS:
             return Refusal(f"certificate role is 'worker'; admin or client required: {op!r} is reserved for users")
         return self._worker_scope_refusal(op, peer, msg or {})

@@ -91,6 +91,33 @@ def create_ca(cluster: str, *, valid_hours: int = conventions.CA_VALIDITY_HOURS)
     return IssuedCert(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key))
 
 
+def new_private_key_pem() -> str:
+    """A fresh ECDSA P-256 private key (PKCS#8 PEM): made where it is used, never sent anywhere."""
+    return _key_pem(_new_key())
+
+
+def make_csr(key_pem: str) -> str:
+    """A certificate signing request for ``key_pem``'s public key; the vendor reads only the key (and the CSR's
+    signature, the proof of possession) and decides everything the certificate says itself."""
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    request = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, conventions.CERT_ORGANIZATION)])
+    ).sign(key, hashes.SHA256())
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def public_key_der(pem: str) -> bytes:
+    """The SubjectPublicKeyInfo (DER) of a certificate, CSR or private key in PEM: the same bytes for all three."""
+    data = pem.encode()
+    if b"PRIVATE KEY" in data:
+        public = serialization.load_pem_private_key(data, password=None).public_key()
+    elif b"CERTIFICATE REQUEST" in data:
+        public = x509.load_pem_x509_csr(data).public_key()
+    else:
+        public = x509.load_pem_x509_certificate(data).public_key()
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def issue_certificate(
     ca: IssuedCert,
     cluster: str,
@@ -102,11 +129,31 @@ def issue_certificate(
     valid_hours: int = conventions.CERT_VALIDITY_HOURS,
     not_before: dt.datetime | None = None,
 ) -> IssuedCert:
-    """A role certificate signed by ``ca``; clients carry ``user`` as their identity."""
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
-    ca_key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
+    """A role certificate and a new key, signed by ``ca``; clients carry ``user`` as their identity."""
     key = _new_key()
     start = not_before or (_now() - dt.timedelta(minutes=5))
+    cert_pem = sign_public_key(
+        ca, key.public_key(), cluster, role, user=user, dns_names=dns_names, ip_addresses=ip_addresses,
+        not_before=start, not_after=start + dt.timedelta(hours=valid_hours),
+    )
+    return IssuedCert(cert_pem, _key_pem(key))
+
+
+def sign_public_key(
+    ca: IssuedCert,
+    public_key: ec.EllipticCurvePublicKey,
+    cluster: str,
+    role: conventions.Role,
+    *,
+    user: str | None,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
+) -> str:
+    """A role certificate (PEM) for ``public_key``, signed by ``ca``, valid from ``not_before`` to ``not_after``."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
+    ca_key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(conventions.role_uri(cluster, role))]
     sans += [x509.DNSName(name) for name in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
@@ -120,10 +167,10 @@ def issue_certificate(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(hours=valid_hours))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -143,7 +190,7 @@ def issue_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return IssuedCert(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def identity_of(cert_pem: str) -> CertIdentity:

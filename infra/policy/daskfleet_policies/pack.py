@@ -126,4 +126,10 @@ POLICIES: list[Policy] = [
         "Secrets Manager secrets are encrypted with a customer-managed KMS key.",
         storage.secret_encryption,
     ),
+    resource_policy(
+        "no-person-private-key-in-the-stack",
+        "No certificate request for a person's role (client, admin): people's keys are made on their machines and "
+        "signed by the certificate vendor.",
+        storage.person_keys,
+    ),
 ]

@@ -16,6 +16,8 @@ Names, URNs and parents are not used: a guard named after its bucket proves noth
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,4 +135,20 @@ def secret_encryption(resource_type: str, props: Mapping[str, Any]) -> list[str]
     """A Secrets Manager secret is encrypted with a customer-managed key, not the account default."""
     if resource_type == tokens.SECRETSMANAGER_SECRET and not is_set(props.get("kmsKeyId")):
         return ["kmsKeyId is not set, so the account's aws/secretsmanager key is used: encrypt with the cluster key"]
+    return []
+
+
+#: People's roles, as certificates name them (spiffe://<cluster>/role/<role>).
+_PERSON_ROLE_URI = re.compile(r"^spiffe://[a-z0-9-]+/role/(client|admin)$")
+
+
+def person_keys(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """No person's key pair is made by the stack: the certificate vendor signs keys people make on their machines."""
+    if resource_type != "tls:index/certRequest:CertRequest":
+        return []
+    uris = props.get("uris") or []
+    found = [uri for uri in uris if isinstance(uri, str) and _PERSON_ROLE_URI.match(uri)]
+    if found:
+        return [f"a certificate request for {found[0]}: a person's private key would be made by the stack and kept in "
+                "its state; the certificate vendor signs keys people make themselves (`daskfleet login`)"]
     return []

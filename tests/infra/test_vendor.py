@@ -1,0 +1,55 @@
+"""The certificate vendor as the program declares it: one function per stack running daskfleet's own handler, whose
+role alone (with the administrators) reads the clusters' CA keys, and which members invoke to log in."""
+
+from __future__ import annotations
+
+import os
+
+from infra.helpers import allows
+from infra.program import INFRA_DIR
+
+from daskfleet import conventions
+from daskfleet.aws import vendor_lambda
+from daskfleet_infra.vendor import DEPENDENCIES_DIR, HANDLER, PACKAGE_DIR
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+CA_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{conventions.ca_secret_name('analytics')}-AbCdEf"
+FUNCTION = conventions.vendor_function_name("analytics")
+
+
+def test_one_vendor_function_per_stack_runs_daskfleet_s_own_handler(example):
+    function = example.one("aws:lambda/function:Function", "cert-vendor-function").inputs
+    assert function["name"] == FUNCTION and function["handler"] == HANDLER
+    assert HANDLER == f"{vendor_lambda.__name__}.{vendor_lambda.handler.__name__}"
+    # The same package the local cluster runs in process, relative to the project directory.
+    assert function["code"]["assets"]["daskfleet"] == {"archive": "path",
+                                                       "path": os.path.relpath(PACKAGE_DIR, INFRA_DIR)}
+    assert function["environment"]["variables"][vendor_lambda.CLUSTERS_ENV] == "analytics"
+    # Beside it, what `make vendor-deps` installed for the function's runtime, when built (CI need not build it).
+    assert set(function["code"]["assets"]) - {"daskfleet"} == (
+        {entry.name for entry in DEPENDENCIES_DIR.iterdir() if entry.name not in ("bin", "__pycache__")
+         and not entry.name.endswith(".dist-info")} if DEPENDENCIES_DIR.is_dir() else set())
+    assert example.outputs["certificateVendor"] == FUNCTION
+
+
+def test_only_the_vendor_role_reads_a_ca_secret(example):
+    readers = [policy.name for policy in example.of_type("aws:iam/rolePolicy:RolePolicy") + example.of_type("aws:iam/policy:Policy")
+               if allows(policy.inputs["policy"], "secretsmanager:GetSecretValue", CA_SECRET)]
+    assert readers == ["cert-vendor-role"]
+    vendor = example.one("aws:iam/rolePolicy:RolePolicy", "cert-vendor-role").inputs["policy"]
+    for other in (conventions.node_tls_secret_name("analytics", "worker"), conventions.client_tls_secret_name("analytics", "alice")):
+        assert not allows(vendor, "secretsmanager:GetSecretValue", CA_SECRET.replace(conventions.ca_secret_name("analytics"), other))
+    for parameter in (conventions.vendor_policy_parameter_name("analytics"), conventions.deny_list_parameter_name("analytics")):
+        assert allows(vendor, "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{parameter}")
+    assert not allows(vendor, "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter"
+                                                  f"{conventions.spec_parameter_name('analytics', 'worker')}")
+
+
+def test_members_invoke_the_vendor_and_node_roles_do_not_need_to_yet(example):
+    function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{FUNCTION}"
+    member = example.one("aws:iam/policy:Policy", "member-policy").inputs["policy"]
+    assert allows(member, "lambda:InvokeFunction", function_arn)
+    for role in conventions.NODE_ROLES:
+        node = example.one("aws:iam/rolePolicy:RolePolicy", f"identity-{role}").inputs["policy"]
+        assert not allows(node, "lambda:InvokeFunction", function_arn)
