@@ -68,7 +68,8 @@ if sys.argv[3] in ("none", "security"):
     agent.install_scaling = lambda *args, **kwargs: None
 if sys.argv[3] == "none":
     guards.SchedulerGuard.install = lambda self, scheduler: None
-    agent.install_memory = lambda *args, **kwargs: None  # its handler is served through the guard
+    # what is served or enforced through the guard goes with it
+    agent.install_memory = agent.install_renewal = agent.install_dashboard_guard = lambda *args, **kwargs: None
 if sys.argv[3] in ("none", "no-revocation"):
     agent.install_revocation = lambda *args, **kwargs: None
 source = DirectorySource(sys.argv[1])
