@@ -216,6 +216,7 @@ def run(root: Path) -> dict[str, float]:
     client_tls = _tls_files(root / "tls")
     times: dict[str, dict[str, list[float]]] = {name: {label: [] for label in CONTENDERS} for name in WORKLOADS}
     restarts: dict[str, list[float]] = {label: [] for label in RESTART_CONTENDERS}
+    timed_out: set[str] = set()  # a cluster whose restart timed out is not restarted again
     with ExitStack() as stack:
         fleet_address, fleet_pid = stack.enter_context(_daskfleet(root / "daskfleet"))
         tls_address, tls_pid = stack.enter_context(_localcluster(str(root / "tls"), root / "tls.log"))
@@ -243,10 +244,16 @@ def run(root: Path) -> dict[str, float]:
         minutes = (time.monotonic() - started) / 60
         cpu = {label: (_cpu_seconds(pid) - cpu[label]) / minutes for label, pid in pids.items()}
         for index in range(RESTART_ROUNDS):
-            for label in RESTART_CONTENDERS[index % 2:] + RESTART_CONTENDERS[: index % 2]:
+            for label in [label for label in RESTART_CONTENDERS[index % 2:] + RESTART_CONTENDERS[: index % 2]
+                          if label not in timed_out]:
                 start = time.perf_counter()
-                clients[label].restart(timeout=RESTART_TIMEOUT_S)
-                restarts[label].append(time.perf_counter() - start)
+                try:
+                    clients[label].restart(timeout=RESTART_TIMEOUT_S)
+                except TimeoutError as exc:
+                    print(f"  client.restart(), {label}, round {index + 1}: {exc}")
+                    timed_out.add(label)
+                else:
+                    restarts[label].append(time.perf_counter() - start)
     return report(times, restarts, cpu)
 
 
@@ -263,7 +270,7 @@ def report(times: dict[str, dict[str, list[float]]], restarts: dict[str, list[fl
     print("  CPU seconds per minute of the rounds, each cluster's processes (scheduler, workers; daskfleet's "
           "supervisor; a LocalCluster's nannies): " + ", ".join(f"{label} {value:.1f}" for label, value in cpu.items()))
     for label in RESTART_CONTENDERS:
-        print(f"  client.restart(), {label}: {summary(restarts[label])} s")
+        print(f"  client.restart(), {label}: {summary(restarts[label]) if restarts[label] else 'none completed'} s")
     # The same by the median of each round's own ratio: the contenders ran back to back within a round, so a slow
     # minute of the shared machine slows all of them.
     rounds = {name: {pair: statistics.median(slow / fast for slow, fast in zip(by[slower], by[faster]))
@@ -279,10 +286,11 @@ def report(times: dict[str, dict[str, list[float]]], restarts: dict[str, list[fl
         "  same, rounds' own ratios (TLS)": _geomean([by["LC/LC TLS"] for by in rounds.values()]),
         "  daskfleet speed / LocalCluster TLS (geo mean)": _geomean([by[TLS] / by[DASKFLEET] for by in medians.values()]),
         "  same, rounds' own ratios (daskfleet's own)": _geomean([by["LC TLS/dkf"] for by in rounds.values()]),
-        "client.restart() daskfleet / LocalCluster (time)": statistics.median(restarts[DASKFLEET])
-        / statistics.median(restarts[PLAIN]),
-        "  same, rounds' own ratios (restart)": statistics.median(
-            fleet / plain for fleet, plain in zip(restarts[DASKFLEET], restarts[PLAIN])),
+        **({"client.restart() daskfleet / LocalCluster (time)": statistics.median(restarts[DASKFLEET])
+            / statistics.median(restarts[PLAIN]),
+            "  same, rounds' own ratios (restart)": statistics.median(
+                fleet / plain for fleet, plain in zip(restarts[DASKFLEET], restarts[PLAIN]))}
+           if restarts[DASKFLEET] and restarts[PLAIN] else {}),
     }
 
 
