@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, fleet, login, memory, revocation, scaling, switch, throughput
+from . import boot, envs, fleet, localcluster, login, memory, revocation, scaling, switch, throughput
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
@@ -21,6 +21,8 @@ TARGETS = {
     "kill latency / interval, agent's own watcher (worst)": ("<=", 2.0),
     "fleet evaluation per cluster, 205 / 10 clusters": ("<=", 1.5),
     "login to first computation / existing certificate": ("<=", 1.5),
+    "workloads, daskfleet speed / LocalCluster (geo mean)": (">=", 0.95),
+    "client.restart() daskfleet / LocalCluster (time)": ("<=", 1.0),
 }
 
 
@@ -40,6 +42,8 @@ def main() -> None:
         ratios.update(scaling.run(Path(root) / "scaling"))
         print("Memory limits without a nanny (see benchmarks/memory.py):")
         ratios.update(memory.run(Path(root) / "memory"))
+        print("Workloads and client.restart() on `make local` against LocalCluster (see benchmarks/localcluster.py):")
+        ratios.update(localcluster.run(Path(root) / "localcluster"))
         print("The Pulumi program under mocks, by fleet size (see benchmarks/fleet.py):")
         ratios.update(fleet.run(Path(root) / "fleet"))
         print("Login to first computation on the local cluster (see benchmarks/login.py):")
@@ -52,7 +56,7 @@ def main() -> None:
             op, bound = target
             met = value <= bound if op == "<=" else value >= bound
             verdict = f"  (target {op} {bound}: {'met' if met else 'NOT met'})"
-        print(f"  {name:<48} {value:.3f}{verdict}")
+        print(f"  {name:<52} {value:.3f}{verdict}")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,27 @@ def test_the_supervisor_records_a_child_it_ended_with_the_code_it_gives_and_rest
         supervisor.stop(["worker-0"], timeout=5)
 
 
+def test_the_supervisor_wakes_on_an_exit_and_keeps_no_descriptor_of_a_reaped_program():
+    """It waits on a pidfd per running program (an exit wakes it); restarts over days must not leak descriptors."""
+    me = psutil.Process()
+    before = me.num_fds()
+    supervisor = Supervisor()
+    supervisor.add("worker-0", lambda: subprocess.Popen([sys.executable, "-c", "pass"]))
+    child = supervisor.children["worker-0"]
+    first, fd = child.proc, child.exit_fd
+    assert fd is not None
+    try:
+        exits = []
+        while not exits:  # the exit wakes the wait long before its 60 s; a restart falls due 0.1 s later
+            supervisor.wait(60)
+            exits = supervisor.poll()
+        assert [(event.returncode, event.restarting) for event in exits] == [(0, False)]
+        assert child.proc is None and child.exit_fd is None and me.num_fds() == before
+    finally:
+        supervisor.stop(["worker-0"], timeout=5)
+    assert first.returncode == 0
+
+
 def test_the_killed_worker_of_a_worker_ended_for_memory_says_so_and_names_the_limit():
     worker = WorkerState(address="tls://127.0.0.1:4000", name="worker-0", nthreads=1, memory_limit=GiB, pid=4242,
                          status=Status.running, local_directory="/tmp", nanny=None, server_id="w0")

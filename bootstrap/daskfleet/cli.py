@@ -85,7 +85,19 @@ def node(
         # The new environment is installed already (the local cluster): become the agent in it, same process.
         sys.stderr.flush()
         os.execv(python, [python, "-m", "daskfleet", *sys.argv[1:]])
+    if role == "worker":
+        end_at_once(int(outcome.code))
     sys.exit(int(outcome.code))
+
+
+def end_at_once(code: int) -> None:
+    """Exit without tearing the interpreter down, as a nanny's worker process does (multiprocessing ends it with
+    ``os._exit``): a worker that loaded pandas or pyarrow takes about half a second to finalize, which a restart
+    would wait for. Everything the run leaves is written by now (its line, its run history); logs are flushed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _systemd_history(role: str) -> Path | None:

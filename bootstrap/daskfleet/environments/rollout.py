@@ -160,9 +160,11 @@ class RolloutPlugin(SchedulerPlugin):
 
     def _accept(self, accepted: frozenset[str]) -> None:
         primary = self.core.target.fingerprint if self.core.target else self.base.expected_fingerprint
-        gatekeeper = dataclasses.replace(self.base, expected_fingerprint=primary, also_accepted=accepted - {primary})
-        if gatekeeper != self.guard.gatekeeper:
-            self.guard.gatekeeper = gatekeeper
+        current = self.guard.gatekeeper
+        also = accepted - {primary}
+        if current.expected_fingerprint == primary and current.also_accepted == also:
+            return  # at every poll, nothing changed: keep the guard's gatekeeper without building another
+        self.guard.gatekeeper = dataclasses.replace(self.base, expected_fingerprint=primary, also_accepted=also)
 
     async def _switch(self, name: str) -> None:
         address = next((address for address, ws in self.scheduler.workers.items() if str(ws.name) == name), None)

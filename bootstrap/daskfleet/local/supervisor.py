@@ -14,7 +14,10 @@ It also follows each worker's memory and ends a worker above its limit as distri
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import signal
 import subprocess
 import time
@@ -33,7 +36,7 @@ from .state import SCHEDULER, LocalCluster, NodeProcess, locked
 
 logger = logging.getLogger("daskfleet.supervisor")
 
-#: How often the supervisor reaps exits and reads what the scaler wants.
+#: How often the supervisor reads what the scaler wants; an exit wakes it at once (``Supervisor.wait``).
 POLL_S = 0.1
 
 
@@ -52,6 +55,8 @@ class Child:
     stop_by: float | None = None
     #: Ended by the supervisor (``Supervisor.end``): its exit is recorded with this code, not the signal.
     exit_as: int | None = None
+    #: A pidfd of the running process, readable once it exits (None where the kernel has none).
+    exit_fd: int | None = None
 
     @property
     def done(self) -> bool:
@@ -101,6 +106,7 @@ class Supervisor:
                 if child.exit_as is not None:  # ended by ``end``: recorded with the code it was given
                     code, child.exit_as = child.exit_as, None
                 child.proc = None
+                _close_exit_fd(child)
                 exits.append(self._ended(child, code, now))
             if child.proc is None and child.restart_at is not None and now >= child.restart_at:
                 child.restart_at = None
@@ -110,6 +116,19 @@ class Supervisor:
                 signal_group(psutil.Process(child.proc.pid), signal.SIGTERM)
                 child.stop_by = now + STOP_TIMEOUT_S
         return exits
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds, waking as soon as a running program exits or a restart falls due."""
+        now = self.clock()
+        timeout = min([timeout, *(child.restart_at - now for child in self.children.values()
+                                  if child.restart_at is not None)])
+        fds = [child.exit_fd for child in self.children.values() if child.proc is not None and child.exit_fd is not None]
+        if timeout <= 0:
+            return
+        if fds:
+            select.select(fds, [], [], timeout)
+        else:
+            time.sleep(timeout)
 
     def end(self, name: str, code: int) -> None:
         """End ``name`` at once (SIGKILL to its process group) and record its exit as ``code``; restarted by the rule."""
@@ -133,6 +152,7 @@ class Supervisor:
             child = self.children.get(name)
             if child is not None and child.proc is not None:
                 child.proc.poll()
+                _close_exit_fd(child)
         return [name for name, proc in procs if proc in survivors]
 
     def _start(self, child: Child) -> None:
@@ -141,6 +161,9 @@ class Supervisor:
         while child.starts and child.starts[0] < now - self.rule.start_limit_interval_s:
             child.starts.popleft()
         child.proc = child.start()
+        _close_exit_fd(child)
+        with contextlib.suppress(OSError, AttributeError):  # no pidfd (an old kernel): ``wait`` sleeps its timeout
+            child.exit_fd = os.pidfd_open(child.proc.pid)
 
     def _ended(self, child: Child, code: int, now: float) -> Exit:
         restarting = child.keep and self.rule.restarts(code)
@@ -152,6 +175,12 @@ class Supervisor:
         if restarting:
             child.restart_at = now + self.rule.delay_ms / 1000
         return Exit(child.name, code, restarting, gave_up, released=not child.keep)
+
+
+def _close_exit_fd(child: Child) -> None:
+    if child.exit_fd is not None:
+        os.close(child.exit_fd)
+        child.exit_fd = None
 
 
 def node_state(code: int, restarting: bool, gave_up: str) -> str:
@@ -199,7 +228,7 @@ class LocalSupervisor:
         while not stopping:
             stopping = not self.step()
             due = self.memory.wait_s()  # a worker's memory check, at its own interval
-            time.sleep(POLL_S if due is None else min(POLL_S, due))
+            self.supervisor.wait(POLL_S if due is None else min(POLL_S, due))
         self.stop_all()
 
     def step(self) -> bool:

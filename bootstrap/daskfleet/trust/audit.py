@@ -38,10 +38,13 @@ class AuditLog:
         if self.forward:
             self.forward(line)
         if self.path:
-            with self._lock:
+            data = (line + "\n").encode()
+            with self._lock:  # one unbuffered append: the record is in the file once ``record`` returns
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                with os.fdopen(fd, "a", encoding="utf-8") as handle:
-                    handle.write(line + "\n")
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
 
 
 class AuditPlugin(SchedulerPlugin):
