@@ -110,14 +110,14 @@ vendor-deps: install
 $(VENDOR_DEPS)/cryptography:
 	@$(MAKE) --no-print-directory vendor-deps
 
-preview: | $(VENDOR_DEPS)/cryptography
+preview:
 	$(require_pulumi)
-	@$(MAKE) --no-print-directory --silent install
+	@$(MAKE) --no-print-directory --silent install $(VENDOR_DEPS)/cryptography
 	$(PULUMI_RUN) preview --policy-pack $(POLICY_PACK) $(PULUMI_STACK) $(PULUMI_ARGS)
 
-up: | $(VENDOR_DEPS)/cryptography
+up:
 	$(require_pulumi)
-	@$(MAKE) --no-print-directory --silent install
+	@$(MAKE) --no-print-directory --silent install $(VENDOR_DEPS)/cryptography
 	$(PULUMI_RUN) up --policy-pack $(POLICY_PACK) $(PULUMI_STACK) $(PULUMI_ARGS)
 
 down:

@@ -19,7 +19,11 @@ from daskfleet.trust.liveness import LivePeer, renewal_check
 from daskfleet.trust.peers import Peer, parse_not_after
 
 CLUSTER = "local"
-NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def _now() -> dt.datetime:
+    """Now, read by each test (a module-level constant is from collection, minutes earlier under xdist)."""
+    return dt.datetime.now(dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,7 @@ def test_not_after_from_getpeercert():
 
 
 def test_a_renewal_for_the_same_key_and_identity_is_accepted(ca):
+    NOW = _now()
     first = pki.issue_certificate(ca, CLUSTER, "client", user="alice", valid_hours=1)
     renewed = reissue(ca, first, valid_hours=12)
     refusal, not_after = renewal_check(ca.cert_pem, CLUSTER, alice_peer(first), _public(first), renewed.cert_pem, NOW)
@@ -63,6 +68,7 @@ def test_a_renewal_for_the_same_key_and_identity_is_accepted(ca):
 
 
 def test_renewals_that_do_not_belong_to_the_session_are_refused(ca, other_ca):
+    NOW = _now()
     first = pki.issue_certificate(ca, CLUSTER, "client", user="alice")
     peer, key = alice_peer(first), _public(first)
     cases = {
@@ -104,6 +110,7 @@ def _guard(ca, tmp_path) -> SchedulerGuard:
 
 
 def test_renewed_extends_every_live_connection_of_the_key_and_the_sweep_spares_them(ca, tmp_path):
+    NOW = _now()
     guard = _guard(ca, tmp_path)
     first = pki.issue_certificate(ca, CLUSTER, "client", user="alice", valid_hours=1)
     peer = alice_peer(first)
