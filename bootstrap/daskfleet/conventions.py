@@ -28,6 +28,9 @@ ROLES: tuple[Role, ...] = ("scheduler", "worker", MEMBER_ROLE, ADMIN_ROLE, METRI
 NODE_ROLES: tuple[Role, ...] = ("scheduler", "worker")
 #: The roles of people: their certificates name the user (CN) as well as the role.
 USER_ROLES: tuple[Role, ...] = (MEMBER_ROLE, ADMIN_ROLE)
+#: The event topic on which a scheduler tells a subscribed client why it closes it (revoked, certificate expired):
+#: ``daskfleet.connect``'s client keeps the reason and raises it on any later use.
+CLIENT_CLOSED_TOPIC = "daskfleet-client-closed"
 
 #: Certificates name their role in a SPIFFE-style SAN URI: spiffe://<cluster>/role/<role>.
 #: pulumi-tls can write SAN URIs (``uris=``) but not custom extended-key-usage OIDs, so the

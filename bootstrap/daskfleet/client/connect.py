@@ -16,10 +16,45 @@ from typing import Any
 
 from distributed import Client, Security
 
+from .. import conventions
 from ..errors import DaskfleetError, ExitCode
 from ..local.state import LocalCluster, client_dir, client_material, cluster_name, command_flags, find_state_dir
 from ..trust.tls import TlsMaterial, client_security, verify_scheduler_identity
 from .login import CredentialStore, Issuer, Renewal, credentials_dir, fresh_material
+
+
+#: What a closed client still sends while it lets go of its state (nothing left to tell a closed connection).
+_HOUSEKEEPING_OPS = frozenset({"client-releases-keys", "close-client", "close-stream", "subscribe-topic",
+                               "unsubscribe-topic"})
+
+
+class FleetClient(Client):
+    """``daskfleet.connect``'s client: once its cluster closed it (its user revoked, its certificate expired), any
+    later use raises the scheduler's reason as one DaskfleetError, not distributed's closed-connection errors."""
+
+    #: Why the cluster closed this client (the scheduler's ``CLIENT_CLOSED_TOPIC`` event), None while open.
+    closed_reason: str | None = None
+
+    def _closed_by_cluster(self, event: tuple[float, str]) -> None:
+        self.closed_reason = str(event[1])
+
+    def _raise_if_closed_by_cluster(self) -> None:
+        if self.closed_reason is not None and self.status not in ("closing", "closed"):
+            raise DaskfleetError(self.closed_reason, ExitCode.CONFIG)
+
+    def _send_to_scheduler(self, msg: dict) -> None:
+        if self.closed_reason is not None and msg.get("op") in _HOUSEKEEPING_OPS:
+            return
+        self._raise_if_closed_by_cluster()
+        super()._send_to_scheduler(msg)
+
+    def gather(self, *args: Any, **kwargs: Any) -> Any:
+        self._raise_if_closed_by_cluster()
+        return super().gather(*args, **kwargs)
+
+    def scatter(self, *args: Any, **kwargs: Any) -> Any:
+        self._raise_if_closed_by_cluster()
+        return super().scatter(*args, **kwargs)
 
 
 def local_cluster(cluster: str | None, state_dir: str | Path | None) -> tuple[str, Path] | None:
@@ -139,7 +174,7 @@ def connect(
     ttl: float | None = None,
     in_memory: bool = False,
     **client_kwargs: Any,
-) -> Client:
+) -> FleetClient:
     """A connected ``distributed.Client`` for ``cluster`` using your client certificate (or, locally, ``user``'s).
 
     ``cluster`` is a local cluster's name (default ``"local"``; see ``security`` for which names are
@@ -175,11 +210,12 @@ def connect(
             timeout=WAKE_TIMEOUT_S if wake_timeout is None else wake_timeout,
         )
     try:
-        client = Client(target, security=sec, **client_kwargs)
+        client = FleetClient(target, security=sec, **client_kwargs)
     except ImportError as exc:  # distributed's way of reporting a refused registration
         raise DaskfleetError(str(exc), ExitCode.CONFIG) from None
     except OSError as exc:
         raise DaskfleetError(_unreachable(target, name, exc), ExitCode.SCHEDULER_UNREACHABLE) from None
+    client.subscribe_topic(conventions.CLIENT_CLOSED_TOPIC, client._closed_by_cluster)
     verify_scheduler_identity(client, name)
     _link_forwarded_dashboard(name, local[1] if local is not None else None)
     if renewal is not None:
