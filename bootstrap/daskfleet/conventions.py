@@ -221,6 +221,11 @@ def vendor_function_name(fleet: str) -> str:
     return resource_name(fleet, "cert-vendor")
 
 
+def metrics_scraper_policy_name(cluster: str) -> str:
+    """The managed policy the stack's ``metricsScrapers`` get: ask the cluster's certificate vendor, nothing else."""
+    return resource_name(cluster, "metrics-scraper")
+
+
 def member_policy_name(cluster: str) -> str:
     """The managed policy a cluster's members' own logins get: wake it, read its published environment and
     specs, read and write its data prefix, read its usage records."""
