@@ -66,3 +66,29 @@ def test_login_local_renews_the_admin_certificate_for_the_same_key(local_cluster
     assert (client_dir / KEY_FILE).read_text() == key_before  # renewal keeps the key pair; it never left here
     assert stat.S_IMODE(os.stat(client_dir / KEY_FILE).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(client_dir).st_mode) == 0o700
+
+
+def test_login_local_metrics_writes_a_certificate_that_scrapes_metrics_only(local_cluster) -> None:
+    """What a Prometheus scrape config points at: its files read /metrics on the dashboard port, nothing else."""
+    import ssl  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    state = Path(local_cluster.state_dir)
+    result = CliRunner().invoke(cli, ["login", "local", "--state-dir", str(state), "--metrics"])
+    assert result.exit_code == 0, result.output
+    directory = state / "client" / "metrics"
+    assert f"cert_file: {directory / CERT_FILE}" in result.output and "run this command again" in result.output
+    assert pki.identity_of((directory / CERT_FILE).read_text()).role == "metrics"
+    context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
+    context.check_hostname = False
+    context.load_cert_chain(directory / CERT_FILE, directory / KEY_FILE)
+    base = local_cluster.dashboard.split("/status")[0]
+    with urllib.request.urlopen(base + "/metrics", context=context, timeout=30) as response:
+        assert response.status == 200 and "dask_scheduler_" in response.read().decode()
+    try:
+        urllib.request.urlopen(base + "/status", context=context, timeout=30)
+        status = 200
+    except urllib.error.HTTPError as error:
+        status = error.code
+    assert status == 403

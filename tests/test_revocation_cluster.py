@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import websocket
 from distributed import Client
 
 import daskfleet
@@ -23,7 +24,7 @@ from daskfleet.local.members import issue_member
 from daskfleet.local.state import LOCAL_CLUSTER
 from daskfleet.trust import pki
 
-from support import security_for, user_client, wait_until
+from support import dashboard_context, security_for, user_client, wait_until
 
 
 def waiting_task():
@@ -42,6 +43,55 @@ def waiting_task():
     return wait_for_file
 
 
+def task_with_a_task_client():
+    """A task that submits through its worker's task client (so the scheduler knows that client works for its user),
+    says so with its ``ready`` file, waits for ``release``, then writes what a further submit through it does."""
+
+    def use_task_client(ready: str, release: str, report: str, limit: float = 120.0) -> str:
+        import time as _time  # noqa: PLC0415  (runs on a worker)
+        from pathlib import Path as _Path  # noqa: PLC0415
+
+        from distributed import worker_client  # noqa: PLC0415
+
+        with worker_client() as inner:
+            first = inner.submit(len, "ab", pure=False).result(timeout=60)
+            _Path(ready).write_text(str(first))
+            deadline = _time.monotonic() + limit
+            while not _Path(release).exists() and _time.monotonic() < deadline:
+                _time.sleep(0.05)
+            try:
+                outcome = f"ran: {inner.submit(len, 'abc', pure=False).result(timeout=60)}"
+            except Exception as exc:  # noqa: BLE001  (recorded for the test to read)
+                outcome = f"{type(exc).__name__}: {exc}"
+        _Path(report).write_text(outcome)
+        return release
+
+    return use_task_client
+
+
+def task_client_on(worker: str):
+    """A task that submits through its worker's task client: the worker's client still works."""
+
+    def submit_inside(limit: float = 60.0) -> int:
+        from distributed import worker_client  # noqa: PLC0415
+
+        with worker_client() as inner:
+            return inner.submit(len, "abcd", pure=False).result(timeout=limit)
+
+    return submit_inside
+
+
+def websocket_closed(ws: websocket.WebSocket) -> bool:
+    """Whether the server closed ``ws`` (one read of at most a second)."""
+    try:
+        ws.recv()
+    except websocket.WebSocketTimeoutException:
+        return False
+    except (websocket.WebSocketConnectionClosedException, OSError):
+        return True
+    return not ws.connected
+
+
 def daskfleet_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "daskfleet", *args], capture_output=True, text=True, timeout=120)
 
@@ -54,13 +104,19 @@ def audit_events(state: Path, event: str, identity: str) -> list[dict]:
 def test_a_revoked_user_is_closed_and_refused_while_others_carry_on(local_cluster, cluster_ca, tmp_path, capfd):
     state = Path(local_cluster.state_dir)
     issue_member(state, "mallory", LOCAL_CLUSTER)
-    release = tmp_path / "release"
+    ready, release, report = tmp_path / "ready", tmp_path / "release", tmp_path / "report"
     mallory = daskfleet.connect(LOCAL_CLUSTER, state_dir=state, user="mallory", timeout=30)
     carol = user_client(local_cluster, cluster_ca, "carol")
+    base = local_cluster.dashboard.split("/status")[0]
+    # Her dashboard websocket, straight to the dashboard port with her own certificate.
+    ws = websocket.create_connection(base.replace("https://", "wss://") + "/eventstream", timeout=30,
+                                     sslopt={"context": dashboard_context(state, "client", user="mallory")})
     try:
-        running = mallory.submit(waiting_task(), str(release), pure=False)
-        wait_until(lambda: running.status != "pending" or any(mallory.processing().values()), 60, "mallory's task running")
+        running = mallory.submit(task_with_a_task_client(), str(ready), str(release), str(report), pure=False)
+        wait_until(lambda: ready.exists() or running.status != "pending", 60, "mallory's task using its task client")
         assert running.status == "pending", running.exception()
+        ws.settimeout(1)
+        assert not websocket_closed(ws)
 
         done = daskfleet_cli("revoke", LOCAL_CLUSTER, "mallory", "--state-dir", str(state), "--reason", "left the team")
         assert done.returncode == 0, done.stderr
@@ -74,17 +130,33 @@ def test_a_revoked_user_is_closed_and_refused_while_others_carry_on(local_cluste
         seen: list[str] = []
         wait_until(lambda: seen.append(capfd.readouterr().err) or "daskfleet: error: daskfleet closed this client: "
                    "the access of mallory" in "".join(seen), 30, "the one error line on mallory's client")
+        # Any later use of that client raises the same one error, not distributed's closed-connection ones.
+        wait_until(lambda: mallory.closed_reason, 30, "mallory's client told why it was closed")
+        revoked = "daskfleet closed this client: the access of mallory to cluster 'local' was revoked .*left the team"
+        with pytest.raises(DaskfleetError, match=revoked):
+            mallory.submit(sum, [1, 2], pure=False)
+        with pytest.raises(DaskfleetError, match=revoked):
+            mallory.gather([running])
+        # Her dashboard websocket is closed too.
+        wait_until(lambda: websocket_closed(ws), 60, "mallory's dashboard websocket closed")
+
         release.touch()  # her task, released by the scheduler, still holds its worker's one thread until it returns
+        # Her task client was cut: what the task submits for her afterwards is refused.
+        wait_until(report.exists, 120, "mallory's task reporting its later submit")
+        assert report.read_text().startswith("PermissionError: daskfleet refused the graph"), report.read_text()
 
         # A new connection is refused with one clear line.
         with pytest.raises(DaskfleetError, match="the access of mallory to cluster 'local' was revoked .*left the team"):
             daskfleet.connect(LOCAL_CLUSTER, state_dir=state, user="mallory", timeout=30)
-        # Other users carry on.
+        # Other users carry on, task clients included, on every worker.
         assert carol.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+        for worker in carol.scheduler_info()["workers"]:
+            assert carol.submit(task_client_on(worker), workers=[worker], pure=False).result(timeout=120) == 4
 
         assert audit_events(state, "revocation-seen", "mallory")
-        closed = audit_events(state, "revoked-connection-closed", "mallory")
-        assert any(entry["kind"] == "client" for entry in closed)
+        audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+        closed = {e["kind"] for e in audit if e["event"] == "revoked-connection-closed" and "of mallory" in e["reason"]}
+        assert {"client", "task-client", "dashboard"} <= closed, closed  # a task client's identity is its worker's
 
         # Lifted: she may connect again.
         lifted = daskfleet_cli("unrevoke", LOCAL_CLUSTER, "mallory", "--state-dir", str(state))
@@ -94,6 +166,7 @@ def test_a_revoked_user_is_closed_and_refused_while_others_carry_on(local_cluste
         again.close()
     finally:
         release.touch()
+        ws.close()
         carol.close()
         mallory.close()
 

@@ -84,3 +84,18 @@ def test_a_request_with_an_unknown_key_or_role_is_refused_by_name() -> None:
         CertificateRequest.from_json('{"cluster": "analytics", "csr_pem": "x", "lifetime": 5}')
     with pytest.raises(VendorRefusal, match="role 'admin'"):
         CertificateRequest.from_json('{"cluster": "analytics", "csr_pem": "x", "role": "admin"}')
+
+
+def test_only_the_stack_s_metrics_scrapers_get_a_read_only_metrics_certificate() -> None:
+    scraper = "arn:aws:iam::123456789012:role/prometheus"
+    policy = VendorPolicy(cluster="analytics", users={"alice": "arn:aws:iam::123456789012:user/alice"},
+                          metrics_principals=(scraper,))
+    grant = decide(policy, "arn:aws:sts::123456789012:assumed-role/prometheus/i-0abc", "metrics", DenyList(), NOW)
+    assert (grant.role, grant.user, grant.cluster) == ("metrics", None, "analytics")
+    assert grant.not_after == NOW + policy.client_validity
+    with pytest.raises(VendorRefusal, match="user/alice may not get a metrics certificate .* metricsScrapers do not list"):
+        decide(policy, "arn:aws:iam::123456789012:user/alice", "metrics", DenyList(), NOW)
+    with pytest.raises(VendorRefusal, match="is a metrics scraper of cluster 'analytics'; only its users"):
+        decide(policy, scraper, "user", DenyList(), NOW)
+    assert VendorPolicy.from_json(policy.to_json()).metrics_principals == (scraper,)
+    assert CertificateRequest.from_json({"cluster": "analytics", "csr_pem": CSR, "role": "metrics"}).role == "metrics"

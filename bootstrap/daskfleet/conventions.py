@@ -28,6 +28,9 @@ ROLES: tuple[Role, ...] = ("scheduler", "worker", MEMBER_ROLE, ADMIN_ROLE, METRI
 NODE_ROLES: tuple[Role, ...] = ("scheduler", "worker")
 #: The roles of people: their certificates name the user (CN) as well as the role.
 USER_ROLES: tuple[Role, ...] = (MEMBER_ROLE, ADMIN_ROLE)
+#: The event topic on which a scheduler tells a subscribed client why it closes it (revoked, certificate expired):
+#: ``daskfleet.connect``'s client keeps the reason and raises it on any later use.
+CLIENT_CLOSED_TOPIC = "daskfleet-client-closed"
 
 #: Certificates name their role in a SPIFFE-style SAN URI: spiffe://<cluster>/role/<role>.
 #: pulumi-tls can write SAN URIs (``uris=``) but not custom extended-key-usage OIDs, so the
@@ -216,6 +219,11 @@ def vendor_function_name(fleet: str) -> str:
     """The Lambda function that signs every certificate of a stack's clusters (its certificate vendor), named after
     the stack's ``cluster``; it also names the function's role and (under /aws/lambda/) log group."""
     return resource_name(fleet, "cert-vendor")
+
+
+def metrics_scraper_policy_name(cluster: str) -> str:
+    """The managed policy the stack's ``metricsScrapers`` get: ask the cluster's certificate vendor, nothing else."""
+    return resource_name(cluster, "metrics-scraper")
 
 
 def member_policy_name(cluster: str) -> str:

@@ -105,7 +105,7 @@ class Cluster(pulumi.ComponentResource):
             administrator_arns=[account.deployer_arn, *stack.operator_principal_arns], key_arn=shared.key_arn,
             scheduler_dns_name=dns_name, ephemeral=stack.ephemeral,
             admins=frozenset(user.name for user in cluster.admins), tags=tags, vendor_role_arn=shared.vendor_role_arn,
-            client_cert_hours=stack.client_certificate_hours,
+            client_cert_hours=stack.client_certificate_hours, metrics_principals=stack.metrics_scrapers,
         ), self._part("pki"))
         specs = NodeSpecs(f"{prefix}node-specs", NodeSpecsArgs(
             cluster=name, environment_fingerprint=stack.environment_fingerprint,
@@ -139,7 +139,7 @@ class Cluster(pulumi.ComponentResource):
         membership = Membership(f"{prefix}member", MembershipArgs(
             cluster=name, account=account, people=people, bucket_arn=shared.bucket_arn, key_arn=shared.key_arn,
             log_group_arn=observability.log_group_arn, data=cluster.data, tags=tags,
-            vendor_function=shared.vendor_function or None,
+            vendor_function=shared.vendor_function or None, metrics_scrapers=stack.metrics_scrapers,
         ), pulumi.ResourceOptions(parent=self))
         # A user who leaves members/admins is denied at once (the vendor and the schedulers read the deny-list).
         Revocation(f"{prefix}revocation", cluster=name, region=stack.region, users=[user.name for user in people],

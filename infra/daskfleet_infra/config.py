@@ -260,6 +260,12 @@ class StackConfig(BaseModel):
         description="IAM principals besides the deploying one that may read the cluster's TLS secrets "
         "(operators who run pulumi up or refresh); each arn:aws:iam::ACCOUNT:role/NAME or user/NAME",
     )
+    metrics_scrapers: Annotated[list[PrincipalArn], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        description="IAM principals (a Prometheus's role) that may get a read-only metrics certificate with "
+        "daskfleet login CLUSTER --metrics: it reads the dashboard port's /metrics and nothing else; each "
+        "arn:aws:iam::ACCOUNT:role/NAME or user/NAME",
+    )
     extra_read_buckets: Annotated[list[BucketName], AfterValidator(_distinct)] = Field(
         default_factory=list, description="Further S3 bucket names the nodes may read (never write)",
     )

@@ -43,6 +43,8 @@ class MembershipArgs:
     tags: Mapping[str, str] | None = None
     #: The fleet's certificate vendor function, which members invoke to log in.
     vendor_function: str | None = None
+    #: Principals that log in for a read-only ``metrics`` certificate (the stack's ``metricsScrapers``).
+    metrics_scrapers: Sequence[str] = ()
 
 
 def member_policy(
@@ -90,6 +92,28 @@ def member_policy(
     }
 
 
+def scraper_policy(cluster: str, account: Account, vendor_function: str) -> dict[str, Any]:
+    """What a metrics scraper's login may do: find the cluster's vendor (its worker spec) and ask it; nothing else."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "FindTheCertificateVendor",
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameter"],
+                "Resource": [account.arn("ssm", f"parameter{conventions.spec_parameter_name(cluster, 'worker')}")],
+            },
+            {
+                # `daskfleet login CLUSTER --metrics`: the vendor signs a metrics certificate for the listed principals.
+                "Sid": "AskTheCertificateVendor",
+                "Effect": "Allow",
+                "Action": ["lambda:InvokeFunction"],
+                "Resource": [account.arn("lambda", f"function:{vendor_function}")],
+            },
+        ],
+    }
+
+
 class Membership(pulumi.ComponentResource):
     """The cluster's member policy, attached to every person of the cluster this stack may change."""
 
@@ -115,4 +139,16 @@ class Membership(pulumi.ComponentResource):
         attach_policy(self, name, policy, sorted((label, arn) for arn, label in principals.items()), args.account,
                       what="the member policy (output clusters.<name>.memberPolicyArn)")
         self.policy_arn = policy.arn
+        if args.metrics_scrapers and args.vendor_function:
+            scrapers = aws.iam.Policy(
+                f"{name}-scraper-policy",
+                name=conventions.metrics_scraper_policy_name(args.cluster),
+                description=f"daskfleet {args.cluster}: what a metrics scraper's login may do (ask the certificate vendor)",
+                policy=json.dumps(scraper_policy(args.cluster, args.account, args.vendor_function)),
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            attach_policy(self, f"{name}-scraper", scrapers,
+                          [(arn.rsplit("/", 1)[-1], arn) for arn in sorted(args.metrics_scrapers)], args.account,
+                          what="the metrics scraper policy")
         self.register_outputs({"policy_arn": self.policy_arn})

@@ -56,6 +56,8 @@ class PkiArgs:
     #: The fleet's certificate vendor role: the only reader of the CA secret besides the administrators.
     vendor_role_arn: pulumi.Input[str] = ""
     client_cert_hours: float = CLIENT_CERT_HOURS
+    #: Principals the vendor signs a read-only ``metrics`` certificate for (the stack's ``metricsScrapers``).
+    metrics_principals: Sequence[str] = ()
 
 
 def secret_policy(readers: Sequence[str], administrators: Sequence[str]) -> dict[str, Any]:
@@ -242,10 +244,11 @@ class Pki(pulumi.ComponentResource):
 
 
 def vendor_policy(args: PkiArgs, node_role_arns: Mapping[str, str]) -> VendorPolicy:
-    """Whom the vendor signs for in this cluster: its people by principal (admins apart), its node roles."""
+    """Whom the vendor signs for in this cluster: its people by principal (admins apart), its node roles, its
+    metrics scrapers."""
     return VendorPolicy(
         cluster=args.cluster, users={user.name: user.principal_arn for user in args.users},
-        admins=frozenset(args.admins), node_roles=dict(node_role_arns),
+        admins=frozenset(args.admins), node_roles=dict(node_role_arns), metrics_principals=tuple(args.metrics_principals),
         client_validity=dt.timedelta(hours=args.client_cert_hours),
         node_validity=dt.timedelta(hours=conventions.NODE_CERT_VALIDITY_HOURS),
         scheduler_dns_names=(args.scheduler_dns_name,),

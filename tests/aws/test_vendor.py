@@ -12,8 +12,13 @@ import pytest
 from aws.awsfake import CLUSTER, REGION, Moto
 
 from daskfleet import conventions
+from click.testing import CliRunner
+
+from daskfleet import cli as daskfleet_cli
+from daskfleet.aws import login as aws_login
 from daskfleet.aws.login import make_proof, request_certificate, vended_from_answer
 from daskfleet.aws.vendor_lambda import answer, make_vendor
+from daskfleet.errors import DaskfleetError
 from daskfleet.trust import pki
 from daskfleet.trust.denylist import DenyList
 from daskfleet.trust.vendor import CertificateRequest, VendorPolicy, VendorRefusal
@@ -25,10 +30,11 @@ WORKER_ROLE = conventions.iam_role_name(CLUSTER, "worker")
 @pytest.fixture
 def stack(aws: Moto) -> dict:
     """What the Pulumi program declares for the vendor: alice and bob as users (bob an admin), the node roles,
-    the vendor's policy parameter and the CA secret; mallory has an AWS login but is not in the stack."""
+    the vendor's policy parameter and the CA secret; prometheus is a metrics scraper; mallory has an AWS login
+    but is not in the stack."""
     iam = aws.client("iam")
     keys = {}
-    for name in ("alice", "bob", "mallory"):
+    for name in ("alice", "bob", "mallory", "prometheus"):
         arn = iam.create_user(UserName=name)["User"]["Arn"]
         key = iam.create_access_key(UserName=name)["AccessKey"]
         keys[name] = (arn, key["AccessKeyId"], key["SecretAccessKey"])
@@ -36,7 +42,8 @@ def stack(aws: Moto) -> dict:
                                                      "Action": "sts:AssumeRole"}]}
     role_arn = iam.create_role(RoleName=WORKER_ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     policy = VendorPolicy(cluster=CLUSTER, users={"alice": keys["alice"][0], "bob": keys["bob"][0]},
-                          admins=frozenset({"bob"}), node_roles={"worker": role_arn})
+                          admins=frozenset({"bob"}), node_roles={"worker": role_arn},
+                          metrics_principals=(keys["prometheus"][0],))
     ca = pki.create_ca(CLUSTER)
     aws.client("ssm").put_parameter(Name=conventions.vendor_policy_parameter_name(CLUSTER), Value=policy.to_json(),
                                     Type="String")
@@ -183,3 +190,29 @@ def test_the_node_role_gets_a_node_certificate_and_a_user_login_cannot(stack: di
         request_certificate(node, CLUSTER, key_and_csr()[1], role="scheduler", transport=in_process(stack))
     with pytest.raises(Exception, match="only its users"):
         request_certificate(node, CLUSTER, key_and_csr()[1], transport=in_process(stack))
+
+
+def test_daskfleet_login_metrics_writes_the_files_a_prometheus_scrape_config_names(stack, home, monkeypatch) -> None:
+    """`daskfleet login CLUSTER --metrics` with the scraper's own AWS login, against the vendor in process."""
+    monkeypatch.setattr(aws_login, "invoke_lambda", in_process(stack))
+    _, key_id, secret = stack["keys"]["prometheus"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    result = CliRunner().invoke(daskfleet_cli.cli, ["login", CLUSTER, "--metrics"])
+    assert result.exit_code == 0, result.output
+    directory = home / ".credentials" / CLUSTER / "metrics"
+    for name in ("ca_file", "cert_file", "key_file"):
+        assert f"{name}: {directory}/" in result.output
+    assert "run this command again before it expires" in result.output
+    identity = pki.identity_of((directory / "cert.pem").read_text())
+    assert (identity.role, identity.cluster, identity.common_name) == ("metrics", CLUSTER, f"metrics.{CLUSTER}")
+    assert pki.public_key_der((directory / "cert.pem").read_text()) == pki.public_key_der((directory / "key.pem").read_text())
+    assert oct((directory / "key.pem").stat().st_mode & 0o777) == "0o600"
+    assert (directory / "ca.pem").read_text() == stack["ca"].cert_pem
+    # A member's login gets none.
+    _, key_id, secret = stack["keys"]["alice"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    refused = CliRunner().invoke(daskfleet_cli.cli, ["login", CLUSTER, "--metrics"])
+    assert isinstance(refused.exception, DaskfleetError)  # printed as one line by daskfleet's entry point
+    assert "user/alice may not get a metrics certificate of cluster 'analytics'" in refused.exception.message

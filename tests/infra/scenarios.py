@@ -18,6 +18,10 @@ CLIENT_SECURITY_GROUP = "sg-0123456789abcdef0"
 OPERATOR = "arn:aws:iam::123456789012:role/platform-oncall"
 
 
+#: The adopted stack's Prometheus: the one principal that may get a metrics certificate.
+SCRAPER = "arn:aws:iam::123456789012:role/prometheus"
+
+
 def adopted_config() -> dict[str, Any]:
     """A stack adopting a shared network, ephemeral, with an explicit AMI, every optional list set, workers of a
     set size and clients of other package versions let in with a warning."""
@@ -33,6 +37,7 @@ def adopted_config() -> dict[str, Any]:
         "clientSecurityGroupIds": [CLIENT_SECURITY_GROUP],
         "extraReadBuckets": ["shared-reference-data"],
         "operatorPrincipalArns": [OPERATOR],
+        "metricsScrapers": [SCRAPER],
         "workerMaxSize": 40,
         "workerOnDemandBase": 2,
         "workerOnDemandPercentAboveBase": 25,

@@ -130,6 +130,7 @@ ERROR_CASES = [
     ("workerOnDemandPercentAboveBase", {"workerOnDemandPercentAboveBase": 101}, "(got 101)"),
     ("amiId", {"amiId": "ubuntu"}, "'ubuntu'"),
     ("clientVersionPolicy", {"clientVersionPolicy": "ignore"}, "'ignore'"),
+    ("metricsScrapers[0]", {"metricsScrapers": ["prometheus"]}, "'prometheus'"),
     ("clientVersionPolicy", {"clientVersionPolicy": ""}, "(got '')"),
     ("dnsZone", {"dnsZone": ""}, "(got '')"),
     ("clientCidr", {"clientCidr": ["10.0.0.0/8"]}, "unknown key"),

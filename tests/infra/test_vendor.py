@@ -10,6 +10,7 @@ from infra.program import INFRA_DIR
 
 from daskfleet import conventions
 from daskfleet.aws import vendor_lambda
+from daskfleet.trust.vendor import VendorPolicy
 from daskfleet_infra.vendor import DEPENDENCIES_DIR, HANDLER, PACKAGE_DIR
 
 ACCOUNT = "123456789012"
@@ -53,3 +54,23 @@ def test_members_invoke_the_vendor_and_node_roles_do_not_need_to_yet(example):
     for role in conventions.NODE_ROLES:
         node = example.one("aws:iam/rolePolicy:RolePolicy", f"identity-{role}").inputs["policy"]
         assert not allows(node, "lambda:InvokeFunction", function_arn)
+
+
+def test_the_listed_metrics_scraper_gets_metrics_certificates_and_may_ask_the_vendor_only(example, adopted):
+    from infra.scenarios import SCRAPER  # noqa: PLC0415
+
+    policy = VendorPolicy.from_json(adopted.parameters[conventions.vendor_policy_parameter_name("analytics")])
+    assert policy.metrics_principals == (SCRAPER,)
+    assert VendorPolicy.from_json(example.parameters[conventions.vendor_policy_parameter_name("analytics")]
+                                  ).metrics_principals == ()
+    scraper = adopted.one("aws:iam/policy:Policy", "member-scraper-policy")
+    assert scraper.inputs["name"] == conventions.metrics_scraper_policy_name("analytics")
+    document = scraper.inputs["policy"]
+    assert allows(document, "lambda:InvokeFunction", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{FUNCTION}")
+    assert allows(document, "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter"
+                                                f"{conventions.spec_parameter_name('analytics', 'worker')}")
+    assert not allows(document, "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter"
+                                                    f"{conventions.vendor_policy_parameter_name('analytics')}")
+    attached = adopted.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "member-scraper-prometheus")
+    assert attached.inputs["role"] == "prometheus"
+    assert all(r.name != "member-scraper-policy" for r in example.of_type("aws:iam/policy:Policy"))

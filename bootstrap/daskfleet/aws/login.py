@@ -102,19 +102,20 @@ def request_certificate(
     return (transport or invoke_lambda)(session, function, request)
 
 
-def aws_issuer(cluster: str, session: Any, function: str, transport: Transport | None = None):
-    """An Issuer (daskfleet.client.login) for a user of AWS cluster ``cluster``, with their own AWS login."""
+def aws_issuer(cluster: str, session: Any, function: str, transport: Transport | None = None, role: str = USER_REQUEST):
+    """An Issuer (daskfleet.client.login) for a user of AWS cluster ``cluster`` (``role`` ``metrics``: a metrics
+    scraper's certificate), with their own AWS login."""
     _check_name("cluster", cluster, conventions.CLUSTER_NAME_PATTERN)
 
     def issue(csr_pem: str, ttl: float | None) -> VendedCertificate:
-        return request_certificate(session, cluster, csr_pem, ttl=ttl, transport=transport, function=function)
+        return request_certificate(session, cluster, csr_pem, role=role, ttl=ttl, transport=transport, function=function)
 
     return issue
 
 
-def cluster_issuer(cluster: str, *, region: str | None = None, profile: str | None = None):
+def cluster_issuer(cluster: str, *, region: str | None = None, profile: str | None = None, role: str = USER_REQUEST):
     """(Issuer for ``cluster`` with the user's own login, or None when its stack has no vendor yet)."""
     _check_name("cluster", cluster, conventions.CLUSTER_NAME_PATTERN)
     session = user_session(region, profile)
     function = vendor_function(session, cluster)
-    return None if function is None else aws_issuer(cluster, session, function)
+    return None if function is None else aws_issuer(cluster, session, function, role=role)

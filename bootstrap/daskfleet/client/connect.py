@@ -16,10 +16,46 @@ from typing import Any
 
 from distributed import Client, Security
 
+from .. import conventions
 from ..errors import DaskfleetError, ExitCode
 from ..local.state import LocalCluster, client_dir, client_material, cluster_name, command_flags, find_state_dir
 from ..trust.tls import TlsMaterial, client_security, verify_scheduler_identity
-from .login import CredentialStore, Issuer, Renewal, credentials_dir, fresh_material
+from ..trust.vendor import USER_REQUEST
+from .login import METRICS_SUBDIR, CredentialStore, Issuer, Renewal, credentials_dir, fresh_material
+
+
+#: What a closed client still sends while it lets go of its state (nothing left to tell a closed connection).
+_HOUSEKEEPING_OPS = frozenset({"client-releases-keys", "close-client", "close-stream", "subscribe-topic",
+                               "unsubscribe-topic"})
+
+
+class FleetClient(Client):
+    """``daskfleet.connect``'s client: once its cluster closed it (its user revoked, its certificate expired), any
+    later use raises the scheduler's reason as one DaskfleetError, not distributed's closed-connection errors."""
+
+    #: Why the cluster closed this client (the scheduler's ``CLIENT_CLOSED_TOPIC`` event), None while open.
+    closed_reason: str | None = None
+
+    def _closed_by_cluster(self, event: tuple[float, str]) -> None:
+        self.closed_reason = str(event[1])
+
+    def _raise_if_closed_by_cluster(self) -> None:
+        if self.closed_reason is not None and self.status not in ("closing", "closed"):
+            raise DaskfleetError(self.closed_reason, ExitCode.CONFIG)
+
+    def _send_to_scheduler(self, msg: dict) -> None:
+        if self.closed_reason is not None and msg.get("op") in _HOUSEKEEPING_OPS:
+            return
+        self._raise_if_closed_by_cluster()
+        super()._send_to_scheduler(msg)
+
+    def gather(self, *args: Any, **kwargs: Any) -> Any:
+        self._raise_if_closed_by_cluster()
+        return super().gather(*args, **kwargs)
+
+    def scatter(self, *args: Any, **kwargs: Any) -> Any:
+        self._raise_if_closed_by_cluster()
+        return super().scatter(*args, **kwargs)
 
 
 def local_cluster(cluster: str | None, state_dir: str | Path | None) -> tuple[str, Path] | None:
@@ -35,33 +71,47 @@ def local_cluster(cluster: str | None, state_dir: str | Path | None) -> tuple[st
 
 def login_target(
     cluster: str | None, *, state_dir: str | Path | None = None, profile: str | None = None,
-    region: str | None = None, in_memory: bool = False,
+    region: str | None = None, in_memory: bool = False, metrics: bool = False,
 ) -> tuple[str, CredentialStore, Issuer] | None:
     """(cluster name, where the login is kept, who signs it) for ``cluster``: a local cluster's own vendor and its
     state directory's ``client/``, or an AWS cluster's vendor function and ``$DASKFLEET_HOME/.credentials/NAME``;
-    ``in_memory`` keeps the key pair in this process only. None: an AWS stack from before vendors."""
+    ``in_memory`` keeps the key pair in this process only; ``metrics``: a metrics scraper's certificate, kept in
+    that directory's ``metrics/``. None: an AWS stack from before vendors."""
+    role = conventions.METRICS_ROLE if metrics else USER_REQUEST
     local = local_cluster(cluster, state_dir)
     if local is not None:
         name, state = local
         from ..local.vendor import local_issuer  # noqa: PLC0415
 
-        return name, CredentialStore(None if in_memory else client_dir(state)), local_issuer(state, name)
+        directory = login_directory(cluster, state_dir=state_dir, metrics=metrics)
+        return name, CredentialStore(None if in_memory else directory), local_issuer(state, name, role)
     from ..aws.login import cluster_issuer  # noqa: PLC0415  (boto3 only when an AWS cluster is asked for)
 
-    issue = cluster_issuer(cluster, region=region, profile=profile)
+    issue = cluster_issuer(cluster, region=region, profile=profile, role=role)
     if issue is None:
         return None
-    return cluster, CredentialStore(None if in_memory else credentials_dir(cluster)), issue
+    directory = login_directory(cluster, state_dir=state_dir, metrics=metrics)
+    return cluster, CredentialStore(None if in_memory else directory), issue
+
+
+def login_directory(cluster: str | None, *, state_dir: str | Path | None = None, metrics: bool = False) -> Path:
+    """Where a login for ``cluster`` keeps its files: a local cluster's ``<state>/client``, an AWS cluster's
+    ``$DASKFLEET_HOME/.credentials/NAME``; a metrics certificate's in their ``metrics/``."""
+    local = local_cluster(cluster, state_dir)
+    directory = client_dir(local[1]) if local is not None else credentials_dir(cluster)
+    return directory / METRICS_SUBDIR if metrics else directory
 
 
 def login(
     cluster: str | None = None, *, state_dir: str | Path | None = None, profile: str | None = None,
-    region: str | None = None, ttl: float | None = None, in_memory: bool = False,
+    region: str | None = None, ttl: float | None = None, in_memory: bool = False, metrics: bool = False,
 ) -> TlsMaterial:
-    """A new certificate for you in ``cluster`` (``daskfleet login``): for the key pair kept for it, made now if none."""
+    """A new certificate for you in ``cluster`` (``daskfleet login``): for the key pair kept for it, made now if none;
+    ``metrics``: the read-only certificate a Prometheus presents (the stack must list your login as a scraper)."""
     from .login import login as renew  # noqa: PLC0415
 
-    target = login_target(cluster, state_dir=state_dir, profile=profile, region=region, in_memory=in_memory)
+    target = login_target(cluster, state_dir=state_dir, profile=profile, region=region, in_memory=in_memory,
+                          metrics=metrics)
     if target is None:
         raise DaskfleetError(f"cluster {cluster!r} has no certificate vendor (its worker spec names no vendor_function):"
                              " its stack predates vendors; `pulumi up` with this version adds one", ExitCode.CONFIG)
@@ -139,7 +189,7 @@ def connect(
     ttl: float | None = None,
     in_memory: bool = False,
     **client_kwargs: Any,
-) -> Client:
+) -> FleetClient:
     """A connected ``distributed.Client`` for ``cluster`` using your client certificate (or, locally, ``user``'s).
 
     ``cluster`` is a local cluster's name (default ``"local"``; see ``security`` for which names are
@@ -175,11 +225,12 @@ def connect(
             timeout=WAKE_TIMEOUT_S if wake_timeout is None else wake_timeout,
         )
     try:
-        client = Client(target, security=sec, **client_kwargs)
+        client = FleetClient(target, security=sec, **client_kwargs)
     except ImportError as exc:  # distributed's way of reporting a refused registration
         raise DaskfleetError(str(exc), ExitCode.CONFIG) from None
     except OSError as exc:
         raise DaskfleetError(_unreachable(target, name, exc), ExitCode.SCHEDULER_UNREACHABLE) from None
+    client.subscribe_topic(conventions.CLIENT_CLOSED_TOPIC, client._closed_by_cluster)
     verify_scheduler_identity(client, name)
     _link_forwarded_dashboard(name, local[1] if local is not None else None)
     if renewal is not None:

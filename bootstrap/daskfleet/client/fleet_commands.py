@@ -44,16 +44,37 @@ def clusters(profile: str | None, region: str | None, user: str | None, local_on
 @click.option("--region", help="AWS region of the cluster (default: your profile's).")
 @click.option("--ttl", type=click.FloatRange(min=1, min_open=False), metavar="SECONDS",
               help="Ask for a certificate shorter than the cluster's (12 h unless the stack says otherwise).")
-def login(cluster: str, state_dir: Path | None, profile: str | None, region: str | None, ttl: float | None) -> None:
+@click.option("--metrics", is_flag=True,
+              help="Instead: the read-only `metrics` certificate a Prometheus presents to scrape /metrics (your "
+                   "login must be among the stack's metricsScrapers); prints the files for its scrape config.")
+def login(cluster: str, state_dir: Path | None, profile: str | None, region: str | None, ttl: float | None,
+          metrics: bool) -> None:
     """Get your short-lived certificate for CLUSTER (`local` for the local cluster).
 
     A key pair is made on this machine (0600 in a 0700 directory; it is never sent), and the cluster's
     certificate vendor signs it for 12 h on the proof of your AWS login (a signed sts:GetCallerIdentity),
     or, for a local cluster, of your OS identity. daskfleet.connect does the same by itself when your
     certificate is missing or has less than a third of its life left, and renews it while connected.
+    With --metrics, nothing renews it: run this again before it expires (a cron job or systemd timer).
     """
-    from .connect import login as log_in
+    from .connect import login as log_in, login_directory
     from .login import describe
 
-    material = log_in(cluster, state_dir=state_dir, profile=profile, region=region, ttl=ttl)
-    click.echo(f"logged in: {describe(material)}\nconnect: daskfleet.connect(\"{cluster}\")")
+    material = log_in(cluster, state_dir=state_dir, profile=profile, region=region, ttl=ttl, metrics=metrics)
+    if not metrics:
+        click.echo(f"logged in: {describe(material)}\nconnect: daskfleet.connect(\"{cluster}\")")
+        return
+    directory = login_directory(cluster, state_dir=state_dir, metrics=True)
+    click.echo(f"metrics certificate: {describe(material)}\n"
+               f"{render_scrape_config(directory)}\n"
+               "it is not renewed by itself: run this command again before it expires (e.g. every 6 h from a cron "
+               "job or systemd timer); Prometheus reads the files again for new connections")
+
+
+def render_scrape_config(directory: Path) -> str:
+    """The Prometheus ``tls_config`` for the metrics certificate files in ``directory``."""
+    from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE
+
+    return (f"Prometheus tls_config (scheme: https, metrics_path: /metrics, the scheduler's dashboard port):\n"
+            f"  tls_config:\n    ca_file: {directory / CA_FILE}\n    cert_file: {directory / CERT_FILE}\n"
+            f"    key_file: {directory / KEY_FILE}")

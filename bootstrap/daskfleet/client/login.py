@@ -33,6 +33,8 @@ logger = logging.getLogger("daskfleet.login")
 Issuer = Callable[[str, "float | None"], VendedCertificate]
 #: Where an AWS cluster's login is kept: ``$DASKFLEET_HOME/.credentials/<cluster>/`` (no cluster name starts with .).
 CREDENTIALS_DIR = ".credentials"
+#: Under a login's directory: the metrics certificate of ``daskfleet login --metrics`` (what Prometheus reads).
+METRICS_SUBDIR = "metrics"
 #: A renewal that failed is tried again this often (never later than the certificate's end).
 RETRY_S = 30.0
 POLL_S = 1.0

@@ -16,7 +16,9 @@ from ..errors import DaskfleetError, ExitCode
 from ..node.sources import CERT_FILE
 from ..trust import pki
 from ..trust.denylist import DenyList
-from ..trust.vendor import LOCAL_PRINCIPAL_PREFIX, CertificateRequest, VendedCertificate, Vendor, VendorPolicy
+from ..trust.vendor import (
+    LOCAL_PRINCIPAL_PREFIX, USER_REQUEST, CertificateRequest, VendedCertificate, Vendor, VendorPolicy,
+)
 from .state import client_dir, command_flags, load_ca
 
 #: In a local cluster's state directory: its deny-list (the same document as the SSM parameter's on AWS).
@@ -33,13 +35,14 @@ def read_deny_list(state_dir: Path) -> DenyList:
 
 
 def local_policy(state_dir: Path, cluster: str) -> VendorPolicy:
-    """The local cluster's people: its admin, the user who started it."""
+    """The local cluster's people: its admin, the user who started it (who may also get a ``metrics`` certificate)."""
     cert = client_dir(state_dir) / CERT_FILE
     if not cert.exists():
         raise DaskfleetError(f"local cluster {cluster!r} has no admin yet: start it with "
                              f"`daskfleet local up{command_flags(state_dir, cluster)}`", ExitCode.CONFIG)
     admin = pki.identity_of(cert.read_text()).common_name
-    return VendorPolicy(cluster=cluster, users={admin: local_principal(admin)}, admins=frozenset({admin}))
+    return VendorPolicy(cluster=cluster, users={admin: local_principal(admin)}, admins=frozenset({admin}),
+                        metrics_principals=(local_principal(admin),))
 
 
 def local_vendor(state_dir: Path, cluster: str) -> Vendor:
@@ -59,12 +62,13 @@ def local_vendor(state_dir: Path, cluster: str) -> Vendor:
     )
 
 
-def local_issuer(state_dir: Path, cluster: str):
-    """An Issuer (daskfleet.client.login) signing for this process's OS user."""
+def local_issuer(state_dir: Path, cluster: str, role: str = USER_REQUEST):
+    """An Issuer (daskfleet.client.login) signing for this process's OS user (``role`` ``metrics``: a scraper's)."""
     vendor = local_vendor(state_dir, cluster)
     principal = local_principal(getpass.getuser())
 
     def issue(csr_pem: str, ttl: float | None) -> VendedCertificate:
-        return vendor.issue_to(principal, CertificateRequest(cluster=cluster, csr_pem=csr_pem, valid_seconds=ttl))
+        return vendor.issue_to(principal, CertificateRequest(cluster=cluster, csr_pem=csr_pem, role=role,
+                                                             valid_seconds=ttl))
 
     return issue

@@ -44,6 +44,13 @@ def _presented_der(comm: Any) -> bytes | None:
     return getpeercert(binary_form=True) if getpeercert is not None else None
 
 
+def _subscribed(scheduler: Any, topic: str, client: str) -> bool:
+    """Whether ``client`` subscribed to ``topic`` (distributed keeps subscriptions in its event broker, with no
+    public accessor); a client that did not would answer an event on it with an error in its log."""
+    topics = scheduler._broker._topics
+    return topic in topics and client in topics[topic].subscribers
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -228,17 +235,22 @@ class SchedulerGuard:
         return [name for name in await asyncio.gather(*closing) if name]
 
     async def _close_live(self, name: str, entry: LivePeer, reason: str, event: str) -> str | None:
-        """Close one live connection; a registered client first hears why, with each of its unfinished tasks erred."""
+        """Close one live connection; a registered client first hears why, with each of its unfinished tasks erred
+        (and, when it subscribed to ``CLIENT_CLOSED_TOPIC``, the reason to raise on any later use)."""
         if self.live.get(name) is not entry:
             return None  # closed meanwhile
         del self.live[name]
+        self.task_client_users.pop(name, None)
         if entry.comm.closed():
             return None
         peer = entry.peer
         logger.warning("daskfleet closes %s %s (%s): %s", entry.kind, name, peer.identity, reason)
         self.audit.record(event, identity=peer.identity, role=peer.role, kind=entry.kind, connection=name,
                           peer=peer.address, reason=reason)
-        bcomm = self.scheduler.client_comms.get(name) if entry.kind in ("client", "task-client") else None
+        # A task client is its worker's one client, shared by every task there: it is cut (distributed reconnects it
+        # with the worker's certificate, cancelling its futures), and the deny-list refuses any graph for the
+        # revoked user it sends later. Closing its stream for good would leave the worker's other users without one.
+        bcomm = self.scheduler.client_comms.get(name) if entry.kind == "client" else None
         if bcomm is None:
             entry.comm.abort()
             return name
@@ -249,6 +261,8 @@ class SchedulerGuard:
             if ts.state not in ("memory", "erred", "forgotten"):
                 bcomm.send({"op": "task-erred", "key": ts.key, "exception": error["exception"], "traceback": error["traceback"]})
         bcomm.send({"op": "event", "topic": "print", "event": (time(), {"args": (f"daskfleet: error: {message}",), "file": 2})})
+        if _subscribed(self.scheduler, conventions.CLIENT_CLOSED_TOPIC, name):  # daskfleet.connect's clients
+            bcomm.send({"op": "event", "topic": conventions.CLIENT_CLOSED_TOPIC, "event": (time(), message)})
         bcomm.send({"op": "stream-closed"})
         try:
             await asyncio.wait_for(bcomm.close(), 5.0)

@@ -8,7 +8,9 @@ replayed for another key or cluster. The vendor checks the proof, then sends it 
 own configuration only (a proof naming another host is refused before anything is sent), reads the ARN STS
 answers, maps it to one of the cluster's people (``users``: members and admins) or node roles, checks the
 deny-list, and signs: a user's certificate names the user (CN), the cluster and the role (admin or member)
-and lasts ``client_validity`` (12 h by default); a node's names its role and lasts ``node_validity`` (24 h).
+and lasts ``client_validity`` (12 h by default); a node's names its role and lasts ``node_validity`` (24 h); a
+``metrics`` certificate (Prometheus: it reads the dashboard's ``/metrics`` only) goes to the principals the stack
+lists as ``metricsScrapers`` and lasts ``client_validity``.
 
 Everything here is pure but ``Vendor``, which is given how to reach STS, the CA, the policy and the deny-list
 (the Lambda function on AWS, ``daskfleet.local.vendor`` in process for a local cluster, where the caller's OS
@@ -40,8 +42,9 @@ PROOF_ACTION = {"Action": ["GetCallerIdentity"], "Version": ["2011-06-15"]}
 PROOF_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
 #: How old a proof may be (STS's own window for a signed request).
 PROOF_MAX_AGE = dt.timedelta(minutes=15)
-#: What a request asks for: a person's certificate, or one of the node roles'.
+#: What a request asks for: a person's certificate, a metrics scraper's, or one of the node roles'.
 USER_REQUEST = "user"
+REQUESTABLE = (USER_REQUEST, conventions.METRICS_ROLE, *conventions.NODE_ROLES)
 #: Certificates start a little before they are signed (clock skew), at most this much, and at most a sixth of
 #: their life (a 2-second certificate must not look two-thirds used when it arrives).
 BACKDATE = dt.timedelta(minutes=5)
@@ -92,7 +95,7 @@ class CertificateRequest:
 
     cluster: str
     csr_pem: str
-    #: ``user`` (a person's certificate: the vendor says which role) or a node role (scheduler, worker).
+    #: ``user`` (a person's certificate: the vendor says which role), ``metrics`` or a node role (scheduler, worker).
     role: str = USER_REQUEST
     proof: IdentityProof | None = None
     #: A shorter life than the cluster's (``daskfleet login --ttl``); never a longer one.
@@ -118,8 +121,8 @@ class CertificateRequest:
             if not isinstance(doc.get(key), str):
                 raise VendorRefusal(f"request: {key} must be a string")
         role = doc.get("role", USER_REQUEST)
-        if role not in (USER_REQUEST, *conventions.NODE_ROLES):
-            raise VendorRefusal(f"request: role {role!r} (accepted: {USER_REQUEST}, {', '.join(conventions.NODE_ROLES)})")
+        if role not in REQUESTABLE:
+            raise VendorRefusal(f"request: role {role!r} (accepted: {', '.join(REQUESTABLE)})")
         seconds = doc.get("valid_seconds")
         if seconds is not None and (not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0):
             raise VendorRefusal(f"request: valid_seconds {seconds!r} must be a positive number")
@@ -137,6 +140,8 @@ class VendorPolicy:
     admins: frozenset[str] = frozenset()
     #: node role -> the IAM role ARN its instances run as.
     node_roles: Mapping[str, str] = field(default_factory=dict)
+    #: The principals (IAM user or role ARNs) that may get a read-only ``metrics`` certificate (Prometheus).
+    metrics_principals: tuple[str, ...] = ()
     client_validity: dt.timedelta = dt.timedelta(hours=conventions.CLIENT_CERT_VALIDITY_HOURS)
     node_validity: dt.timedelta = dt.timedelta(hours=conventions.NODE_CERT_VALIDITY_HOURS)
     #: Names the scheduler's certificate carries (its stable DNS name).
@@ -154,7 +159,8 @@ class VendorPolicy:
     def to_json(self) -> str:
         return json.dumps({
             "cluster": self.cluster, "users": dict(self.users), "admins": sorted(self.admins),
-            "node_roles": dict(self.node_roles), "client_validity_seconds": self.client_validity.total_seconds(),
+            "node_roles": dict(self.node_roles), "metrics_principals": list(self.metrics_principals),
+            "client_validity_seconds": self.client_validity.total_seconds(),
             "node_validity_seconds": self.node_validity.total_seconds(),
             "scheduler_dns_names": list(self.scheduler_dns_names),
         }, sort_keys=True)
@@ -166,6 +172,7 @@ class VendorPolicy:
             return cls(
                 cluster=doc["cluster"], users=dict(doc["users"]), admins=frozenset(doc.get("admins", ())),
                 node_roles=dict(doc.get("node_roles", {})),
+                metrics_principals=tuple(doc.get("metrics_principals", ())),
                 client_validity=dt.timedelta(seconds=float(doc["client_validity_seconds"])),
                 node_validity=dt.timedelta(seconds=float(doc["node_validity_seconds"])),
                 scheduler_dns_names=tuple(doc.get("scheduler_dns_names", ())),
@@ -310,9 +317,15 @@ def decide(
         if not users and wanted == USER_REQUEST:
             raise VendorRefusal(f"{arn} stands for several users of {cluster!r} ({', '.join(shared)}) and its session "
                                 "name picks none")
-    if wanted == USER_REQUEST:
+    if wanted == conventions.METRICS_ROLE:
+        if principal not in {principal_of(scraper) for scraper in policy.metrics_principals}:
+            raise VendorRefusal(f"{arn} may not get a {wanted} certificate of cluster {cluster!r}: the stack's "
+                                "metricsScrapers do not list it")
+        user, role, life = None, wanted, policy.client_validity  # type: ignore[assignment]
+    elif wanted == USER_REQUEST:
         if not users:
-            what = f"the {node_roles[0]} nodes' role" if node_roles else "no user"
+            what = (f"the {node_roles[0]} nodes' role" if node_roles else "a metrics scraper"
+                    if principal in {principal_of(scraper) for scraper in policy.metrics_principals} else "no user")
             raise VendorRefusal(f"{arn} is {what} of cluster {cluster!r}; only its users (members and admins) get "
                                 "a user certificate")
         user = users[0]
