@@ -95,9 +95,9 @@ def write_vended_node_dir(
     conventions.NODE_CERT_VALIDITY_HOURS): its spec, the CA and where the vendor is; no key or certificate."""
     pki.ensure_private_dir(directory.parent)
     pki.ensure_private_dir(directory)
-    pki.write_private(directory / SPEC_FILE, dump_spec(spec))
     pki.write_private(directory / TLS_DIR / CA_FILE, ca.cert_pem)
     write_node_vendor(directory, state_dir, spec.cluster, cert_seconds)
+    pki.write_private(directory / SPEC_FILE, dump_spec(spec))  # last: a slot with a spec is complete (local.workers)
 
 
 def node_command(state_dir: Path, name: str, role: str, *extra: str) -> list[str]:
