@@ -113,9 +113,10 @@ def make_source(text: str):
     """
     scheme, _, rest = text.partition(":")
     if scheme == "dir" and rest:
+        from .local.vendor import local_node_issuer
         from .node.sources import DirectorySource
 
-        return DirectorySource(rest)
+        return DirectorySource(rest, issuer_of=local_node_issuer)
     if scheme == "aws" and rest:
         from .aws.source import AwsSource
 

@@ -93,6 +93,7 @@ class Cluster(pulumi.ComponentResource):
         identity = Identity(f"{prefix}identity", IdentityArgs(
             cluster=name, account=account, bucket_arn=shared.bucket_arn, extra_read_buckets=stack.extra_read_buckets,
             key_arn=shared.key_arn, log_group_arn=observability.log_group_arn, data=cluster.data, tags=tags,
+            vendor_function=shared.vendor_function or None,
         ), self._part("identity"))
         Budget(f"{prefix}budget", BudgetArgs(
             cluster=name, account=account, monthly_usd=settings.budget_monthly_usd,

@@ -68,6 +68,8 @@ class IdentityArgs:
     data: Sequence[Any] = ()
     #: Tags of the cluster's own resources beyond the provider's defaults (None: the defaults say it all).
     tags: Mapping[str, str] | None = None
+    #: The fleet's certificate vendor function: nodes get their certificates there, proving their role.
+    vendor_function: str | None = None
 
 
 def trust_policy(account: Account) -> dict[str, Any]:
@@ -88,6 +90,7 @@ def node_policy(
     key_arn: str,
     log_group_arn: str,
     data: Sequence[Any] = (),
+    vendor_function: str | None = None,
 ) -> dict[str, Any]:
     """The role's inline policy: every data and secret action scoped to this cluster's resources."""
 
@@ -152,6 +155,14 @@ def node_policy(
                 "Resource": [f"{bucket(name)}/*" for name in extra_read_buckets],
             },
         ]
+    if vendor_function:
+        # A node gets its short-lived certificate from the fleet's vendor (its request proves this role).
+        statements.append({
+            "Sid": "AskTheCertificateVendor",
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": [account.arn("lambda", f"function:{vendor_function}")],
+        })
     # A node that cannot start (configuration-class exit, or gave up) marks its own instance unhealthy,
     # so its group replaces it rather than billing it idle.
     statements.append({
@@ -240,7 +251,7 @@ class Identity(pulumi.ComponentResource):
                     lambda arns, node_role=node_role: json.dumps(node_policy(
                         cluster=args.cluster, role=node_role, account=account,
                         bucket_arn=arns[0], extra_read_buckets=args.extra_read_buckets, key_arn=arns[1],
-                        log_group_arn=arns[2], data=args.data,
+                        log_group_arn=arns[2], data=args.data, vendor_function=args.vendor_function,
                     ))
                 ),
                 opts=child,

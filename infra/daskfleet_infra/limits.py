@@ -65,6 +65,7 @@ def check_policy_sizes(config: StackConfig, account: Account) -> None:
             size = policy_size(node_policy(
                 cluster=cluster.name, role=role, account=account, bucket_arn=bucket,
                 extra_read_buckets=config.extra_read_buckets, key_arn=key, log_group_arn=log_group, data=cluster.data,
+                vendor_function=conventions.vendor_function_name(config.cluster),
             ))
             if size > ROLE_INLINE_POLICY_LIMIT:
                 problems.append(f"{where}: the {role} role of cluster {cluster.name} would have a {size}-character "

@@ -47,13 +47,19 @@ def test_only_the_vendor_role_reads_a_ca_secret(example):
                                                   f"{conventions.spec_parameter_name('analytics', 'worker')}")
 
 
-def test_members_invoke_the_vendor_and_node_roles_do_not_need_to_yet(example):
+def test_members_and_node_roles_invoke_the_vendor_and_no_other_function(example):
+    """Users log in there; nodes get their certificates there at boot, proving their instance role."""
     function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{FUNCTION}"
+    other_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{FUNCTION}-other"
     member = example.one("aws:iam/policy:Policy", "member-policy").inputs["policy"]
     assert allows(member, "lambda:InvokeFunction", function_arn)
     for role in conventions.NODE_ROLES:
         node = example.one("aws:iam/rolePolicy:RolePolicy", f"identity-{role}").inputs["policy"]
-        assert not allows(node, "lambda:InvokeFunction", function_arn)
+        assert allows(node, "lambda:InvokeFunction", function_arn)
+        assert not allows(node, "lambda:InvokeFunction", other_arn)
+        for function in example.of_type("aws:lambda/function:Function"):
+            if function.inputs.get("name") != FUNCTION:
+                assert not allows(node, "lambda:InvokeFunction", function.outputs["arn"]), function.inputs.get("name")
 
 
 def test_the_listed_metrics_scraper_gets_metrics_certificates_and_may_ask_the_vendor_only(example, adopted):

@@ -125,7 +125,10 @@ def _imds_step(metadata: ImdsClient, what: str, deadline: Deadline) -> Iterator[
 class AwsSource:
     """NodeSource on EC2: IMDSv2 identity and tags, SSM Parameter Store spec, Secrets Manager TLS."""
 
-    def __init__(self, cluster: str, *, imds_endpoint: str | None = None, deadline_s: float = DEADLINE_SECONDS):
+    def __init__(
+        self, cluster: str, *, imds_endpoint: str | None = None, deadline_s: float = DEADLINE_SECONDS,
+        vendor_transport: Any = None,
+    ):
         if not re.fullmatch(conventions.CLUSTER_NAME_PATTERN, cluster):
             raise DaskfleetError(
                 f"--source aws:<cluster>: cluster name {cluster!r} does not match {conventions.CLUSTER_NAME_PATTERN}",
@@ -141,6 +144,8 @@ class AwsSource:
         self._identity: InstanceIdentity | None = None
         self._clients: dict[str, Any] = {}
         self._terminating = False
+        #: How a request reaches the vendor (daskfleet.aws.login.Transport); None: lambda:Invoke (tests inject one).
+        self.vendor_transport = vendor_transport
 
     def describe(self) -> str:
         return f"AWS cluster {self.cluster}"
@@ -171,6 +176,29 @@ class AwsSource:
         material = fetch_tls_secret(self.client("secretsmanager"), name, INSTANCE_ROLE, deadline=deadline)
         log.info("read TLS material from secret %s", name)
         return material
+
+    def certificate_issuer(self, role: str, spec: Any) -> Any:
+        """The vendor the spec names (``vendor_function``), asked with a proof of this instance's role (its
+        credentials from instance metadata, through botocore's default chain); None for a stack from before vendors,
+        whose node certificates are in Secrets Manager (``fetch_tls``)."""
+        function = getattr(spec, "vendor_function", None)
+        if not function:
+            return None
+        from .login import request_certificate  # noqa: PLC0415  (only nodes of a stack with a vendor)
+
+        identity = self._checked_identity(role, Deadline(self.deadline_s))
+        session = boto3.session.Session(region_name=identity.region)
+        if session.get_credentials() is None:
+            raise DaskfleetError(f"no credentials of this instance's role to prove to certificate vendor {function}: "
+                                 f"{INSTANCE_ROLE.login_hint}", ExitCode.SOURCE_UNAVAILABLE)
+
+        def issue(csr_pem: str) -> Any:
+            vended = request_certificate(session, self.cluster, csr_pem, role=role, caller=INSTANCE_ROLE,
+                                         transport=self.vendor_transport, function=function)
+            log.info("got a %s certificate from certificate vendor %s", role, function)
+            return vended
+
+        return issue
 
     def leaving(self) -> str | None:
         """The worker group's TERMINATING hook or a spot interruption notice, from instance metadata.

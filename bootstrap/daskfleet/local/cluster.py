@@ -41,6 +41,7 @@ from ..scaling.policy import ScalingSpec
 from ..trust import pki
 from ..trust.tls import client_security, verify_scheduler_identity
 from ..usage.policy import UsagePolicy
+from .vendor import write_node_vendor
 from .state import (
     LOCAL_CLUSTER, SCHEDULER, STATE_FILE, SUPERVISION_DIR, SUPERVISOR_LOG, LocalCluster, NodeProcess, client_dir,
     client_material, command_flags, load_ca, locked, node_python, save_ca,
@@ -85,6 +86,18 @@ def write_node_dir(directory: Path, spec: NodeSpec, ca: pki.IssuedCert, cert: pk
     pki.write_private(tls / CA_FILE, ca.cert_pem)
     pki.write_private(tls / CERT_FILE, cert.cert_pem)
     pki.write_private(tls / KEY_FILE, cert.key_pem)
+
+
+def write_vended_node_dir(
+    directory: Path, spec: NodeSpec, ca: pki.IssuedCert, state_dir: Path, cert_seconds: float | None = None,
+) -> None:
+    """A node directory whose certificate the local vendor signs at each start and renews (``cert_seconds``; None:
+    conventions.NODE_CERT_VALIDITY_HOURS): its spec, the CA and where the vendor is; no key or certificate."""
+    pki.ensure_private_dir(directory.parent)
+    pki.ensure_private_dir(directory)
+    pki.write_private(directory / TLS_DIR / CA_FILE, ca.cert_pem)
+    write_node_vendor(directory, state_dir, spec.cluster, cert_seconds)
+    pki.write_private(directory / SPEC_FILE, dump_spec(spec))  # last: a slot with a spec is complete (local.workers)
 
 
 def node_command(state_dir: Path, name: str, role: str, *extra: str) -> list[str]:
@@ -173,22 +186,19 @@ def check_alive(state_dir: Path, name: str) -> None:
 
 
 def issue_local_pki(
-    state_dir: Path, workers: int, user: str, ca: pki.IssuedCert | None = None, cluster: str = LOCAL_CLUSTER,
-) -> tuple[pki.IssuedCert, dict[str, pki.IssuedCert]]:
-    """One certificate per node and an admin's for the user (12 h: ``daskfleet.connect`` and ``daskfleet login local``
-    renew it through the local vendor), from ``ca``, else the CA kept in ``state_dir``, else a fresh one; the CA is
-    kept there (the local vendor signs with it, ``local issue`` makes member certificates with it)."""
+    state_dir: Path, user: str, ca: pki.IssuedCert | None = None, cluster: str = LOCAL_CLUSTER,
+) -> pki.IssuedCert:
+    """The admin's certificate for the user (12 h: ``daskfleet.connect`` and ``daskfleet login local`` renew it
+    through the local vendor), from ``ca``, else the CA kept in ``state_dir``, else a fresh one; the CA is kept there
+    (the local vendor signs with it: each node's certificate at its start, ``local issue``'s member certificates)."""
     ca = ca or load_ca(state_dir) or pki.create_ca(cluster)
     save_ca(state_dir, ca)
-    certs = {"scheduler": pki.issue_certificate(ca, cluster, "scheduler", dns_names=("localhost",), ip_addresses=(HOST,))}
-    for index in range(workers):
-        certs[f"{WORKER_SLOT_PREFIX}{index}"] = pki.issue_certificate(ca, cluster, "worker", ip_addresses=(HOST,))
     client = pki.issue_certificate(ca, cluster, ADMIN_ROLE, user=user, valid_hours=CLIENT_CERT_VALIDITY_HOURS)
     directory = client_dir(state_dir)
     pki.write_private(directory / CA_FILE, ca.cert_pem)
     pki.write_private(directory / CERT_FILE, client.cert_pem)
     pki.write_private(directory / KEY_FILE, client.key_pem)
-    return ca, certs
+    return ca
 
 
 def up(
@@ -203,12 +213,15 @@ def up(
     cluster: str = LOCAL_CLUSTER,
     threads: int | None = None,
     memory_limit: str | None = None,
+    node_cert_seconds: float | None = None,
 ) -> LocalCluster:
     """Start cluster ``cluster``'s scheduler that keeps ``workers`` workers (or follows ``scaling``); on any failure stop
     what was started.
 
     Each worker gets ``threads`` and ``memory_limit`` (distributed's form); unset, the machine is split among the
     most workers that may run at once, as LocalCluster splits it (``daskfleet.node.sizing``).
+    Node certificates last ``node_cert_seconds`` (tests; None: conventions.NODE_CERT_VALIDITY_HOURS) and are renewed
+    by the nodes themselves.
     """
     if workers < 0:
         raise DaskfleetError(f"--workers: must be 0 or more, got {workers}", ExitCode.CONFIG)
@@ -229,7 +242,8 @@ def up(
         cap=cap, worker_threads=size.nthreads, worker_memory_limit=size.memory_limit,
     )
     try:
-        _bring_up(record, state_dir, scaling, size, user, smoke, client_version_policy, ca, usage or UsagePolicy())
+        _bring_up(record, state_dir, scaling, size, user, smoke, client_version_policy, ca, usage or UsagePolicy(),
+                  node_cert_seconds)
     except BaseException:
         with contextlib.suppress(DaskfleetError):
             down(state_dir)
@@ -250,10 +264,10 @@ def worker_size(scaling: ScalingSpec, threads: int | None, memory_limit: str | N
 
 def _bring_up(
     cluster: LocalCluster, state_dir: Path, scaling: ScalingSpec, size: WorkerSize, user: str, smoke: bool, policy: str,
-    ca: pki.IssuedCert | None, usage: UsagePolicy,
+    ca: pki.IssuedCert | None, usage: UsagePolicy, cert_seconds: float | None = None,
 ) -> None:
     slots = scaling.hard_cap
-    ca, certs = issue_local_pki(state_dir, slots, user, ca, cluster.cluster)
+    ca = issue_local_pki(state_dir, user, ca, cluster.cluster)
     fingerprint = current_fingerprint()
     scheduler_spec = NodeSpec(
         cluster=cluster.cluster, role="scheduler", listen_host=HOST, scheduler_port=0, dashboard_port=0,
@@ -268,7 +282,7 @@ def _bring_up(
     for stale in (nodes, state_dir / "run", state_dir / SUPERVISION_DIR):
         if stale.exists():
             shutil.rmtree(stale)
-    write_node_dir(nodes / SCHEDULER, scheduler_spec, ca, certs[SCHEDULER])
+    write_vended_node_dir(nodes / SCHEDULER, scheduler_spec, ca, state_dir, cert_seconds)
     cluster.nodes = [NodeProcess(SCHEDULER, "scheduler", 0, 0.0, str(node_log(state_dir, SCHEDULER)))]
     with locked(state_dir):
         cluster.save()
@@ -291,7 +305,7 @@ def _bring_up(
             worker_port=0, name=name, nthreads=size.nthreads, memory_limit=size.memory_limit,
             expected_fingerprint=fingerprint, connect_timeout_s=START_TIMEOUT_S,
         )
-        write_node_dir(nodes / name, spec, ca, certs[name])
+        write_vended_node_dir(nodes / name, spec, ca, state_dir, cert_seconds)
     _wait_until_registered(
         info["address"], state_dir, min(scaling.min_workers, slots), smoke and slots > 0, cluster.cluster)
 

@@ -9,6 +9,7 @@ who owns the state directory can read its CA key anyway). The cluster's admin is
 from __future__ import annotations
 
 import getpass
+import json
 from pathlib import Path
 
 from .. import conventions
@@ -23,6 +24,10 @@ from .state import client_dir, command_flags, load_ca
 
 #: In a local cluster's state directory: its deny-list (the same document as the SSM parameter's on AWS).
 DENY_LIST_FILE = "deny-list.json"
+#: In a local node's directory: which local vendor signs its certificate ({state_dir, cluster, valid_seconds}).
+NODE_VENDOR_FILE = "vendor.json"
+#: The principal a local node's process stands for (a node role has no OS user of its own): ``local:node:<role>``.
+NODE_PRINCIPAL_PREFIX = f"{LOCAL_PRINCIPAL_PREFIX}node:"
 
 
 def local_principal(user: str) -> str:
@@ -41,8 +46,11 @@ def local_policy(state_dir: Path, cluster: str) -> VendorPolicy:
         raise DaskfleetError(f"local cluster {cluster!r} has no admin yet: start it with "
                              f"`daskfleet local up{command_flags(state_dir, cluster)}`", ExitCode.CONFIG)
     admin = pki.identity_of(cert.read_text()).common_name
-    return VendorPolicy(cluster=cluster, users={admin: local_principal(admin)}, admins=frozenset({admin}),
-                        metrics_principals=(local_principal(admin),))
+    return VendorPolicy(
+        cluster=cluster, users={admin: local_principal(admin)}, admins=frozenset({admin}),
+        node_roles={role: f"{NODE_PRINCIPAL_PREFIX}{role}" for role in conventions.NODE_ROLES},
+        scheduler_dns_names=("localhost",), metrics_principals=(local_principal(admin),),
+    )
 
 
 def local_vendor(state_dir: Path, cluster: str) -> Vendor:
@@ -70,5 +78,32 @@ def local_issuer(state_dir: Path, cluster: str, role: str = USER_REQUEST):
     def issue(csr_pem: str, ttl: float | None) -> VendedCertificate:
         return vendor.issue_to(principal, CertificateRequest(cluster=cluster, csr_pem=csr_pem, role=role,
                                                              valid_seconds=ttl))
+
+    return issue
+
+
+def write_node_vendor(node_dir: Path, state_dir: Path, cluster: str, valid_seconds: float | None = None) -> None:
+    """Tell a local node that the local vendor signs its certificate (for ``valid_seconds``; None: 24 h)."""
+    doc = {"state_dir": str(state_dir), "cluster": cluster, "valid_seconds": valid_seconds}
+    pki.write_private(node_dir / NODE_VENDOR_FILE, json.dumps(doc))
+
+
+def local_node_issuer(node_dir: Path, role: str):
+    """A NodeIssuer (daskfleet.node.renewal) for the node directory ``node_dir``, or None when it names no vendor
+    (its ``tls/`` files are then all it has)."""
+    path = Path(node_dir) / NODE_VENDOR_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        state_dir, cluster, seconds = Path(doc["state_dir"]), str(doc["cluster"]), doc.get("valid_seconds")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DaskfleetError(f"{path}: unreadable ({type(exc).__name__}: {exc})", ExitCode.CERT_UNREADABLE) from None
+    vendor = local_vendor(state_dir, cluster)
+    principal = f"{NODE_PRINCIPAL_PREFIX}{role}"
+
+    def issue(csr_pem: str) -> VendedCertificate:
+        return vendor.issue_to(principal, CertificateRequest(cluster=cluster, csr_pem=csr_pem, role=role,
+                                                             valid_seconds=seconds))
 
     return issue

@@ -45,9 +45,11 @@ from ..trust.dashboard import install as install_dashboard_guard
 from ..trust.revocation import RevocationWatch, file_reader
 from ..trust.renewal import install as install_renewal
 from ..trust.peers import Peer
+from ..trust.tls import TlsMaterial
 from ..usage.policy import INSTANCE_KEY
 from ..usage.records import RECORDS_FILE
 from .daskconfig import TlsFiles, materialize_tls, render_dask_config, write_dask_config
+from .renewal import NodeIssuer, NodeRenewal, live_contexts, scheduler_hand_over, vend_material
 from .restarts import CloseReasons, announce_closes
 from .sizing import WorkerSize, spec_worker_size
 from .sources import SCHEDULER_INFO_FILE, NodeSource
@@ -68,6 +70,21 @@ class PreparedNode:
     tls: TlsFiles
     fingerprint: str
     runtime_dir: Path
+    #: The node's TLS material, and the vendor that renews it (None: a long-lived certificate from the source).
+    material: TlsMaterial | None = None
+    issuer: NodeIssuer | None = None
+
+    def renewal(self, server, hand_over=None) -> NodeRenewal | None:
+        """Renew the certificate of ``server`` (a started Scheduler or Worker) when a vendor signs it; stop the
+        server when it has no valid certificate left."""
+        if self.issuer is None or self.material is None:
+            return None
+
+        def stop(reason: str) -> None:
+            asyncio.ensure_future(server.close(reason=f"daskfleet: {reason}"))
+
+        return NodeRenewal(self.issuer, self.material, self.tls.cert, lambda: live_contexts(server), hand_over,
+                           on_failure=stop).start()
 
 
 def accepted_fingerprints(expected: str | None, published: PublishedEnvironment | None, platform: str) -> set[str]:
@@ -96,7 +113,8 @@ def prepare_node(role: str, source: NodeSource, runtime_dir: Path) -> PreparedNo
             f"node spec from {source.describe()}: role: spec is for a {spec.role}, this node is a {role}",
             ExitCode.SPEC_INVALID,
         )
-    material = source.fetch_tls(role)
+    issuer = source.certificate_issuer(role, spec)
+    material = vend_material(issuer) if issuer is not None else source.fetch_tls(role)
     pki.check_node_certificate(
         material.ca_pem, material.cert_pem, material.key_pem,
         cluster=spec.cluster, role=role, origin=f"{role} certificate from {source.describe()}",
@@ -115,7 +133,7 @@ def prepare_node(role: str, source: NodeSource, runtime_dir: Path) -> PreparedNo
     config = render_dask_config(role, files)
     os.environ["DASK_CONFIG"] = str(write_dask_config(config, runtime_dir).parent)
     dask.config.update(dask.config.config, config, priority="new")
-    return PreparedNode(spec, files, fingerprint, runtime_dir)
+    return PreparedNode(spec, files, fingerprint, runtime_dir, material, issuer)
 
 
 def node_security() -> Security:
@@ -189,7 +207,12 @@ async def run_scheduler(
     pki.write_private(node.runtime_dir / SCHEDULER_INFO_FILE, json.dumps(info))  # atomic: the launcher polls it
     logger.info("daskfleet scheduler for %s at %s, dashboard %s", spec.cluster, info["address"], info["dashboard"])
     _install_signal_handlers(lambda: asyncio.ensure_future(scheduler.close(reason="signal")))
+    renewal = node.renewal(scheduler)
     await scheduler.finished()
+    if renewal is not None:
+        renewal.stop()
+        if renewal.failure:
+            raise DaskfleetError(renewal.failure, ExitCode.CONFIG)
     if forward is not None:
         await asyncio.to_thread(forward.close)
     if rollout.restarting:
@@ -359,7 +382,13 @@ async def _serve_worker(node: PreparedNode, source: NodeSource, nthreads: int, m
 
     _install_signal_handlers(on_signal)
     drain = asyncio.create_task(drain_when_leaving(source, worker))
+    renewal = node.renewal(worker, scheduler_hand_over(worker))
     await worker.finished()
+    if renewal is not None:
+        renewal.stop()
+        if renewal.failure:
+            drain.cancel()
+            raise DaskfleetError(renewal.failure, ExitCode.CONFIG)
     if switching.is_set():
         drain.cancel()
         return Outcome(ExitCode.ENVIRONMENT_SWITCH, "left to run the newly published environment: its data moved; "

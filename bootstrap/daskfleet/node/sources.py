@@ -8,9 +8,9 @@ Secrets Manager through the instance role. The caller picks the implementation
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import DaskfleetError, ExitCode
 from ..environments.published import PublishedEnvironment, parse_published
@@ -18,6 +18,10 @@ from ..trust.tls import TlsMaterial
 from ..usage.policy import LOCAL_INSTANCE_TYPE
 from .spec import load_spec_document
 from .supervision import Outcome
+
+if TYPE_CHECKING:
+    from .renewal import NodeIssuer
+    from .spec import NodeSpec
 
 SPEC_FILE = "spec.json"
 TLS_DIR = "tls"
@@ -49,6 +53,10 @@ class NodeSource(Protocol):
 
     def fetch_tls(self, role: str) -> TlsMaterial:
         """This node's CA, certificate and key. Raises DaskfleetError(CERT_UNREADABLE/SOURCE_UNAVAILABLE)."""
+
+    def certificate_issuer(self, role: str, spec: NodeSpec) -> NodeIssuer | None:
+        """How this node gets its short-lived certificate from the cluster's vendor (and renews it), or None when
+        the source names no vendor: ``fetch_tls``'s material is then all it has."""
 
     def leaving(self) -> str | None:
         """Why the platform is taking this node away (so a worker drains first), or None."""
@@ -87,10 +95,14 @@ class NodeSource(Protocol):
 
 
 class DirectorySource:
-    """A node directory: ``spec.json`` and ``tls/{ca,cert,key}.pem``."""
+    """A node directory: ``spec.json`` and ``tls/{ca,cert,key}.pem``, or a vendor that signs its certificate.
 
-    def __init__(self, path: str | Path):
+    ``issuer_of(path, role)`` finds the directory's vendor, if any (the caller picks it: the local cluster's).
+    """
+
+    def __init__(self, path: str | Path, issuer_of: Callable[[Path, str], NodeIssuer | None] | None = None):
         self.path = Path(path)
+        self.issuer_of = issuer_of
 
     def describe(self) -> str:
         return f"directory {self.path}"
@@ -116,6 +128,9 @@ class DirectorySource:
             except (OSError, UnicodeDecodeError) as exc:
                 raise DaskfleetError(f"{role} TLS file {tls / name}: cannot read ({exc})", ExitCode.CERT_UNREADABLE) from None
         return TlsMaterial(*texts)
+
+    def certificate_issuer(self, role: str, spec: NodeSpec) -> NodeIssuer | None:
+        return self.issuer_of(self.path, role) if self.issuer_of is not None else None
 
     def leaving(self) -> str | None:
         """Local nodes are only ever stopped by `daskfleet local down`."""
