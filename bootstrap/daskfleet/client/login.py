@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from .. import conventions
 from ..errors import DaskfleetError
 from ..node.sources import CA_FILE, CERT_FILE, KEY_FILE
 from ..trust import pki
-from ..trust.tls import TlsMaterial
+from ..trust.tls import TlsMaterial, reload_context
 from ..trust.vendor import VendedCertificate, needs_renewal, seconds_until_renewal
 
 logger = logging.getLogger("daskfleet.login")
@@ -98,19 +97,6 @@ def fresh_material(store: CredentialStore, issue: Issuer, ttl: float | None = No
     if material is None or needs_renewal(material.cert_pem, conventions.RENEW_CLIENT_AT_FRACTION):
         material = login(store, issue, ttl)
     return material
-
-
-def reload_context(context: Any, material: TlsMaterial) -> None:
-    """Make ``context`` (an ssl.SSLContext) present ``material`` from its next handshake on.
-
-    ``load_cert_chain`` reads files only: they live for the call in a private temporary directory, as
-    distributed's own ``Security`` does with PEM text.
-    """
-    with tempfile.TemporaryDirectory(prefix="daskfleet-tls-") as directory:
-        cert, key = Path(directory) / CERT_FILE, Path(directory) / KEY_FILE
-        pki.write_private(cert, material.cert_pem)
-        pki.write_private(key, material.key_pem)
-        context.load_cert_chain(str(cert), str(key))
 
 
 @dataclass

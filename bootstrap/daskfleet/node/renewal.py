@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import conventions
-from ..client.login import reload_context
 from ..errors import DaskfleetError, ExitCode
 from ..trust import pki
-from ..trust.tls import TlsMaterial
+from ..trust.tls import TlsMaterial, reload_context
 from ..trust.vendor import VendedCertificate, seconds_until_renewal
 
 logger = logging.getLogger("daskfleet.agent")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
 from .peers import Peer
-from .pki import identity_of
+from .pki import identity_of, write_private
 
 if TYPE_CHECKING:  # distributed is imported where a Security is built: commands that only name TLS files stay light
     from distributed import Client, Security
@@ -68,3 +70,16 @@ def verify_scheduler_identity(client: Client, cluster: str) -> None:
             f"for cluster {peer.cluster!r}, not the scheduler of {cluster!r}",
             ExitCode.CONFIG,
         )
+
+
+def reload_context(context: Any, material: TlsMaterial) -> None:
+    """Make ``context`` (an ssl.SSLContext) present ``material`` from its next handshake on.
+
+    ``load_cert_chain`` reads files only: they live for the call in a private temporary directory, as
+    distributed's own ``Security`` does with PEM text.
+    """
+    with tempfile.TemporaryDirectory(prefix="daskfleet-tls-") as directory:
+        cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+        write_private(cert, material.cert_pem)
+        write_private(key, material.key_pem)
+        context.load_cert_chain(str(cert), str(key))
