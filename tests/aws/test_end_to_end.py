@@ -24,7 +24,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws.e2e import exec_start, load_into_moto
+from aws.e2e import exec_start, free_port, load_into_moto
 from aws.imds import ImdsServer
 from infra.program import evaluate_program, example_config
 
@@ -71,7 +71,9 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
     user = example_config()["users"][0].split("=", 1)[0]
     for role in conventions.NODE_ROLES:
         assert "PRIVATE KEY" not in stack.user_data[role]
-    load_into_moto(aws.endpoint, stack, cluster, region, scheduler_host=NODE_ADDRESS)
+    # Ports of its own: other modules' clusters run at the same time under xdist.
+    ports = {"scheduler": free_port(), "dashboard": free_port(), "worker": free_port()}
+    load_into_moto(aws.endpoint, stack, cluster, region, scheduler_host=NODE_ADDRESS, ports=ports)
 
     env = {key: value for key, value in os.environ.items() if key.startswith("AWS_") or key in ("PATH", "HOME")}
     procs = []
@@ -86,7 +88,8 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
         _wait_for(tmp_path / "run" / "scheduler" / SCHEDULER_INFO_FILE, scheduler, tmp_path / "scheduler.log")
         procs.append(_boot("worker", stack, tmp_path, env, imds_servers["worker"]))
 
-        forwarded = stack.outputs["forwardedSchedulerAddress"].replace("localhost", NODE_ADDRESS)
+        forwarded = stack.outputs["forwardedSchedulerAddress"].replace("localhost", NODE_ADDRESS).replace(
+            f":{conventions.SCHEDULER_PORT}", f":{ports['scheduler']}")  # the forward's local port, here its own
         with daskfleet.connect(cluster, address=forwarded, user=user, wake=False, timeout=30) as client:
             client.wait_for_workers(1, timeout=60)
             assert client.submit(sum, range(10)).result(timeout=60) == 45
