@@ -49,7 +49,7 @@ def local_policy(state_dir: Path, cluster: str) -> VendorPolicy:
     return VendorPolicy(
         cluster=cluster, users={admin: local_principal(admin)}, admins=frozenset({admin}),
         node_roles={role: f"{NODE_PRINCIPAL_PREFIX}{role}" for role in conventions.NODE_ROLES},
-        scheduler_dns_names=("localhost",), metrics_principals=(local_principal(admin),),
+        scheduler_dns_names=("localhost", "127.0.0.1"), metrics_principals=(local_principal(admin),),
     )
 
 

@@ -352,9 +352,21 @@ def decide(
 def sign(ca: IssuedCert, csr_pem: str, grant: Grant, policy: VendorPolicy) -> str:
     """The certificate ``grant`` decided, for the CSR's key."""
     public_key = load_csr(csr_pem).public_key()
-    dns_names = policy.scheduler_dns_names if grant.role == "scheduler" else ()
-    return sign_public_key(ca, public_key, grant.cluster, grant.role, user=grant.user, dns_names=dns_names,
+    names = policy.scheduler_dns_names if grant.role == "scheduler" else ()
+    ips = tuple(name for name in names if _is_ip(name))  # a scraper or browser checks the address it dialled
+    return sign_public_key(ca, public_key, grant.cluster, grant.role, user=grant.user,
+                           dns_names=tuple(name for name in names if name not in ips), ip_addresses=ips,
                            not_before=grant.not_before, not_after=grant.not_after)
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress  # noqa: PLC0415
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 # --- the vendor: the decisions, bound to STS, a CA, a policy and a deny-list ---------------------
