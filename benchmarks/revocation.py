@@ -8,19 +8,18 @@ Rounds alternate between them so drift on a shared machine hits both.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from pathlib import Path
-
-from distributed import Client, Security
 
 from daskfleet.local.cluster import LOCAL_EXPIRY_SWEEP_S, LOCAL_REVOCATION_POLL_S
 from daskfleet.local.state import LOCAL_CLUSTER
 from daskfleet.node.spec import RevocationPolicy
 from daskfleet.trust.denylist import DenyList
 
-from .common import BenchPki, stop, summary
-from .throughput import _cluster, _measure
+from .common import BenchPki, summary
+from .throughput import _cluster, measure_rounds
 
 REVOKED_USERS = 200
 
@@ -67,32 +66,15 @@ def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
     deny = DenyList()
     for index in range(REVOKED_USERS):
         deny = deny.with_entry(f"revoked-{index}", by="bench", reason="benchmark", at=time.time())
+    root.mkdir(parents=True, exist_ok=True)  # make bench passes a fresh subdirectory
     deny_file = root / "deny-list.json"
     deny_file.write_text(deny.to_json())
     policy = RevocationPolicy(deny_list_poll_s=LOCAL_REVOCATION_POLL_S, expiry_sweep_s=LOCAL_EXPIRY_SWEEP_S,
                               deny_list_file=str(deny_file))
-    client_files = bench.client_files()
-    security = Security(tls_ca_file=str(client_files / "ca.pem"), tls_client_cert=str(client_files / "cert.pem"),
-                        tls_client_key=str(client_files / "key.pem"), require_encryption=True)
     contenders = {"with revocation": ("all", policy), "without": ("no-revocation", None)}
-    rates: dict[str, list[float]] = {label: [] for label in contenders}
-    clusters, clients = [], {}
-    try:
-        for index, (label, (flag, revocation)) in enumerate(contenders.items()):
-            procs, address = _cluster(bench, f"rev{index}", flag, revocation=revocation)
-            clusters.append(procs)
-            clients[label] = Client(address, security=security)
-            clients[label].wait_for_workers(2, timeout=60)
-            _measure(clients[label], 500)  # warm-up
-        for _ in range(rounds):
-            for label in rates:
-                rates[label].append(_measure(clients[label], tasks))
-    finally:
-        for client in clients.values():
-            client.close()
-        for procs in clusters:
-            stop(*procs[1:])
-            stop(procs[0])
+    starts = {label: functools.partial(_cluster, bench, f"rev{index}", flag, revocation=revocation)
+              for index, (label, (flag, revocation)) in enumerate(contenders.items())}
+    rates = measure_rounds(bench, starts, rounds, tasks)
     for label, values in rates.items():
         print(f"  scheduler throughput, {label:<16} {summary(values)} tasks/s ({tasks} tasks)")
     cost = statistics.median(_watch_cost_us(deny_file) for _ in range(3))

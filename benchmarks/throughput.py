@@ -15,10 +15,12 @@ machine hits all.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from distributed import Client, Security
@@ -138,18 +140,18 @@ def _accounting_cost_us(prefixes_per_user: int, tasks: int = 20_000) -> float:
     return (time.perf_counter() - start) / tasks * 1e6
 
 
-def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
-    from daskfleet.trust import pki
-
-    bench = BenchPki(root, pki.create_ca(LOCAL_CLUSTER))
+def measure_rounds(bench: BenchPki, starts: dict[str, Callable[[], tuple[list[subprocess.Popen], str]]],
+                   rounds: int, tasks: int) -> dict[str, list[float]]:
+    """Start each contender's cluster (label -> a function starting it), warm each up, then run ``rounds`` rounds
+    of ``tasks`` tiny tasks on every contender back to back; every cluster is stopped whatever happens."""
     client_files = bench.client_files()
     security = Security(tls_ca_file=str(client_files / "ca.pem"), tls_client_cert=str(client_files / "cert.pem"),
                         tls_client_key=str(client_files / "key.pem"), require_encryption=True)
-    rates: dict[str, list[float]] = {label: [] for label in CONTENDERS}
+    rates: dict[str, list[float]] = {label: [] for label in starts}
     clusters, clients = [], {}
     try:
-        for index, (label, (flag, usage)) in enumerate(CONTENDERS.items()):
-            procs, address = _cluster(bench, f"{flag}{index}", flag, usage)
+        for label, start in starts.items():
+            procs, address = start()
             clusters.append(procs)
             clients[label] = Client(address, security=security)
             clients[label].wait_for_workers(2, timeout=60)
@@ -163,6 +165,16 @@ def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
         for procs in clusters:
             stop(*procs[1:])
             stop(procs[0])
+    return rates
+
+
+def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
+    from daskfleet.trust import pki
+
+    bench = BenchPki(root, pki.create_ca(LOCAL_CLUSTER))
+    starts = {label: functools.partial(_cluster, bench, f"{flag}{index}", flag, usage)
+              for index, (label, (flag, usage)) in enumerate(CONTENDERS.items())}
+    rates = measure_rounds(bench, starts, rounds, tasks)
     for label, values in rates.items():
         print(f"  scheduler throughput, {label:<14} {summary(values)} tasks/s ({tasks} tasks)")
     per_user, per_prefix = (statistics.median(_accounting_cost_us(bound) for _ in range(3)) for bound in (0, 50))
