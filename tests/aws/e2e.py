@@ -124,19 +124,27 @@ class VendorLambda:
     ``answer``, reading the stack's CA, policy and deny-list from moto and sending proofs to moto's STS, as the
     deployed function would with its own role. Nodes and users reach it through botocore's service endpoint
     variable ``AWS_ENDPOINT_URL_LAMBDA`` (``env``), so they call ``lambda:Invoke`` exactly as on AWS.
-    ``invocations`` records (function, caller's request role) of each call. ``stack``: the program's record (its
-    ``certificateVendor`` output names the function); ``clusters``: those it signs for."""
+    ``invocations`` records (function, caller's request role) of each call; ``throttle_next`` answers that many
+    next invocations as Lambda does when the account's concurrency is spent (429 TooManyRequestsException).
+    ``function``: its name; ``clusters``: those it signs for."""
 
-    def __init__(self, endpoint: str, stack, clusters: set[str] | frozenset[str]):
+    def __init__(self, endpoint: str, region: str, function: str, clusters: set[str] | frozenset[str]):
         from daskfleet.aws.vendor_lambda import make_vendor  # noqa: PLC0415
 
-        self.endpoint, self.region = endpoint, stack.outputs["region"]
-        self.functions = {stack.outputs["certificateVendor"]}
+        self.endpoint, self.region = endpoint, region
+        self.functions = {function}
         self.invocations: list[tuple[str, str]] = []
+        self.throttle_next = 0
+        self.throttled = 0
         self._vendor = make_vendor(_FunctionSession(endpoint, self.region), frozenset(clusters), endpoint)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, name="vendor-lambda", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def of_stack(cls, endpoint: str, stack, clusters: set[str] | frozenset[str]) -> VendorLambda:
+        """The vendor the program declares (its ``certificateVendor`` output), for ``clusters`` of ``stack``."""
+        return cls(endpoint, stack.outputs["region"], stack.outputs["certificateVendor"], clusters)
 
     @property
     def url(self) -> str:
@@ -171,6 +179,11 @@ class VendorLambda:
                 if function not in lambda_.functions:
                     return self._send(404, {"Type": "User", "message": f"Function not found: {function}"},
                                       error_type="ResourceNotFoundException")
+                if lambda_.throttle_next > 0:
+                    lambda_.throttle_next -= 1
+                    lambda_.throttled += 1
+                    return self._send(429, {"Type": "User", "message": "Rate Exceeded."},
+                                      error_type="TooManyRequestsException")
                 event = json.loads(body)
                 lambda_.invocations.append((function, event.get("role", "") if isinstance(event, dict) else ""))
                 self._send(200, answer(lambda_._vendor, event))

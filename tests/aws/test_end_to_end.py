@@ -78,7 +78,7 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
     # Ports of its own: other modules' clusters run at the same time under xdist.
     ports = {"scheduler": free_port(), "dashboard": free_port(), "worker": free_port()}
     load_into_moto(aws.endpoint, stack, cluster, region, scheduler_host=NODE_ADDRESS, ports=ports)
-    vendor = VendorLambda(aws.endpoint, stack, {cluster})
+    vendor = VendorLambda.of_stack(aws.endpoint, stack, {cluster})
     request.addfinalizer(vendor.close)
     for name, value in vendor.env.items():
         monkeypatch.setenv(name, value)

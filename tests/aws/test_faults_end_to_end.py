@@ -161,7 +161,7 @@ def cluster(moto_endpoint, tmp_path_factory):
         cluster = Cluster(stack, moto, proxy, tmp_path_factory.mktemp("instances"))
         load_into_moto(moto_endpoint, stack, cluster.name, region, scheduler_host=FIRST, ports=cluster.ports)
         # The vendor's AWS is the nodes' (proofs name the STS endpoint they were signed for): behind the proxy too.
-        vendor = VendorLambda(proxy.url, stack, {cluster.name})
+        vendor = VendorLambda.of_stack(proxy.url, stack, {cluster.name})
         for name, value in vendor.env.items():
             patch.setenv(name, value)
         moto.create_node_groups(cluster.name, workers=1)

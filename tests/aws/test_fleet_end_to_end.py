@@ -3,7 +3,8 @@
 The fleet is two private clusters (alice, bob) and a team cluster, evaluated under the program's
 mocks (infra.program). alice's cluster boots as in test_end_to_end, each node with the credentials
 of its own node role (assumed through moto's STS), whose inline policy is the one the program
-declares for it, and its certificate from the fleet's vendor (aws.e2e.VendorLambda). With IAM enforcement on, a task running on alice's worker reads the objects under
+declares for it, and its certificate from the fleet's vendor (aws.e2e.VendorLambda). With IAM
+enforcement on, a task running on alice's worker reads the objects under
 ``clusters/alice/`` and gets AccessDenied under ``clusters/team/`` and ``clusters/bob/``; bob's own
 login, holding exactly the managed policies the program attaches to it, cannot read alice's membership
 record.
@@ -131,7 +132,7 @@ def test_a_task_on_alices_cluster_reads_only_alices_data_and_bob_cannot_read_her
         client("s3").put_object(Bucket=bucket, Key=key, Body=f"{cluster}'s data\n".encode())
     roles = {role: node_role_credentials(aws.endpoint, stack, CLUSTER, role, region) for role in conventions.NODE_ROLES}
     bob = _login_with_the_programs_policies(client("iam"), stack, "bob")
-    vendor = VendorLambda(aws.endpoint, stack, {CLUSTER})  # each node proves its role there for its certificate
+    vendor = VendorLambda.of_stack(aws.endpoint, stack, {CLUSTER})  # each node proves its role there for its certificate
     request.addfinalizer(vendor.close)
     for name, value in vendor.env.items():
         monkeypatch.setenv(name, value)

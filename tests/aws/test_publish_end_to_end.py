@@ -171,7 +171,7 @@ def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucke
     monkeypatch.setenv("AWS_REGION", region)
     monkeypatch.setenv("AWS_DEFAULT_REGION", region)
     bucket = _deploy(aws, stack, cluster, region)
-    vendor = VendorLambda(aws.endpoint, stack, {cluster})  # where nodes and the user get their certificates
+    vendor = VendorLambda.of_stack(aws.endpoint, stack, {cluster})  # where nodes and the user get their certificates
     request.addfinalizer(vendor.close)
     for name, value in vendor.env.items():
         monkeypatch.setenv(name, value)
