@@ -166,7 +166,10 @@ def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucke
     version = daskfleet_wheel_version(daskfleet_wheel)
     first, second = locked(tmp_path, channel, "first", ["alpha ==1.0"]), locked(tmp_path, channel, "second", ["alpha ==1.1"])
     first_fp, second_fp = (read_lock(lock).fingerprint("linux-64", version) for lock in (first, second))
-    stack = evaluate_program({**example_config(), "environmentFingerprint": first_fp, "environmentLock": str(first)})
+    # One worker at least: the scaler would retire an idle one (adaptive from 0) while a slow machine lingers between
+    # steps, and moto's group cannot launch another.
+    stack = evaluate_program({**example_config(), "environmentFingerprint": first_fp, "environmentLock": str(first),
+                              "workerMinSize": 1})
     cluster, region = stack.outputs["cluster"], stack.outputs["region"]
     monkeypatch.setenv("AWS_REGION", region)
     monkeypatch.setenv("AWS_DEFAULT_REGION", region)
