@@ -68,11 +68,8 @@ class Evaluations:
 
 
 @pytest.fixture(scope="session")
-def evaluations(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[Evaluations]:
-    """Under xdist, the workers of one run share the evaluations (each is seconds of CPU): in the run's common
-    temporary directory, fresh for each run."""
-    shared = None if worker_id == "master" else tmp_path_factory.getbasetemp().parent / "program-evaluations"
-    evaluations = Evaluations(shared)
+def evaluations(program_evaluations: Path | None) -> Iterator[Evaluations]:
+    evaluations = Evaluations(program_evaluations)
     yield evaluations
     evaluations.close()
 
