@@ -190,11 +190,17 @@ def default_images(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"id": MOCK_AMI_ID, "tags": {"daskfleet:env-fingerprint": fingerprint}, "root_device_name": "/dev/xvda"}]
 
 
-def _child_env() -> dict[str, str]:
+#: What the program packs as the certificate vendor's compiled dependencies here (``make vendor-deps`` builds the
+#: real ones, which CI need not download): a stand-in, the same on every machine.
+VENDOR_DEPS_STUB = TESTS_DIR / "infra" / "data" / "vendor-deps"
+
+
+def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without stack config, and tests/ and infra/ first on PYTHONPATH for the child's imports."""
     # pytest's ``pythonpath`` setting changes only this process's sys.path: the child has to be told.
     path = [str(TESTS_DIR), str(INFRA_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "DASKFLEET_VENDOR_DEPS": str(VENDOR_DEPS_STUB),
+           **(extra or {})}
     env.pop("PULUMI_CONFIG", None)
     return env
 
@@ -210,6 +216,7 @@ def evaluate_program(
     program_dir: Path = INFRA_DIR,
     project: str = PROJECT,
     shared: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ProgramRecord:
     """Run infra/__main__.py under ProgramMocks in a fresh process; raise ProgramError if it fails.
 
@@ -228,8 +235,8 @@ def evaluate_program(
             "subnets": dict(subnets or {}),
         },
     }
-    if shared is None:
-        result = _evaluate(request, program_dir, timeout)
+    if shared is None or env:
+        result = _evaluate(request, program_dir, timeout, env)
     else:
         result = _shared_evaluation(request, program_dir, timeout, shared)
     if result["error"]:
@@ -245,13 +252,15 @@ def evaluate_program(
     )
 
 
-def _evaluate(request: Mapping[str, Any], program_dir: Path, timeout: float) -> dict[str, Any]:
+def _evaluate(request: Mapping[str, Any], program_dir: Path, timeout: float,
+              env: Mapping[str, str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="daskfleet-evaluate-") as scratch:
         request_path, result_path = Path(scratch, "request.json"), Path(scratch, "result.json")
         request_path.write_text(json.dumps(request))
         completed = subprocess.run(
             [sys.executable, "-m", CHILD_MODULE, str(request_path), str(result_path)],
-            cwd=program_dir, env=_child_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            cwd=program_dir, env=_child_env(env), capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
         if not result_path.exists():
             raise RuntimeError(
