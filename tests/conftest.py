@@ -77,6 +77,13 @@ def second_venv(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def program_evaluations(tmp_path_factory, worker_id: str) -> Path | None:
+    """Where the xdist workers of one run share the Pulumi program's evaluations under mocks (each is seconds of
+    CPU): ``evaluate_program(..., shared=program_evaluations)``. Fresh for each run; None without xdist."""
+    return None if worker_id == "master" else tmp_path_factory.getbasetemp().parent / "program-evaluations"
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A moto server on 127.0.0.1 (a free port) for the whole session."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

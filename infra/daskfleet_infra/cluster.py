@@ -1,6 +1,6 @@
 """One cluster of the fleet: every resource of its own, under one component, its own trust boundary.
 
-A cluster owns its CA (the fleet's certificate vendor signs with it) and node certificates, its node roles and instance profiles, its groups and
+A cluster owns its CA (the fleet's certificate vendor signs with it: every node's and person's certificate), its node roles and instance profiles, its groups and
 launch templates, its DNS updater, node specs, log group, budget (and stop), published-environment
 pointer policies and its member policy. It shares the fleet's network, security groups, bucket
 and key (``SharedResources``). Its resources are named after it, as a lone cluster's always were
@@ -52,8 +52,8 @@ class SharedResources:
     bucket_arn: pulumi.Input[str]
     key_arn: pulumi.Input[str]
     #: The fleet's certificate vendor: its function's name and its role (the only reader of CA keys).
-    vendor_function: str = ""
-    vendor_role_arn: pulumi.Input[str] = ""
+    vendor_function: str
+    vendor_role_arn: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Cluster(pulumi.ComponentResource):
         identity = Identity(f"{prefix}identity", IdentityArgs(
             cluster=name, account=account, bucket_arn=shared.bucket_arn, extra_read_buckets=stack.extra_read_buckets,
             key_arn=shared.key_arn, log_group_arn=observability.log_group_arn, data=cluster.data, tags=tags,
-            vendor_function=shared.vendor_function or None,
+            vendor_function=shared.vendor_function,
         ), self._part("identity"))
         Budget(f"{prefix}budget", BudgetArgs(
             cluster=name, account=account, monthly_usd=settings.budget_monthly_usd,

@@ -64,12 +64,12 @@ class IdentityArgs:
     extra_read_buckets: Sequence[str]
     key_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
+    #: The fleet's certificate vendor function: nodes get their certificates there, proving their role.
+    vendor_function: str
     #: The cluster's data entries (config.DataEntry), beyond its own prefix.
     data: Sequence[Any] = ()
     #: Tags of the cluster's own resources beyond the provider's defaults (None: the defaults say it all).
     tags: Mapping[str, str] | None = None
-    #: The fleet's certificate vendor function: nodes get their certificates there, proving their role.
-    vendor_function: str | None = None
 
 
 def trust_policy(account: Account) -> dict[str, Any]:
@@ -90,25 +90,18 @@ def node_policy(
     key_arn: str,
     log_group_arn: str,
     data: Sequence[Any] = (),
-    vendor_function: str | None = None,
+    vendor_function: str,
 ) -> dict[str, Any]:
-    """The role's inline policy: every data and secret action scoped to this cluster's resources."""
+    """The role's inline policy: every data action scoped to this cluster's resources. A node reads no secret: it
+    gets its certificate from ``vendor_function``, proving this role."""
 
     def bucket(name: str) -> str:
         return f"arn:{account.partition}:s3:::{name}"
 
     parameter_path = conventions.parameter_path_prefix(cluster).rstrip("/")
-    # Secrets Manager appends six random characters to a secret's name in its ARN.
-    own_secret = account.arn("secretsmanager", f"secret:{conventions.node_tls_secret_name(cluster, role)}-??????")
     scope = DataScope(cluster, account, bucket_arn, tuple(data))
     statements: list[dict[str, Any]] = [
         *s3_statements(scope, sid="Cluster"),
-        {
-            "Sid": "OwnTlsSecret",
-            "Effect": "Allow",
-            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-            "Resource": [own_secret],
-        },
         {
             "Sid": "ClusterParameters",
             "Effect": "Allow",
@@ -117,15 +110,12 @@ def node_policy(
         },
         *key_statements(scope, key_arn, sid="Cluster"),
         {
-            # Secrets Manager names the secret in the key's encryption context: the role's own, nothing else.
-            "Sid": "FleetKeyForOwnSecretThroughSecretsManager",
+            # A node's certificate: 24 h, from the fleet's vendor, for a key made at its boot (its request proves
+            # this role). No node reads a secret.
+            "Sid": "AskTheCertificateVendor",
             "Effect": "Allow",
-            "Action": ["kms:Decrypt"],
-            "Resource": [key_arn],
-            "Condition": {
-                "StringEquals": {"kms:ViaService": f"secretsmanager.{account.region}.{account.dns_suffix}"},
-                "StringLike": {"kms:EncryptionContext:SecretARN": own_secret},
-            },
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": [account.arn("lambda", f"function:{vendor_function}")],
         },
         {
             "Sid": "ClusterLogGroup",
@@ -155,14 +145,6 @@ def node_policy(
                 "Resource": [f"{bucket(name)}/*" for name in extra_read_buckets],
             },
         ]
-    if vendor_function:
-        # A node gets its short-lived certificate from the fleet's vendor (its request proves this role).
-        statements.append({
-            "Sid": "AskTheCertificateVendor",
-            "Effect": "Allow",
-            "Action": ["lambda:InvokeFunction"],
-            "Resource": [account.arn("lambda", f"function:{vendor_function}")],
-        })
     # A node that cannot start (configuration-class exit, or gave up) marks its own instance unhealthy,
     # so its group replaces it rather than billing it idle.
     statements.append({

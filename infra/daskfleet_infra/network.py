@@ -19,10 +19,11 @@ from daskfleet import conventions
 
 from .lookups import Account, NetworkFacts
 
-#: Interface endpoints that let nodes without internet egress reach what they use:
-#: Session Manager (ssm, ssmmessages, ec2messages), their secrets and logs, and EC2/autoscaling.
+#: Interface endpoints that let nodes without internet egress reach what they use: Session Manager (ssm,
+#: ssmmessages, ec2messages; ssm also holds their specs), the certificate vendor (lambda: a node's certificate at
+#: boot and its renewals), logs, and EC2/autoscaling. No node reads Secrets Manager.
 INTERFACE_ENDPOINT_SERVICES: tuple[str, ...] = (
-    "ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs", "ec2", "autoscaling",
+    "ssm", "ssmmessages", "ec2messages", "lambda", "logs", "ec2", "autoscaling",
 )
 
 

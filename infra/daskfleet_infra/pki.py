@@ -2,13 +2,14 @@
 
 A per-cluster CA (ECDSA P-256) is kept in its own secret (conventions.ca_secret_name), readable only by the
 fleet's certificate vendor (daskfleet.trust.vendor, a Lambda function) and the administrators (break-glass). The
-vendor signs every person's certificate, short-lived, for a key made on the person's machine: no user's private
-key exists here, in Secrets Manager or in the Pulumi state. Whom it signs for is the cluster's vendor policy
-(conventions.vendor_policy_parameter_name: the people's principals, the admins, the node roles).
+CA key is the only private key the stack makes. The vendor signs every certificate, short-lived, for a key made
+where it is used: a person's on their machine (at most 24 h), a node's at its boot (24 h, renewed by its agent).
+No user's or node's private key exists here, in Secrets Manager or in the Pulumi state. Whom the vendor signs
+for is the cluster's vendor policy (conventions.vendor_policy_parameter_name: the people's principals, the
+admins, the node roles, the metrics scrapers).
 
 Each person keeps a membership record (conventions.client_tls_secret_name: the CA certificate and their role, no
-key), tagged with their name so that ``daskfleet clusters`` finds their clusters. The scheduler and worker
-certificates are still issued here into their node role's secret ({"ca", "cert", "key"}, sources.TlsMaterial).
+key), tagged with their name so that ``daskfleet clusters`` finds their clusters.
 """
 
 from __future__ import annotations
@@ -24,16 +25,12 @@ import pulumi_aws as aws
 import pulumi_tls as tls
 
 from daskfleet import conventions
-from daskfleet.trust.tls import TlsMaterial
 from daskfleet.trust.vendor import VendorPolicy
 
 from .config import User
 
 #: The vendor's validity for people's certificates unless the stack sets ``clientCertificateHours``.
 CLIENT_CERT_HOURS = conventions.CLIENT_CERT_VALIDITY_HOURS
-
-#: A leaf certificate is re-issued by the first `pulumi up` in its last 30 days.
-EARLY_RENEWAL_HOURS = 24 * 30
 KEY_ALGORITHM = "ECDSA"
 KEY_CURVE = "P256"
 
@@ -42,7 +39,7 @@ KEY_CURVE = "P256"
 class PkiArgs:
     cluster: str
     users: Sequence[User]
-    #: node role -> its IAM role ARN, the only reader of that role's TLS secret.
+    #: node role -> its IAM role ARN: the vendor signs that role's certificates for it alone.
     node_role_arns: Mapping[str, pulumi.Input[str]]
     #: Principals that may read every secret back (the deployer and configured operators).
     administrator_arns: Sequence[str]
@@ -85,10 +82,9 @@ def secret_policy(readers: Sequence[str], administrators: Sequence[str]) -> dict
 
 
 class Pki(pulumi.ComponentResource):
-    """CA, node and client certificates, and the secrets holding them."""
+    """The CA, its secret (the vendor's), the vendor's policy and the people's membership records."""
 
     ca_cert_pem: pulumi.Output[str]
-    node_secret_arns: dict[str, pulumi.Output[str]]
     #: user -> the ARN of their membership record (CA certificate and role; no key).
     client_secret_arns: dict[str, pulumi.Output[str]]
 
@@ -110,15 +106,6 @@ class Pki(pulumi.ComponentResource):
             opts=self._child,
         )
         self.ca_cert_pem = self._ca.cert_pem
-        self.node_secret_arns = {
-            role: self._issue(
-                role, role, None,
-                secret_name=conventions.node_tls_secret_name(args.cluster, role),
-                readers=[args.node_role_arns[role]],
-                dns_names=[args.scheduler_dns_name] if role == "scheduler" else [],
-            )
-            for role in conventions.NODE_ROLES
-        }
         self._secret(
             "ca", "the CA (for the certificate vendor)", conventions.ca_secret_name(args.cluster),
             pulumi.Output.all(self._ca.cert_pem, self._ca_key.private_key_pem_pkcs8).apply(
@@ -149,7 +136,6 @@ class Pki(pulumi.ComponentResource):
         )
         self.register_outputs({
             "ca_cert_pem": self.ca_cert_pem,
-            "node_secret_arns": self.node_secret_arns,
             "client_secret_arns": self.client_secret_arns,
         })
 
@@ -170,74 +156,6 @@ class Pki(pulumi.ComponentResource):
         aws.secretsmanager.SecretPolicy(
             name, secret_arn=secret.arn, block_public_policy=True,
             policy=pulumi.Output.all(*readers).apply(lambda arns: json.dumps(secret_policy(arns, args.administrator_arns))),
-            opts=self._child,
-        )
-        return secret.arn
-
-    def _issue(
-        self,
-        label: str,
-        role: conventions.Role,
-        user: str | None,
-        *,
-        secret_name: str,
-        readers: Sequence[pulumi.Input[str]],
-        dns_names: Sequence[str],
-    ) -> pulumi.Output[str]:
-        """A key and certificate for ``role`` (``user`` for clients), stored in ``secret_name``; its ARN."""
-        args, name = self._args, f"{self._prefix}-{label}"
-        key = tls.PrivateKey(name, algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=self._child)
-        request = tls.CertRequest(
-            name,
-            private_key_pem=key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(
-                common_name=conventions.common_name(args.cluster, role, user), organization=conventions.CERT_ORGANIZATION,
-            ),
-            uris=[conventions.role_uri(args.cluster, role)],
-            dns_names=list(dns_names) or None,
-            opts=self._child,
-        )
-        cert = tls.LocallySignedCert(
-            name,
-            cert_request_pem=request.cert_request_pem,
-            ca_private_key_pem=self._ca_key.private_key_pem,
-            ca_cert_pem=self._ca.cert_pem,
-            validity_period_hours=conventions.CERT_VALIDITY_HOURS,
-            early_renewal_hours=EARLY_RENEWAL_HOURS,
-            allowed_uses=list(conventions.CERT_ALLOWED_USES),
-            set_subject_key_id=True,
-            opts=self._child,
-        )
-        secret = aws.secretsmanager.Secret(
-            name,
-            name=secret_name,
-            description=f"daskfleet {args.cluster}: TLS material of {user or role}",
-            kms_key_id=args.key_arn,
-            recovery_window_in_days=0 if args.ephemeral else 7,
-            # A person's secret names them in a tag: `daskfleet clusters` finds a user's clusters by it.
-            tags={**(args.tags or {}), conventions.TAG_USER: user} if user else args.tags,
-            opts=self._child,
-        )
-        aws.secretsmanager.SecretVersion(
-            name,
-            secret_id=secret.id,
-            secret_string=pulumi.Output.secret(
-                pulumi.Output.all(self._ca.cert_pem, cert.cert_pem, key.private_key_pem_pkcs8).apply(
-                    lambda pems: TlsMaterial(*pems).to_secret_json()
-                )
-            ),
-            opts=self._child,
-        )
-        # Secrets Manager refuses a policy naming a role IAM has not propagated yet ("unsupported
-        # principal"); the AWS provider retries that for two minutes from when the policy is put. So
-        # readers are the roles' own ARN outputs, which make the policy wait for the roles' creation.
-        aws.secretsmanager.SecretPolicy(
-            name,
-            secret_arn=secret.arn,
-            block_public_policy=True,
-            policy=pulumi.Output.all(*readers).apply(
-                lambda arns: json.dumps(secret_policy(arns, args.administrator_arns))
-            ),
             opts=self._child,
         )
         return secret.arn

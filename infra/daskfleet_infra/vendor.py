@@ -27,12 +27,17 @@ import daskfleet
 from daskfleet import conventions
 from daskfleet.aws import vendor_lambda
 
+from .config import StackConfigError
 from .lookups import Account
 from .scheduler_dns import trust_policy
 
 PACKAGE_DIR = Path(daskfleet.__file__).parent
 #: Built by ``make vendor-deps``; packed relative to the project directory, as every asset of the program.
 DEPENDENCIES_DIR = Path(__file__).resolve().parents[1] / "build" / "vendor-deps"
+#: Another directory holding the function's dependencies (built as ``make vendor-deps`` builds them).
+DEPENDENCIES_ENV = "DASKFLEET_VENDOR_DEPS"
+#: What the handler cannot run without: every node's boot and every login would fail.
+REQUIRED_DEPENDENCIES = ("cryptography",)
 RUNTIME = "python3.12"
 HANDLER = "daskfleet.aws.vendor_lambda.handler"
 TIMEOUT_SECONDS = 30
@@ -71,10 +76,23 @@ def vendor_policy_document(*, account: Account, clusters: Sequence[str], key_arn
     }
 
 
-def code_archive() -> pulumi.AssetArchive:
-    """The daskfleet package and, at the archive's root, what ``make vendor-deps`` installed (without metadata)."""
+def dependencies_dir() -> Path:
+    return Path(os.environ.get(DEPENDENCIES_ENV) or DEPENDENCIES_DIR)
+
+
+def code_archive(dependencies: Path) -> pulumi.AssetArchive:
+    """The daskfleet package and, at the archive's root, what ``make vendor-deps`` installed (without metadata).
+
+    Without them the function would deploy and fail every request (a bare ``pulumi up`` skips ``make``): the
+    program stops first, saying how to build them."""
+    missing = [name for name in REQUIRED_DEPENDENCIES if not (dependencies / name).is_dir()]
+    if missing:
+        raise StackConfigError(
+            f"certificate vendor: {dependencies} holds no {', '.join(missing)} (the function's compiled dependencies); "
+            f"run `make vendor-deps` (`make preview` and `make up` run it), or set {DEPENDENCIES_ENV} to where you "
+            "built them")
     assets: dict[str, Any] = {"daskfleet": pulumi.FileArchive(os.path.relpath(PACKAGE_DIR))}
-    for entry in sorted(DEPENDENCIES_DIR.iterdir()) if DEPENDENCIES_DIR.is_dir() else ():
+    for entry in sorted(dependencies.iterdir()):
         if entry.name in ("bin", "__pycache__") or entry.name.endswith(".dist-info"):
             continue
         path = os.path.relpath(entry)
@@ -107,7 +125,7 @@ class CertificateVendor(pulumi.ComponentResource):
         vendor = aws.lambda_.Function(
             f"{name}-function", name=function, runtime=RUNTIME, handler=HANDLER, role=role.arn,
             description=f"daskfleet {args.fleet}: signs the clusters' short-lived certificates",
-            code=code_archive(), timeout=TIMEOUT_SECONDS, memory_size=MEMORY_MB,
+            code=code_archive(dependencies_dir()), timeout=TIMEOUT_SECONDS, memory_size=MEMORY_MB,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={
                 vendor_lambda.CLUSTERS_ENV: ",".join(sorted(args.clusters)),
             }),

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -23,7 +24,6 @@ from daskfleet.aws import userdata
 from daskfleet.aws.source import IMDS_ENDPOINT_ENV
 from daskfleet.node.supervision import RestartRule
 from daskfleet.trust import pki
-from daskfleet.trust.tls import TlsMaterial
 
 
 def exec_start(user_data: str) -> tuple[str, list[str]]:
@@ -66,30 +66,162 @@ def load_into_moto(endpoint: str, stack, cluster: str, region: str, *, scheduler
     for name, value in stack.parameters.items():
         ssm.put_parameter(Name=name, Value=emulated_spec(value, scheduler_host, ports), Type="String")
     for name, value in stack.secrets.items():
-        secrets.create_secret(Name=name, SecretString=stack_issued_certificate(stack, name, value))
+        secrets.create_secret(Name=name, SecretString=value)
     (group,) = [r.inputs["name"] for r in stack.resources if r.type == "aws:cloudwatch/logGroup:LogGroup"
                 and r.inputs["name"] == conventions.log_group_name(cluster)]
     boto3.client("logs", region_name=region, endpoint_url=endpoint).create_log_group(logGroupName=group)
 
 
-def stack_issued_certificate(stack, name: str, value: str) -> str:
-    """moto runs no Lambda function, so these tests reach the clusters as users of a stack from before the certificate
-    vendor (tests/aws/test_vendor.py tests the vendor on moto): a person's membership record becomes the certificate
-    such a stack issued, signed with the cluster's CA."""
-    record = json.loads(value)
-    if set(record) != {"ca", "user", "role"}:
-        return value
-    cluster = name.split("/")[1]
+def stack_ca(stack, cluster: str) -> pki.IssuedCert:
+    """The cluster's CA as the stack keeps it (the vendor's secret): for tests that sign a certificate themselves."""
     ca = json.loads(stack.secrets[conventions.ca_secret_name(cluster)])
-    issued = pki.issue_certificate(pki.IssuedCert(ca["cert"], ca["key"]), cluster, record["role"], user=record["user"])
-    return TlsMaterial(ca["cert"], issued.cert_pem, issued.key_pem).to_secret_json()
+    return pki.IssuedCert(ca["cert"], ca["key"])
+
+
+def declared(stack, type_: str, **inputs):
+    return [r for r in stack.of_type(type_) if all(r.inputs.get(key) == value for key, value in inputs.items())]
+
+
+def node_role_credentials(endpoint: str, stack, cluster: str, role: str, region: str,
+                          session_name: str = "i-0123456789abcdef0") -> dict[str, str]:
+    """The node role as the program declares it (its inline policies), assumed through moto's STS: the credentials an
+    instance of ``role`` gets from its metadata, and what it proves to the certificate vendor."""
+    iam = boto3.client("iam", region_name=region, endpoint_url=endpoint)
+    sts = boto3.client("sts", region_name=region, endpoint_url=endpoint)
+    name = conventions.iam_role_name(cluster, role)
+    (role_resource,) = declared(stack, "aws:iam/role:Role", name=name)
+    try:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=role_resource.inputs["assumeRolePolicy"])
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    for policy in declared(stack, "aws:iam/rolePolicy:RolePolicy", role=name):
+        iam.put_role_policy(RoleName=name, PolicyName=policy.inputs["name"], PolicyDocument=policy.inputs["policy"])
+    credentials = sts.assume_role(RoleArn=role_resource.outputs["arn"], RoleSessionName=session_name)["Credentials"]
+    return {"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"]}
+
+
+def user_credentials(endpoint: str, principal_arn: str, region: str) -> dict[str, str]:
+    """Credentials whose caller identity is ``principal_arn`` (a stack's user: an IAM user, or a role it assumes)."""
+    iam = boto3.client("iam", region_name=region, endpoint_url=endpoint)
+    kind, name = principal_arn.rsplit(":", 1)[1].split("/", 1)
+    if kind == "user":
+        iam.create_user(UserName=name)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                     "Action": "sts:AssumeRole"}]}
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    sts = boto3.client("sts", region_name=region, endpoint_url=endpoint)
+    credentials = sts.assume_role(RoleArn=principal_arn, RoleSessionName=f"{name}-laptop")["Credentials"]
+    return {"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"]}
+
+
+class VendorLambda:
+    """The fleet's certificate vendor as Lambda runs it, on 127.0.0.1: moto runs no function (it needs Docker), so
+    this answers Lambda's Invoke API (``POST /2015-03-31/functions/NAME/invocations``) with the handler's own
+    ``answer``, reading the stack's CA, policy and deny-list from moto and sending proofs to moto's STS, as the
+    deployed function would with its own role. Nodes and users reach it through botocore's service endpoint
+    variable ``AWS_ENDPOINT_URL_LAMBDA`` (``env``), so they call ``lambda:Invoke`` exactly as on AWS.
+    ``invocations`` records (function, caller's request role) of each call; ``throttle_next`` answers that many
+    next invocations as Lambda does when the account's concurrency is spent (429 TooManyRequestsException).
+    ``function``: its name; ``clusters``: those it signs for."""
+
+    def __init__(self, endpoint: str, region: str, function: str, clusters: set[str] | frozenset[str]):
+        from daskfleet.aws.vendor_lambda import make_vendor  # noqa: PLC0415
+
+        self.endpoint, self.region = endpoint, region
+        self.functions = {function}
+        self.invocations: list[tuple[str, str]] = []
+        self.throttle_next = 0
+        self.throttled = 0
+        self._vendor = make_vendor(_FunctionSession(endpoint, self.region), frozenset(clusters), endpoint)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, name="vendor-lambda", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def of_stack(cls, endpoint: str, stack, clusters: set[str] | frozenset[str]) -> VendorLambda:
+        """The vendor the program declares (its ``certificateVendor`` output), for ``clusters`` of ``stack``."""
+        return cls(endpoint, stack.outputs["region"], stack.outputs["certificateVendor"], clusters)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL_LAMBDA": self.url}
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> VendorLambda:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _handler(self):
+        from daskfleet.aws.vendor_lambda import answer  # noqa: PLC0415
+
+        lambda_ = self
+
+        class Invoke(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802  (http.server's name)
+                parts = self.path.split("?")[0].strip("/").split("/")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if len(parts) != 4 or parts[1] != "functions" or parts[3] != "invocations":
+                    return self._send(404, {"message": f"no such API: {self.path}"})
+                function = parts[2]
+                if function not in lambda_.functions:
+                    return self._send(404, {"Type": "User", "message": f"Function not found: {function}"},
+                                      error_type="ResourceNotFoundException")
+                if lambda_.throttle_next > 0:
+                    lambda_.throttle_next -= 1
+                    lambda_.throttled += 1
+                    return self._send(429, {"Type": "User", "message": "Rate Exceeded."},
+                                      error_type="TooManyRequestsException")
+                event = json.loads(body)
+                lambda_.invocations.append((function, event.get("role", "") if isinstance(event, dict) else ""))
+                self._send(200, answer(lambda_._vendor, event))
+
+            def _send(self, status: int, document: dict, error_type: str | None = None) -> None:
+                data = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-Amz-Executed-Version", "$LATEST")
+                if error_type:
+                    self.send_header("x-amzn-ErrorType", error_type)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        return Invoke
+
+
+class _FunctionSession:
+    """The function's own AWS session (its role: here moto's default credentials), whatever the test's environment
+    holds meanwhile (a user's login, a fault proxy)."""
+
+    def __init__(self, endpoint: str, region: str):
+        self._session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                              region_name=region)
+        self._endpoint = endpoint
+
+    def client(self, service: str, **kwargs):
+        return self._session.client(service, endpoint_url=self._endpoint, **kwargs)
 
 
 def emulated_spec(text: str, scheduler_host: str, ports: dict | None) -> str:
     spec = json.loads(text)
     if "role" not in spec:  # not a node spec: the certificate vendor's policy
         return text
-    spec.pop("vendor_function", None)  # users take the stack-issued path (stack_issued_certificate)
     if ports:
         if spec["role"] == "scheduler":
             spec["scheduler_port"], spec["dashboard_port"] = ports["scheduler"], ports["dashboard"]

@@ -3,14 +3,16 @@
 The program is evaluated under mocks whose pulumi-tls resources produce real keys and
 certificates; the SSM parameters and secrets it declares are loaded into a moto server; each
 node gets its rendered user data and instance identity from its own local IMDSv2 endpoint and
-runs the command that user data starts, through the agent's AWS source. A configured user then
-fetches the client certificate the stack issued to them, with their own AWS identity, and
-computes. Names on both sides come from daskfleet.conventions, so a renamed secret or parameter
-breaks this test.
+runs the command that user data starts, through the agent's AWS source, with the credentials of
+its node role. Each node gets its 24-hour certificate from the certificate vendor at boot,
+proving its role; a configured user logs in the same way with their own AWS identity (no key
+or certificate exists in the stack for either) and computes. Names on both sides come from
+daskfleet.conventions, so a renamed secret or parameter breaks this test.
 
 What is emulated: DNS. The stack's private hosted zone record (kept by its DNS updater) would
 point the scheduler's name at the scheduler's private address; here every node's private
-address is 127.0.0.1, and the worker spec's host is rewritten to it.
+address is 127.0.0.1, and the worker spec's host is rewritten to it. Lambda: moto cannot run
+the vendor function, so aws.e2e.VendorLambda answers lambda:Invoke with the function's handler.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws.e2e import exec_start, free_port, load_into_moto
+from aws.e2e import VendorLambda, exec_start, free_port, load_into_moto, node_role_credentials, user_credentials
 from aws.imds import ImdsServer
 from infra.program import evaluate_program, example_config
 
@@ -64,18 +66,25 @@ def _wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 60
         time.sleep(0.1)
 
 
-def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_computes(aws, stack, tmp_path, monkeypatch):
+def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_computes(aws, stack, tmp_path, monkeypatch,
+                                                                                   request):
     cluster, region = stack.outputs["cluster"], stack.outputs["region"]
     monkeypatch.setenv("AWS_REGION", region)
     monkeypatch.setenv("AWS_DEFAULT_REGION", region)
-    user = example_config()["users"][0].split("=", 1)[0]
+    monkeypatch.setenv("DASKFLEET_HOME", str(tmp_path / "laptop"))  # where the user's login is kept
+    user, principal = example_config()["users"][0].split("=", 1)
     for role in conventions.NODE_ROLES:
         assert "PRIVATE KEY" not in stack.user_data[role]
     # Ports of its own: other modules' clusters run at the same time under xdist.
     ports = {"scheduler": free_port(), "dashboard": free_port(), "worker": free_port()}
     load_into_moto(aws.endpoint, stack, cluster, region, scheduler_host=NODE_ADDRESS, ports=ports)
+    vendor = VendorLambda.of_stack(aws.endpoint, stack, {cluster})
+    request.addfinalizer(vendor.close)
+    for name, value in vendor.env.items():
+        monkeypatch.setenv(name, value)
 
     env = {key: value for key, value in os.environ.items() if key.startswith("AWS_") or key in ("PATH", "HOME")}
+    roles = {role: node_role_credentials(aws.endpoint, stack, cluster, role, region) for role in conventions.NODE_ROLES}
     procs = []
     imds_servers = {
         role: ImdsServer(instance_id=f"i-0{index}23456789abcdef", region=region, private_ipv4=NODE_ADDRESS,
@@ -83,14 +92,16 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
         for index, role in enumerate(conventions.NODE_ROLES)
     }
     try:
-        scheduler = _boot("scheduler", stack, tmp_path, env, imds_servers["scheduler"])
+        scheduler = _boot("scheduler", stack, tmp_path, {**env, **roles["scheduler"]}, imds_servers["scheduler"])
         procs.append(scheduler)
         _wait_for(tmp_path / "run" / "scheduler" / SCHEDULER_INFO_FILE, scheduler, tmp_path / "scheduler.log")
-        procs.append(_boot("worker", stack, tmp_path, env, imds_servers["worker"]))
+        procs.append(_boot("worker", stack, tmp_path, {**env, **roles["worker"]}, imds_servers["worker"]))
 
         forwarded = stack.outputs["forwardedSchedulerAddress"].replace("localhost", NODE_ADDRESS).replace(
             f":{conventions.SCHEDULER_PORT}", f":{ports['scheduler']}")  # the forward's local port, here its own
-        with daskfleet.connect(cluster, address=forwarded, user=user, wake=False, timeout=30) as client:
+        for name, value in user_credentials(aws.endpoint, principal, region).items():  # the user's own AWS login
+            monkeypatch.setenv(name, value)
+        with daskfleet.connect(cluster, address=forwarded, wake=False, timeout=30) as client:
             client.wait_for_workers(1, timeout=60)
             assert client.submit(sum, range(10)).result(timeout=60) == 45
             (worker,) = client.scheduler_info()["workers"].values()
@@ -113,6 +124,10 @@ def test_a_cluster_boots_from_what_the_stack_declares_and_a_configured_user_comp
                 proc.kill()
         for server in imds_servers.values():
             server.stop()
+    # Every certificate came from the vendor: the scheduler's, the worker's and the user's.
+    assert sorted(role for _, role in vendor.invocations) == sorted(["scheduler", "worker", "user"])
+    named = json.loads(stack.parameters[conventions.spec_parameter_name(cluster, "worker")])["vendor_function"]
+    assert {function for function, _ in vendor.invocations} == {named}
     audit = (tmp_path / "run" / "scheduler" / "audit.jsonl").read_text()
     assert f'"identity": "{user}"' in audit
     # The same trail reached the cluster's log group, so it outlives the scheduler's instance.

@@ -6,6 +6,8 @@ restart semantics read back from the rendered unit (as systemd reads them). Emul
 StateDirectory and LogsDirectory kept), free ports instead of the stack's fixed ones (every node shares
 127.0.0.1 here), DNS (the worker spec's host, updated as the DNS updater would when a scheduler is replaced),
 and the user's port forward to the scheduler's name (a relay that connects wherever the name points now).
+Each node runs with its node role's credentials and gets its certificate from the vendor at boot (aws.e2e.VendorLambda,
+whose own requests pass the proxy too); the user logs in with their own.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 from distributed import Client
 from distributed.comm.core import CommClosedError
 from aws.awsfake import Moto, post
-from aws.e2e import Instance, TcpRelay, exec_start, free_port, load_into_moto, node_environment, point_dns_at, restart_rule_of
+from aws.e2e import (Instance, TcpRelay, VendorLambda, exec_start, free_port, load_into_moto, node_environment,
+                     node_role_credentials, point_dns_at, restart_rule_of, stack_ca, user_credentials)
 from aws.faultproxy import FaultProxy, complete_lifecycle_action_response
 from aws.imds import ImdsServer
 from infra.program import evaluate_program, example_config
@@ -89,7 +92,10 @@ class Cluster:
     def __init__(self, stack, moto: Moto, proxy: FaultProxy, tmp_path):
         self.stack, self.moto, self.proxy, self.tmp_path = stack, moto, proxy, tmp_path
         self.name, self.region = stack.outputs["cluster"], stack.outputs["region"]
-        self.user = example_config()["users"][0].split("=", 1)[0]
+        self.user, principal = example_config()["users"][0].split("=", 1)
+        self.user_env = user_credentials(moto.endpoint, principal, self.region)  # the user's own AWS login
+        self.roles = {role: node_role_credentials(moto.endpoint, stack, self.name, role, self.region)
+                      for role in conventions.NODE_ROLES}
         self.ports = {"scheduler": free_port(), "dashboard": free_port(), "worker": free_port()}
         self.nodes = SupervisedInstances(userdata.render_unit())
         self.relay = TcpRelay((FIRST, self.ports["scheduler"]))
@@ -101,7 +107,7 @@ class Cluster:
         imds = ImdsServer(instance_id=instance_id, region=self.region, private_ipv4=address,
                           tags=self.stack.instance_tags[role], user_data=self.stack.user_data[role].encode()).start()
         self.imds.append(imds)
-        env = {**node_environment(), "AWS_ENDPOINT_URL": self.proxy.url}
+        env = {**node_environment(), "AWS_ENDPOINT_URL": self.proxy.url, **self.roles[role]}
         return Instance(role, imds, self.tmp_path / instance_id, argv, env)
 
     def group_instances(self, role: str) -> list[str]:
@@ -116,13 +122,16 @@ class Cluster:
         return node
 
     def connect(self):
-        return daskfleet.connect(self.name, address=self.relay.address, user=self.user, wake=False, timeout=30)
+        """The user connects (logging in at the vendor the first time) with their own AWS login."""
+        with pytest.MonkeyPatch.context() as as_user:
+            for name, value in self.user_env.items():
+                as_user.setenv(name, value)
+            return daskfleet.connect(self.name, address=self.relay.address, wake=False, timeout=30)
 
     def connect_as_admin(self) -> Client:
         """A client with an admin certificate (only admins restart a cluster): the example stack names no admin,
         so one is signed here with the stack's CA."""
-        (ca,) = {pki.IssuedCert(r.inputs["caCertPem"], r.inputs["caPrivateKeyPem"]) for r in self.stack.resources
-                 if r.type == "tls:index/locallySignedCert:LocallySignedCert"}
+        ca = stack_ca(self.stack, self.name)
         admin = pki.issue_certificate(ca, self.name, conventions.ADMIN_ROLE, user=self.user)
         material = TlsMaterial(ca.cert_pem, admin.cert_pem, admin.key_pem)
         return Client(self.relay.address, security=client_security(material, self.name), timeout=30)
@@ -146,16 +155,20 @@ def cluster(moto_endpoint, tmp_path_factory):
             patch.setenv(key, value)
         for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
             patch.delenv(key, raising=False)
+        patch.setenv("DASKFLEET_HOME", str(tmp_path_factory.mktemp("laptop")))  # where the user's login is kept
         post(f"{moto_endpoint}/moto-api/reset")
         moto = Moto(moto_endpoint, region)
         cluster = Cluster(stack, moto, proxy, tmp_path_factory.mktemp("instances"))
         load_into_moto(moto_endpoint, stack, cluster.name, region, scheduler_host=FIRST, ports=cluster.ports)
+        # The vendor's AWS is the nodes' (proofs name the STS endpoint they were signed for): behind the proxy too.
+        vendor = VendorLambda.of_stack(proxy.url, stack, {cluster.name})
+        for name, value in vendor.env.items():
+            patch.setenv(name, value)
         moto.create_node_groups(cluster.name, workers=1)
         proxy.emulate["CompleteLifecycleAction"] = complete_lifecycle_action_response()  # moto lacks it
         # Boot through a burst of faults: more than botocore's own attempts, resets, server errors, slow answers.
         proxy.schedule("GetParameter", "throttle", "reset", "503", "throttle", "500")
-        proxy.schedule("GetSecretValue", "503", "slow", "throttle")
-        proxy.schedule("CreateLogStream", "throttle", "reset")
+        proxy.schedule("CreateLogStream", "throttle", "reset", "slow")
         try:
             (scheduler_id,) = cluster.group_instances("scheduler")
             cluster.boot_scheduler("scheduler", scheduler_id, FIRST)
@@ -164,6 +177,7 @@ def cluster(moto_endpoint, tmp_path_factory):
             yield cluster
         finally:
             cluster.close()
+            vendor.close()
 
 
 def rejoined(client) -> bool:

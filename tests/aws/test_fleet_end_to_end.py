@@ -3,10 +3,11 @@
 The fleet is two private clusters (alice, bob) and a team cluster, evaluated under the program's
 mocks (infra.program). alice's cluster boots as in test_end_to_end, each node with the credentials
 of its own node role (assumed through moto's STS), whose inline policy is the one the program
-declares for it. With IAM enforcement on, a task running on alice's worker reads the objects under
+declares for it, and its certificate from the fleet's vendor (aws.e2e.VendorLambda). With IAM
+enforcement on, a task running on alice's worker reads the objects under
 ``clusters/alice/`` and gets AccessDenied under ``clusters/team/`` and ``clusters/bob/``; bob's own
-login, holding exactly the managed policies the program attaches to it, cannot read alice's client
-certificate.
+login, holding exactly the managed policies the program attaches to it, cannot read alice's membership
+record.
 
 What moto enforces (moto/iam/access_control.py, moto 5): the caller's identity policies only (a
 user's inline, attached and group policies; an assumed role's inline and attached ones), with
@@ -29,14 +30,16 @@ submits the task does not matter here, whose credentials the worker holds does.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
 
 import boto3
 import pytest
-from aws.awsfake import assert_fails
-from aws.e2e import Instance, exec_start, free_port, load_into_moto, node_environment
+from botocore.exceptions import ClientError
+from aws.e2e import (Instance, VendorLambda, declared, exec_start, free_port, load_into_moto, node_environment,
+                     node_role_credentials)
 from aws.imds import ImdsServer
 from infra.program import evaluate_program
 from infra.scenarios import fleet_config
@@ -44,9 +47,7 @@ from infra.scenarios import fleet_config
 from distributed import Client
 
 from daskfleet import conventions
-from daskfleet.aws.user import fetch_client_tls
 from daskfleet.environments.records import current_fingerprint
-from daskfleet.errors import ExitCode
 from daskfleet.node.sources import SCHEDULER_INFO_FILE
 from daskfleet.trust import pki
 from daskfleet.trust.tls import TlsMaterial, client_security
@@ -62,31 +63,22 @@ def stack():
     return evaluate_program({**fleet_config(), "environmentFingerprint": current_fingerprint()})
 
 
-def _declared(stack, token: str, **inputs: str) -> list:
-    return [r for r in stack.of_type(token) if all(r.inputs.get(k) == v for k, v in inputs.items())]
-
-
-def _node_role_credentials(iam, sts, stack, role: str) -> dict[str, str]:
-    """The node role as the program declares it (its inline policy), assumed: the credentials an instance gets."""
-    name = conventions.iam_role_name(CLUSTER, role)
-    (declared,) = _declared(stack, "aws:iam/role:Role", name=name)
-    iam.create_role(RoleName=name, AssumeRolePolicyDocument=declared.inputs["assumeRolePolicy"])
-    for policy in _declared(stack, "aws:iam/rolePolicy:RolePolicy", role=name):
-        iam.put_role_policy(RoleName=name, PolicyName=policy.inputs["name"], PolicyDocument=policy.inputs["policy"])
-    credentials = sts.assume_role(RoleArn=declared.outputs["arn"], RoleSessionName="i-0123456789abcdef0")["Credentials"]
-    return {"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
-            "AWS_SESSION_TOKEN": credentials["SessionToken"]}
-
-
 def _login_with_the_programs_policies(iam, stack, user: str) -> dict[str, str]:
     """``user``'s IAM user with every managed policy the program attaches to it, and its access key."""
     iam.create_user(UserName=user)
-    for attachment in _declared(stack, "aws:iam/userPolicyAttachment:UserPolicyAttachment", user=user):
+    for attachment in declared(stack, "aws:iam/userPolicyAttachment:UserPolicyAttachment", user=user):
         (policy,) = [p for p in stack.of_type("aws:iam/policy:Policy") if p.outputs["arn"] == attachment.inputs["policyArn"]]
         created = iam.create_policy(PolicyName=policy.inputs["name"], PolicyDocument=policy.inputs["policy"])
         iam.attach_user_policy(UserName=user, PolicyArn=created["Policy"]["Arn"])
     key = iam.create_access_key(UserName=user)["AccessKey"]
     return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+def _membership_record(aws, region: str, login: dict[str, str], cluster: str, user: str) -> str:
+    """``user``'s membership record of ``cluster`` (its CA and their role), read with ``login``'s credentials."""
+    secrets = boto3.client("secretsmanager", region_name=region, endpoint_url=aws.endpoint,
+                           aws_access_key_id=login["AWS_ACCESS_KEY_ID"], aws_secret_access_key=login["AWS_SECRET_ACCESS_KEY"])
+    return secrets.get_secret_value(SecretId=conventions.client_tls_secret_name(cluster, user))["SecretString"]
 
 
 def _objects_reader():
@@ -127,7 +119,7 @@ def _wait_for(path: Path, node: Instance, process, timeout: float = 120) -> None
 
 
 def test_a_task_on_alices_cluster_reads_only_alices_data_and_bob_cannot_read_her_certificate(aws, stack, tmp_path,
-                                                                                           monkeypatch):
+                                                                                           monkeypatch, request):
     region = stack.outputs["region"]
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.setenv(name, region)
@@ -138,13 +130,13 @@ def test_a_task_on_alices_cluster_reads_only_alices_data_and_bob_cannot_read_her
     client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     for cluster, key in OBJECTS.items():
         client("s3").put_object(Bucket=bucket, Key=key, Body=f"{cluster}'s data\n".encode())
-    iam, sts = client("iam"), client("sts")
-    roles = {role: _node_role_credentials(iam, sts, stack, role) for role in conventions.NODE_ROLES}
-    bob = _login_with_the_programs_policies(iam, stack, "bob")
-    with pytest.MonkeyPatch.context() as as_bob:  # bob reads his own certificate while nothing is enforced yet
-        for name, value in bob.items():
-            as_bob.setenv(name, value)
-        assert fetch_client_tls("bob").cert_pem
+    roles = {role: node_role_credentials(aws.endpoint, stack, CLUSTER, role, region) for role in conventions.NODE_ROLES}
+    bob = _login_with_the_programs_policies(client("iam"), stack, "bob")
+    vendor = VendorLambda.of_stack(aws.endpoint, stack, {CLUSTER})  # each node proves its role there for its certificate
+    request.addfinalizer(vendor.close)
+    for name, value in vendor.env.items():
+        monkeypatch.setenv(name, value)
+    assert json.loads(_membership_record(aws, region, bob, "bob", "bob"))["user"] == "bob"  # nothing enforced yet
 
     processes, imds_servers = [], []
     try:
@@ -167,11 +159,10 @@ def test_a_task_on_alices_cluster_reads_only_alices_data_and_bob_cannot_read_her
             read = dask_client.submit(_objects_reader(), bucket, OBJECTS, pure=False).result(timeout=120)
         assert read == {"alice": "alice's data", "team": "AccessDenied", "bob": "AccessDenied"}
 
-        for name, value in bob.items():
-            monkeypatch.setenv(name, value)
-        assert_fails(lambda: fetch_client_tls(CLUSTER, "alice"), ExitCode.SOURCE_UNAVAILABLE,
-                     "secretsmanager:GetSecretValue", conventions.client_tls_secret_name(CLUSTER, "alice"), "user/bob",
-                     "access denied")
+        with pytest.raises(ClientError) as denied:
+            _membership_record(aws, region, bob, CLUSTER, "alice")
+        assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, denied.value.response
+        assert "secretsmanager:GetSecretValue" in str(denied.value) and "user/bob" in str(denied.value)
     finally:
         for process in processes:
             process.terminate()

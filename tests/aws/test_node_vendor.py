@@ -7,7 +7,8 @@ import datetime as dt
 import json
 
 import pytest
-from aws.awsfake import CLUSTER, SCHEDULER_ADDRESS
+from aws.awsfake import CLUSTER, REGION, SCHEDULER_ADDRESS
+from aws.e2e import VendorLambda
 from aws.test_vendor import FUNCTION, in_process, stack  # noqa: F401  (the vendor's stack fixture)
 
 from daskfleet import conventions
@@ -71,3 +72,20 @@ def test_a_node_the_vendor_refuses_stops_with_its_configuration_exit_code(stack,
     assert refused.value.message == (f"certificate refused: user 'alice' may not get a worker certificate of cluster "
                                      f"{CLUSTER!r}: node certificates go to the worker nodes' IAM role only")
     assert not (tmp_path / "run").exists()  # nothing half-done
+
+
+def test_a_node_boots_through_a_throttled_vendor_within_its_deadline(stack, aws, imds, monkeypatch):  # noqa: F811
+    """Lambda answers 429 when the account's concurrency is spent: more than botocore's own attempts, here. The
+    node keeps asking within its deadline, through the real lambda:Invoke, and boots with its certificate."""
+    put_worker_spec(aws, WORKER_SPEC)
+    as_instance_role(aws, monkeypatch, stack["role_arn"])
+    with VendorLambda(aws.endpoint, REGION, FUNCTION, {CLUSTER}) as vendor:
+        for name, value in vendor.env.items():
+            monkeypatch.setenv(name, value)
+        vendor.throttle_next = 5
+        source = AwsSource(CLUSTER)
+        material = vend_material(source.certificate_issuer("worker", parse_spec(source.fetch_spec("worker"), origin="test")))
+    assert vendor.throttled == 5 and [role for _, role in vendor.invocations] == ["worker"]
+    identity = pki.check_node_certificate(material.ca_pem, material.cert_pem, material.key_pem, cluster=CLUSTER,
+                                          role="worker", origin="test")
+    assert identity.common_name == conventions.common_name(CLUSTER, "worker")

@@ -1,7 +1,8 @@
 """Publish → boot → switch on AWS without AWS: a running cluster follows a newly published environment.
 
 Like test_end_to_end.py: the program is evaluated under mocks, its parameters, secrets and the
-images' lock are loaded into a moto server, and each node runs the exact commands of its unit
+images' lock are loaded into a moto server (nodes and the user get their certificates from
+aws.e2e.VendorLambda), and each node runs the exact commands of its unit
 (the environment step ``ExecStartPre``, then ``ExecStart``) against its own local IMDSv2
 endpoint, restarted as systemd would after the environment-switch exit code. What differs from
 an instance: each node's ``/`` is a directory of its own ($DASKFLEET_NODE_ROOT), where
@@ -22,7 +23,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from aws.e2e import stack_issued_certificate
+from aws.e2e import VendorLambda, node_role_credentials, user_credentials
 from aws.imds import ImdsServer
 from envs.test_lock_and_install import locked
 from infra.program import evaluate_program, example_config
@@ -111,7 +112,6 @@ def _deploy(aws, stack, cluster: str, region: str) -> str:
         if "role" not in spec:  # the certificate vendor's policy: no node spec
             client("ssm").put_parameter(Name=name, Value=value, Type="String")
             continue
-        spec.pop("vendor_function", None)  # users take the stack-issued path (e2e.stack_issued_certificate)
         spec["kms_key"] = key["Arn"]  # the fleet's key, as the spec names it: here moto's
         if spec.get("role") == "worker":
             port = spec["scheduler_address"].rsplit(":", 1)[1]
@@ -120,7 +120,7 @@ def _deploy(aws, stack, cluster: str, region: str) -> str:
             spec["rollout"] = {"poll_s": 1.0, "switch_timeout_s": 120.0}  # the stack's poll is 10 s
         client("ssm").put_parameter(Name=name, Value=json.dumps(spec), Type="String")
     for name, value in stack.secrets.items():
-        client("secretsmanager").create_secret(Name=name, SecretString=stack_issued_certificate(stack, name, value))
+        client("secretsmanager").create_secret(Name=name, SecretString=value)
     client("logs").create_log_group(logGroupName=conventions.log_group_name(cluster))
     bucket = stack.outputs["bucketName"]
     client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
@@ -161,18 +161,26 @@ def _wait(predicate, what: str, timeout: float = 120):
 
 
 def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucket(
-    aws, home, channel, channel_root, tmp_path, daskfleet_wheel, monkeypatch
+    aws, home, channel, channel_root, tmp_path, daskfleet_wheel, monkeypatch, request
 ):
     version = daskfleet_wheel_version(daskfleet_wheel)
     first, second = locked(tmp_path, channel, "first", ["alpha ==1.0"]), locked(tmp_path, channel, "second", ["alpha ==1.1"])
     first_fp, second_fp = (read_lock(lock).fingerprint("linux-64", version) for lock in (first, second))
-    stack = evaluate_program({**example_config(), "environmentFingerprint": first_fp, "environmentLock": str(first)})
+    # One worker at least: the scaler would retire an idle one (adaptive from 0) while a slow machine lingers between
+    # steps, and moto's group cannot launch another.
+    stack = evaluate_program({**example_config(), "environmentFingerprint": first_fp, "environmentLock": str(first),
+                              "workerMinSize": 1})
     cluster, region = stack.outputs["cluster"], stack.outputs["region"]
     monkeypatch.setenv("AWS_REGION", region)
     monkeypatch.setenv("AWS_DEFAULT_REGION", region)
     bucket = _deploy(aws, stack, cluster, region)
-    user = example_config()["users"][0].split("=", 1)[0]
+    vendor = VendorLambda.of_stack(aws.endpoint, stack, {cluster})  # where nodes and the user get their certificates
+    request.addfinalizer(vendor.close)
+    for name, value in vendor.env.items():
+        monkeypatch.setenv(name, value)
+    principal = example_config()["users"][0].split("=", 1)[1]
     env = {key: value for key, value in os.environ.items() if key.startswith(("AWS_", "DASKFLEET_HOME")) or key in ("PATH", "HOME")}
+    roles = {role: node_role_credentials(aws.endpoint, stack, cluster, role, region) for role in conventions.NODE_ROLES}
     nodes = {}
     try:
         for index, role in enumerate(conventions.NODE_ROLES):
@@ -180,11 +188,13 @@ def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucke
             _image(root, first, daskfleet_wheel, first_fp)
             imds = ImdsServer(instance_id=f"i-0{index}23456789abcdef", region=region, private_ipv4=NODE_ADDRESS,
                               tags=stack.instance_tags[role], user_data=stack.user_data[role].encode()).start()
-            nodes[role] = Node(role, root, stack, env, imds, tmp_path).boot()
+            nodes[role] = Node(role, root, stack, {**env, **roles[role]}, imds, tmp_path).boot()
             if role == "scheduler":
                 _wait(lambda: (tmp_path / "run" / "scheduler" / SCHEDULER_INFO_FILE).exists(), "the scheduler listening")
         forwarded = stack.outputs["forwardedSchedulerAddress"].replace("localhost", NODE_ADDRESS)
-        with daskfleet.connect(cluster, address=forwarded, user=user, wake=False, timeout=30) as client:
+        for name, value in user_credentials(aws.endpoint, principal, region).items():  # from here on, the user's login
+            monkeypatch.setenv(name, value)
+        with daskfleet.connect(cluster, address=forwarded, wake=False, timeout=30) as client:
             client.wait_for_workers(1, timeout=60)
             assert _worker_fingerprint(client) == first_fp
 
@@ -218,7 +228,7 @@ def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucke
         s3.put_object(Bucket=bucket, Key=conventions.package_object_key(gamma.digest), Body=b"not a package")
         assert _daskfleet("env", "publish", cluster, "--lock", third, "--wheel", daskfleet_wheel).returncode == 0
         status = _wait(lambda: (lambda s: s if s["roll"].get("failed") else None)(json.loads(_daskfleet(
-            "env", "status", cluster, "--address", forwarded, "--user", user, "--json").stdout)), "the failure reported")
+            "env", "status", cluster, "--address", forwarded, "--json").stdout)), "the failure reported")
         (error,) = status["roll"]["failed"].values()
         assert "gamma 0.1" in error and "sha256" in error
         assert status["roll"]["workers"] == {nodes["worker"].imds.instance_id: second_fp}
@@ -239,7 +249,7 @@ def test_a_published_environment_reaches_a_running_aws_cluster_through_its_bucke
         assert rolled.returncode == 0, rolled.stderr
         assert f"{cluster} (linux-64): {third_fp} -> {second_fp}" in rolled.stdout
         assert pointed() == second_fp  # the pointer moved back; the worker already runs it
-        with daskfleet.connect(cluster, address=forwarded, user=user, wake=False, timeout=30) as client:
+        with daskfleet.connect(cluster, address=forwarded, wake=False, timeout=30) as client:
             assert client.submit(sum, range(10)).result(timeout=60) == 45
             assert _worker_fingerprint(client) == second_fp
     finally:

@@ -10,12 +10,12 @@ import threading
 import boto3
 import pytest
 from aws.awsfake import CLUSTER, REGION, Moto
+from aws.e2e import VendorLambda
 
 from daskfleet import conventions
 from click.testing import CliRunner
 
 from daskfleet import cli as daskfleet_cli
-from daskfleet.aws import login as aws_login
 from daskfleet.aws.login import make_proof, request_certificate, vended_from_answer
 from daskfleet.aws.vendor_lambda import answer, make_vendor
 from daskfleet.errors import DaskfleetError
@@ -192,9 +192,13 @@ def test_the_node_role_gets_a_node_certificate_and_a_user_login_cannot(stack: di
         request_certificate(node, CLUSTER, key_and_csr()[1], transport=in_process(stack))
 
 
-def test_daskfleet_login_metrics_writes_the_files_a_prometheus_scrape_config_names(stack, home, monkeypatch) -> None:
-    """`daskfleet login CLUSTER --metrics` with the scraper's own AWS login, against the vendor in process."""
-    monkeypatch.setattr(aws_login, "invoke_lambda", in_process(stack))
+def test_daskfleet_login_metrics_writes_the_files_a_prometheus_scrape_config_names(stack, aws, home, monkeypatch,
+                                                                                    request) -> None:
+    """`daskfleet login CLUSTER --metrics` with the scraper's own AWS login, through lambda:Invoke."""
+    vendor = VendorLambda(aws.endpoint, REGION, FUNCTION, {CLUSTER})
+    request.addfinalizer(vendor.close)
+    for name, value in vendor.env.items():
+        monkeypatch.setenv(name, value)
     _, key_id, secret = stack["keys"]["prometheus"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)

@@ -4,7 +4,7 @@ The mocks are ``ProgramMocks`` (a ``pulumi.runtime.Mocks`` subclass, in tests/in
 also exported by infra.program): they branch on type tokens, answer AWS invokes from a fake
 account and compute pulumi-tls resources with real keys and certificates. Pulumi's mock
 runtime is process-global, so each evaluation runs in its own process (tests/infra/evaluate.py);
-the scenarios below are evaluated concurrently, once per session, on first use.
+the scenarios below are evaluated concurrently, once per test run (the xdist workers share them), on first use.
 
 The program's own modules are imported from infra/, the Pulumi project directory, as
 ``pulumi up`` imports them.
@@ -16,6 +16,7 @@ import copy
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -39,16 +40,18 @@ class Evaluations:
     """Every scenario evaluated once, all started together on first use; the fleet (the largest) only when asked
     for, so only the test module that needs it waits for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: Path | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=4)
         self._futures: dict[str, Future] = {}
+        self._shared = shared
 
     def _start(self, name: str) -> None:
         wanted = [name] if name in ON_DEMAND else [each for each in SCENARIOS if each not in ON_DEMAND]
         for each in wanted:
             if each not in self._futures:
                 config, kwargs = SCENARIOS[each]
-                self._futures[each] = self._pool.submit(evaluate_program, copy.deepcopy(config), **kwargs)
+                self._futures[each] = self._pool.submit(evaluate_program, copy.deepcopy(config), **kwargs,
+                                                        shared=self._shared)
 
     def record(self, name: str) -> ProgramRecord:
         self._start(name)
@@ -65,8 +68,8 @@ class Evaluations:
 
 
 @pytest.fixture(scope="session")
-def evaluations() -> Iterator[Evaluations]:
-    evaluations = Evaluations()
+def evaluations(program_evaluations: Path | None) -> Iterator[Evaluations]:
+    evaluations = Evaluations(program_evaluations)
     yield evaluations
     evaluations.close()
 

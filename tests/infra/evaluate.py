@@ -190,11 +190,17 @@ def default_images(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"id": MOCK_AMI_ID, "tags": {"daskfleet:env-fingerprint": fingerprint}, "root_device_name": "/dev/xvda"}]
 
 
-def _child_env() -> dict[str, str]:
+#: What the program packs as the certificate vendor's compiled dependencies here (``make vendor-deps`` builds the
+#: real ones, which CI need not download): a stand-in, the same on every machine.
+VENDOR_DEPS_STUB = TESTS_DIR / "infra" / "data" / "vendor-deps"
+
+
+def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without stack config, and tests/ and infra/ first on PYTHONPATH for the child's imports."""
     # pytest's ``pythonpath`` setting changes only this process's sys.path: the child has to be told.
     path = [str(TESTS_DIR), str(INFRA_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "DASKFLEET_VENDOR_DEPS": str(VENDOR_DEPS_STUB),
+           **(extra or {})}
     env.pop("PULUMI_CONFIG", None)
     return env
 
@@ -209,8 +215,13 @@ def evaluate_program(
     timeout: float = 300,
     program_dir: Path = INFRA_DIR,
     project: str = PROJECT,
+    shared: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ProgramRecord:
-    """Run infra/__main__.py under ProgramMocks in a fresh process; raise ProgramError if it fails."""
+    """Run infra/__main__.py under ProgramMocks in a fresh process; raise ProgramError if it fails.
+
+    ``shared``: a directory where processes of one test run share their evaluations: the first to ask for a request
+    evaluates it (holding a lock on it), the others read its result (the same keys and certificates)."""
     config = dict(example_config() if config is None else config)
     request = {
         "config": config,
@@ -224,18 +235,10 @@ def evaluate_program(
             "subnets": dict(subnets or {}),
         },
     }
-    with tempfile.TemporaryDirectory(prefix="daskfleet-evaluate-") as scratch:
-        request_path, result_path = Path(scratch, "request.json"), Path(scratch, "result.json")
-        request_path.write_text(json.dumps(request))
-        completed = subprocess.run(
-            [sys.executable, "-m", CHILD_MODULE, str(request_path), str(result_path)],
-            cwd=program_dir, env=_child_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-        )
-        if not result_path.exists():
-            raise RuntimeError(
-                f"evaluating the program crashed (exit {completed.returncode}):\n{completed.stdout}\n{completed.stderr}"
-            )
-        result = json.loads(result_path.read_text())
+    if shared is None or env:
+        result = _evaluate(request, program_dir, timeout, env)
+    else:
+        result = _shared_evaluation(request, program_dir, timeout, shared)
     if result["error"]:
         declared = [resource["type"] for resource in result["resources"] if resource["custom"]]
         raise ProgramError(**result["error"], declared=declared)
@@ -247,6 +250,42 @@ def evaluate_program(
         warnings=result["warnings"],
         config=config,
     )
+
+
+def _evaluate(request: Mapping[str, Any], program_dir: Path, timeout: float,
+              env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="daskfleet-evaluate-") as scratch:
+        request_path, result_path = Path(scratch, "request.json"), Path(scratch, "result.json")
+        request_path.write_text(json.dumps(request))
+        completed = subprocess.run(
+            [sys.executable, "-m", CHILD_MODULE, str(request_path), str(result_path)],
+            cwd=program_dir, env=_child_env(env), capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if not result_path.exists():
+            raise RuntimeError(
+                f"evaluating the program crashed (exit {completed.returncode}):\n{completed.stdout}\n{completed.stderr}"
+            )
+        return json.loads(result_path.read_text())
+
+
+def _shared_evaluation(request: Mapping[str, Any], program_dir: Path, timeout: float, shared: Path) -> dict[str, Any]:
+    """The result of ``request`` as the first process of the run to ask for it evaluated it (under a lock)."""
+    import fcntl
+    import hashlib
+
+    shared.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:32]
+    path = shared / f"{key}.json"
+    with open(shared / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return json.loads(path.read_text())
+        result = _evaluate(request, program_dir, timeout)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(result))
+        partial.replace(path)
+        return result
 
 
 # --- the child process ------------------------------------------------------------------------------

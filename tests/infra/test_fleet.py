@@ -54,8 +54,8 @@ def test_each_cluster_owns_its_roles_groups_specs_secrets_log_group_and_budget_u
         names = {r.inputs.get("name") for r in mine if r.custom}
         for role in conventions.NODE_ROLES:
             assert {conventions.iam_role_name(name, role), conventions.node_group_name(name, role),
-                    conventions.spec_parameter_name(name, role), conventions.node_tls_secret_name(name, role)} <= names
-        assert {conventions.log_group_name(name), conventions.budget_name(name),
+                    conventions.spec_parameter_name(name, role)} <= names
+        assert {conventions.ca_secret_name(name), conventions.log_group_name(name), conventions.budget_name(name),
                 conventions.scheduler_dns_function_name(name), conventions.member_policy_name(name)} <= names
         # Nothing of a cluster names another cluster.
         for resource in mine:
@@ -109,7 +109,7 @@ def test_no_principal_reaches_a_resource_of_a_cluster_it_does_not_belong_to(mode
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)
-def test_a_clusters_node_roles_reach_its_own_data_secrets_and_specs(model, cluster):
+def test_a_clusters_node_roles_reach_its_own_data_specs_and_the_vendor_and_no_secret(model, cluster):
     """The check above can fail: the same model lets each cluster's roles at their own things."""
     obj = f"{model.bucket}/clusters/{cluster}/part-0.parquet"
     for role in conventions.NODE_ROLES:
@@ -122,11 +122,10 @@ def test_a_clusters_node_roles_reach_its_own_data_secrets_and_specs(model, clust
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             assert model.decide(principal, action, model.key, **{
                 "kms:ViaService": VIA_S3, "kms:EncryptionContext:aws:s3:arn": obj}).allowed
-        own_secret = model.secrets(cluster)[conventions.node_tls_secret_name(cluster, role)]
-        assert model.decide(principal, "secretsmanager:GetSecretValue", own_secret).allowed
-        other = "worker" if role == "scheduler" else "scheduler"
-        assert not model.decide(principal, "secretsmanager:GetSecretValue",
-                                model.secrets(cluster)[conventions.node_tls_secret_name(cluster, other)]).allowed
+        for name, secret in model.secrets(cluster).items():  # its CA (the vendor's) and its people's records
+            assert not model.decide(principal, "secretsmanager:GetSecretValue", secret).allowed, (role, name)
+        vendor = f"arn:aws:lambda:{REGION}:123456789012:function:{conventions.vendor_function_name('analytics')}"
+        assert model.decide(principal, "lambda:InvokeFunction", vendor).allowed
         parameter = f"arn:aws:ssm:{REGION}:123456789012:parameter{conventions.spec_parameter_name(cluster, role)}"
         assert model.decide(principal, "ssm:GetParameter", parameter).allowed
 

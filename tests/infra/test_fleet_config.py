@@ -123,10 +123,12 @@ def test_the_fleet_and_its_policies_do_not_depend_on_the_order_of_the_configurat
                          [e for c in config.fleet for e in c.data]))}
         for cluster in config.fleet:
             documents[f"{cluster.name}-member"] = member_policy(cluster.name, ACCOUNT, bucket_arn=bucket, key_arn="k",
-                                                                log_group_arn="l", data=cluster.data)
+                                                                log_group_arn="l", data=cluster.data,
+                                                              vendor_function="v")
             documents[f"{cluster.name}-worker"] = node_policy(cluster=cluster.name, role="worker", account=ACCOUNT,
                                                               bucket_arn=bucket, extra_read_buckets=[], key_arn="k",
-                                                              log_group_arn="l", data=cluster.data)
+                                                              log_group_arn="l", data=cluster.data,
+                                                              vendor_function="v")
             documents[f"{cluster.name}-people"] = [(u.name, cluster.role_of(u)) for u in cluster.people]
         return json.dumps(documents, sort_keys=True)
 

@@ -34,10 +34,15 @@ UPDATED_IN_PLACE = {
     "aws:secretsmanager/secret:Secret": {"tags", "description"},
     "aws:secretsmanager/secretVersion:SecretVersion": {"secretString"},
 }
-#: Removed on purpose (issue 16): each person's private key, CSR and certificate made by the stack; the vendor now
-#: signs short-lived certificates for keys people make on their own machines.
-REMOVED = re.compile(r"\$tls:index/(privateKey:PrivateKey|certRequest:CertRequest|locallySignedCert:LocallySignedCert)"
-                     r"::pki-client-[a-z]+$")
+#: Removed on purpose (issue 16): every private key, CSR and certificate the stack made but the CA's, and the node
+#: certificates' secrets (each with its version and policy): the vendor now signs short-lived certificates for keys
+#: made where they are used (people's machines, nodes at boot); no node reads Secrets Manager, so its endpoint goes
+#: (a Lambda endpoint, for the vendor, is new).
+REMOVED = re.compile(r"(\$tls:index/(privateKey:PrivateKey|certRequest:CertRequest|locallySignedCert:LocallySignedCert)"
+                     r"::pki-(client-[a-z]+|scheduler|worker)"
+                     r"|\$aws:secretsmanager/(secret:Secret|secretVersion:SecretVersion|secretPolicy:SecretPolicy)"
+                     r"::pki-(scheduler|worker)"
+                     r"|\$aws:ec2/vpcEndpoint:VpcEndpoint::network-secretsmanager)$")
 
 
 def test_every_resource_of_a_single_cluster_stack_is_carried_over_and_changed_only_in_place(example):
@@ -61,7 +66,8 @@ def test_every_resource_of_a_single_cluster_stack_is_carried_over_and_changed_on
     assert gone == [] and retyped == [] and replaced == []
     # No two old resources fold into one new one.
     assert [urn for urn, n in Counter(answers[urn].urn for urn in before if urn in answers).items() if n > 1] == []
-    assert sum(1 for urn in before if REMOVED.search(urn)) == 6  # alice's and bob's key, request and certificate
+    # alice's, bob's, the scheduler's and the worker's key, request and certificate; the nodes' secrets; the endpoint
+    assert sum(1 for urn in before if REMOVED.search(urn)) == 4 * 3 + 2 * 3 + 1
 
 
 def test_the_kept_resources_moved_under_the_clusters_component_and_only_member_access_is_new(example):
@@ -79,6 +85,8 @@ def test_the_kept_resources_moved_under_the_clusters_component_and_only_member_a
         "aws:secretsmanager/secretPolicy:SecretPolicy", "aws:ssm/parameter:Parameter",
         # Revocation (issue 16): the cluster's record of its users, which denies those removed from the stack.
         "daskfleet:aws:Revocation", "pulumi-python:dynamic:Resource",
+        # Nodes reach the vendor through the VPC (issue 16).
+        "aws:ec2/vpcEndpoint:VpcEndpoint",
     ])
     moved = [resource for resource in example.resources if resource.urn in kept and resource.urn not in before]
     assert moved and all("daskfleet:aws:Cluster$" in resource.urn for resource in moved)

@@ -28,10 +28,6 @@ def policy_of(record, role):
     return json.loads(record.one("aws:iam/rolePolicy:RolePolicy", f"identity-{role}").inputs["policy"])
 
 
-def secret_arn(name: str, suffix: str = "AbCdEf") -> str:
-    return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-{suffix}"
-
-
 def node_roles(record):
     return {role.name: role for role in record.of_type("aws:iam/role:Role") if role.name.startswith("identity-")}
 
@@ -111,26 +107,25 @@ def test_nodes_read_and_write_only_the_clusters_prefix_and_read_extra_buckets(ad
 
 
 @pytest.mark.parametrize("role", conventions.NODE_ROLES)
-def test_a_node_reads_its_own_secret_and_the_clusters_parameters_only(example, role):
+def test_a_node_reads_no_secret_asks_the_vendor_and_reads_the_clusters_parameters_only(example, role):
     policy = policy_of(example, role)
-    other = "worker" if role == "scheduler" else "scheduler"
-    assert allows(policy, "secretsmanager:GetSecretValue", secret_arn(conventions.node_tls_secret_name("analytics", role)))
-    assert not allows(policy, "secretsmanager:GetSecretValue", secret_arn(conventions.node_tls_secret_name("analytics", other)))
-    assert not allows(policy, "secretsmanager:GetSecretValue", secret_arn(conventions.client_tls_secret_name("analytics", "alice")))
-    assert not allows(policy, "secretsmanager:GetSecretValue", secret_arn(conventions.node_tls_secret_name("analyticsx", role)))
-    assert not allows(policy, "secretsmanager:PutSecretValue", secret_arn(conventions.node_tls_secret_name("analytics", role)))
+    actions = [action for statement in policy["Statement"]
+               for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])]
+    assert "ssm:GetParameter" in actions and not [action for action in actions if action.startswith("secretsmanager:")]
+    vendor = example.one("aws:lambda/function:Function", "cert-vendor-function").outputs["arn"]
+    assert allows(policy, "lambda:InvokeFunction", vendor)
+    assert not allows(policy, "lambda:InvokeFunction", "arn:aws:lambda:eu-west-1:123456789012:function:other")
+    assert not allows(policy, "lambda:UpdateFunctionCode", vendor)
     own_spec = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{conventions.spec_parameter_name('analytics', role)}"
     assert allows(policy, "ssm:GetParameter", own_spec)
     assert not allows(policy, "ssm:PutParameter", own_spec)
     assert not allows(policy, "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/daskfleet/other/spec/{role}")
-    # every real secret of the stack: only the node's own matches
-    for secret in example.of_type("aws:secretsmanager/secret:Secret"):
-        mine = secret.inputs["name"] == conventions.node_tls_secret_name("analytics", role)
-        assert allows(policy, "secretsmanager:GetSecretValue", secret.outputs["arn"]) is mine, secret.inputs["name"]
+    for secret in example.of_type("aws:secretsmanager/secret:Secret"):  # the CA and the membership records
+        assert not allows(policy, "secretsmanager:GetSecretValue", secret.outputs["arn"]), secret.inputs["name"]
 
 
 @pytest.mark.parametrize("role", conventions.NODE_ROLES)
-def test_nodes_use_the_cluster_key_through_s3_and_secrets_manager_and_write_only_the_cluster_log_group(example, role):
+def test_nodes_use_the_cluster_key_through_s3_only_and_write_only_the_cluster_log_group(example, role):
     policy = policy_of(example, role)
     key = example.one("aws:kms/key:Key").outputs["arn"]
     bucket = example.one("aws:s3/bucket:Bucket").outputs["arn"]
@@ -143,11 +138,8 @@ def test_nodes_use_the_cluster_key_through_s3_and_secrets_manager_and_write_only
     reads = grants["ClusterFleetKeyReadsEnvironmentsAndDataThroughS3"]
     assert reads["Action"] == ["kms:Decrypt"]
     assert reads["Condition"]["StringLike"]["kms:EncryptionContext:aws:s3:arn"] == [f"{bucket}/envs/*", bucket]
-    # Through Secrets Manager, for its own secret only.
-    secret = grants["FleetKeyForOwnSecretThroughSecretsManager"]["Condition"]
-    assert secret["StringEquals"] == {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}
-    assert secret["StringLike"]["kms:EncryptionContext:SecretARN"].endswith(
-        f"secret:{conventions.node_tls_secret_name('analytics', role)}-??????")
+    assert all(grant["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com"
+               for grant in grants.values())
     assert not allows(policy, "kms:Decrypt", "arn:aws:kms:eu-west-1:123456789012:key/another")
     log_group = example.one("aws:cloudwatch/logGroup:LogGroup", "observability-logs").outputs["arn"]
     assert allows(policy, "logs:PutLogEvents", f"{log_group}:log-stream:i-0123")

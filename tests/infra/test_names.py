@@ -20,7 +20,7 @@ LONGEST_CLUSTER = "a" + "b" * 38 + "c"
 #: Name tags of the example stack with a NAT gateway (every created network part), by convention.
 NAME_TAG_PARTS = [
     (), ("private",), ("private", "eu-west-1a"), ("private", "eu-west-1b"), ("s3",), ("endpoints",),
-    ("ssm",), ("ssmmessages",), ("ec2messages",), ("secretsmanager",), ("logs",), ("ec2",), ("autoscaling",),
+    ("ssm",), ("ssmmessages",), ("ec2messages",), ("lambda",), ("logs",), ("ec2",), ("autoscaling",),
     ("nat",), ("public",), ("scheduler",), ("worker",),
 ]
 

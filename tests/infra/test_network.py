@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from pathlib import Path
 
+import daskfleet.aws
 from infra.scenarios import ADOPTED_SUBNETS, ADOPTED_VPC
 
 from daskfleet import conventions
@@ -38,7 +41,8 @@ def test_a_created_network_has_private_subnets_in_two_zones_and_no_way_out(examp
 def test_nodes_reach_aws_through_endpoints(example):
     endpoints = {e.inputs["serviceName"].rsplit(".", 1)[-1]: e for e in example.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
     assert set(endpoints) == {"s3", *INTERFACE_ENDPOINT_SERVICES}
-    assert {"ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs", "ec2", "autoscaling"} <= set(endpoints)
+    assert {"ssm", "ssmmessages", "ec2messages", "lambda", "logs", "ec2", "autoscaling"} <= set(endpoints)
+    assert "secretsmanager" not in endpoints  # no node reads a secret
     private_route_table = example.one("aws:ec2/routeTable:RouteTable")
     assert endpoints["s3"].inputs["vpcEndpointType"] == "Gateway"
     assert endpoints["s3"].inputs["routeTableIds"] == [private_route_table.id]
@@ -53,6 +57,26 @@ def test_nodes_reach_aws_through_endpoints(example):
     (https,) = [rule for rule in example.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
                 if rule.inputs["securityGroupId"] == endpoint_group.id]
     assert (https.inputs["fromPort"], https.inputs["toPort"], https.inputs["cidrIpv4"]) == (443, 443, "10.64.0.0/16")
+
+
+#: The agent's modules that call AWS from a node (daskfleet.aws): its source, its certificate (login), its group,
+#: published environments, usage records, logs, the deny-list.
+NODE_MODULES = ("source", "login", "workers", "published", "usagerecords", "cloudwatch", "nodefailures", "denylist")
+#: Services a node names but never sends a request to from the VPC: its proof for the vendor is an STS request it
+#: only signs (the vendor sends it); Secrets Manager serves only a stack from before the vendor, which still has its
+#: endpoint until the `pulumi up` that brings the vendor.
+NOT_SENT_FROM_NODES = {"sts", "secretsmanager"}
+
+
+def test_every_aws_service_a_node_calls_has_an_endpoint_when_there_is_no_nat_gateway(example):
+    """Without internet egress (the default), a service without an endpoint is unreachable from a node: a node that
+    cannot invoke the certificate vendor never boots."""
+    package = Path(daskfleet.aws.__file__).parent
+    called = {service for module in NODE_MODULES
+              for service in re.findall(r'client\("([a-z0-9-]+)"', (package / f"{module}.py").read_text())}
+    endpoints = {e.inputs["serviceName"].rsplit(".", 1)[-1] for e in example.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    assert "lambda" in called and "ssm" in called  # the scan sees the agent's calls
+    assert called - NOT_SENT_FROM_NODES <= endpoints
 
 
 def test_every_private_subnet_routes_through_the_private_route_table(example):

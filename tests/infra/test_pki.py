@@ -1,5 +1,6 @@
-"""PKI: real certificates from the mocked pulumi-tls resources, stored per node role, each readable by one principal;
-the CA for the certificate vendor alone, and for each user a membership record with no key."""
+"""PKI: a real CA from the mocked pulumi-tls resources, for the certificate vendor alone; the only private key the stack
+makes. Every node's and person's certificate is the vendor's, for a key made where it is used; each user has a
+membership record with no key."""
 
 from __future__ import annotations
 
@@ -27,17 +28,30 @@ from daskfleet.trust.vendor import VendorPolicy, decide, sign
 DEPLOYER = "arn:aws:iam::123456789012:role/platform-deployer"
 
 
-def material(record, secret_name) -> TlsMaterial:
-    text = record.secrets[secret_name]
-    assert tuple(json.loads(text)) == conventions.TLS_SECRET_KEYS
-    return TlsMaterial.from_secret_json(text, secret_name)
+def stack_ca(record) -> pki.IssuedCert:
+    ca = json.loads(record.secrets[conventions.ca_secret_name("analytics")])
+    assert set(ca) == {"cert", "key"}
+    return pki.IssuedCert(ca["cert"], ca["key"])
+
+
+def vendor_signed(record, role: str, principal: str, key_pem: str) -> str:
+    """What the vendor signs with the CA secret and the policy parameter the program stores, for ``principal``."""
+    policy = VendorPolicy.from_json(record.parameters[conventions.vendor_policy_parameter_name("analytics")])
+    grant = decide(policy, principal, role, DenyList(), dt.datetime.now(dt.timezone.utc))
+    return sign(stack_ca(record), pki.make_csr(key_pem), grant, policy)
+
+
+def node_principal(record, role: str) -> str:
+    """An instance of ``role``: a session of its node role (what STS answers for the instance's credentials)."""
+    role_name = record.one("aws:iam/role:Role", f"identity-{role}").outputs["arn"].rsplit("/", 1)[1]
+    return f"arn:aws:sts::123456789012:assumed-role/{role_name}/i-0123456789abcdef0"
 
 
 def test_the_ca_is_a_p256_ca_with_the_conventional_uses(example):
     ca_inputs = example.one("tls:index/selfSignedCert:SelfSignedCert").inputs
     assert ca_inputs["allowedUses"] == list(conventions.CA_ALLOWED_USES)
     assert ca_inputs["validityPeriodHours"] == conventions.CA_VALIDITY_HOURS
-    ca = x509.load_pem_x509_certificate(material(example, conventions.node_tls_secret_name("analytics", "worker")).ca_pem.encode())
+    ca = x509.load_pem_x509_certificate(stack_ca(example).cert_pem.encode())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
     usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -47,13 +61,14 @@ def test_the_ca_is_a_p256_ca_with_the_conventional_uses(example):
 
 
 @pytest.mark.parametrize("role", conventions.NODE_ROLES)
-def test_node_secrets_pass_the_agents_own_certificate_check(example, role):
-    tls = material(example, conventions.node_tls_secret_name("analytics", role))
-    identity = pki.check_node_certificate(tls.ca_pem, tls.cert_pem, tls.key_pem, cluster="analytics", role=role, origin="test")
+def test_a_node_certificate_the_vendor_signs_for_its_role_passes_the_agents_own_check(example, role):
+    key = pki.new_private_key_pem()
+    cert_pem = vendor_signed(example, role, node_principal(example, role), key)
+    identity = pki.check_node_certificate(stack_ca(example).cert_pem, cert_pem, key, cluster="analytics", role=role,
+                                          origin="test")
     assert identity.common_name == conventions.common_name("analytics", role)
-    cert = x509.load_pem_x509_certificate(tls.cert_pem.encode())
-    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
-    assert validity.total_seconds() == conventions.CERT_VALIDITY_HOURS * 3600
+    assert identity.not_after <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=conventions.NODE_CERT_VALIDITY_HOURS)
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(usage) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -62,15 +77,19 @@ def test_node_secrets_pass_the_agents_own_certificate_check(example, role):
     assert sans.get_values_for_type(x509.DNSName) == expected_dns
 
 
-def test_no_user_private_key_exists_and_each_user_has_a_keyless_membership_record(example):
+def test_no_private_key_but_the_cas_exists_and_each_user_has_a_keyless_membership_record(example):
+    """No node or user key is made by the stack, so none sits in Secrets Manager or the Pulumi state, and no
+    certificate of a year is issued (the node roles read no secret: test_identity)."""
     keys = example.of_type("tls:index/privateKey:PrivateKey")
-    assert sorted(key.name for key in keys) == ["pki-ca", "pki-scheduler", "pki-worker"]  # the CA and the nodes'
+    assert [key.name for key in keys] == ["pki-ca"]
+    assert example.of_type("tls:index/locallySignedCert:LocallySignedCert") == []
+    assert example.of_type("tls:index/certRequest:CertRequest") == []
     for user, role in (("alice", conventions.MEMBER_ROLE), ("bob", conventions.MEMBER_ROLE)):
         record = json.loads(example.secrets[conventions.client_tls_secret_name("analytics", user)])
         assert record == {"ca": record["ca"], "user": user, "role": role}
         assert "PRIVATE KEY" not in record["ca"]
-    for request in example.of_type("tls:index/locallySignedCert:LocallySignedCert"):
-        assert request.inputs["allowedUses"] == list(conventions.CERT_ALLOWED_USES)
+    holding_keys = [name for name, text in example.secrets.items() if "PRIVATE KEY" in text]
+    assert holding_keys == [conventions.ca_secret_name("analytics")]
 
 
 def test_the_vendor_policy_names_the_people_by_principal_and_the_node_roles(example):
@@ -111,23 +130,20 @@ def _handshake(server: TlsMaterial, client: TlsMaterial, tmp_path) -> str:
 
 
 def test_a_certificate_the_vendor_signs_with_the_stacks_ca_opens_a_mutual_tls_connection(example, tmp_path):
-    """What the vendor does with the CA secret and the policy parameter the program stores: alice's key, made here."""
-    scheduler = material(example, conventions.node_tls_secret_name("analytics", "scheduler"))
-    ca = json.loads(example.secrets[conventions.ca_secret_name("analytics")])
-    policy = VendorPolicy.from_json(example.parameters[conventions.vendor_policy_parameter_name("analytics")])
-    key = pki.new_private_key_pem()
-    csr = pki.make_csr(key)
-    grant = decide(policy, "arn:aws:sts::123456789012:assumed-role/alice/alice", "user", DenyList(),
-                   dt.datetime.now(dt.timezone.utc))
-    cert = sign(pki.IssuedCert(ca["cert"], ca["key"]), csr, grant, policy)
-    assert _handshake(scheduler, TlsMaterial(ca["cert"], cert, key), tmp_path) == "alice"
+    """The scheduler's and alice's certificates as the vendor signs them: each key made here."""
+    ca = stack_ca(example).cert_pem
+    scheduler_key, alice_key = pki.new_private_key_pem(), pki.new_private_key_pem()
+    scheduler = TlsMaterial(ca, vendor_signed(example, "scheduler", node_principal(example, "scheduler"), scheduler_key),
+                            scheduler_key)
+    alice = TlsMaterial(ca, vendor_signed(example, "user", "arn:aws:sts::123456789012:assumed-role/alice/alice",
+                                          alice_key), alice_key)
+    assert _handshake(scheduler, alice, tmp_path) == "alice"
 
 
 def test_secrets_are_named_by_convention_and_encrypted_with_the_cluster_key(example):
     key_arn = example.one("aws:kms/key:Key").outputs["arn"]
     secrets = example.of_type("aws:secretsmanager/secret:Secret")
     assert sorted(secret.inputs["name"] for secret in secrets) == sorted([
-        conventions.node_tls_secret_name("analytics", "scheduler"), conventions.node_tls_secret_name("analytics", "worker"),
         conventions.client_tls_secret_name("analytics", "alice"), conventions.client_tls_secret_name("analytics", "bob"),
         conventions.ca_secret_name("analytics"),
     ])
@@ -148,22 +164,6 @@ def _policy_for(record, secret_name):
     return allow, deny
 
 
-@pytest.mark.parametrize("role", conventions.NODE_ROLES)
-def test_a_node_secret_is_readable_by_its_role_alone(adopted, role):
-    allow, deny = _policy_for(adopted, conventions.node_tls_secret_name("analytics", role))
-    role_arn = adopted.one("aws:iam/role:Role", f"identity-{role}").outputs["arn"]
-    assert allow["Principal"] == {"AWS": [role_arn]} and allow["Effect"] == "Allow"
-    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "secretsmanager:GetSecretValue"
-    assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": sorted([role_arn, DEPLOYER, OPERATOR])}}
-
-
-@pytest.mark.parametrize("role", conventions.NODE_ROLES)
-def test_a_node_secrets_policy_waits_for_the_role_it_names(example, role):
-    """Secrets Manager refuses a principal IAM has not propagated; the provider's retry only helps once the role exists."""
-    policy = _secret_policy(example, conventions.node_tls_secret_name("analytics", role))
-    assert example.one("aws:iam/role:Role", f"identity-{role}").urn in policy.dependencies
-
-
 def test_a_users_secret_is_readable_by_their_principal_alone(example):
     for user, principal in (("alice", "arn:aws:iam::123456789012:role/alice"), ("bob", "arn:aws:iam::123456789012:user/bob")):
         allow, deny = _policy_for(example, conventions.client_tls_secret_name("analytics", user))
@@ -176,6 +176,16 @@ def test_the_ca_secret_is_readable_by_the_certificate_vendor_alone(example):
     vendor_role = example.one("aws:iam/role:Role", "cert-vendor-role").outputs["arn"]
     assert allow["Principal"] == {"AWS": [vendor_role]}
     assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": sorted([vendor_role, DEPLOYER])}}
+
+
+def test_configured_operators_may_read_the_ca_back_for_break_glass_and_no_node_role_may(adopted):
+    allow, deny = _policy_for(adopted, conventions.ca_secret_name("analytics"))
+    vendor_role = adopted.one("aws:iam/role:Role", "cert-vendor-role").outputs["arn"]
+    assert allow["Principal"] == {"AWS": [vendor_role]}
+    readers = deny["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
+    assert readers == sorted([vendor_role, DEPLOYER, OPERATOR])
+    for role in conventions.NODE_ROLES:
+        assert adopted.one("aws:iam/role:Role", f"identity-{role}").outputs["arn"] not in readers
 
 
 def test_client_secret_arns_are_exported_per_user(example):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 
 from infra.helpers import allows
-from infra.program import INFRA_DIR
+import pytest
+from infra.evaluate import VENDOR_DEPS_STUB
+from infra.program import INFRA_DIR, ProgramError, evaluate_program
 
 from daskfleet import conventions
 from daskfleet.aws import vendor_lambda
 from daskfleet.trust.vendor import VendorPolicy
-from daskfleet_infra.vendor import DEPENDENCIES_DIR, HANDLER, PACKAGE_DIR
+from daskfleet_infra.vendor import DEPENDENCIES_ENV, HANDLER, PACKAGE_DIR
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -27,11 +29,23 @@ def test_one_vendor_function_per_stack_runs_daskfleet_s_own_handler(example):
     assert function["code"]["assets"]["daskfleet"] == {"archive": "path",
                                                        "path": os.path.relpath(PACKAGE_DIR, INFRA_DIR)}
     assert function["environment"]["variables"][vendor_lambda.CLUSTERS_ENV] == "analytics"
-    # Beside it, what `make vendor-deps` installed for the function's runtime, when built (CI need not build it).
-    assert set(function["code"]["assets"]) - {"daskfleet"} == (
-        {entry.name for entry in DEPENDENCIES_DIR.iterdir() if entry.name not in ("bin", "__pycache__")
-         and not entry.name.endswith(".dist-info")} if DEPENDENCIES_DIR.is_dir() else set())
+    # Beside it, what `make vendor-deps` installed for the function's runtime (here: the tests' stand-in).
+    assert function["code"]["assets"]["cryptography"] == {"archive": "path",
+                                                          "path": os.path.relpath(VENDOR_DEPS_STUB / "cryptography", INFRA_DIR)}
+    assert set(function["code"]["assets"]) == {"daskfleet", "cryptography"}
     assert example.outputs["certificateVendor"] == FUNCTION
+
+
+def test_without_the_vendors_dependencies_the_program_stops_before_declaring_the_function(tmp_path):
+    """A bare `pulumi up` skips `make vendor-deps`: a function without cryptography would fail every node's boot."""
+    with pytest.raises(ProgramError) as stopped:
+        evaluate_program(env={DEPENDENCIES_ENV: str(tmp_path)})
+    assert stopped.value.kind == "StackConfigError"
+    assert stopped.value.message == (
+        f"daskfleet stack configuration: certificate vendor: {tmp_path} holds no cryptography (the function's compiled "
+        f"dependencies); run `make vendor-deps` (`make preview` and `make up` run it), or set {DEPENDENCIES_ENV} to "
+        "where you built them")
+    assert "aws:lambda/function:Function" not in stopped.value.declared
 
 
 def test_only_the_vendor_role_reads_a_ca_secret(example):

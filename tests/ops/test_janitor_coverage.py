@@ -69,9 +69,9 @@ LAUNCHED = {"instance", "volume", "network-interface"}
 
 
 @pytest.fixture(scope="module", params=["nat", "adopted"])
-def declared_types(request) -> set[str]:
+def declared_types(request, program_evaluations) -> set[str]:
     config, kwargs = SCENARIOS[request.param]
-    record = evaluate_program(config, **kwargs)
+    record = evaluate_program(config, **kwargs, shared=program_evaluations)
     return {r.type for r in record.resources if r.custom and r.type.startswith("aws:") }
 
 

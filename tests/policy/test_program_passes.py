@@ -43,10 +43,11 @@ JUDGED_TYPES = {
 
 
 @pytest.fixture(scope="module")
-def records() -> dict[str, ProgramRecord]:
+def records(program_evaluations) -> dict[str, ProgramRecord]:
     """Each configuration evaluated once, concurrently (each evaluation is its own process)."""
     with ThreadPoolExecutor(max_workers=len(CONFIGS)) as pool:
-        futures = {name: pool.submit(evaluate_program, copy.deepcopy(config)) for name, config in CONFIGS.items()}
+        futures = {name: pool.submit(evaluate_program, copy.deepcopy(config), shared=program_evaluations)
+                   for name, config in CONFIGS.items()}
         return {name: future.result() for name, future in futures.items()}
 
 

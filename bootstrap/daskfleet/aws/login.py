@@ -19,7 +19,7 @@ from botocore.awsrequest import AWSRequest
 from .. import conventions
 from ..errors import DaskfleetError, ExitCode
 from ..trust.vendor import PROOF_BODY, USER_REQUEST, CertificateRequest, IdentityProof, VendedCertificate, csr_sha256
-from .calls import BOTO_CONFIG, Caller, call_aws
+from .calls import BOTO_CONFIG, Caller, Deadline, call_aws
 from .user import LOGIN_HINT, YOUR_IDENTITY, _check_name, user_session
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,14 @@ def vendor_function(session: Any, cluster: str, caller: Caller = YOUR_IDENTITY) 
     return function if isinstance(function, str) and function else None
 
 
-def invoke_lambda(session: Any, function: str, request: CertificateRequest, caller: Caller = YOUR_IDENTITY) -> VendedCertificate:
-    """The vendor's answer through lambda:Invoke; its refusal as one error."""
+def invoke_lambda(
+    session: Any, function: str, request: CertificateRequest, caller: Caller = YOUR_IDENTITY, deadline: Deadline | None = None,
+) -> VendedCertificate:
+    """The vendor's answer through lambda:Invoke; its refusal as one error. With a ``deadline`` (a node's boot or
+    renewal), a throttled or failing invocation is tried again until it runs out."""
     response = call_aws(session.client("lambda", config=BOTO_CONFIG), "Invoke", f"certificate vendor {function}", caller,
-                        missing=ExitCode.CONFIG, FunctionName=function, Payload=request.to_json().encode())
+                        missing=ExitCode.CONFIG, deadline=deadline, FunctionName=function,
+                        Payload=request.to_json().encode())
     return vended_from_answer(response["Payload"].read(), function, response.get("FunctionError"))
 
 
@@ -90,16 +94,19 @@ def vended_from_answer(payload: bytes | str, function: str, function_error: str 
 def request_certificate(
     session: Any, cluster: str, csr_pem: str, *, role: str = USER_REQUEST, ttl: float | None = None,
     caller: Caller = YOUR_IDENTITY, transport: Transport | None = None, function: str | None = None,
+    deadline: Deadline | None = None,
 ) -> VendedCertificate:
     """A certificate from ``cluster``'s vendor (``function``, else the one its worker spec names) for the CSR,
-    proving ``session``'s identity."""
+    proving ``session``'s identity (through lambda:Invoke within ``deadline``, unless ``transport`` is given)."""
     request = CertificateRequest(cluster, csr_pem, role, make_proof(session, cluster, csr_pem), ttl)
     function = function or vendor_function(session, cluster, caller)
     if function is None:
         raise DaskfleetError(f"cluster {cluster!r} has no certificate vendor (its worker spec names no "
                              "vendor_function): its stack predates vendors; `pulumi up` with this version adds one",
                              ExitCode.CONFIG)
-    return (transport or invoke_lambda)(session, function, request)
+    if transport is not None:
+        return transport(session, function, request)
+    return invoke_lambda(session, function, request, caller, deadline)
 
 
 def aws_issuer(cluster: str, session: Any, function: str, transport: Transport | None = None, role: str = USER_REQUEST):

@@ -194,7 +194,8 @@ class AwsSource:
 
         def issue(csr_pem: str) -> Any:
             vended = request_certificate(session, self.cluster, csr_pem, role=role, caller=INSTANCE_ROLE,
-                                         transport=self.vendor_transport, function=function)
+                                         transport=self.vendor_transport, function=function,
+                                         deadline=Deadline(self.deadline_s))
             log.info("got a %s certificate from certificate vendor %s", role, function)
             return vended
 
