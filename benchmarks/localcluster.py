@@ -16,7 +16,8 @@ future's round trip, a map of 10,000 small tasks, a parquet groupby (a dataset w
 first), a p2p merge and an array reduction. Each is run once per cluster to warm up (imports on the workers), then
 in rounds; within a round the clusters take turns, starting with a different one each round, so a slow minute of
 the shared machine hits all of them. ``client.restart()`` is timed the same way, last (the workers it brings back
-would otherwise run the workloads first cold).
+would otherwise run the workloads first cold), each once the clusters' processes are quiet again (``_settle``: the
+spare agents daskfleet starts after a restart import in the background, which would slow whichever restart came next).
 """
 
 from __future__ import annotations
@@ -205,6 +206,20 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def _settle(pids: list[int], timeout: float = 60.0, quiet_cpu_s: float = 0.25, every_s: float = 0.5) -> None:
+    """Wait until the clusters' processes use under ``quiet_cpu_s`` of CPU within ``every_s`` (bounded by ``timeout``):
+    what a restart starts in the background (daskfleet's spare agents importing, a nanny's late cleanup) is done
+    before the next restart is timed, so it slows neither contender."""
+    deadline = time.monotonic() + timeout
+    last = sum(_cpu_seconds(pid) for pid in pids)
+    while time.monotonic() < deadline:
+        time.sleep(every_s)
+        now = sum(_cpu_seconds(pid) for pid in pids)
+        if now - last < quiet_cpu_s:
+            return
+        last = now
+
+
 def _geomean(values: list[float]) -> float:
     return math.exp(statistics.fmean(math.log(value) for value in values))
 
@@ -246,6 +261,7 @@ def run(root: Path) -> dict[str, float]:
         for index in range(RESTART_ROUNDS):
             for label in [label for label in RESTART_CONTENDERS[index % 2:] + RESTART_CONTENDERS[: index % 2]
                           if label not in timed_out]:
+                _settle([pids[name] for name in RESTART_CONTENDERS])
                 start = time.perf_counter()
                 try:
                     clients[label].restart(timeout=RESTART_TIMEOUT_S)

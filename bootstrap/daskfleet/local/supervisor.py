@@ -41,6 +41,9 @@ logger = logging.getLogger("daskfleet.supervisor")
 
 #: How often the supervisor reads what the scaler wants; an exit wakes it at once (``Supervisor.wait``).
 POLL_S = 0.1
+#: A worker's spare agent starts once the worker has been registered this long: its imports then slow neither the
+#: cluster's start nor the registrations of a restart, and a worker that leaves at once (adaptive churn) gets none.
+SPARE_AFTER_S = 2.0
 
 
 @dataclass
@@ -186,6 +189,14 @@ def _close_exit_fd(child: Child) -> None:
         child.exit_fd = None
 
 
+def _registered_for(state_dir: Path, name: str) -> float:
+    """Seconds since worker ``name`` registered (it writes its record then); -1 while it has not."""
+    try:
+        return time.time() - (node_runtime_dir(state_dir, name) / WORKER_RECORD_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return -1.0
+
+
 def node_state(code: int, restarting: bool, gave_up: str) -> str:
     """The state ``local status`` shows for a node that just exited with ``code``: failed only when for good."""
     if restarting:
@@ -212,11 +223,11 @@ def last_line(log: str) -> str:
 class LocalSupervisor:
     """Keeps ``cluster.json``'s wanted nodes running with ``Supervisor``; records each start and exit there."""
 
-    def __init__(self, state_dir: Path, supervisor: Supervisor | None = None, *, spares: bool = True):
+    def __init__(self, state_dir: Path, supervisor: Supervisor | None = None):
         self.state_dir = Path(state_dir)
         self.supervisor = supervisor or Supervisor()
         self.memory = MemoryWatches()
-        self.spares = Spares(self.state_dir) if spares else None
+        self.spares = Spares(self.state_dir)
 
     def run(self) -> None:
         """Until ``local down`` marks the cluster stopping (or SIGTERM): workers stop first, then the scheduler."""
@@ -258,8 +269,7 @@ class LocalSupervisor:
 
     def stop_all(self) -> None:
         """Spares and workers first, so workers leave while the scheduler is up; then the scheduler."""
-        if self.spares is not None:
-            self.spares.stop()
+        self.spares.stop()
         names = list(self.supervisor.children)
         for phase in ([name for name in names if name != SCHEDULER], [SCHEDULER]):
             stuck = self.supervisor.stop(phase)
@@ -268,12 +278,11 @@ class LocalSupervisor:
         logger.info("stopped every node of %s", self.state_dir)
 
     def keep_spares(self) -> None:
-        """A spare agent for each worker slot whose worker has registered; none for a slot being let go."""
-        if self.spares is None:
-            return
+        """A spare agent for each worker slot whose worker registered ``SPARE_AFTER_S`` ago; none for a slot being
+        let go."""
         workers = {name: child for name, child in self.supervisor.children.items() if name != SCHEDULER and child.keep}
-        registered = {name: child.proc.pid for name, child in workers.items() if child.proc is not None
-                      and (node_runtime_dir(self.state_dir, name) / WORKER_RECORD_FILE).exists()}
+        registered = {name: child.proc.pid for name, child in workers.items()
+                      if child.proc is not None and _registered_for(self.state_dir, name) >= SPARE_AFTER_S}
         self.spares.keep(set(workers), registered)
 
     def watch_memory(self) -> None:
@@ -307,11 +316,9 @@ class LocalSupervisor:
     def _starter(self, record: NodeProcess) -> Callable[[], subprocess.Popen]:
         if record.role == "scheduler":  # it sizes the workers from the slots
             return lambda: popen_node(self.state_dir, record.name, record.role, "--worker-backend", f"local:{self.state_dir}")
-        spares = self.spares
 
         def start_worker() -> subprocess.Popen:  # its spare, if it has one that fits; else a fresh agent
-            taken = spares.take(record.name) if spares is not None else None
-            return taken or popen_node(self.state_dir, record.name, record.role, *WORKER_OPTIONS)
+            return self.spares.take(record.name) or popen_node(self.state_dir, record.name, record.role, *WORKER_OPTIONS)
 
         return start_worker
 
