@@ -41,9 +41,6 @@ logger = logging.getLogger("daskfleet.supervisor")
 
 #: How often the supervisor reads what the scaler wants; an exit wakes it at once (``Supervisor.wait``).
 POLL_S = 0.1
-#: A worker's spare agent starts once the worker has been registered this long: its imports then slow neither the
-#: cluster's start nor the registrations of a restart, and a worker that leaves at once (adaptive churn) gets none.
-SPARE_AFTER_S = 2.0
 
 
 @dataclass
@@ -189,14 +186,6 @@ def _close_exit_fd(child: Child) -> None:
         child.exit_fd = None
 
 
-def _registered_for(state_dir: Path, name: str) -> float:
-    """Seconds since worker ``name`` registered (it writes its record then); -1 while it has not."""
-    try:
-        return time.time() - (node_runtime_dir(state_dir, name) / WORKER_RECORD_FILE).stat().st_mtime
-    except FileNotFoundError:
-        return -1.0
-
-
 def node_state(code: int, restarting: bool, gave_up: str) -> str:
     """The state ``local status`` shows for a node that just exited with ``code``: failed only when for good."""
     if restarting:
@@ -278,11 +267,11 @@ class LocalSupervisor:
         logger.info("stopped every node of %s", self.state_dir)
 
     def keep_spares(self) -> None:
-        """A spare agent for each worker slot whose worker registered ``SPARE_AFTER_S`` ago; none for a slot being
-        let go."""
+        """A spare agent for each worker slot whose worker has registered (so its imports do not slow the worker's
+        start); none for a slot being let go."""
         workers = {name: child for name, child in self.supervisor.children.items() if name != SCHEDULER and child.keep}
-        registered = {name: child.proc.pid for name, child in workers.items()
-                      if child.proc is not None and _registered_for(self.state_dir, name) >= SPARE_AFTER_S}
+        registered = {name: child.proc.pid for name, child in workers.items() if child.proc is not None
+                      and (node_runtime_dir(self.state_dir, name) / WORKER_RECORD_FILE).exists()}
         self.spares.keep(set(workers), registered)
 
     def watch_memory(self) -> None:
