@@ -1,5 +1,6 @@
-"""Faults on `make local`, real processes under the local supervisor: client.restart(), a killed scheduler, a worker
-that keeps failing. One cluster for the module (two workers kept, a third slot for the failing one)."""
+"""Faults on `make local`, real processes under the local supervisor: client.restart() (served by the spare agents),
+a killed scheduler, a worker that keeps failing, and `local down` ending every process. One cluster for the module
+(two workers kept, a third slot for the failing one); the last test stops it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from distributed import CancelledError
 from distributed.comm.core import CommClosedError
@@ -51,10 +53,40 @@ def status(state: Path) -> str:
     return done.stdout
 
 
-def test_client_restart_returns_with_every_worker_back_and_computing(cluster):
+WORKERS = ("worker-0", "worker-1")
+
+
+def spare_agents(state: Path) -> dict[str, int]:
+    """The supervisor's live children that are no node of ``cluster.json`` (its spare agents), by worker slot."""
+    cluster = LocalCluster.load(state)
+    nodes = {node.pid for node in cluster.nodes}
+    found = {}
+    for proc in psutil.Process(cluster.supervisor.pid).children():
+        try:
+            if proc.pid in nodes or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            command = proc.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        found[Path(command[command.index("--source") + 1]).name] = proc.pid
+    return found
+
+
+def both_spares(state: Path) -> dict[str, int] | None:
+    found = spare_agents(state)
+    return found if set(found) == set(WORKERS) else None
+
+
+def test_client_restart_brings_every_worker_back_fresh_from_its_spare_agent_and_computing(cluster):
     state = Path(cluster.state_dir)
     with daskfleet.connect("local", state_dir=state, timeout=30) as client:
         client.wait_for_workers(2, timeout=RECOVERY_S)
+        spares = wait_until(lambda: both_spares(state), RECOVERY_S, "a spare agent for each running worker")
+        before = {name: record(state, name).pid for name in WORKERS}
+        assert set(client.run(os.getpid).values()) == set(before.values())  # the spares are no workers
+        shown = status(state)
+        assert all(f"{name:<12} pid {before[name]}" in shown and str(spares[name]) not in shown for name in WORKERS)
+        client.run(lambda: setattr(__import__("sys"), "daskfleet_test_state", "before the restart"))
         busy = client.submit(time.sleep, 60, pure=False)  # a running task does not hold the restart up
         started = time.monotonic()
         client.restart()  # raises if the workers are not back within its timeout
@@ -62,9 +94,13 @@ def test_client_restart_returns_with_every_worker_back_and_computing(cluster):
         assert len(client.scheduler_info()["workers"]) == 2
         assert busy.status == "cancelled"
         assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
-    for name in ("worker-0", "worker-1"):
+        assert not any(client.run(lambda: hasattr(__import__("sys"), "daskfleet_test_state")).values())  # nothing kept
+        assert set(client.run(os.getpid).values()) == set(spares.values())  # each slot's spare became its worker
+    for name in WORKERS:
         assert "daskfleet: the scheduler restarts this worker (client.restart()): restarting" in node_log(state, name)
-        assert record(state, name).restarts >= 1 and record(state, name).exit_code == ExitCode.RESTART_REQUESTED
+        wait_until(lambda name=name: record(state, name).pid == spares[name], 30, f"{name}'s new pid recorded")
+        now = record(state, name)
+        assert now.restarts >= 1 and now.exit_code == ExitCode.RESTART_REQUESTED
 
 
 def test_a_killed_scheduler_comes_back_on_its_address_and_workers_and_the_client_rejoin(cluster):
@@ -127,3 +163,12 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_local_down_ends_the_spare_agents_with_the_nodes(cluster):
+    """Last in this module: it stops the module's cluster."""
+    state = Path(cluster.state_dir)
+    spares = wait_until(lambda: both_spares(state), RECOVERY_S, "a spare agent for each running worker")
+    local.down(state)
+    for pid in spares.values():
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, f"spare {pid} left"

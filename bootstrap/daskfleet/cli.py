@@ -67,13 +67,20 @@ def node(
     """
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     source = make_source(source_text)
+    argv = [sys.executable, "-m", "daskfleet", *sys.argv[1:]]
+    spare, stamp = False, ()
     if role == "worker":  # what distributed's nanny sets before the worker process starts; before distributed loads
         from .node.prespawn import exec_with_worker_environment
+        from .node.spare import environment_stamp, spare_requested, wait_for_go
 
-        exec_with_worker_environment([sys.executable, "-m", "daskfleet", *sys.argv[1:]])
+        exec_with_worker_environment(argv)
+        spare = spare_requested()  # started ahead of need by the local supervisor (daskfleet.node.spare)
+        stamp = environment_stamp() if spare else ()
     from .node.agent import run_node, run_supervised
     from .node.supervision import RunHistory
 
+    if spare:  # all imported: wait for the supervisor's "go"; spec, certificate and environment come after it
+        wait_for_go(stamp, argv)
     history_path = restart_history or _systemd_history(role)
     backend = make_worker_backend(backend_text, source_text, source) if role == "scheduler" else None
     outcome = run_supervised(

@@ -9,8 +9,8 @@ distributions). A lock file describes the same records for one platform
 
 from __future__ import annotations
 
-import functools
 import json
+import os
 import platform
 import re
 import sys
@@ -121,7 +121,30 @@ def prefix_fingerprint(prefix: str | Path) -> str:
     return environment_fingerprint(environment_records(prefix))
 
 
-@functools.cache
+def environment_stamp(prefix: str | Path = sys.prefix, search_path: Iterable[str] | None = None) -> tuple:
+    """What changes whenever a package is installed, upgraded or removed: the modification times of the directories
+    that list them (``conda-meta``, the site-packages directories). Cheap: one ``stat`` each."""
+    prefix = Path(prefix)
+    listing = [prefix / "conda-meta", *(installed_site_paths() if search_path is None else search_path)]
+    stamp = []
+    for path in listing:
+        try:
+            stamp.append((str(path), os.stat(path).st_mtime_ns))
+        except FileNotFoundError:
+            continue
+    return tuple(stamp)
+
+
+#: This process's environment fingerprint, under the stamp it was computed at.
+_current: tuple[tuple, str] | None = None
+
+
 def current_fingerprint() -> str:
-    """The fingerprint of the environment this process runs in."""
-    return environment_fingerprint(environment_records(sys.prefix, installed_site_paths()))
+    """The fingerprint of the environment this process runs in; computed again once its packages changed
+    (``environment_stamp``), so a long-lived process (a spare agent) never reports an environment it no longer has."""
+    global _current  # noqa: PLW0603  (one value per process)
+    search_path = installed_site_paths()
+    stamp = environment_stamp(sys.prefix, search_path)
+    if _current is None or _current[0] != stamp:
+        _current = (stamp, environment_fingerprint(environment_records(sys.prefix, search_path)))
+    return _current[1]

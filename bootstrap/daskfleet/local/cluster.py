@@ -118,24 +118,34 @@ def node_runtime_dir(state_dir: Path, name: str) -> Path:
     return state_dir / "run" / name
 
 
-def popen_node(state_dir: Path, name: str, role: str, *extra: str) -> subprocess.Popen:
-    """Start node ``name`` in the background (a fresh runtime directory; its log is appended to).
+def node_launch(state_dir: Path, name: str, role: str, *extra: str) -> tuple[list[str], dict[str, str] | None]:
+    """The command line and environment (None: this process's) node ``name`` starts with, built anew each time.
 
     A worker starts with the environment distributed's nanny would give it, so its agent need not
     re-execute itself to get it (``daskfleet.node.prespawn``; it still would if its configuration differs).
     """
-    run_dir = node_runtime_dir(state_dir, name)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     env = None
     if role == "worker":
         from ..node.prespawn import worker_environment  # noqa: PLC0415  (dask's configuration, for workers only)
 
         env = {**os.environ, **worker_environment()}
+    return node_command(state_dir, name, role, *extra), env
+
+
+def fresh_runtime_dir(state_dir: Path, name: str) -> None:
+    """Remove what an earlier run of node ``name`` left in its runtime directory."""
+    run_dir = node_runtime_dir(state_dir, name)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def popen_node(state_dir: Path, name: str, role: str, *extra: str) -> subprocess.Popen:
+    """Start node ``name`` in the background (a fresh runtime directory; its log is appended to)."""
+    command, env = node_launch(state_dir, name, role, *extra)
+    fresh_runtime_dir(state_dir, name)
     with open(node_log(state_dir, name), "ab") as log:
         return subprocess.Popen(
-            node_command(state_dir, name, role, *extra), env=env,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
 

@@ -8,6 +8,8 @@ rule's delay (``daskfleet.node.supervision.RULE``, the one the unit renders) unl
 request or for good; the agent waits out its own backoff and gives up by itself (its history is
 ``<state>/supervision/<name>.json``). Every start builds the command line anew with
 ``node_python``, so an environment published to the cluster is used from the next restart on.
+Each running worker slot has a spare agent, pre-started and pre-imported, that becomes the slot's
+next worker (``daskfleet.local.spares``): a restart costs the exit, a certificate and a registration.
 It also follows each worker's memory and ends a worker above its limit as distributed's nanny would
 (``daskfleet.memory.watch``), recording exit 80 for it.
 """
@@ -32,6 +34,7 @@ from ..errors import ExitCode
 from ..memory.watch import WORKER_RECORD_FILE, MemoryWatches, end_worker
 from ..node.supervision import NEVER_RESTART, RULE, Outcome, RestartRule
 from .cluster import STOP_TIMEOUT_S, end_processes, node_log, node_runtime_dir, popen_node, signal_group
+from .spares import WORKER_OPTIONS, Spares
 from .state import SCHEDULER, LocalCluster, NodeProcess, locked
 
 logger = logging.getLogger("daskfleet.supervisor")
@@ -173,7 +176,7 @@ class Supervisor:
             gave_up = (f"started {len(child.starts)} times within {self.rule.start_limit_interval_s}s "
                        "(the supervisor's start limit): not restarting it")
         if restarting:
-            child.restart_at = now + self.rule.delay_ms / 1000
+            child.restart_at = now + self.rule.delay_s(code)
         return Exit(child.name, code, restarting, gave_up, released=not child.keep)
 
 
@@ -213,6 +216,7 @@ class LocalSupervisor:
         self.state_dir = Path(state_dir)
         self.supervisor = supervisor or Supervisor()
         self.memory = MemoryWatches()
+        self.spares = Spares(self.state_dir)
 
     def run(self) -> None:
         """Until ``local down`` marks the cluster stopping (or SIGTERM): workers stop first, then the scheduler."""
@@ -249,16 +253,26 @@ class LocalSupervisor:
                 changed |= self._reconcile(record)
             if changed:
                 cluster.save()
+        self.keep_spares()
         return True
 
     def stop_all(self) -> None:
-        """Workers first, so they leave while the scheduler is up; then the scheduler."""
+        """Spares and workers first, so workers leave while the scheduler is up; then the scheduler."""
+        self.spares.stop()
         names = list(self.supervisor.children)
         for phase in ([name for name in names if name != SCHEDULER], [SCHEDULER]):
             stuck = self.supervisor.stop(phase)
             if stuck:
                 logger.error("could not stop: %s", ", ".join(stuck))
         logger.info("stopped every node of %s", self.state_dir)
+
+    def keep_spares(self) -> None:
+        """A spare agent for each worker slot whose worker has registered (so its imports do not slow the worker's
+        start); none for a slot being let go."""
+        workers = {name: child for name, child in self.supervisor.children.items() if name != SCHEDULER and child.keep}
+        registered = {name: child.proc.pid for name, child in workers.items() if child.proc is not None
+                      and (node_runtime_dir(self.state_dir, name) / WORKER_RECORD_FILE).exists()}
+        self.spares.keep(set(workers), registered)
 
     def watch_memory(self) -> None:
         """End each worker whose RSS is above ``terminate`` of its memory limit, at distributed's interval."""
@@ -289,9 +303,13 @@ class LocalSupervisor:
         return False
 
     def _starter(self, record: NodeProcess) -> Callable[[], subprocess.Popen]:
-        # The scheduler sizes the workers from the slots; a worker's memory is watched here, not by its agent.
-        extra = ("--worker-backend", f"local:{self.state_dir}") if record.role == "scheduler" else ("--no-memory-watcher",)
-        return lambda: popen_node(self.state_dir, record.name, record.role, *extra)
+        if record.role == "scheduler":  # it sizes the workers from the slots
+            return lambda: popen_node(self.state_dir, record.name, record.role, "--worker-backend", f"local:{self.state_dir}")
+
+        def start_worker() -> subprocess.Popen:  # its spare, if it has one that fits; else a fresh agent
+            return self.spares.take(record.name) or popen_node(self.state_dir, record.name, record.role, *WORKER_OPTIONS)
+
+        return start_worker
 
     @staticmethod
     def _note_start(record: NodeProcess, child: Child) -> None:

@@ -6,8 +6,9 @@ the backoff and the give-up window itself (``before_start``), from a history of 
 
 Why the agent keeps the backoff: Amazon Linux 2023 ships systemd 252, whose only restart delay is
 one fixed ``RestartSec`` (``RestartSteps``/``RestartMaxDelaySec`` need 254), and whose start limit
-counts every start, a requested restart too. So every supervisor restarts after the same short
-fixed delay; a restarted agent that follows failures first waits out the backoff, or gives up
+counts every start, a requested restart too. So a supervisor restarts a failed node after the same
+short fixed delay (systemd every node: it cannot tell requested restarts apart; the local supervisor
+restarts those at once, ``RestartRule.delay_s``); a restarted agent that follows failures first waits out the backoff, or gives up
 (exit 79, never restarted) after too many failures within the window. Requested restarts are not
 failures and never wait. The supervisor's start limit is only a backstop for crash loops the agent
 cannot record (an interpreter that does not start).
@@ -49,11 +50,18 @@ class RestartRule:
     at_once: frozenset[int]
     stay_down: frozenset[int]
     never: frozenset[int]
-    #: systemd's RestartSec: every restart waits this long (failures wait longer, in the agent).
+    #: systemd's RestartSec: a restart after a failure waits this long (and longer, in the agent); under systemd,
+    #: every restart does (``delay_s``).
     delay_ms: int
     #: systemd's StartLimitBurst / StartLimitIntervalSec: a backstop against crash loops.
     start_limit_burst: int
     start_limit_interval_s: int
+
+    def delay_s(self, returncode: int) -> float:
+        """How long a supervisor that can tell exits apart waits before the restart: nothing after a requested
+        restart, ``delay_ms`` after a failure. systemd cannot (one ``RestartSec`` for every exit), so on instances
+        a requested restart waits ``delay_ms`` too."""
+        return 0.0 if returncode in self.at_once else self.delay_ms / 1000
 
     def restarts(self, returncode: int) -> bool:
         """Whether a node that ended with ``returncode`` (negative: killed by that signal) is started again."""
