@@ -29,7 +29,8 @@ def test_a_spare_started_before_an_environment_was_published_is_never_the_next_w
     stale = spares.spares["worker-0"].proc
     try:
         assert stale.args[0] == sys.executable and stale.poll() is None
-        assert psutil.Process(stale.pid).environ()[SPARE_ENV] == "1"
+        # (read once it has exec'd: until then /proc shows the forked supervisor's environment)
+        wait_until(lambda: psutil.Process(stale.pid).environ().get(SPARE_ENV) == "1", 30, "the spare's environment")
         published = state / ENV_LINK / "bin"
         published.mkdir(parents=True)
         (published / "python").symlink_to(sys.executable)  # what `daskfleet env publish` leaves locally

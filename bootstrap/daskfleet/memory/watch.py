@@ -46,8 +46,10 @@ logger = logging.getLogger("daskfleet.memory")
 
 #: Written into a worker's runtime directory by its agent once the worker has registered: a ``WatchedWorker``.
 WORKER_RECORD_FILE = "worker.json"
-#: The longest a watcher waits for the scheduler before it ends the frozen worker anyway.
-TELL_TIMEOUT_S = 2.0
+#: The longest a watcher waits for the scheduler before it ends the frozen worker anyway. The worker is stopped
+#: (SIGSTOP) meanwhile, so waiting costs no memory; 2 s ran out on a loaded machine (a busy scheduler's event loop,
+#: spare agents importing), and the user then lost the message that names the limit.
+TELL_TIMEOUT_S = 5.0
 #: How often the agent's watcher looks for its worker's record before the worker has registered.
 IDLE_POLL_S = 0.25
 
