@@ -134,3 +134,16 @@ def test_the_stack_makes_no_key_for_a_person(uri, fails):
     messages = resource_violations(PERSON_KEYS, CERT_REQUEST, {"uris": [uri], "privateKeyPem": "x"})
     assert bool(messages) == fails
     assert not fails or "certificate vendor" in messages[0]
+
+
+NODE_KEYS = "no-node-private-key-in-the-stack"
+
+
+@pytest.mark.parametrize(("uri", "fails"), [
+    ("spiffe://analytics/role/scheduler", True), ("spiffe://analytics/role/worker", True),
+    ("spiffe://analytics/role/client", False), ("spiffe://analytics/role/metrics", False),
+])
+def test_the_stack_makes_no_key_for_a_node(uri, fails):
+    messages = resource_violations(NODE_KEYS, CERT_REQUEST, {"uris": [uri], "privateKeyPem": "x"})
+    assert bool(messages) == fails
+    assert not fails or "nodes make their keys at boot" in messages[0]

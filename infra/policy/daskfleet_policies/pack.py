@@ -132,4 +132,10 @@ POLICIES: list[Policy] = [
         "signed by the certificate vendor.",
         storage.person_keys,
     ),
+    resource_policy(
+        "no-node-private-key-in-the-stack",
+        "No certificate request for a node's role (scheduler, worker): nodes make their keys at boot and the "
+        "certificate vendor signs them for 24 hours.",
+        storage.node_keys,
+    ),
 ]

@@ -140,15 +140,32 @@ def secret_encryption(resource_type: str, props: Mapping[str, Any]) -> list[str]
 
 #: People's roles, as certificates name them (spiffe://<cluster>/role/<role>).
 _PERSON_ROLE_URI = re.compile(r"^spiffe://[a-z0-9-]+/role/(client|admin)$")
+#: Nodes' roles, likewise.
+_NODE_ROLE_URI = re.compile(r"^spiffe://[a-z0-9-]+/role/(scheduler|worker)$")
+
+
+def _requests_for(props: Mapping[str, Any], role_uri: re.Pattern[str]) -> list[str]:
+    return [uri for uri in props.get("uris") or [] if isinstance(uri, str) and role_uri.match(uri)]
 
 
 def person_keys(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """No person's key pair is made by the stack: the certificate vendor signs keys people make on their machines."""
     if resource_type != "tls:index/certRequest:CertRequest":
         return []
-    uris = props.get("uris") or []
-    found = [uri for uri in uris if isinstance(uri, str) and _PERSON_ROLE_URI.match(uri)]
+    found = _requests_for(props, _PERSON_ROLE_URI)
     if found:
         return [f"a certificate request for {found[0]}: a person's private key would be made by the stack and kept in "
                 "its state; the certificate vendor signs keys people make themselves (`daskfleet login`)"]
+    return []
+
+
+def node_keys(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """No node's key pair is made by the stack: a node makes its own at boot and the vendor signs it for 24 hours."""
+    if resource_type != "tls:index/certRequest:CertRequest":
+        return []
+    found = _requests_for(props, _NODE_ROLE_URI)
+    if found:
+        return [f"a certificate request for {found[0]}: a node's private key would be made by the stack and kept in "
+                "its state (and its certificate would outlive a day); nodes make their keys at boot and the "
+                "certificate vendor signs them for 24 hours"]
     return []
