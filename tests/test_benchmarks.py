@@ -1,0 +1,81 @@
+"""`make bench` itself, without running a benchmark (each takes minutes on real clusters): every target names a ratio
+some benchmark returns (a renamed ratio would otherwise never be checked), every benchmark needs only the directory
+`make bench` gives it, and the workloads' report turns figures into the ratios its targets read."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """The ``benchmarks`` package, imported from the checkout (it is not installed)."""
+    monkeypatch.syspath_prepend(str(REPO))
+    for name in [name for name in sys.modules if name == "benchmarks" or name.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    return importlib.import_module("benchmarks.__main__")
+
+
+def _key_pattern(node: ast.expr) -> str | None:
+    """A ratio's name as a regular expression: a string key as itself, an f-string's fields as ``.+``."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return re.escape(node.value)
+    if isinstance(node, ast.JoinedStr):
+        return "".join(re.escape(part.value) if isinstance(part, ast.Constant) else ".+" for part in node.values)
+    return None
+
+
+def _returned_keys(module_path: Path) -> set[str]:
+    """The names a module gives its ratios, as patterns: the string keys of its dict literals and of its
+    ``ratios[...] = ...`` assignments."""
+    keys: list[ast.expr] = []
+    for node in ast.walk(ast.parse(module_path.read_text())):
+        if isinstance(node, ast.Dict):
+            keys.extend(key for key in node.keys if key is not None)
+        elif isinstance(node, ast.Assign):
+            keys.extend(target.slice for target in node.targets if isinstance(target, ast.Subscript))
+    return {pattern for pattern in map(_key_pattern, keys) if pattern is not None}
+
+
+def test_every_target_names_a_ratio_a_benchmark_returns(bench):
+    returned = set().union(*(_returned_keys(path) for path in (REPO / "benchmarks").glob("*.py")
+                             if path.name != "__main__.py"))
+    unchecked = sorted(target for target in bench.TARGETS
+                       if not any(re.fullmatch(pattern, target) for pattern in returned))
+    assert not unchecked, f"targets no benchmark returns (their verdict would never print): {unchecked}"
+
+
+def test_every_benchmark_make_bench_runs_needs_only_its_directory(bench):
+    called = [node.func.value.id for node in ast.walk(ast.parse(inspect.getsource(bench.main)))
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run"
+              and isinstance(node.func.value, ast.Name)]
+    assert len(called) == len(set(called)) >= 10, called
+    for name in called:
+        parameters = list(inspect.signature(getattr(bench, name).run).parameters.values())
+        assert parameters and all(parameter.default is not inspect.Parameter.empty for parameter in parameters[1:]), (
+            f"benchmarks.{name}.run needs more than the directory `make bench` gives it")
+
+
+def test_localcluster_report_prints_every_ratio_and_survives_a_cluster_that_never_restarted(bench, capsys):
+    lc = importlib.import_module("benchmarks.localcluster")
+    times = {name: {label: [1.0 + index / 10 for index in range(3)] for label in lc.CONTENDERS} for name in lc.WORKLOADS}
+    for values in times.values():
+        values[lc.DASKFLEET] = [2 * value for value in values[lc.DASKFLEET]]  # daskfleet twice as slow
+    ratios = lc.report(times, {lc.DASKFLEET: [0.2, 0.21], lc.PLAIN: [2.0, 2.2]}, dict.fromkeys(lc.CONTENDERS, 1.0))
+    assert ratios["workloads, daskfleet speed / LocalCluster (geo mean)"] == pytest.approx(0.5)
+    assert ratios["  LocalCluster TLS speed / LocalCluster (geo mean)"] == pytest.approx(1.0)
+    assert ratios["client.restart() daskfleet / LocalCluster (time)"] == pytest.approx(0.205 / 2.1)
+    assert "single future" in capsys.readouterr().out
+    # a restart that never completed: its ratio is left out, the workloads' are still printed
+    ratios = lc.report(times, {lc.DASKFLEET: [0.2], lc.PLAIN: []}, dict.fromkeys(lc.CONTENDERS, 1.0))
+    assert "client.restart() daskfleet / LocalCluster (time)" not in ratios
+    assert "none completed" in capsys.readouterr().out
