@@ -79,3 +79,23 @@ def test_localcluster_report_prints_every_ratio_and_survives_a_cluster_that_neve
     ratios = lc.report(times, {lc.DASKFLEET: [0.2], lc.PLAIN: []}, dict.fromkeys(lc.CONTENDERS, 1.0))
     assert "client.restart() daskfleet / LocalCluster (time)" not in ratios
     assert "none completed" in capsys.readouterr().out
+
+
+def test_every_workload_runs_on_the_cluster_it_is_timed_for(bench, monkeypatch, tmp_path):
+    """Each contender's turn runs on its own cluster, even while another client is the current one (the collections'
+    ``.compute()`` follows the current client: three workloads once ran every turn on the last cluster entered)."""
+    from distributed import Client, LocalCluster  # noqa: PLC0415
+
+    lc = importlib.import_module("benchmarks.localcluster")
+    monkeypatch.setattr(lc, "SMALL_TASKS", 20)
+    monkeypatch.setattr(lc, "ROUND_TRIPS", 2)
+    lc.write_parquet(tmp_path / "parquet", files=2, rows=2_000)
+    shape = dict(processes=False, n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0")
+    with LocalCluster(**shape) as timed_cluster, LocalCluster(**shape) as other_cluster, \
+            Client(timed_cluster) as timed_client, Client(other_cluster) as other_client:
+        assert Client.current() is other_client  # entered last
+        for name, workload in lc.WORKLOADS.items():
+            before = timed_cluster.scheduler.transition_counter, other_cluster.scheduler.transition_counter
+            assert lc.timed(workload, timed_client, tmp_path) > 0
+            after = timed_cluster.scheduler.transition_counter, other_cluster.scheduler.transition_counter
+            assert after[0] > before[0] and after[1] == before[1], f"{name} ran on the other cluster"
