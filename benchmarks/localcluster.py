@@ -15,7 +15,9 @@ client of all three and the scheduler never shares its interpreter with the clie
 future's round trip, a map of 10,000 small tasks, a parquet groupby (a dataset written to a temporary directory
 first), a p2p merge and an array reduction. Each is run once per cluster to warm up (imports on the workers), then
 in rounds; within a round the clusters take turns, starting with a different one each round, so a slow minute of
-the shared machine hits all of them. ``client.restart()`` is timed the same way, last (the workers it brings back
+the shared machine hits all of them. Each turn runs with its cluster's client as the current one (``timed``: a
+collection's ``.compute()`` follows the current client) and starts once every cluster is quiet (``_settle``: the
+turn before may still be letting 10,000 tasks go). ``client.restart()`` is timed the same way, last (the workers it brings back
 would otherwise run the workloads first cold), each once the clusters' processes are quiet again (``_settle``: the
 spare agents daskfleet starts after a restart import in the background, which would slow whichever restart came next).
 A plain LocalCluster whose nannies lose their workers on a restart (distributed#7312) is printed and replaced by a new
@@ -268,7 +270,8 @@ def run(root: Path) -> dict[str, float]:
         for index in range(ROUNDS):
             order = CONTENDERS[index % 3:] + CONTENDERS[: index % 3]
             for name, workload in WORKLOADS.items():
-                for label in order:
+                for label in order:  # each turn starts on a quiet machine: the last turn's cluster has let its
+                    _settle(list(pids.values()))  # 10,000 tasks go, and no turn pays for another's clean-up
                     times[name][label].append(timed(workload, clients[label], root / "data"))
         minutes = (time.monotonic() - started) / 60
         cpu = {label: (_cpu_seconds(pid) - cpu[label]) / minutes for label, pid in pids.items()}
