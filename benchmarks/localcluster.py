@@ -17,9 +17,10 @@ first), a p2p merge and an array reduction. Each is run once per cluster to warm
 in rounds; within a round the clusters take turns, starting with a different one each round, so a slow minute of
 the shared machine hits all of them. Each turn runs with its cluster's client as the current one (``timed``: a
 collection's ``.compute()`` follows the current client) and starts once every cluster is quiet (``_settle``: the
-turn before may still be letting 10,000 tasks go). ``client.restart()`` is timed the same way, last (the workers it brings back
-would otherwise run the workloads first cold), each once the clusters' processes are quiet again (``_settle``: the
-spare agents daskfleet starts after a restart import in the background, which would slow whichever restart came next).
+turn before may still be letting 10,000 tasks go). ``client.restart()`` is timed the same way, last (the workers it
+brings back would otherwise run the workloads first cold), each once the clusters' processes are quiet again
+(``_settle``: the spare agents daskfleet starts after a restart import in the background, which would slow whichever
+restart came next).
 A plain LocalCluster whose nannies lose their workers on a restart (distributed#7312) is printed and replaced by a new
 one (``PLAIN_REPLACEMENTS``); a daskfleet restart that times out is printed and not tried again.
 """

@@ -1,6 +1,7 @@
 """`make bench` itself, without running a benchmark (each takes minutes on real clusters): every target names a ratio
 some benchmark returns (a renamed ratio would otherwise never be checked), every benchmark needs only the directory
-`make bench` gives it, and the workloads' report turns figures into the ratios its targets read."""
+`make bench` gives it, the workloads' report turns figures into the ratios its targets read, and each workload runs
+on the cluster whose turn it is."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def test_every_benchmark_make_bench_runs_needs_only_its_directory(bench):
 
 def test_localcluster_report_prints_every_ratio_and_survives_a_cluster_that_never_restarted(bench, capsys):
     lc = importlib.import_module("benchmarks.localcluster")
-    times = {name: {label: [1.0 + index / 10 for index in range(3)] for label in lc.CONTENDERS} for name in lc.WORKLOADS}
+    times = {name: {label: [1.0 + index / 10 for index in range(3)] for label in lc.CONTENDERS}
+             for name in lc.WORKLOADS}
     for values in times.values():
         values[lc.DASKFLEET] = [2 * value for value in values[lc.DASKFLEET]]  # daskfleet twice as slow
     ratios = lc.report(times, {lc.DASKFLEET: [0.2, 0.21], lc.PLAIN: [2.0, 2.2]}, dict.fromkeys(lc.CONTENDERS, 1.0))
