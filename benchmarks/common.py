@@ -68,3 +68,17 @@ def stop(*procs: subprocess.Popen) -> None:
 
 def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):.3f} (min {min(values):.3f}, max {max(values):.3f}, n={len(values)})"
+
+
+def rounds_ratio(mine: list[float], theirs: list[float]) -> float:
+    """The median of the rounds' own ratios ``mine[i] / theirs[i]``: what a throughput target's verdict reads.
+
+    Each round runs the contenders back to back, so a ratio within a round cancels the machine's drift between
+    rounds. The ratio of the two sides' medians (``medians_ratio``, printed beside it) does not: here a side's
+    rounds range over ±15 %, which hides a 1-2 % target either way."""
+    return statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
+
+
+def medians_ratio(mine: list[float], theirs: list[float]) -> float:
+    """The ratio of the two sides' medians, printed beside ``rounds_ratio``."""
+    return statistics.median(mine) / statistics.median(theirs)

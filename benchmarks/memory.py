@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import select
-import statistics
 import subprocess
 import sys
 import threading
@@ -41,7 +40,7 @@ from daskfleet.node.spec import NodeSpec
 from daskfleet.node.supervision import RunHistory
 from daskfleet.trust import pki
 
-from .common import summary
+from .common import medians_ratio, rounds_ratio, summary
 
 #: Workers the latency is measured on, per path.
 KILLS = 3
@@ -111,10 +110,9 @@ def throughput(root: Path, rounds: int = 10, tasks: int = 1500) -> dict[str, flo
     for label, values in rates.items():
         print(f"  local cluster throughput, {label:<15} {summary(values)} tasks/s ({tasks} tasks); "
               f"its supervisor used {cpu[label]:.2f} CPU s per minute")
-    return {
-        "throughput memory watched / not watched": statistics.median(rates["memory watched"]) / statistics.median(rates["not watched"]),
-        "  same, median of the rounds' own ratios": statistics.median(
-            watched / bare for watched, bare in zip(rates["memory watched"], rates["not watched"])),
+    return {  # the verdict reads the rounds' own ratios (common.rounds_ratio says why)
+        "throughput memory watched / not watched": rounds_ratio(rates["memory watched"], rates["not watched"]),
+        "  same, ratio of the medians": medians_ratio(rates["memory watched"], rates["not watched"]),
     }
 
 

@@ -41,7 +41,7 @@ CONTENDERS = {"all plugins": ("all", USAGE), "per-user usage": ("all", USAGE_PER
 #: The two workers the benchmark starts, held by the scaler (it decides at each graph and every interval).
 SCALING = ScalingSpec(min_workers=2, max_workers=2, idle_timeout_s=0, no_client_timeout_s=0)
 
-from .common import HOST, BenchPki, agent, stop, summary, wait_for_file
+from .common import HOST, BenchPki, agent, medians_ratio, rounds_ratio, stop, summary, wait_for_file
 
 SCHEDULER_SCRIPT = """
 import sys, types
@@ -179,17 +179,11 @@ def run(root: Path, rounds: int = 5, tasks: int = 3000) -> dict[str, float]:
         print(f"  scheduler throughput, {label:<14} {summary(values)} tasks/s ({tasks} tasks)")
     per_user, per_prefix = (statistics.median(_accounting_cost_us(bound) for _ in range(3)) for bound in (0, 50))
     print(f"  usage plugin and ledger alone, per task: per user {per_user:.1f} µs, per prefix {per_prefix:.1f} µs")
-    none = statistics.median(rates["no plugins"])
-
-    def by_rounds(mine: str, theirs: str) -> float:
-        # Each round runs the contenders back to back: a ratio within a round cancels the machine's slower minutes.
-        return statistics.median(a / b for a, b in zip(rates[mine], rates[theirs]))
-
-    return {
-        "throughput all plugins / none": statistics.median(rates["all plugins"]) / none,
-        "throughput security only / none": statistics.median(rates["security only"]) / none,
-        "  same, median of the rounds' own ratios": by_rounds("all plugins", "no plugins"),
-        "throughput per-prefix / per-user accounting": statistics.median(rates["all plugins"])
-        / statistics.median(rates["per-user usage"]),
-        "  per-prefix / per-user, median of the rounds' own": by_rounds("all plugins", "per-user usage"),
+    none, per_user_usage = rates["no plugins"], rates["per-user usage"]
+    return {  # the verdicts read the rounds' own ratios (common.rounds_ratio says why)
+        "throughput all plugins / none": rounds_ratio(rates["all plugins"], none),
+        "throughput security only / none": rounds_ratio(rates["security only"], none),
+        "  all plugins / none, ratio of the medians": medians_ratio(rates["all plugins"], none),
+        "throughput per-prefix / per-user accounting": rounds_ratio(rates["all plugins"], per_user_usage),
+        "  per-prefix / per-user, ratio of the medians": medians_ratio(rates["all plugins"], per_user_usage),
     }

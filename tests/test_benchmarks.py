@@ -101,3 +101,16 @@ def test_every_workload_runs_on_the_cluster_it_is_timed_for(bench, monkeypatch, 
             assert lc.timed(workload, timed_client, tmp_path) > 0
             after = timed_cluster.scheduler.transition_counter, other_cluster.scheduler.transition_counter
             assert after[0] > before[0] and after[1] == before[1], f"{name} ran on the other cluster"
+
+
+def test_a_throughput_verdict_reads_the_rounds_own_ratios(bench):
+    """One slow minute on one contender's turn does not decide its verdict; the ratio of the medians, which it
+    would, is printed beside it."""
+    common = importlib.import_module("benchmarks.common")
+    theirs = [400.0, 300.0, 420.0, 310.0, 410.0]  # the machine's speed drifts from round to round
+    mine = [0.99 * rate for rate in theirs]  # 1 % slower in every round
+    mine[0] = 0.99 * 300.0  # and my turn of round 1 fell on a slow minute
+    assert common.rounds_ratio(mine, theirs) == pytest.approx(0.99)
+    assert common.medians_ratio(mine, theirs) < 0.8
+    with pytest.raises(ValueError):
+        common.rounds_ratio(mine, theirs[:-1])
