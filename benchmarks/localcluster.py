@@ -45,7 +45,7 @@ from daskfleet.local import cluster as local
 from daskfleet.local.state import LOCAL_CLUSTER, LocalCluster
 from daskfleet.trust import pki
 
-from .common import HOST, summary
+from .common import HOST, rounds_ratio, summary
 
 ROUNDS = int(os.environ.get("DASKFLEET_BENCH_ROUNDS", "3"))
 RESTART_ROUNDS = int(os.environ.get("DASKFLEET_BENCH_RESTARTS", "3"))
@@ -319,8 +319,8 @@ def report(times: dict[str, dict[str, list[float]]], restarts: dict[str, list[fl
         print(f"  client.restart(), {label}: {summary(restarts[label]) if restarts[label] else 'none completed'} s")
     # The same by the median of each round's own ratio: the contenders ran back to back within a round, so a slow
     # minute of the shared machine slows all of them.
-    rounds = {name: {pair: statistics.median(slow / fast for slow, fast in zip(by[slower], by[faster]))
-                     for pair, (slower, faster) in PAIRS.items()} for name, by in times.items()}
+    rounds = {name: {pair: rounds_ratio(by[slower], by[faster]) for pair, (slower, faster) in PAIRS.items()}
+              for name, by in times.items()}
     print(f"  {ROUNDS_HEADING:<34}" + "".join(f"{pair:>14}" for pair in PAIRS))
     for name, by in rounds.items():
         print(f"  {name:<34}" + "".join(f"{by[pair]:>14.3f}" for pair in PAIRS))
