@@ -26,6 +26,15 @@ POLICY = policy_from_entries(prices=["local=36"], record_interval_s=1.0, prefixe
 #: Seconds each task of the three known functions sleeps (two tasks of each per user).
 SLEEPS = {"load_rows": 0.5, "fit_model": 0.35, "write_report": 0.2}
 TASKS_EACH = 2
+#: A sleeping task's measured compute time is its sleep plus the time its thread took to wake and return; on a loaded
+#: machine that was 11 ms a task (CI). Up to this much a task still tells the prefixes apart (their sleeps differ by
+#: 0.15 s or more).
+WAKE_SLACK_S = 0.07
+
+
+def counts_its_sleep(compute_s: float, slept: float, tasks: int) -> bool:
+    """The measured compute time holds the whole sleep and no more than each task's slack beyond it."""
+    return slept - 0.005 <= compute_s <= slept + WAKE_SLACK_S * tasks
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +116,7 @@ def test_each_prefix_counts_its_sleeps_and_past_two_the_rest_is_other(workload):
         for prefix, function in rows.items():
             slept = SLEEPS[function] * TASKS_EACH
             assert prefixes[prefix].tasks == TASKS_EACH
-            assert prefixes[prefix].compute_s == pytest.approx(slept, rel=0.05), (user, prefix)
+            assert counts_its_sleep(prefixes[prefix].compute_s, slept, TASKS_EACH), (user, prefix, prefixes[prefix])
             assert prefixes[prefix].cost_usd > 0
         # A user's prefixes add up to the user (and the users to the cluster, as tests/test_usage_cluster.py checks).
         whole = summary.users[user]
@@ -178,7 +187,7 @@ def test_errors_cancellations_shared_keys_and_worker_client_are_charged_honestly
     assert stopped.tasks == 0 and 0 < stopped.compute_s <= cancelled - submitted  # no result, but its run time
     dave_prefixes = summary.prefixes["dave"]  # the task's own submissions: dave's, under their own prefix
     assert dave_prefixes["fan_out"].tasks == 1 and dave_prefixes["inner_step"].tasks == 2
-    assert dave_prefixes["inner_step"].compute_s == pytest.approx(0.4, rel=0.05)
+    assert counts_its_sleep(dave_prefixes["inner_step"].compute_s, 0.4, 2), dave_prefixes["inner_step"]
     assert summary.prefixes["erin"]["shared_step"].tasks == 1  # a key both asked for ran once, for the first
     assert "shared_step" not in summary.prefixes.get("frank", {})
 
