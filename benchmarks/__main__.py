@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import boot, envs, fleet, localcluster, login, memory, revocation, scaling, switch, throughput
+from . import boot, envs, fleet, localcluster, login, memory, revocation, scaling, switch, throughput, transport
 
 TARGETS = {
     "boot agent / dask worker (nanny)": ("<=", 1.0),
@@ -44,6 +44,8 @@ def main() -> None:
         ratios.update(memory.run(Path(root) / "memory"))
         print("Workloads and client.restart() on `make local` against LocalCluster (see benchmarks/localcluster.py):")
         ratios.update(localcluster.run(Path(root) / "localcluster"))
+        print("What TLS costs on loopback, below daskfleet (see benchmarks/transport.py):")
+        ratios.update(transport.run(Path(root) / "transport"))
         print("The Pulumi program under mocks, by fleet size (see benchmarks/fleet.py):")
         ratios.update(fleet.run(Path(root) / "fleet"))
         print("Login to first computation on the local cluster (see benchmarks/login.py):")

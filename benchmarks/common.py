@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from distributed import Security
+
 from daskfleet.trust import pki
 from daskfleet.local.cluster import LOCAL_CLUSTER, write_node_dir
 from daskfleet.node.spec import NodeSpec
@@ -64,6 +66,20 @@ def stop(*procs: subprocess.Popen) -> None:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def tls_files(directory: Path) -> Security:
+    """Certificates per role (``scheduler``, ``worker``, ``client``) from a fresh CA, written to ``directory`` as
+    ``ca.pem``, ``ROLE.pem`` and ``ROLE.key`` for a TLS LocalCluster or listener; the client's Security."""
+    ca = pki.create_ca(LOCAL_CLUSTER)
+    pki.write_private(directory / "ca.pem", ca.cert_pem)
+    for role in ("scheduler", "worker", "client"):
+        cert = pki.issue_certificate(ca, LOCAL_CLUSTER, role, user="bench" if role == "client" else None,
+                                     ip_addresses=(HOST,))
+        pki.write_private(directory / f"{role}.pem", cert.cert_pem)
+        pki.write_private(directory / f"{role}.key", cert.key_pem)
+    return Security(tls_ca_file=str(directory / "ca.pem"), tls_client_cert=str(directory / "client.pem"),
+                    tls_client_key=str(directory / "client.key"), require_encryption=True)
 
 
 def summary(values: list[float]) -> str:

@@ -38,14 +38,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psutil
-from distributed import Client, Security
+from distributed import Client
 
 import daskfleet
 from daskfleet.local import cluster as local
 from daskfleet.local.state import LOCAL_CLUSTER, LocalCluster
-from daskfleet.trust import pki
 
-from .common import HOST, rounds_ratio, summary
+from .common import rounds_ratio, summary, tls_files
 
 ROUNDS = int(os.environ.get("DASKFLEET_BENCH_ROUNDS", "3"))
 RESTART_ROUNDS = int(os.environ.get("DASKFLEET_BENCH_RESTARTS", "3"))
@@ -169,19 +168,6 @@ def write_parquet(directory: Path, files: int = 16, rows: int = 100_000) -> None
         frame.to_parquet(directory / f"part-{index:03d}.parquet")
 
 
-def _tls_files(directory: Path) -> Security:
-    """Certificates per role from a fresh CA, written for the TLS LocalCluster; the client's Security."""
-    ca = pki.create_ca(LOCAL_CLUSTER)
-    pki.write_private(directory / "ca.pem", ca.cert_pem)
-    for role in ("scheduler", "worker", "client"):
-        cert = pki.issue_certificate(ca, LOCAL_CLUSTER, role, user="bench" if role == "client" else None,
-                                     ip_addresses=(HOST,))
-        pki.write_private(directory / f"{role}.pem", cert.cert_pem)
-        pki.write_private(directory / f"{role}.key", cert.key_pem)
-    return Security(tls_ca_file=str(directory / "ca.pem"), tls_client_cert=str(directory / "client.pem"),
-                    tls_client_key=str(directory / "client.key"), require_encryption=True)
-
-
 @contextmanager
 def _localcluster(argument: str, log: Path):
     proc = subprocess.Popen([sys.executable, "-c", LOCALCLUSTER_SCRIPT, argument], stdin=subprocess.PIPE,
@@ -244,7 +230,7 @@ def run(root: Path) -> dict[str, float]:
     root.mkdir(parents=True, exist_ok=True)
     write_parquet(root / "data" / "parquet")
     (root / "tls").mkdir()
-    client_tls = _tls_files(root / "tls")
+    client_tls = tls_files(root / "tls")
     times: dict[str, dict[str, list[float]]] = {name: {label: [] for label in CONTENDERS} for name in WORKLOADS}
     restarts: dict[str, list[float]] = {label: [] for label in RESTART_CONTENDERS}
     timed_out: set[str] = set()  # a cluster whose restart timed out is not restarted again

@@ -114,3 +114,19 @@ def test_a_throughput_verdict_reads_the_rounds_own_ratios(bench):
     assert common.medians_ratio(mine, theirs) < 0.8
     with pytest.raises(ValueError):
         common.rounds_ratio(mine, theirs[:-1])
+
+
+def test_the_transport_benchmark_times_tls_against_tcp_over_the_same_paths(bench, monkeypatch, tmp_path, capsys):
+    """A short run of the transport benchmark: every scheme's listener answers, the three ratios come back, and the
+    TLS server's ``recv`` hands over at most one 16 KiB record per call (what the benchmark's reading rests on)."""
+    transport = importlib.import_module("benchmarks.transport")
+    monkeypatch.setattr(transport, "ROUNDS", 2)
+    monkeypatch.setattr(transport, "SMALL_ECHOES", 20)
+    monkeypatch.setattr(transport, "TRANSFERS", 10)
+    ratios = transport.run(tmp_path / "transport")
+    assert set(ratios) == {"transport TLS / TCP, distributed comm, small message (time)",
+                           "transport TLS / TCP, distributed comm, 2 MB (time)",
+                           "transport TLS / TCP, raw sockets, 2 MB (time)"}
+    assert all(value > 0 for value in ratios.values())
+    calls = dict(re.findall(r"recv calls per 2 MB transfer, (tcp|tls): ([\d.]+)", capsys.readouterr().out))
+    assert float(calls["tls"]) >= transport.TRANSFER_BYTES / 16384 and float(calls["tcp"]) > 0
