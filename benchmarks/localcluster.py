@@ -44,7 +44,7 @@ import daskfleet
 from daskfleet.local import cluster as local
 from daskfleet.local.state import LOCAL_CLUSTER, LocalCluster
 
-from .common import rounds_ratio, summary, tls_files
+from .common import medians_ratio, rounds_ratio, summary, tls_files
 
 ROUNDS = int(os.environ.get("DASKFLEET_BENCH_ROUNDS", "3"))
 RESTART_ROUNDS = int(os.environ.get("DASKFLEET_BENCH_RESTARTS", "3"))
@@ -318,8 +318,8 @@ def report(times: dict[str, dict[str, list[float]]], restarts: dict[str, list[fl
         "  same, rounds' own ratios (TLS)": _geomean([by["LC/LC TLS"] for by in rounds.values()]),
         "  daskfleet speed / LocalCluster TLS (geo mean)": _geomean([by[TLS] / by[DASKFLEET] for by in medians.values()]),
         "  same, rounds' own ratios (daskfleet's own)": _geomean([by["LC TLS/dkf"] for by in rounds.values()]),
-        **({"client.restart() daskfleet / LocalCluster (time)": statistics.median(restarts[DASKFLEET])
-            / statistics.median(restarts[PLAIN]),
+        **({"client.restart() daskfleet / LocalCluster (time)": medians_ratio(restarts[DASKFLEET], restarts[PLAIN]),
+            # not common.rounds_ratio: a restart that timed out leaves the two sides' rounds of unequal length
             "  same, rounds' own ratios (restart)": statistics.median(
                 fleet / plain for fleet, plain in zip(restarts[DASKFLEET], restarts[PLAIN]))}
            if restarts[DASKFLEET] and restarts[PLAIN] else {}),

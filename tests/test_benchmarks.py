@@ -1,7 +1,7 @@
-"""`make bench` itself, without running a benchmark (each takes minutes on real clusters): every target names a ratio
-some benchmark returns (a renamed ratio would otherwise never be checked), every benchmark needs only the directory
-`make bench` gives it, the workloads' report turns figures into the ratios its targets read, and each workload runs
-on the cluster whose turn it is."""
+"""`make bench` itself, without running the cluster benchmarks (each takes minutes on real clusters): every target names
+a ratio some benchmark returns (a renamed ratio would otherwise never be checked), every benchmark needs only the
+directory `make bench` gives it, the workloads' report turns figures into the ratios its targets read, each workload
+runs on the cluster whose turn it is, and a short run of the transport benchmark (seconds, no cluster)."""
 
 from __future__ import annotations
 
